@@ -1,0 +1,21 @@
+"""Score updates on the compacted ``cx.scores`` topic (key = customer_id)."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.alerts import Contribution
+from schemas.events import JourneyStage
+
+
+class ScoreUpdate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: str
+    experience_score: float = Field(ge=0, le=100)
+    churn_risk: float = Field(ge=0, le=1)
+    journey_stage: JourneyStage
+    previous_stage: JourneyStage | None = None
+    explanation: list[Contribution] = Field(default_factory=list)
+    event_time: AwareDatetime
+    updated_at: AwareDatetime
