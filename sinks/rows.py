@@ -1,0 +1,211 @@
+"""Pure mapping of pipeline records to ClickHouse rows (tuples in the tables' column order).
+
+Each table's column order is fixed in :data:`TABLE_COLUMNS` and matches the DDL in
+deploy/clickhouse/migrations (a test compares them). Times go out as epoch seconds (DateTime,
+UTC) plus epoch milliseconds where sub-second order matters, so the writer never pays for
+timezone conversions. Optional text and codes become ``''`` / ``0``; optional money,
+durations and the comment sentiment stay ``None`` (Nullable columns) because zero is a real
+value for them. No I/O, no clock: ``ingested_at`` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from schemas.alerts import Alert
+from schemas.events import EventBase
+from schemas.scores import ScoreUpdate
+
+Row = tuple[Any, ...]
+
+TOUCHPOINT_EVENTS = "touchpoint_events"
+CUSTOMER_SCORES = "customer_scores"
+ALERTS = "alerts"
+DEAD_LETTERS = "dead_letters"
+
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    TOUCHPOINT_EVENTS: (
+        "event_id", "event_type", "schema_version", "occurred_at", "occurred_ms",
+        "customer_id", "anonymous_id", "session_id", "channel", "touchpoint",
+        "journey_stage", "stage_derived", "segment", "timezone", "survey", "score",
+        "cart_id", "cart_value", "order_id", "order_value", "currency", "resolved",
+        "wait_s", "load_time_ms", "http_status", "product_id", "error_code", "reason",
+        "sentiment", "properties", "ingested_at",
+    ),
+    CUSTOMER_SCORES: (
+        "customer_id", "experience_score", "churn_risk", "journey_stage", "previous_stage",
+        "explanation", "event_time", "event_time_ms", "updated_at", "updated_ms", "ingested_at",
+    ),
+    ALERTS: (
+        "alert_id", "rule", "kind", "customer_id", "event_time", "emitted_at",
+        "experience_score", "churn_risk", "explanation", "evidence", "action", "context",
+        "ingested_at",
+    ),
+    DEAD_LETTERS: (
+        "received_at", "code", "message", "source_topic", "source_partition", "source_offset",
+        "raw", "raw_size", "ingested_at",
+    ),
+}
+
+# The columns a redelivered row repeats exactly; BatchBuffer keeps one row per key per batch
+# and the tables' ReplacingMergeTree sorting keys collapse the rest across batches.
+DEDUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    TOUCHPOINT_EVENTS: ("event_id",),
+    CUSTOMER_SCORES: ("customer_id", "updated_ms", "event_time_ms"),
+    ALERTS: ("alert_id",),
+    DEAD_LETTERS: ("source_topic", "source_partition", "source_offset"),
+}
+
+
+def _key_function(table: str) -> Callable[[Row], Hashable]:
+    positions = tuple(TABLE_COLUMNS[table].index(c) for c in DEDUP_COLUMNS[table])
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda row: row[position]
+    return lambda row: tuple(row[p] for p in positions)
+
+
+DEDUP_KEYS: dict[str, Callable[[Row], Hashable]] = {t: _key_function(t) for t in DEDUP_COLUMNS}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_s(moment: datetime) -> int:
+    """Whole UTC epoch seconds (floored) of an aware datetime: what a DateTime column stores."""
+    return epoch_ms(moment) // 1000
+
+
+def epoch_ms(moment: datetime) -> int:
+    """UTC epoch milliseconds of an aware datetime (exact, no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def as_dict(table: str, row: Row) -> dict[str, Any]:
+    """A row as {column: value}, for tests, logs of schema errors and ad-hoc tools."""
+    columns = TABLE_COLUMNS[table]
+    if len(row) != len(columns):
+        raise ValueError(f"{table} rows have {len(columns)} columns, got {len(row)}")
+    return dict(zip(columns, row, strict=True))
+
+
+def event_row(event: EventBase, sentiment: float | None, *, ingested_at: datetime) -> Row:
+    """The touchpoint_events row of a validated event.
+
+    ``sentiment`` is the comment's score in [-1, 1], or None when the event has no comment.
+    """
+    props = getattr(event, "properties", None)
+    p: dict[str, Any] = props.model_dump(mode="json", exclude_none=True) if props else {}
+    event_type: str = getattr(event, "event_type", "")
+    survey = p.get("survey", "") if event_type == "survey_answer" else ""
+    wait_s = p.get("wait_s")
+    load_time_ms = p.get("load_time_ms")
+    cart_value = p.get("cart_value")
+    order_value = p.get("order_value")
+    return (
+        event.event_id,
+        event_type,
+        event.schema_version,
+        epoch_s(event.occurred_at),
+        epoch_ms(event.occurred_at),
+        event.customer_id or "",
+        event.anonymous_id or "",
+        event.session_id or "",
+        event.channel.value,
+        event.touchpoint or "",
+        event.stage.value,
+        0 if event.journey_stage is not None else 1,
+        event.segment or "",
+        event.timezone or "",
+        survey,
+        int(p["score"]) if survey else 0,
+        p.get("cart_id", ""),
+        None if cart_value is None else float(cart_value),
+        p.get("order_id", ""),
+        None if order_value is None else float(order_value),
+        p.get("currency", ""),
+        1 if p.get("resolved") is True else 0,
+        None if wait_s is None else float(wait_s),
+        None if load_time_ms is None else int(load_time_ms),
+        int(p.get("http_status", 0)),
+        p.get("product_id", ""),
+        p.get("error_code", ""),
+        p.get("reason", ""),
+        None if sentiment is None else float(sentiment),
+        _json(p),
+        epoch_s(ingested_at),
+    )
+
+
+def _explanation(contributions: Sequence[Any]) -> str:
+    return _json([c.model_dump(mode="json") for c in contributions])
+
+
+def score_row(update: ScoreUpdate, *, ingested_at: datetime) -> Row:
+    """The customer_scores row of a score update; explanation as a JSON list."""
+    return (
+        update.customer_id,
+        float(update.experience_score),
+        float(update.churn_risk),
+        update.journey_stage.value,
+        update.previous_stage.value if update.previous_stage is not None else "",
+        _explanation(update.explanation),
+        epoch_s(update.event_time),
+        epoch_ms(update.event_time),
+        epoch_s(update.updated_at),
+        epoch_ms(update.updated_at),
+        epoch_s(ingested_at),
+    )
+
+
+def alert_row(alert: Alert, *, ingested_at: datetime) -> Row:
+    """The alerts row of an alert; explanation and context as JSON."""
+    return (
+        alert.alert_id,
+        alert.rule,
+        alert.kind.value,
+        alert.customer_id,
+        epoch_s(alert.event_time),
+        epoch_s(alert.emitted_at),
+        float(alert.experience_score),
+        float(alert.churn_risk),
+        _explanation(alert.explanation),
+        list(alert.evidence),
+        alert.action,
+        _json(alert.context),
+        epoch_s(ingested_at),
+    )
+
+
+def dead_letter_row(
+    *,
+    code: str,
+    message: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    received_at: datetime,
+    raw: bytes,
+    ingested_at: datetime,
+) -> Row:
+    """The dead_letters row of a rejected message; the raw bytes are stored unchanged."""
+    return (
+        epoch_s(received_at),
+        code,
+        message,
+        topic,
+        partition,
+        offset,
+        bytes(raw),
+        len(raw),
+        epoch_s(ingested_at),
+    )
