@@ -1,0 +1,70 @@
+# CX Signals: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "CX Signals needs Python >= 3.10; set PYTHON=python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install CX Signals with its dev dependencies
+
+.PHONY: services
+services: ## Start Kafka, ClickHouse and Prometheus (compose with Docker, else native) and wait
+	@deploy/services.sh up
+
+.PHONY: services-down
+services-down: ## Stop the services this project started
+	@deploy/services.sh down
+
+.PHONY: services-status
+services-status: ## Show which services answer
+	@deploy/services.sh status
+
+.PHONY: setup
+setup: install services ## Install, start services, create topics and apply ClickHouse migrations
+	$(BIN)/cxsignals topics create
+	$(BIN)/cxsignals migrate
+
+.PHONY: run
+run: setup ## Set up everything, then run a worker and the event simulator (Ctrl-C stops both)
+	@deploy/run.sh
+
+.PHONY: test
+test: setup ## Run the whole test suite (unit + integration against the real services)
+	$(BIN)/pytest tests -q -p no:cacheprovider
+
+.PHONY: test-unit
+test-unit: install ## Run the unit tests only (no services needed)
+	$(BIN)/pytest tests/unit -q
+
+.PHONY: lint
+lint: install ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+	$(BIN)/mypy cxsignals streams schemas sinks
+
+.PHONY: bench
+bench: setup ## Benchmark against the real local Kafka and ClickHouse (writes bench/results/)
+	$(BIN)/python -m bench.run
+
+.PHONY: schemas
+schemas: install ## Re-export the JSON Schemas of the event contract into schemas/json/
+	$(BIN)/cxsignals schema export schemas/json
+
+.PHONY: clean
+clean: ## Remove the virtualenv and local state (stops the services first)
+	-@deploy/services.sh down
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

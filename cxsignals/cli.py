@@ -1,0 +1,43 @@
+"""The ``cxsignals`` command line: one entry point, one subcommand per module.
+
+Each command module exposes ``add_parser(sub)`` which registers its sub-parser and sets
+``func(args, settings) -> int`` (the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cxsignals.settings import get_settings
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "cxsignals.worker_cmd",
+    "cxsignals.topics_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxsignals",
+        description="CX Signals: real-time customer-experience signals from Kafka to ClickHouse.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, get_settings()))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``cxsignals topics create|list``: create the pipeline's Kafka topics (idempotent)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from cxsignals.settings import Settings
+
+TOPIC_MAX_MESSAGE_BYTES = str(2 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics CX Signals needs. Touchpoints, DLQ and scores share a partition count so that
+    they stay co-partitioned by customer; cx.scores is compacted (latest score per customer)."""
+    big = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
+    return [
+        TopicSpec(settings.topic_touchpoints, settings.touchpoint_partitions, big),
+        TopicSpec(settings.topic_dlq, settings.touchpoint_partitions, big),
+        TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {}),
+        TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {}),
+        TopicSpec(
+            settings.topic_scores,
+            settings.touchpoint_partitions,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        ),
+    ]
+
+
+def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create every missing topic; return the names created. Existing topics are left as they are."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="cxsignals-topics",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        existing = set(admin.list_topics())
+        created: list[str] = []
+        for spec in topic_specs(settings):
+            if spec.name in existing:
+                continue
+            try:
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            spec.name,
+                            num_partitions=spec.partitions,
+                            replication_factor=settings.replication_factor,
+                            topic_configs=spec.config,
+                        )
+                    ],
+                    timeout_ms=int(timeout_s * 1000),
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from kafka.errors import KafkaError
+
+    try:
+        if args.action == "create":
+            created = create_topics(settings)
+            for spec in topic_specs(settings):
+                state = "created" if spec.name in created else "exists"
+                print(f"{spec.name:28} {spec.partitions:3} partitions  {state}")
+        else:
+            for spec in topic_specs(settings):
+                print(f"{spec.name:28} {spec.partitions:3} partitions  {spec.config or ''}")
+    except KafkaError as exc:
+        print(
+            f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc}). "
+            "Is it running? Try `make services`.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "topics",
+        help="create or list the pipeline's Kafka topics",
+        description="Create the CX Signals topics (idempotent) or list their specs.",
+        epilog="example: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cxsignals topics create",
+    )
+    parser.add_argument("action", choices=["create", "list"])
+    parser.set_defaults(func=_run)

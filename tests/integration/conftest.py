@@ -1,0 +1,182 @@
+"""Fixtures for integration tests: real services, unique topics and databases per test, and the
+worker as a subprocess exactly as a user runs it (``cxsignals worker``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cxsignals.settings import Settings
+from tests.integration.services import REPO, Endpoints, free_port, resolve_endpoints, wait_until
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    try:
+        with resolve_endpoints() as found:
+            yield found
+    except Exception as exc:  # a missing service fails the run, it never skips it
+        pytest.fail(f"real services are not reachable: {exc}", pytrace=False)
+
+
+@dataclass
+class Stack:
+    """Names unique to one test: topics, consumer group, ClickHouse database, state dir."""
+
+    endpoints: Endpoints
+    run_id: str
+    tmp: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database(self) -> str:
+        return f"it_{self.run_id}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        prefix = f"it-{self.run_id}"
+        ch = self.endpoints.clickhouse_url.rsplit("/", 1)[0] + f"/{self.database}"
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.endpoints.kafka_bootstrap,
+            "CLICKHOUSE_URL": ch,
+            "CX_APP_ID": prefix,
+            "CX_TOPIC_TOUCHPOINTS": f"{prefix}.touchpoints",
+            "CX_TOPIC_DLQ": f"{prefix}.touchpoints.dlq",
+            "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
+            "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
+            "CX_TOPIC_SCORES": f"{prefix}.scores",
+            "CX_TOUCHPOINT_PARTITIONS": "2",
+            "CX_ALERT_PARTITIONS": "1",
+            "CX_STATE_DIR": str(self.tmp / "worker-state"),
+            "CX_SINK_BATCH_MS": "200",
+        }
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def settings(self, **overrides: str) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env(**overrides))
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture
+def stack(endpoints: Endpoints, tmp_path: Path) -> Stack:
+    return Stack(endpoints=endpoints, run_id=uuid.uuid4().hex[:10], tmp=tmp_path)
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cxsignals.cli", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+def cli(stack: Stack) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``cxsignals ARGS`` as a subprocess with the test's env; returns the completed process."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return _cli(*args, env=stack.env(**env))
+
+    return run
+
+
+@pytest.fixture
+def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``cxsignals worker`` (topics created first) and wait until it reports Ready."""
+    started: list[WorkerProcess] = []
+
+    def start(ready_timeout_s: float = 90, **env: str) -> WorkerProcess:
+        full_env = stack.env(**env)
+        created = _cli("topics", "create", env=full_env)
+        assert created.returncode == 0, created.stderr
+        metrics_port = free_port()
+        log_path = stack.tmp / f"worker-{len(started)}.log"
+        log_file = log_path.open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cxsignals.cli", "worker", "--loglevel", "info"],
+            env={**os.environ, **full_env, "CX_METRICS_PORT": str(metrics_port)},
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        worker = WorkerProcess(proc=proc, log_path=log_path, metrics_port=metrics_port)
+        started.append(worker)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.returncode}:\n{worker.log()}")
+            return "Ready" in worker.log()
+
+        wait_until(ready, ready_timeout_s, "the worker to report Ready")
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def consume_all(
+    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60, settle_s: float = 0.0
+) -> list[object]:
+    """Read ``topic`` from the beginning until ``expect`` records arrived (or time runs out);
+    then keep reading ``settle_s`` more seconds so that extra records are seen too."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None, consumer_timeout_ms=500,
+    )
+    records: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and len(records) < expect:
+            records.extend(consumer)
+        settle_until = time.monotonic() + settle_s
+        while time.monotonic() < settle_until:
+            records.extend(consumer)
+    finally:
+        consumer.close()
+    return records
