@@ -16,6 +16,9 @@ from cxsignals.settings import get_settings
 COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.worker_cmd",
     "cxsignals.topics_cmd",
+    "cxsignals.migrate_cmd",
+    "cxsignals.report_cmd",
+    "cxsignals.tail_cmd",
 )
 
 

@@ -31,7 +31,7 @@ cat <<EOT
 [run] CX Signals is running. Where to look:
   metrics      http://127.0.0.1:$METRICS_PORT/metrics
   prometheus   http://127.0.0.1:9090  (query e.g. rate(cx_events_processed_total[1m]))
-  alerts       $BIN/python -m kafka.tools... or: $BIN/cxsignals tail cx.alerts.marketing
+  alerts       $BIN/cxsignals tail marketing --from-beginning   (and: tail support, tail scores)
   dead letters $BIN/cxsignals dlq show --limit 20
   clickhouse   clickhouse-client --query 'SELECT rule, count() FROM cx.alerts GROUP BY rule'
   report       $BIN/cxsignals report --since 1h

@@ -1,0 +1,68 @@
+"""``cxsignals tail TOPIC``: print a topic's messages (alerts, scores) as they arrive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cxsignals.settings import Settings
+
+ALIASES = {
+    "marketing": "topic_alerts_marketing",
+    "support": "topic_alerts_support",
+    "scores": "topic_scores",
+    "touchpoints": "topic_touchpoints",
+    "dlq": "topic_dlq",
+}
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    topic = getattr(settings, ALIASES[args.topic]) if args.topic in ALIASES else args.topic
+    try:
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest" if args.from_beginning else "latest",
+            enable_auto_commit=False,
+            group_id=None,
+            consumer_timeout_ms=int(args.idle_timeout_s * 1000) if args.idle_timeout_s else None,
+        )
+    except KafkaError as exc:
+        print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc})",
+              file=sys.stderr)
+        return 2
+    shown = 0
+    try:
+        for record in consumer:
+            key = record.key.decode(errors="replace") if record.key else ""
+            value = record.value.decode(errors="replace") if record.value else ""
+            print(f"{key}\t{value}" if args.keys else value, flush=True)
+            shown += 1
+            if args.limit and shown >= args.limit:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "tail",
+        help="print messages of a topic (alerts, scores, ...) as they arrive",
+        description="Print the values of a topic, one per line. TOPIC is a topic name or one "
+        f"of: {', '.join(ALIASES)}.",
+        epilog="examples: cxsignals tail marketing --from-beginning --limit 5 | jq .rule\n"
+        "          cxsignals tail support --keys",
+    )
+    parser.add_argument("topic")
+    parser.add_argument("--from-beginning", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="stop after N messages")
+    parser.add_argument("--keys", action="store_true", help="print KEY<TAB>VALUE")
+    parser.add_argument("--idle-timeout-s", type=float, default=0.0,
+                        help="stop when nothing arrived for this long (default: never)")
+    parser.set_defaults(func=_run)
