@@ -25,7 +25,8 @@ class ClickHouseParams:
         parsed = urlparse(url)
         if parsed.scheme not in ("clickhouse", "tcp"):
             raise ValueError(
-                f"CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db, got {url!r}"
+                "CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db, "
+                f"got {url!r}"
             )
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or 9000

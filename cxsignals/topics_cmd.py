@@ -36,7 +36,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create every missing topic; return the names created. Existing topics are left as they are."""
+    """Create every missing topic and return the names created; existing topics stay as they are."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 

@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "(a second worker on the same host)"
         ),
     )
-    parser.add_argument("--loglevel", default=None, help="debug, info, warning (default: CX_LOG_LEVEL)")
+    parser.add_argument(
+        "--loglevel", default=None, help="debug, info, warning (default: CX_LOG_LEVEL)"
+    )
     parser.add_argument("--metrics-host", default="127.0.0.1", help="bind address of /metrics")
     parser.set_defaults(func=_run)

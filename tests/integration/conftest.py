@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,8 +133,9 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
 
     def start(ready_timeout_s: float = 90, **env: str) -> WorkerProcess:
         full_env = stack.env(**env)
-        created = _cli("topics", "create", env=full_env)
-        assert created.returncode == 0, created.stderr
+        for setup in (("topics", "create"), ("migrate",)):
+            done = _cli(*setup, env=full_env)
+            assert done.returncode == 0, f"cxsignals {' '.join(setup)}: {done.stderr}"
         metrics_port = free_port()
         log_path = stack.tmp / f"worker-{len(started)}.log"
         log_file = log_path.open("wb")
@@ -156,6 +158,33 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Publish (key, value) pairs in order and wait until the broker has all of them."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+        max_request_size=4 * 1024 * 1024,
+    )
+    try:
+        futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close()
+
+
+def clickhouse_client(stack: Stack) -> Any:
+    from clickhouse_driver import Client
+
+    from cxsignals.settings import ClickHouseParams
+
+    params = ClickHouseParams(stack.env()["CLICKHOUSE_URL"])
+    return Client(host=params.host, port=params.port, user=params.user,
+                  password=params.password, database=params.database)
 
 
 def consume_all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
+import orjson
 from clickhouse_driver import Client
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
@@ -46,12 +47,11 @@ def test_clickhouse_columnar_insert_and_select(endpoints: Endpoints) -> None:
 
 
 def _event(customer: str) -> bytes:
-    return (
-        '{"event_id":"%s","event_type":"page_view","schema_version":1,'
-        '"occurred_at":"2026-11-23T10:15:00Z","customer_id":"%s","channel":"web",'
-        '"properties":{"url":"https://shop.example/","load_time_ms":120}}'
-        % (uuid.uuid4(), customer)
-    ).encode()
+    return orjson.dumps({
+        "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": 1,
+        "occurred_at": datetime.now(timezone.utc).isoformat(), "customer_id": customer, "channel": "web",
+        "properties": {"url": "https://shop.example/", "load_time_ms": 120},
+    })
 
 
 def _metric(worker: WorkerProcess, line_prefix: str) -> float:
@@ -77,9 +77,8 @@ def test_worker_joins_group_and_processes_a_message(stack: Stack, start_worker: 
     try:
         def committed() -> bool:
             offsets = admin.list_group_offsets(settings.app_id)[settings.app_id]
-            return sum(
-                meta.offset for tp, meta in offsets.items() if tp.topic == settings.topic_touchpoints
-            ) >= 1
+            topic = settings.topic_touchpoints
+            return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic) >= 1
 
         wait_until(committed, 30, "the worker's consumer group to commit the offset")
     finally:
