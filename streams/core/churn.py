@@ -1,0 +1,110 @@
+"""Churn risk (0-1): a BG/NBD probability-alive base adjusted by the customer's experience.
+
+Base: ``1 - P(alive)`` of the BG/NBD model (Fader, Hardie and Lee, 2005, "Counting your customers
+the easy way"), with population parameters r, alpha, a, b estimated on CDNOW *in weeks*:
+
+    P(alive | x, t_x, T) = 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x))
+
+x = repeat purchases (purchases after the first), t_x = time of the last purchase and T = the
+customer's age, both measured from the first purchase, in weeks (``time_unit_s``). T is taken at
+the customer's watermark (event time), never the wall clock, so a replay gives the same risk.
+
+Two documented departures keep the risk monotone (a purchase never raises it):
+* BG/NBD says P(alive) = 1 when x = 0 (a customer can only drop out after a repeat purchase),
+  so the second purchase would *raise* the risk from 0 to a/(a+b). For x = 0 we use the x = 1
+  coefficient a / b (as the MBG/NBD variant does), so the risk decays from a/(a+b) with age.
+* A customer who never bought is aged from the first event seen (as if that were the trial).
+
+Adjustments, combined as independent hazards ``risk = 1 - (1 - base) * prod(1 - adj)``:
+low experience score, a recent detractor-like answer, unresolved support contacts, and a falling
+activity trend (last 7 days vs the weekly average of the 28 days before).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from streams.core.state import CustomerState
+from streams.core.windows import DAY_S, WEEK_S, activity_trend
+
+
+@dataclass(frozen=True, slots=True)
+class BgNbdParams:
+    """Population parameters; defaults are Fader/Hardie/Lee (2005) on CDNOW, unit = one week."""
+
+    r: float = 0.243
+    alpha: float = 4.414
+    a: float = 0.793
+    b: float = 2.426
+    time_unit_s: float = WEEK_S
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnAdjustments:
+    low_score: float = 0.4  # at experience score 0; linear to 0 at score 50
+    negative_answer: float = 0.15  # a detractor-like answer within negative_window_days
+    negative_window_days: float = 30.0
+    unresolved_each: float = 0.1  # per unresolved contact within unresolved_window_days
+    unresolved_max: float = 0.3
+    unresolved_window_days: float = 7.0
+    falling_trend: float = 0.25  # when the last 7 days had no activity at all
+    trend_min_baseline: float = 4.0  # events in the previous 28 days needed to judge a trend
+
+
+def p_alive(x: int, t_x: float, age: float, p: BgNbdParams) -> float:
+    """BG/NBD probability alive (x = 0 handled as described in the module docstring).
+
+    ``t_x`` and ``age`` are in model time units with 0 <= t_x <= age. Computed in log space,
+    so large x does not overflow.
+    """
+    coef = p.a / (p.b + max(x - 1, 0))
+    log_term = math.log(coef) + (p.r + x) * math.log((p.alpha + age) / (p.alpha + t_x))
+    if log_term > 700:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(log_term))
+
+
+def base_risk(state: CustomerState, p: BgNbdParams) -> float:
+    """1 - P(alive) at the state's watermark."""
+    assert state.watermark is not None
+    unit = p.time_unit_s
+    if state.purchases and state.first_purchase is not None and state.last_purchase is not None:
+        birth = state.first_purchase
+        x = state.purchases - 1
+        t_x = (state.last_purchase - birth) / unit
+    else:
+        birth = state.first_seen if state.first_seen is not None else state.watermark
+        x, t_x = 0, 0.0
+    age = max((state.watermark - birth) / unit, t_x)
+    return 1.0 - p_alive(x, t_x, age, p)
+
+
+def unresolved_contacts(state: CustomerState, window_s: float) -> int:
+    assert state.watermark is not None
+    horizon = state.watermark - window_s
+    return sum(1 for c in state.contacts if c[0] >= horizon and not c[1])
+
+
+def churn_risk(state: CustomerState, score: float, p: BgNbdParams, adj: ChurnAdjustments) -> float:
+    """Churn risk in [0, 1] at the state's watermark, for experience score ``score``.
+
+    Monotone: non-increasing in ``score``, in recent activity and in purchases made at the
+    watermark; non-decreasing in unresolved contacts and negative answers.
+    """
+    assert state.watermark is not None
+    keep = 1.0 - base_risk(state, p)
+    keep *= 1.0 - adj.low_score * max(0.0, (50.0 - score) / 50.0)
+    if (
+        state.last_negative is not None
+        and state.watermark - state.last_negative <= adj.negative_window_days * DAY_S
+    ):
+        keep *= 1.0 - adj.negative_answer
+    open_n = unresolved_contacts(state, adj.unresolved_window_days * DAY_S)
+    keep *= 1.0 - min(adj.unresolved_max, adj.unresolved_each * open_n)
+    recent, previous = activity_trend(state.activity_daily, state.watermark)
+    if previous >= adj.trend_min_baseline:
+        expected = previous / 4.0
+        if recent < expected:
+            keep *= 1.0 - adj.falling_trend * (1.0 - recent / expected)
+    return min(1.0, max(0.0, 1.0 - keep))

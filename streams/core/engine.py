@@ -1,0 +1,420 @@
+"""The engine: one customer event in, new state + score update + alerts out. No I/O.
+
+``Engine.process`` is what the Faust agent calls for every touchpoint of a customer, and
+``Engine.tick`` what its timer calls for customers with a pending deadline. Both are pure
+functions of (state, event, rules, config) except for ``now``, the injected wall clock, which is
+used only for ``emitted_at``/``updated_at``, for the lag estimate behind ``tick`` and never for
+scoring. A replay of the same events into a fresh state therefore yields the same scores and the
+same alert ids.
+
+Guarantees:
+* Redelivery: an event id already in the state's recent-id record is a no-op
+  (``duplicate=True``). Ids are remembered while their event time is within the grace period of
+  the watermark (at least the last 256, at most 512); an id forgotten earlier belongs to an event
+  beyond grace, which is a no-op anyway (``late_dropped=True``).
+* Late events: an event older than ``watermark - grace_s`` changes nothing
+  (``late_dropped=True``, the agent counts it). Within grace it is applied at its event time.
+* The state object passed in is mutated and returned in ``Outcome.state``; the caller must
+  persist it (``to_bytes``) before committing the event's offset.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.alerts import Alert
+from schemas.events import (
+    CartAbandonEvent,
+    CheckoutStartedEvent,
+    EventBase,
+    PageViewEvent,
+    PurchaseEvent,
+    SupportContactEvent,
+    SurveyAnswerEvent,
+)
+from schemas.scores import ScoreUpdate
+from streams.core import policy
+from streams.core.churn import BgNbdParams, ChurnAdjustments, churn_risk
+from streams.core.policy import PolicyEvent
+from streams.core.rules import (
+    Candidate,
+    CartRecoveryRule,
+    EventFacts,
+    RuleSet,
+    cart_candidate,
+    evaluate_event,
+    is_negative_answer,
+)
+from streams.core.scoring import (
+    add_signals,
+    advance_to,
+    current_stage,
+    explanation,
+    note_stage,
+    score_of,
+)
+from streams.core.sentiment import SentimentAnalyzer
+from streams.core.signals import SignalWeights, error_kind, event_signals
+from streams.core.state import (
+    MAX_CONTACTS,
+    MAX_DEFERRED,
+    MAX_ERRORS,
+    MAX_PENDING_CARTS,
+    MAX_SEEN_IDS,
+    MAX_VIEWS,
+    MIN_SEEN_IDS,
+    CustomerState,
+    event_id_hash,
+)
+from streams.core.windows import (
+    DAY_S,
+    HOUR_S,
+    bucket_add,
+    bucket_max,
+    bucket_prune,
+    timed_between,
+    timed_insert,
+    timed_prune,
+)
+
+ALERT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cx-signals/alerts")
+ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
+SCORE_HOURS = 24  # experience_drop looks back at most 24 h
+CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
+SEEN_PRUNE_SLACK = 64  # prune the id record in batches, not on every event
+
+
+def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
+    """Deterministic alert id: UUIDv5 of rule, customer and the triggering event ids."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join([rule, customer_id, *evidence])))
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Scoring parameters. ``from_settings`` takes grace, half-life and publish step from env."""
+
+    grace_s: float = 3600.0
+    half_life_days: float = 14.0
+    score_publish_step: float = 2.0
+    bgnbd: BgNbdParams = field(default_factory=BgNbdParams)
+    churn: ChurnAdjustments = field(default_factory=ChurnAdjustments)
+    weights: SignalWeights = field(default_factory=SignalWeights)
+    explanation_top: int = 5
+
+    @property
+    def half_life_s(self) -> float:
+        return self.half_life_days * DAY_S
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> EngineConfig:
+        """Build from ``cxsignals.settings.Settings`` (grace_s, half_life_days, publish step)."""
+        return cls(
+            grace_s=float(settings.grace_s),
+            half_life_days=float(settings.half_life_days),
+            score_publish_step=float(settings.score_publish_step),
+        )
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: CustomerState
+    duplicate: bool = False
+    late_dropped: bool = False  # older than watermark - grace_s: nothing changed
+    score_update: ScoreUpdate | None = None
+    alerts: list[Alert] = field(default_factory=list)
+    policy_events: list[PolicyEvent] = field(default_factory=list)
+
+
+class Engine:
+    """Scores, rules and alert policy for one customer at a time (thread-compatible, no I/O)."""
+
+    def __init__(self, config: EngineConfig, rules: RuleSet, sentiment: SentimentAnalyzer) -> None:
+        self.config = config
+        self.rules = rules
+        self.sentiment = sentiment
+        self._half_life_s = config.half_life_s
+        cart = rules.enabled.get("cart_recovery")
+        self._cart_rule: CartRecoveryRule | None = (
+            cart if isinstance(cart, CartRecoveryRule) else None
+        )
+        # How far back late events reach into each timed list, plus the rule window.
+        self._error_keep_s = config.grace_s + 2 * self._rule_window_s("friction_spike", 3600.0)
+        self._view_keep_s = config.grace_s + self._rule_window_s("browse_intent", 3600.0)
+        repeat = rules.enabled.get("repeat_contact")
+        repeat_s = repeat.params.window_hours * HOUR_S if repeat is not None else DAY_S
+        self._contact_keep_s = max(CONTACT_RETENTION_S, repeat_s + config.grace_s, DAY_S)
+
+    def _rule_window_s(self, rule_id: str, default_s: float) -> float:
+        rule = self.rules.enabled.get(rule_id)
+        return rule.params.window_minutes * 60 if rule is not None else default_s
+
+    # ------------------------------------------------------------------ public API
+
+    def process(
+        self, state: CustomerState | None, customer_id: str, event: EventBase, *, now: datetime
+    ) -> Outcome:
+        """Apply one event of ``customer_id``. See the module docstring for the guarantees."""
+        st = state if state is not None else CustomerState()
+        t = event.occurred_at.timestamp()
+        h = event_id_hash(event.event_id)
+        if h in st.seen:
+            return Outcome(st, duplicate=True)
+        w0 = st.watermark
+        if w0 is not None and t < w0 - self.config.grace_s:
+            return Outcome(st, late_dropped=True)
+        out = Outcome(st)
+        if w0 is None or t >= w0:
+            st.lag_s = max(0.0, now.timestamp() - t)
+            if event.timezone and policy.is_valid_zone(event.timezone):
+                st.timezone = event.timezone
+            if event.segment:
+                st.segment = event.segment
+        if w0 is not None and t > w0:
+            # Deadlines that fell strictly before this event happened before it.
+            self._release(st, customer_id, t, False, now, out)
+        if not st.score_hourly:
+            bucket_max(st.score_hourly, t, HOUR_S, st.score)  # a new customer starts neutral
+        score_before, risk_before, spend_before = st.score, st.risk, st.spend
+        advance_to(st, t, self._half_life_s)
+        w = st.watermark
+        assert w is not None
+        st.first_seen = t if st.first_seen is None else min(st.first_seen, t)
+        st.seen[h] = int(t)
+        self._prune_seen(st, w)
+
+        sentiment = None
+        repeated = False
+        if isinstance(event, SurveyAnswerEvent):
+            comment = event.properties.comment
+            if comment and comment.strip():
+                sentiment = self.sentiment.compound(comment)
+        elif isinstance(event, SupportContactEvent):
+            repeated = bool(timed_between(st.contacts, t - DAY_S, t))
+        signals = event_signals(
+            event, self.config.weights, repeated_contact=repeated, sentiment=sentiment
+        )
+        add_signals(st, t, event.event_id, signals, self._half_life_s)
+        friction = not isinstance(event, SurveyAnswerEvent) and any(x < 0 for _n, x in signals)
+        if not friction:
+            bucket_add(st.activity_daily, t, DAY_S)
+        note_stage(st, event.stage.value, t)
+        self._apply_facts(st, event, t, sentiment)
+        self._prune(st, w)
+
+        score = score_of(st.score_sum)
+        risk = churn_risk(st, score, self.config.bgnbd, self.config.churn)
+        hour = int(w // HOUR_S)
+        peak = max(v for k, v in st.score_hourly.items() if k >= hour - SCORE_HOURS)
+        facts = EventFacts(
+            event=event,
+            t=t,
+            sentiment=sentiment,
+            score_before=score_before,
+            score_after=score,
+            score_peak=max(peak, score_before),
+            risk_before=risk_before,
+            risk_after=risk,
+            spend_before=spend_before,
+        )
+        candidates = evaluate_event(self.rules, st, facts)
+        bucket_max(st.score_hourly, w, HOUR_S, score)
+        st.score, st.risk = score, risk
+        stage = current_stage(st)
+        st.stage = stage.value
+        for cand in candidates:
+            self._decide(st, customer_id, cand, now, out)
+        self._release(st, customer_id, w, True, now, out)
+        policy.prune_counts(st, w)
+        out.score_update = self._maybe_publish(st, customer_id, now)
+        return out
+
+    def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
+        """Fire deadlines of an idle customer: cart recoveries due and deferred alerts released.
+
+        The customer's event-time clock is estimated as ``now - state.lag_s`` (the lag of its
+        last in-order event), so live traffic fires on time while a replay or backfill, whose
+        events are far behind wall time, is not overtaken by its own timer.
+        """
+        out = Outcome(state)
+        if state.watermark is None:
+            return out
+        self._release(state, customer_id, now.timestamp() - state.lag_s, True, now, out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _apply_facts(
+        self, st: CustomerState, event: EventBase, t: float, sentiment: float | None
+    ) -> None:
+        """Update the per-type memory (purchases, carts, contacts, errors, views, answers)."""
+        if isinstance(event, PurchaseEvent):
+            st.purchases += 1
+            st.spend += event.properties.order_value
+            st.first_purchase = t if st.first_purchase is None else min(st.first_purchase, t)
+            if st.last_purchase is None or t >= st.last_purchase:
+                st.last_purchase = t
+                st.last_purchase_id = event.event_id
+            st.last_cart = t if st.last_cart is None else max(st.last_cart, t)
+            # A purchase within the wait cancels every cart abandoned before it.
+            st.pending_carts = [c for c in st.pending_carts if not c[1] <= t <= c[0]]
+        elif isinstance(event, CheckoutStartedEvent):
+            st.last_cart = t if st.last_cart is None else max(st.last_cart, t)
+        elif isinstance(event, CartAbandonEvent):
+            st.last_cart = t if st.last_cart is None else max(st.last_cart, t)
+            rule = self._cart_rule
+            p = event.properties
+            if rule is not None and p.cart_value >= rule.params.min_cart_value:
+                due = t + rule.params.wait_minutes * 60
+                bought = st.last_purchase is not None and t <= st.last_purchase <= due
+                if not bought:
+                    rec = (due, t, event.event_id, p.cart_id, p.cart_value, p.currency)
+                    timed_insert(st.pending_carts, rec, MAX_PENDING_CARTS)
+        elif isinstance(event, SupportContactEvent):
+            sp = event.properties
+            rec_c = (t, sp.resolved, event.event_id, sp.contact_id, sp.reason)
+            timed_insert(st.contacts, rec_c, MAX_CONTACTS)
+        elif isinstance(event, SurveyAnswerEvent):
+            if is_negative_answer(event, sentiment, self.rules.detractor) and (
+                st.last_negative is None or t > st.last_negative
+            ):
+                st.last_negative = t
+        elif isinstance(event, PageViewEvent) and event.properties.product_id is not None:
+            timed_insert(st.views, (t, event.event_id, event.properties.product_id), MAX_VIEWS)
+        kind = error_kind(event)
+        if kind is not None:
+            timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
+
+    def _prune(self, st: CustomerState, w: float) -> None:
+        bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
+        bucket_prune(st.score_hourly, int(w // HOUR_S) - SCORE_HOURS - 1)
+        timed_prune(st.contacts, w - self._contact_keep_s)
+        timed_prune(st.errors, w - self._error_keep_s)
+        timed_prune(st.views, w - self._view_keep_s)
+
+    def _prune_seen(self, st: CustomerState, w: float) -> None:
+        seen = st.seen
+        if len(seen) <= MIN_SEEN_IDS + SEEN_PRUNE_SLACK:
+            return
+        horizon = w - self.config.grace_s
+        drop = [k for k, t in seen.items() if t < horizon][: len(seen) - MIN_SEEN_IDS]
+        for k in drop:
+            del seen[k]
+        while len(seen) > MAX_SEEN_IDS:
+            del seen[next(iter(seen))]
+
+    def _alert(self, st: CustomerState, customer_id: str, c: Candidate, now: datetime) -> Alert:
+        return Alert(
+            alert_id=alert_id(c.rule, customer_id, c.evidence),
+            rule=c.rule,
+            kind=c.kind,
+            customer_id=customer_id,
+            event_time=_dt(c.event_time),
+            emitted_at=now,
+            experience_score=round(st.score, 2),
+            churn_risk=round(st.risk, 4),
+            explanation=explanation(st, st.score, self._half_life_s, self.config.explanation_top),
+            evidence=c.evidence,
+            action=c.action,
+            context=c.context,
+        )
+
+    def _decide(
+        self, st: CustomerState, customer_id: str, c: Candidate, now: datetime, out: Outcome
+    ) -> None:
+        d = policy.decide(
+            st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
+        )
+        alert = self._alert(st, customer_id, c, now)
+        if d.action == "suppressed":
+            assert d.reason is not None
+            out.policy_events.append(
+                PolicyEvent(
+                    c.rule, c.kind, d.reason, "suppressed", alert.alert_id, alert.event_time
+                )
+            )
+            return
+        policy.record(st, c.rule, c.kind, c.event_time)
+        if d.action == "emit":
+            out.alerts.append(alert)
+            return
+        assert d.release_t is not None
+        out.policy_events.append(
+            PolicyEvent(c.rule, c.kind, "quiet_hours", "deferred", alert.alert_id, alert.event_time)
+        )
+        payload = alert.model_dump(mode="json", exclude={"emitted_at"})
+        timed_insert(st.deferred, (d.release_t, payload), MAX_DEFERRED)
+
+    def _release(
+        self,
+        st: CustomerState,
+        customer_id: str,
+        upto: float,
+        inclusive: bool,
+        now: datetime,
+        out: Outcome,
+    ) -> None:
+        """Fire cart deadlines and release deferred alerts that are due by event time ``upto``."""
+
+        def due(x: float) -> bool:
+            return x <= upto if inclusive else x < upto
+
+        if st.pending_carts and due(st.pending_carts[0][0]):
+            ready = [c for c in st.pending_carts if due(c[0])]
+            st.pending_carts = [c for c in st.pending_carts if not due(c[0])]
+            if self._cart_rule is not None:
+                for cart in ready:
+                    self._decide(st, customer_id, cart_candidate(cart, self._cart_rule), now, out)
+        if st.deferred and due(st.deferred[0][0]):
+            ready_d = [d for d in st.deferred if due(d[0])]
+            st.deferred = [d for d in st.deferred if not due(d[0])]
+            for release_t, payload in ready_d:
+                alert = Alert.model_validate({**payload, "emitted_at": now})
+                # The customer may have turned angry during the quiet hours: re-check on release.
+                if policy.suppressed_by_support(st, release_t, self.rules.policy):
+                    out.policy_events.append(
+                        PolicyEvent(
+                            alert.rule,
+                            alert.kind,
+                            "suppression",
+                            "suppressed",
+                            alert.alert_id,
+                            alert.event_time,
+                        )
+                    )
+                else:
+                    out.alerts.append(alert)
+
+    def _maybe_publish(
+        self, st: CustomerState, customer_id: str, now: datetime
+    ) -> ScoreUpdate | None:
+        """A score update when score or risk*100 moved more than the step, or the stage changed."""
+        step = self.config.score_publish_step
+        stage = st.stage
+        assert stage is not None and st.watermark is not None
+        if (
+            st.pub_score is not None
+            and st.pub_risk is not None
+            and abs(st.score - st.pub_score) <= step
+            and abs(st.risk - st.pub_risk) * 100 <= step
+            and stage == st.pub_stage
+        ):
+            return None
+        previous = st.pub_stage if st.pub_stage != stage else None
+        st.pub_score, st.pub_risk, st.pub_stage = st.score, st.risk, stage
+        return ScoreUpdate(
+            customer_id=customer_id,
+            experience_score=round(st.score, 2),
+            churn_risk=round(st.risk, 4),
+            journey_stage=stage,
+            previous_stage=previous,
+            explanation=explanation(st, st.score, self._half_life_s, self.config.explanation_top),
+            event_time=_dt(st.watermark),
+            updated_at=now,
+        )

@@ -1,0 +1,137 @@
+"""Alert policy: cooldown, daily cap, quiet hours and suppression, in event time.
+
+Order of checks for a new candidate (the first that applies wins):
+1. suppression (marketing only): an open support alert (a support alert within
+   ``open_support_alert_s`` before the alert's event time) or a detractor-like answer within
+   ``negative_answer_s`` -> suppressed. "Never sell to an angry customer."
+2. cooldown: the same rule alerted this customer less than ``cooldown_s`` ago (either side
+   in event time, so late events obey it too) -> suppressed.
+3. daily cap: the customer already got ``daily_cap[kind]`` alerts of this kind on that UTC day
+   of event time -> suppressed.
+4. quiet hours (marketing only): the alert's event time falls in the customer's local quiet
+   hours -> deferred in the state until they end (not dropped), then re-checked for
+   suppression only when released.
+An alert that passes is *recorded* (cooldown, cap, open support alert) when emitted or deferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schemas.alerts import AlertKind
+from streams.core.rules import PolicyConfig, QuietHours
+from streams.core.state import CustomerState
+from streams.core.windows import DAY_S
+
+Reason = Literal["cooldown", "cap", "quiet_hours", "suppression"]
+PolicyAction = Literal["suppressed", "deferred"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEvent:
+    """One suppression or deferral, for the ``cx_alerts_policy_total{reason,action}`` metric."""
+
+    rule: str
+    kind: AlertKind
+    reason: Reason
+    action: PolicyAction
+    alert_id: str
+    event_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Literal["emit", "suppressed", "deferred"]
+    reason: Reason | None = None
+    release_t: float | None = None  # for deferred: when quiet hours end (epoch s)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str | None) -> tzinfo:
+    """The IANA zone ``name``; UTC when absent or unknown (never raises)."""
+    if not name:
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def is_valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def quiet_release(t: float, tz: tzinfo, qh: QuietHours) -> float | None:
+    """End of the quiet hours containing event time ``t`` (epoch s), or None if not quiet."""
+    local = datetime.fromtimestamp(t, tz)
+    now = local.time().replace(tzinfo=None)
+    day = local.date()
+    if qh.start > qh.end:  # wraps midnight, e.g. 21:00-08:00
+        if now >= qh.start:
+            end_day = day + timedelta(days=1)
+        elif now < qh.end:
+            end_day = day
+        else:
+            return None
+    elif qh.start <= now < qh.end:
+        end_day = day
+    else:
+        return None
+    return datetime.combine(end_day, qh.end, tzinfo=tz).timestamp()
+
+
+def suppressed_by_support(st: CustomerState, t: float, cfg: PolicyConfig) -> bool:
+    """Open support alert or recent detractor-like answer at event time ``t``."""
+    sa = st.last_support_alert
+    if sa is not None and sa <= t and t - sa <= cfg.open_support_alert_s:
+        return True
+    neg = st.last_negative
+    return neg is not None and neg <= t and t - neg <= cfg.negative_answer_s
+
+
+def _cap_key(kind: AlertKind, t: float) -> str:
+    return f"{kind.value}:{int(t // DAY_S)}"
+
+
+def decide(
+    st: CustomerState, rule: str, kind: AlertKind, t: float, cooldown_s: float, cfg: PolicyConfig
+) -> Decision:
+    """Apply the policy to a new candidate alert (see the module docstring for the order)."""
+    marketing = kind is AlertKind.marketing
+    if marketing and suppressed_by_support(st, t, cfg):
+        return Decision("suppressed", "suppression")
+    last = st.last_fired.get(rule)
+    if last is not None and abs(t - last) < cooldown_s:
+        return Decision("suppressed", "cooldown")
+    cap = cfg.daily_cap.get(kind)
+    if cap is not None and st.daily_counts.get(_cap_key(kind, t), 0) >= cap:
+        return Decision("suppressed", "cap")
+    if marketing and cfg.quiet_hours is not None:
+        release = quiet_release(t, zone(st.timezone), cfg.quiet_hours)
+        if release is not None:
+            return Decision("deferred", "quiet_hours", release)
+    return Decision("emit")
+
+
+def record(st: CustomerState, rule: str, kind: AlertKind, t: float) -> None:
+    """Count an emitted or deferred alert for cooldown, cap and open-support suppression."""
+    st.last_fired[rule] = max(t, st.last_fired.get(rule, t))
+    key = _cap_key(kind, t)
+    st.daily_counts[key] = st.daily_counts.get(key, 0) + 1
+    if kind is AlertKind.support and (st.last_support_alert is None or t > st.last_support_alert):
+        st.last_support_alert = t
+
+
+def prune_counts(st: CustomerState, now_t: float) -> None:
+    """Forget cap counters older than yesterday (late events reach back at most the grace)."""
+    oldest = int(now_t // DAY_S) - 1
+    for key in [k for k in st.daily_counts if int(k.rsplit(":", 1)[1]) < oldest]:
+        del st.daily_counts[key]

@@ -1,0 +1,111 @@
+"""Experience score (0-100, 50 neutral) with event-time decay, its explanation, and journey stage.
+
+The score keeps one number, ``score_sum`` S: the sum of every signal weight times
+``2 ** (-(watermark - t) / half_life)``, referenced to the customer's watermark (highest event
+time). Moving the watermark forward multiplies S by the decay of the gap; a late event adds its
+weight already decayed to the watermark. S is therefore the same whatever the arrival order
+(up to float rounding). The score is ``50 + 50 * tanh(S / 50)``: about one point per point of S
+near neutral, saturating smoothly toward 0 and 100.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from schemas.alerts import Contribution
+from schemas.events import STAGE_ORDER, JourneyStage
+from streams.core.signals import Signal
+from streams.core.state import MAX_SIGNALS, CustomerState
+
+NEUTRAL = 50.0
+SATURATION_POINTS = 50.0
+STAGE_WINDOW_S = 30 * 86_400
+_STAGE_RANK = {s.value: i for i, s in enumerate(STAGE_ORDER)}
+
+
+def decay(dt_s: float, half_life_s: float) -> float:
+    """Weight left after ``dt_s`` seconds of event time."""
+    return 2.0 ** (-dt_s / half_life_s)
+
+
+def score_of(score_sum: float) -> float:
+    """Experience score for a decayed signal sum: monotone increasing, within (0, 100)."""
+    return NEUTRAL + NEUTRAL * math.tanh(score_sum / SATURATION_POINTS)
+
+
+def advance_to(state: CustomerState, new_watermark: float, half_life_s: float) -> None:
+    """Move the score reference forward to ``new_watermark`` (no-op if not later)."""
+    if state.watermark is None:
+        state.watermark = new_watermark
+        return
+    gap = new_watermark - state.watermark
+    if gap > 0:
+        state.score_sum *= decay(gap, half_life_s)
+        state.watermark = new_watermark
+
+
+def add_signals(
+    state: CustomerState, t: float, event_id: str, signals: Iterable[Signal], half_life_s: float
+) -> None:
+    """Add an event's signals (event time ``t`` <= watermark) to the score and the signal list.
+
+    The list keeps the ``MAX_SIGNALS`` signals with the largest decayed size. Ranking by
+    ``log2|w| + t / half_life`` equals ranking by decayed size at any reference time, so what is
+    kept does not depend on when the list was trimmed.
+    """
+    assert state.watermark is not None
+    factor = decay(state.watermark - t, half_life_s)
+    for name, weight in signals:
+        state.score_sum += weight * factor
+        state.signals.append((t, weight, name, event_id))
+    excess = len(state.signals) - MAX_SIGNALS
+    if excess > 0:
+        state.signals.sort(key=lambda s: math.log2(abs(s[1]) or 1e-12) + s[0] / half_life_s)
+        del state.signals[:excess]
+
+
+def explanation(
+    state: CustomerState, score: float, half_life_s: float, top: int = 5
+) -> list[Contribution]:
+    """The ``top`` signals that move the score most, with signed contributions in score points.
+
+    Contributions are the decayed weights scaled by ``(score - 50) / S`` so that, while no
+    signal has been trimmed, they add up to ``score - 50``.
+    """
+    if state.watermark is None or not state.signals:
+        return []
+    w = state.watermark
+    s = state.score_sum
+    scale = (score - NEUTRAL) / s if abs(s) > 1e-9 else 1.0
+    decayed = [
+        (wt * decay(w - t, half_life_s) * scale, name, eid, t) for t, wt, name, eid in state.signals
+    ]
+    decayed.sort(key=lambda d: (-abs(d[0]), d[3], d[2], d[1]))
+    return [
+        Contribution(signal=name, contribution=round(c, 2), event_id=eid)
+        for c, name, eid, _t in decayed[:top]
+        if abs(c) >= 0.005
+    ]
+
+
+def note_stage(state: CustomerState, stage: str, t: float) -> None:
+    """Remember that the customer was at ``stage`` at event time ``t``."""
+    if state.stage_seen.get(stage, -math.inf) < t:
+        state.stage_seen[stage] = t
+
+
+def current_stage(state: CustomerState) -> JourneyStage:
+    """The furthest journey stage the customer reached in the last 30 days of event time.
+
+    Furthest = latest in awareness < consideration < purchase < usage < loyalty. Using the
+    furthest recent stage (not the stage of the last event) keeps the stage from flapping
+    between page views and purchases, and lets it fall back once the customer goes quiet.
+    """
+    assert state.watermark is not None
+    horizon = state.watermark - STAGE_WINDOW_S
+    for key in [k for k, t in state.stage_seen.items() if t < horizon]:
+        del state.stage_seen[key]
+    if not state.stage_seen:
+        return JourneyStage.awareness
+    return JourneyStage(max(state.stage_seen, key=lambda k: _STAGE_RANK[k]))

@@ -1,0 +1,94 @@
+"""Event-time windows kept inside the per-customer state.
+
+Two shapes, both plain Python containers so that the state serializes cheaply:
+
+* **Tumbling buckets** ``dict[int, float]`` keyed by ``floor(t / width_s)``: hourly buckets (the
+  highest experience score seen in each hour, for the 24 h drop rule) and daily buckets (activity
+  counts, for the 7-day vs previous-28-day trend). Adding to a bucket is commutative, so buckets
+  are order-independent; a bucket older than its retention is deleted by :func:`bucket_prune`.
+* **Timed lists**: small lists of tuples sorted by event time (first tuple field), with a time
+  retention and a hard length cap (oldest dropped first). A late event is inserted at its place
+  with ``bisect``, so the list content does not depend on arrival order (until the cap bites).
+
+Times are epoch seconds (float); nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+HOUR_S = 3600
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+
+T = TypeVar("T", bound=tuple[Any, ...])
+
+
+def bucket_index(t: float, width_s: int) -> int:
+    """Index of the tumbling bucket of width ``width_s`` that holds event time ``t``."""
+    return int(t // width_s)
+
+
+def bucket_add(buckets: dict[int, float], t: float, width_s: int, value: float = 1.0) -> None:
+    """Add ``value`` to the bucket holding ``t`` (commutative: order of calls does not matter)."""
+    key = int(t // width_s)
+    buckets[key] = buckets.get(key, 0.0) + value
+
+
+def bucket_max(buckets: dict[int, float], t: float, width_s: int, value: float) -> None:
+    """Keep the largest ``value`` seen in the bucket holding ``t``."""
+    key = int(t // width_s)
+    old = buckets.get(key)
+    if old is None or value > old:
+        buckets[key] = value
+
+
+def bucket_sum(buckets: Mapping[int, float], first: int, last: int) -> float:
+    """Sum of buckets with ``first <= index <= last``."""
+    return sum(v for k, v in buckets.items() if first <= k <= last)
+
+
+def bucket_prune(buckets: dict[int, float], min_index: int) -> None:
+    """Delete buckets older than ``min_index``; the dicts hold a few dozen keys at most."""
+    for key in [k for k in buckets if k < min_index]:
+        del buckets[key]
+
+
+def activity_trend(daily: Mapping[int, float], now_t: float) -> tuple[float, float]:
+    """(events in the last 7 days, events in the 28 days before them), by event-time day.
+
+    The last 7 days are the day of ``now_t`` and the 6 days before it.
+    """
+    today = int(now_t // DAY_S)
+    recent = bucket_sum(daily, today - 6, today)
+    previous = bucket_sum(daily, today - 34, today - 7)
+    return recent, previous
+
+
+def timed_insert(items: list[T], item: T, cap: int) -> None:
+    """Insert ``item`` (first field: event time) in time order; keep the newest ``cap``."""
+    if not items or item[0] >= items[-1][0]:
+        items.append(item)  # the in-order case: no search
+    else:
+        insort(items, item, key=lambda it: it[0])
+    if len(items) > cap:
+        del items[: len(items) - cap]
+
+
+def timed_prune(items: list[T], min_t: float) -> None:
+    """Drop the items with event time before ``min_t``."""
+    if items and items[0][0] < min_t:
+        del items[: bisect_left(items, min_t, key=lambda it: it[0])]
+
+
+def timed_between(items: list[T], lo_t: float, hi_t: float) -> list[T]:
+    """Items with ``lo_t <= time <= hi_t`` (inclusive both ends), in time order."""
+    start = bisect_left(items, lo_t, key=lambda it: it[0])
+    out: list[T] = []
+    for it in items[start:]:
+        if it[0] > hi_t:
+            break
+        out.append(it)
+    return out
