@@ -65,9 +65,7 @@ LUKEWARM: tuple[str, ...] = (
 )
 
 
-def comment_for(
-    rng: random.Random, happiness: float, pains: list[str], after_support: bool
-) -> str:
+def comment_for(rng: random.Random, happiness: float, pains: list[str], after_support: bool) -> str:
     """A comment consistent with ``happiness`` (0 = furious, 1 = delighted) and the pains met.
 
     Deterministic for a given ``rng`` state; never longer than the contract's comment limit.
