@@ -57,6 +57,8 @@ class ErrorCode(str, Enum):
     """The bytes are not valid UTF-8."""
     internal_error = "internal_error"
     """The validator itself failed (a bug); kept apart so it never hides among bad input."""
+    processing_error = "processing_error"
+    """A valid event whose scoring failed unexpectedly (set by the ingest agent, not here)."""
 
 
 @dataclass(frozen=True, slots=True)

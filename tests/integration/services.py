@@ -47,8 +47,8 @@ def _docker_endpoints(stack: contextlib.ExitStack) -> Endpoints | None:
     try:
         from docker.errors import DockerException
         from testcontainers.community.clickhouse import ClickHouseContainer
-        from testcontainers.core.container import DockerContainer
         from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.core.container import DockerContainer
     except ImportError:
         return None
     try:
