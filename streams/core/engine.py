@@ -68,6 +68,7 @@ from streams.core.state import (
     MIN_SEEN_IDS,
     CustomerState,
     event_id_hash,
+    short_hash,
 )
 from streams.core.windows import (
     DAY_S,
@@ -85,6 +86,7 @@ ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
 SCORE_HOURS = 24  # experience_drop looks back at most 24 h
 CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
 SEEN_PRUNE_SLACK = 64  # prune the id record in batches, not on every event
+MAX_EVIDENCE = 10  # event ids per alert
 
 
 def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
@@ -211,7 +213,10 @@ class Engine:
         score = score_of(st.score_sum)
         risk = churn_risk(st, score, self.config.bgnbd, self.config.churn)
         hour = int(w // HOUR_S)
-        peak = max(v for k, v in st.score_hourly.items() if k >= hour - SCORE_HOURS)
+        peak = max(
+            (v for k, v in st.score_hourly.items() if k >= hour - SCORE_HOURS),
+            default=score_before,
+        )
         facts = EventFacts(
             event=event,
             t=t,
@@ -286,7 +291,8 @@ class Engine:
             ):
                 st.last_negative = t
         elif isinstance(event, PageViewEvent) and event.properties.product_id is not None:
-            timed_insert(st.views, (t, event.event_id, event.properties.product_id), MAX_VIEWS)
+            product = short_hash(event.properties.product_id)
+            timed_insert(st.views, (t, event.event_id, product), MAX_VIEWS)
         kind = error_kind(event)
         if kind is not None:
             timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
@@ -328,6 +334,8 @@ class Engine:
     def _decide(
         self, st: CustomerState, customer_id: str, c: Candidate, now: datetime, out: Outcome
     ) -> None:
+        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
+        del c.evidence[:-MAX_EVIDENCE]
         d = policy.decide(
             st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
         )

@@ -29,7 +29,7 @@ from schemas.events import (
     SurveyAnswerEvent,
 )
 from streams.core.signals import error_kind
-from streams.core.state import CustomerState
+from streams.core.state import CustomerState, short_hash
 from streams.core.windows import DAY_S, HOUR_S, timed_between
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.json")
@@ -468,7 +468,8 @@ def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Can
         return None
     product = ev.properties.product_id
     win = r.params.window_minutes * 60
-    views = [v for v in timed_between(st.views, f.t - win, f.t) if v[2] == product]
+    key = short_hash(product)
+    views = [v for v in timed_between(st.views, f.t - win, f.t) if v[2] == key]
     if len(views) < r.params.min_views:
         return None
     if st.last_cart is not None and st.last_cart >= views[0][0]:

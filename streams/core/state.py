@@ -22,8 +22,8 @@ SignalRec = tuple[float, float, str, str]
 ContactRec = tuple[float, bool, str, str, str]
 # (event time, event id, error kind)
 ErrorRec = tuple[float, str, str]
-# (event time, event id, product id)
-ViewRec = tuple[float, str, str]
+# (event time, event id, product id hash)
+ViewRec = tuple[float, str, int]
 # (due time, abandon time, event id, cart id, cart value, currency)
 CartRec = tuple[float, float, str, str, float, str]
 # (release time, alert as JSON-ready dict without emitted_at)
@@ -37,12 +37,17 @@ MAX_CONTACTS = 16
 MAX_ERRORS = 32
 MAX_VIEWS = 32
 MAX_PENDING_CARTS = 8
-MAX_DEFERRED = 8
+MAX_DEFERRED = 4  # >= 2 UTC days x the default marketing cap of 2
 
 
 def event_id_hash(event_id: str) -> int:
     """63-bit digest of an event id: fixed size in the state, collision odds ~1e-19 per pair."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def short_hash(text: str) -> int:
+    """31-bit digest, for comparing product ids within one customer's last hour of views."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") >> 1
 
 
 @dataclass(slots=True)
