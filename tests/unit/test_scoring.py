@@ -1,0 +1,177 @@
+"""Experience score: signal weights, decay, saturation, explanation, journey stage."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from schemas.events import EventBase
+from streams.core.scoring import (
+    add_signals,
+    advance_to,
+    current_stage,
+    decay,
+    explanation,
+    note_stage,
+    score_of,
+)
+from streams.core.signals import SignalWeights, event_signals
+from streams.core.state import MAX_SIGNALS, CustomerState
+from tests.journeys import make_event
+
+W = SignalWeights()
+T0 = datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc)
+HALF_LIFE_S = 14 * 86_400
+
+
+def ev(typ: str, props: dict[str, Any], **kw: Any) -> EventBase:
+    return make_event("c", "e", typ, T0, props, **kw)
+
+
+def total(signals: list[tuple[str, float]]) -> float:
+    return sum(w for _n, w in signals)
+
+
+def test_survey_weights_follow_the_scales() -> None:
+    nps = [
+        total(event_signals(ev("survey_answer", {"survey": "nps", "score": s}), W))
+        for s in range(11)
+    ]
+    assert nps == sorted(nps)  # monotone in the answer
+    assert nps[6] < 0 and nps[7] == 0 and nps[9] > 0  # detractor, passive, promoter
+    csat = [
+        total(event_signals(ev("survey_answer", {"survey": "csat", "score": s}), W))
+        for s in range(1, 6)
+    ]
+    ces = [
+        total(event_signals(ev("survey_answer", {"survey": "ces", "score": s}), W))
+        for s in range(1, 8)
+    ]
+    assert csat == sorted(csat) and csat[2] == 0
+    assert ces == sorted(ces) and ces[3] == 0
+
+
+def test_comment_sentiment_adds_a_signal_unless_neutral() -> None:
+    answer = ev("survey_answer", {"survey": "nps", "score": 8, "comment": "x"})
+    assert event_signals(answer, W, sentiment=-0.8)[-1] == ("negative_comment", pytest.approx(-6.4))
+    assert len(event_signals(answer, W, sentiment=0.01)) == 1
+
+
+def test_friction_weighs_more_at_moments_of_truth() -> None:
+    plain = total(
+        event_signals(ev("cart_abandon", {"cart_id": "k", "cart_value": 1.0, "currency": "EUR"}), W)
+    )
+    at_checkout = total(
+        event_signals(
+            ev(
+                "cart_abandon",
+                {"cart_id": "k", "cart_value": 1.0, "currency": "EUR"},
+                touchpoint="Checkout",
+            ),
+            W,
+        )
+    )
+    assert at_checkout == pytest.approx(plain * W.moment_of_truth_factor) and plain < 0
+    assert total(event_signals(ev("payment_failed", {}), W)) == pytest.approx(
+        W.payment_failed * W.moment_of_truth_factor
+    )
+
+
+def test_support_contacts_unresolved_repeated_long_wait() -> None:
+    def contact(resolved: bool, repeated: bool, wait_s: float | None = None) -> float:
+        props: dict[str, Any] = {"contact_id": "t", "reason": "r", "resolved": resolved}
+        if wait_s is not None:
+            props["wait_s"] = wait_s
+        return total(event_signals(ev("support_contact", props), W, repeated_contact=repeated))
+
+    first_resolved = contact(True, False)
+    assert first_resolved < 0  # first-contact resolution softens but never turns it positive
+    assert contact(False, False) < first_resolved
+    assert contact(False, True) < contact(True, True) < 0
+    assert contact(True, True, wait_s=600) < contact(True, True, wait_s=10)
+
+
+def test_purchase_is_positive_and_clean_page_view_neutral() -> None:
+    assert (
+        total(
+            event_signals(
+                ev("purchase", {"order_id": "o", "order_value": 5.0, "currency": "EUR"}), W
+            )
+        )
+        > 0
+    )
+    assert event_signals(ev("page_view", {"url": "/"}), W) == []
+    slow_error = event_signals(
+        ev("page_view", {"url": "/", "http_status": 502, "load_time_ms": 9000}), W
+    )
+    assert [n for n, _ in slow_error] == ["error_page", "slow_page"]
+
+
+def test_score_is_bounded_monotone_and_neutral_at_zero() -> None:
+    assert score_of(0.0) == 50.0
+    xs = [-1000.0, -50.0, -5.0, 0.0, 5.0, 50.0, 1000.0]
+    scores = [score_of(x) for x in xs]
+    assert scores == sorted(scores) and all(0.0 <= s <= 100.0 for s in scores)
+    assert score_of(-4.0) == pytest.approx(46.0, abs=0.05)  # about one point per point
+
+
+def test_signals_decay_with_the_half_life_in_event_time() -> None:
+    st = CustomerState()
+    t0 = T0.timestamp()
+    advance_to(st, t0, HALF_LIFE_S)
+    add_signals(st, t0, "e1", [("detractor", -10.0)], HALF_LIFE_S)
+    assert st.score_sum == pytest.approx(-10.0)
+    advance_to(st, t0 + HALF_LIFE_S, HALF_LIFE_S)
+    assert st.score_sum == pytest.approx(-5.0)
+    assert decay(2 * HALF_LIFE_S, HALF_LIFE_S) == pytest.approx(0.25)
+
+
+def test_late_signal_is_added_already_decayed() -> None:
+    st = CustomerState()
+    t0 = T0.timestamp()
+    advance_to(st, t0 + HALF_LIFE_S, HALF_LIFE_S)
+    add_signals(st, t0, "late", [("x", -8.0)], HALF_LIFE_S)
+    assert st.score_sum == pytest.approx(-4.0)
+
+
+def test_explanation_sums_to_score_minus_50_and_names_events() -> None:
+    st = CustomerState()
+    t0 = T0.timestamp()
+    advance_to(st, t0 + 3600, HALF_LIFE_S)
+    add_signals(st, t0, "bad", [("nps_detractor", -12.0)], HALF_LIFE_S)
+    add_signals(st, t0 + 3600, "good", [("purchase", 3.0)], HALF_LIFE_S)
+    score = score_of(st.score_sum)
+    expl = explanation(st, score, HALF_LIFE_S)
+    assert [c.event_id for c in expl] == ["bad", "good"]
+    assert expl[0].contribution < 0 < expl[1].contribution
+    assert sum(c.contribution for c in expl) == pytest.approx(score - 50, abs=0.02)
+
+
+def test_signal_list_keeps_the_strongest_decayed_signals() -> None:
+    st = CustomerState()
+    t0 = T0.timestamp()
+    advance_to(st, t0 + 10 * 86_400, HALF_LIFE_S)
+    add_signals(st, t0, "old-big", [("big", -20.0)], HALF_LIFE_S)
+    for i in range(MAX_SIGNALS + 5):
+        add_signals(st, t0 + 86_400, f"small{i}", [("small", -0.1)], HALF_LIFE_S)
+    assert len(st.signals) == MAX_SIGNALS
+    assert any(s[3] == "old-big" for s in st.signals)
+
+
+def test_stage_is_the_furthest_reached_in_30_days_and_falls_back() -> None:
+    st = CustomerState()
+    t0 = T0.timestamp()
+    st.watermark = t0
+    note_stage(st, "consideration", t0)
+    note_stage(st, "purchase", t0)
+    note_stage(st, "awareness", t0)
+    assert current_stage(st).value == "purchase"
+    st.watermark = t0 + 31 * 86_400
+    note_stage(st, "awareness", st.watermark)
+    assert current_stage(st).value == "awareness"
+
+
+def test_explanation_empty_for_new_state() -> None:
+    assert explanation(CustomerState(), 50.0, HALF_LIFE_S) == []
