@@ -226,8 +226,14 @@ def show_dead_letters(
             start = dict(begin)
         per_partition_cap = limit if from_beginning else None
         letters = list(
-            _read(consumer, start, end, timeout_s=timeout_s, per_partition=per_partition_cap,
-                  code=code)
+            _read(
+                consumer,
+                start,
+                end,
+                timeout_s=timeout_s,
+                per_partition=per_partition_cap,
+                code=code,
+            )
         )
     letters.sort(key=lambda letter: (letter.timestamp_ms, letter.partition, letter.offset))
     return (letters[:limit] if from_beginning else letters[-limit:]), total
@@ -375,9 +381,7 @@ def _consumer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
             )
         )
     except KafkaError as exc:
-        raise DlqError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
-        ) from None
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
     try:
         yield consumer
     except KafkaError as exc:
@@ -404,9 +408,7 @@ def _producer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
             )
         )
     except KafkaError as exc:
-        raise DlqError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
-        ) from None
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
     try:
         yield producer
     except KafkaError as exc:
@@ -497,4 +499,3 @@ def _printable(raw: bytes) -> str:
 
 def _or_q(number: int | None) -> str:
     return "?" if number is None else str(number)
-

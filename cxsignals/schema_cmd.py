@@ -47,8 +47,10 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         paths = export_json_schemas(args.directory)
     except OSError as exc:
-        print(f"error: cannot write schemas to {args.directory}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"error: cannot write schemas to {args.directory}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 2
     for path in paths:
         print(path)

@@ -75,9 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="print only the invalid lines"
-    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the invalid lines")
     parser.set_defaults(func=run)
 
 

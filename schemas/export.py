@@ -89,9 +89,7 @@ def schema_id(name: str) -> str:
 
 def build_json_schemas() -> dict[str, dict[str, Any]]:
     """Every published schema by file name: one per event type, the envelope, and the union."""
-    schemas = {
-        f"{event_type}.schema.json": _event_schema(event_type) for event_type in EVENT_TYPES
-    }
+    schemas = {f"{event_type}.schema.json": _event_schema(event_type) for event_type in EVENT_TYPES}
     schemas[ENVELOPE_FILE] = _envelope_schema()
     schemas[TOUCHPOINT_FILE] = _touchpoint_schema()
     return schemas

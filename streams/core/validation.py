@@ -165,8 +165,10 @@ def _classify_failure(value: bytes, errors: Sequence[ErrorDetails]) -> Invalid:
         )
     version = document.get("schema_version")
     # bool is an int subclass; `true` is a type error for the schema, not a version.
-    if isinstance(version, int) and not isinstance(version, bool) and (
-        version not in SUPPORTED_SCHEMA_VERSIONS
+    if (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and (version not in SUPPORTED_SCHEMA_VERSIONS)
     ):
         return _unsupported_version(version)
     return Invalid(ErrorCode.schema_violation, _describe_errors(errors, tag=event_type))
