@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import accumulate
 from typing import Any, TypeVar
 
 import orjson
@@ -59,6 +60,7 @@ PAIN_WEIGHT: dict[str, float] = {
 SLOW_PAGE_MS = 3000  # a page slower than this is a pain point
 LONG_WAIT_S = 900.0  # a support wait longer than this is a pain point
 FRICTION_DECAY = 0.6  # frustration kept from one session to the next
+MAX_PAINS = 5  # pain points remembered for survey comments
 
 SUPPORT_TOUCHPOINT = {"call_center": "hotline", "chat": "live_chat", "email": "email_support"}
 SUPPORT_WAIT_MEAN_S = {"call_center": 240.0, "chat": 90.0, "email": 4 * 3600.0}
@@ -157,13 +159,7 @@ class _Customer:
 
 
 def _cum(pairs: tuple[tuple[Channel, float], ...]) -> tuple[tuple[str, ...], list[float]]:
-    names = tuple(ch.value for ch, _ in pairs)
-    cum: list[float] = []
-    total = 0.0
-    for _, w in pairs:
-        total += w
-        cum.append(total)
-    return names, cum
+    return tuple(ch.value for ch, _ in pairs), list(accumulate(w for _, w in pairs))
 
 
 class _Journeys:
@@ -179,7 +175,7 @@ class _Journeys:
         # rng.random() based picks: several times faster than randrange/choice/choices, which
         # matters at 100k+ events/s; still fully determined by the seed.
         self.rand = rng.random
-        self.persona_cum = list(_cum_weights(p.weight for p in PERSONAS))
+        self.persona_cum = list(accumulate(p.weight for p in PERSONAS))
         self.view_channels: dict[str, tuple[tuple[str, ...], list[float]]] = {}
         self.buy_channels: dict[str, tuple[tuple[str, ...], list[float]]] = {}
         self.support_channels: dict[str, tuple[tuple[str, ...], list[float]]] = {}
@@ -215,10 +211,6 @@ class _Journeys:
         anonymous = self.hex_id("a-") if rng.random() < persona.p_anonymous_start else None
         return _Customer(number, persona, tz_index, anonymous)
 
-    def below(self, n: int) -> int:
-        """A uniform int in [0, n)."""
-        return int(self.rand() * n)
-
     def between(self, low: int, high: int) -> int:
         """A uniform int in [low, high]."""
         return low + int(self.rand() * (high - low + 1))
@@ -233,6 +225,8 @@ class _Journeys:
     def _pain(self, c: _Customer, pain: str) -> None:
         c.friction += PAIN_WEIGHT[pain]
         c.pains.append(pain)
+        if len(c.pains) > MAX_PAINS:  # bounded memory in unbounded runs
+            del c.pains[0]
 
     def _add(
         self,
@@ -394,7 +388,7 @@ class _Journeys:
             survey = "csat" if self.rand() < 0.6 else "nps"
             self._survey(c, survey, channel, touchpoint, PURCHASE)
 
-    def _support(self, c: _Customer, follow_up: bool) -> None:
+    def _support(self, c: _Customer) -> None:
         rng = self.rng
         p = c.persona
         channel = self._pick(self.support_channels, c)
@@ -444,7 +438,7 @@ class _Journeys:
         c.session_id = self.hex_id("s-")
         p = c.persona
         if c.open_issue is not None and self.rand() < 0.7:
-            self._support(c, follow_up=True)
+            self._support(c)  # following up an unresolved issue
         elif c.abandoned_cart is not None and self.rand() < p.p_recover:
             cart_id = c.abandoned_cart[0]
             self._page_view(c, "email", "cart_reminder", PURCHASE, f"/cart?recover={cart_id}")
@@ -486,7 +480,7 @@ class _Journeys:
             self._page_view(c, channel, touchpoint, USAGE, f"/{touchpoint}")
         met_friction = c.friction > friction_before
         if self.rand() < c.persona.p_support or (met_friction and self.rand() < 0.5):
-            self._support(c, follow_up=False)
+            self._support(c)
         c.usage_sessions += 1
         if c.usage_sessions >= 2 and self.rand() < 0.4:
             c.stage = LOYALTY
@@ -501,13 +495,6 @@ class _Journeys:
             self._survey(c, "nps", "email", "nps_email", LOYALTY)
             if c.friction < 0.2 and self.rand() < 0.3:
                 self._page_view(c, "social", "review", LOYALTY, "/reviews/new")
-
-
-def _cum_weights(weights: Any) -> Iterator[float]:
-    total = 0.0
-    for w in weights:
-        total += w
-        yield total
 
 
 def generate(config: SimConfig) -> Iterator[SimMessage]:
