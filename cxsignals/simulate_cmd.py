@@ -68,8 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "simulate",
         help="publish simulated customer journeys (with friction and bad messages) to Kafka",
         description=(
-            "Customers with personas walk the journey stages over channels and touchpoints; "
-            "friction is injected, survey answers follow experience, and a share of "
+            "Customers with personas walk the journey stages over channels and touchpoints;\n"
+            "friction is injected, survey answers follow experience, and a share of\n"
             "deliberately bad messages exercises the dead-letter topic."
         ),
         epilog=EPILOG,
