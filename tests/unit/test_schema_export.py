@@ -22,7 +22,8 @@ from schemas.export import (
     export_json_schemas,
     schema_id,
 )
-from streams.core.validation import validate_event
+from streams.core.deadletter import DEAD_LETTER_HEADERS
+from streams.core.validation import ErrorCode, validate_event
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "events.md"
@@ -161,3 +162,10 @@ def test_schema_export_command_reports_an_unwritable_directory(
     args = parser.parse_args(["schema", "export", str(blocker / "schemas")])
     assert args.func(args, Settings()) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot write schemas to {blocker}")
+
+
+def test_docs_list_every_error_code_and_header() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = [code.value for code in ErrorCode if f"| `{code.value}` |" not in text]
+    missing += [name for name in DEAD_LETTER_HEADERS if f"| `{name}` |" not in text]
+    assert missing == []
