@@ -27,6 +27,7 @@ from typing import Any
 
 from schemas.alerts import Alert
 from schemas.events import (
+    EVENT_TYPES,
     CartAbandonEvent,
     CheckoutStartedEvent,
     EventBase,
@@ -47,6 +48,7 @@ from streams.core.rules import (
     cart_candidate,
     evaluate_event,
     is_negative_answer,
+    rule_plan,
 )
 from streams.core.scoring import (
     add_signals,
@@ -85,7 +87,6 @@ ALERT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cx-signals/
 ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
 SCORE_HOURS = 24  # experience_drop looks back at most 24 h
 CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
-SEEN_PRUNE_SLACK = 64  # prune the id record in batches, not on every event
 MAX_EVIDENCE = 10  # event ids per alert
 
 
@@ -152,6 +153,7 @@ class Engine:
         repeat = rules.enabled.get("repeat_contact")
         repeat_s = repeat.params.window_hours * HOUR_S if repeat is not None else DAY_S
         self._contact_keep_s = max(CONTACT_RETENTION_S, repeat_s + config.grace_s, DAY_S)
+        self._plan = rule_plan(rules, EVENT_TYPES)
 
     def _rule_window_s(self, rule_id: str, default_s: float) -> float:
         rule = self.rules.enabled.get(rule_id)
@@ -208,27 +210,20 @@ class Engine:
             bucket_add(st.activity_daily, t, DAY_S)
         note_stage(st, event.stage.value, t)
         self._apply_facts(st, event, t, sentiment)
-        self._prune(st, w)
+        self._prune(st, w, w0)
 
         score = score_of(st.score_sum)
         risk = churn_risk(st, score, self.config.bgnbd, self.config.churn)
-        hour = int(w // HOUR_S)
-        peak = max(
-            (v for k, v in st.score_hourly.items() if k >= hour - SCORE_HOURS),
-            default=score_before,
-        )
+        peak = score_before
+        if score < score_before:
+            hour = int(w // HOUR_S)
+            for k, v in st.score_hourly.items():
+                if k >= hour - SCORE_HOURS and v > peak:
+                    peak = v
         facts = EventFacts(
-            event=event,
-            t=t,
-            sentiment=sentiment,
-            score_before=score_before,
-            score_after=score,
-            score_peak=max(peak, score_before),
-            risk_before=risk_before,
-            risk_after=risk,
-            spend_before=spend_before,
+            event, t, sentiment, score_before, score, peak, risk_before, risk, spend_before
         )
-        candidates = evaluate_event(self.rules, st, facts)
+        candidates = evaluate_event(self._plan[getattr(event, "event_type", "")], st, facts)
         bucket_max(st.score_hourly, w, HOUR_S, score)
         st.score, st.risk = score, risk
         stage = current_stage(st)
@@ -236,7 +231,6 @@ class Engine:
         for cand in candidates:
             self._decide(st, customer_id, cand, now, out)
         self._release(st, customer_id, w, True, now, out)
-        policy.prune_counts(st, w)
         out.score_update = self._maybe_publish(st, customer_id, now)
         return out
 
@@ -297,23 +291,32 @@ class Engine:
         if kind is not None:
             timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
 
-    def _prune(self, st: CustomerState, w: float) -> None:
-        bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
-        bucket_prune(st.score_hourly, int(w // HOUR_S) - SCORE_HOURS - 1)
+    def _prune(self, st: CustomerState, w: float, w0: float | None) -> None:
+        """Drop what fell out of every window. Buckets only move when the hour turns."""
+        hour = int(w // HOUR_S)
+        if w0 is None or hour != int(w0 // HOUR_S):
+            bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
+            bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
+            policy.prune_counts(st, w)
         timed_prune(st.contacts, w - self._contact_keep_s)
         timed_prune(st.errors, w - self._error_keep_s)
         timed_prune(st.views, w - self._view_keep_s)
 
     def _prune_seen(self, st: CustomerState, w: float) -> None:
+        """Forget the oldest-inserted ids once they are beyond grace, keeping at least 256.
+
+        Looks only at the front of the (insertion-ordered) dict, so it costs O(1) per event; an
+        id that arrived out of order behind a newer one is forgotten when it reaches the front.
+        """
         seen = st.seen
-        if len(seen) <= MIN_SEEN_IDS + SEEN_PRUNE_SLACK:
+        if len(seen) <= MIN_SEEN_IDS:
             return
         horizon = w - self.config.grace_s
-        drop = [k for k, t in seen.items() if t < horizon][: len(seen) - MIN_SEEN_IDS]
-        for k in drop:
-            del seen[k]
-        while len(seen) > MAX_SEEN_IDS:
-            del seen[next(iter(seen))]
+        while len(seen) > MIN_SEEN_IDS:
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon and len(seen) <= MAX_SEEN_IDS:
+                break
+            del seen[oldest]
 
     def _alert(self, st: CustomerState, customer_id: str, c: Candidate, now: datetime) -> Alert:
         return Alert(

@@ -314,7 +314,7 @@ class Candidate:
     context: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventFacts:
     """What the rules need to know about the event just applied."""
 
@@ -323,7 +323,10 @@ class EventFacts:
     sentiment: float | None
     score_before: float
     score_after: float
-    score_peak: float  # highest score in the experience_drop window before this event
+    # Highest score in the experience_drop window before this event; only computed when the
+    # event lowered the score (otherwise score_before: an event that does not lower the score
+    # does not raise experience_drop).
+    score_peak: float
     risk_before: float
     risk_after: float
     spend_before: float
@@ -538,15 +541,44 @@ EVENT_RULES: tuple[tuple[str, Evaluator], ...] = (
 )
 
 
-def evaluate_event(rules: RuleSet, st: CustomerState, facts: EventFacts) -> list[Candidate]:
+# Event types that can make a rule fire; None = any event (through the scores).
+RULE_EVENT_TYPES: dict[str, frozenset[str] | None] = {
+    "detractor_follow_up": frozenset({"survey_answer"}),
+    "repeat_contact": frozenset({"support_contact"}),
+    "friction_spike": frozenset({"page_view", "app_error", "payment_failed"}),
+    "experience_drop": None,
+    "high_value_at_risk": None,
+    "browse_intent": frozenset({"page_view"}),
+    "win_back": None,
+    "promoter_referral": frozenset({"survey_answer"}),
+}
+
+RulePlan = dict[str, tuple[tuple[Evaluator, Any], ...]]
+
+
+def rule_plan(rules: RuleSet, event_types: tuple[str, ...]) -> RulePlan:
+    """For each event type, the enabled rules it can trigger, in evaluation order."""
+    plan: RulePlan = {}
+    for event_type in event_types:
+        steps = []
+        for rule_id, fn in EVENT_RULES:
+            cfg = rules.enabled.get(rule_id)
+            types = RULE_EVENT_TYPES[rule_id]
+            if cfg is not None and (types is None or event_type in types):
+                steps.append((fn, cfg))
+        plan[event_type] = tuple(steps)
+    return plan
+
+
+def evaluate_event(
+    steps: tuple[tuple[Evaluator, Any], ...], st: CustomerState, facts: EventFacts
+) -> list[Candidate]:
     """Candidates raised by one event (state already updated), support rules first."""
     out: list[Candidate] = []
-    for rule_id, fn in EVENT_RULES:
-        cfg = rules.enabled.get(rule_id)
-        if cfg is not None:
-            cand = fn(st, facts, cfg)
-            if cand is not None:
-                out.append(cand)
+    for fn, cfg in steps:
+        cand = fn(st, facts, cfg)
+        if cand is not None:
+            out.append(cand)
     return out
 
 

@@ -21,7 +21,7 @@ from streams.core.state import MAX_SIGNALS, CustomerState
 NEUTRAL = 50.0
 SATURATION_POINTS = 50.0
 STAGE_WINDOW_S = 30 * 86_400
-_STAGE_RANK = {s.value: i for i, s in enumerate(STAGE_ORDER)}
+_STAGES_FURTHEST_FIRST = tuple(reversed(STAGE_ORDER))
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -104,8 +104,12 @@ def current_stage(state: CustomerState) -> JourneyStage:
     """
     assert state.watermark is not None
     horizon = state.watermark - STAGE_WINDOW_S
-    for key in [k for k, t in state.stage_seen.items() if t < horizon]:
-        del state.stage_seen[key]
-    if not state.stage_seen:
-        return JourneyStage.awareness
-    return JourneyStage(max(state.stage_seen, key=lambda k: _STAGE_RANK[k]))
+    seen = state.stage_seen
+    if len(seen) > 1:  # drop stages not reached within the window (at most 5 keys)
+        for key in [k for k, t in seen.items() if t < horizon]:
+            del seen[key]
+    for stage in _STAGES_FURTHEST_FIRST:
+        t = seen.get(stage.value)
+        if t is not None and t >= horizon:
+            return stage
+    return JourneyStage.awareness

@@ -62,8 +62,13 @@ def activity_trend(daily: Mapping[int, float], now_t: float) -> tuple[float, flo
     The last 7 days are the day of ``now_t`` and the 6 days before it.
     """
     today = int(now_t // DAY_S)
-    recent = bucket_sum(daily, today - 6, today)
-    previous = bucket_sum(daily, today - 34, today - 7)
+    recent = previous = 0.0
+    for day, n in daily.items():  # one pass: this runs on every event
+        age = today - day
+        if 0 <= age <= 6:
+            recent += n
+        elif 7 <= age <= 34:
+            previous += n
     return recent, previous
 
 

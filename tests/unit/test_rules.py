@@ -33,12 +33,16 @@ class FixedSentiment:
 
 
 def engine_with(
-    params: dict[str, dict[str, Any]] | None = None, sentiment: float = 0.0, **policy: Any
+    params: dict[str, dict[str, Any]] | None = None,
+    sentiment: float = 0.0,
+    disabled: tuple[str, ...] = (),
+    **policy: Any,
 ) -> Engine:
     """Default rules with some params changed; no quiet hours, generous caps, unless given."""
     doc = copy.deepcopy(DEFAULT_DOC)
     for rule in doc["rules"]:
         rule["params"].update((params or {}).get(rule["id"], {}))
+        rule["enabled"] = rule["id"] not in disabled
     doc["policy"].update({"quiet_hours": None, "daily_cap": {"marketing": 50, "support": 50}})
     doc["policy"].update(policy)
     return Engine(EngineConfig(), parse_rules(doc), FixedSentiment(sentiment))
@@ -416,9 +420,9 @@ BAD_DAY = [
 
 def _drop_rules(points: float) -> Engine:
     # the detractor rule would alert too; keep this test about the drop
-    eng = engine_with({"experience_drop": {"min_drop_points": points}})
-    del eng.rules.enabled["detractor_follow_up"]
-    return eng
+    return engine_with(
+        {"experience_drop": {"min_drop_points": points}}, disabled=("detractor_follow_up",)
+    )
 
 
 def test_experience_drop_fires_at_threshold() -> None:
