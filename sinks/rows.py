@@ -3,9 +3,9 @@
 Each table's column order is fixed in :data:`TABLE_COLUMNS` and matches the DDL in
 deploy/clickhouse/migrations (a test compares them). Times go out as epoch seconds (DateTime,
 UTC) plus epoch milliseconds where sub-second order matters, so the writer never pays for
-timezone conversions. Optional text and codes become ``''`` / ``0``; optional money,
-durations and the comment sentiment stay ``None`` (Nullable columns) because zero is a real
-value for them. No I/O, no clock: ``ingested_at`` is passed in.
+timezone conversions. Optional text, codes and money become ``''`` / ``0``; optional durations
+and the comment sentiment stay ``None`` (Nullable columns) because a zero would bias averages.
+No I/O, no clock: ``ingested_at`` is passed in.
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ def event_row(event: EventBase, sentiment: float | None, *, ingested_at: datetim
         survey,
         int(p["score"]) if survey else 0,
         p.get("cart_id", ""),
-        None if cart_value is None else float(cart_value),
+        0.0 if cart_value is None else float(cart_value),
         p.get("order_id", ""),
-        None if order_value is None else float(order_value),
+        0.0 if order_value is None else float(order_value),
         p.get("currency", ""),
         1 if p.get("resolved") is True else 0,
         None if wait_s is None else float(wait_s),
