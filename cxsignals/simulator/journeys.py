@@ -72,6 +72,9 @@ REASON_FOR_PAIN = {
     "cart_abandon": "shipping_costs",
 }
 OTHER_REASONS = ("delivery_late", "order_status", "refund_request", "product_defect", "account")
+# Version 4 and the RFC 4122 variant, set on 128 random bits.
+_UUID_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID_SET = (4 << 76) | (0x2 << 62)
 CURRENCY_SCALE = {"JPY": 150.0}  # order values are persona means in EUR-like units
 
 # (etype, customer_id, anonymous_id, channel, touchpoint, journey_stage, properties)
@@ -196,10 +199,7 @@ class _Journeys:
         return f"{prefix}{self.rng.getrandbits(48):012x}"
 
     def uuid4(self) -> str:
-        n = self.rng.getrandbits(128)
-        n = (n & ~(0xF << 76)) | (4 << 76)  # version 4
-        n = (n & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-        h = f"{n:032x}"
+        h = f"{self.rng.getrandbits(128) & _UUID_KEEP | _UUID_SET:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     # -- customers ----------------------------------------------------------------------------
