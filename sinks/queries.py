@@ -90,7 +90,7 @@ def rollup_counters_sql(database: str, by: str | None) -> str:
 def revenue_sql(database: str) -> str:
     """Exact revenue per currency (never summed across currencies)."""
     return (
-        "SELECT currency, count() AS purchases, sum(order_value) AS revenue\n"
+        "SELECT currency, count() AS purchases, sum(ifNull(order_value, 0)) AS revenue\n"
         f"FROM {database}.touchpoint_events FINAL\n"
         "WHERE event_type = 'purchase'\n"
         "  AND occurred_at >= toDateTime(%(since_s)s) AND occurred_at < toDateTime(%(until_s)s)\n"

@@ -3,8 +3,8 @@
 Each table's column order is fixed in :data:`TABLE_COLUMNS` and matches the DDL in
 deploy/clickhouse/migrations (a test compares them). Times go out as epoch seconds (DateTime,
 UTC) plus epoch milliseconds where sub-second order matters, so the writer never pays for
-timezone conversions. Optional text, codes and money become ``''`` / ``0``; optional durations
-and the comment sentiment stay ``None`` (Nullable columns) because a zero would bias averages.
+timezone conversions. Optional text and codes become ``''`` / ``0``; optional money, durations
+and the comment sentiment stay ``None`` (Nullable columns) because a zero would bias them.
 No I/O, no clock: ``ingested_at`` is passed in.
 """
 
@@ -129,9 +129,9 @@ def event_row(event: EventBase, sentiment: float | None, *, ingested_at: datetim
         survey,
         int(p["score"]) if survey else 0,
         p.get("cart_id", ""),
-        0.0 if cart_value is None else float(cart_value),
+        None if cart_value is None else float(cart_value),
         p.get("order_id", ""),
-        0.0 if order_value is None else float(order_value),
+        None if order_value is None else float(order_value),
         p.get("currency", ""),
         1 if p.get("resolved") is True else 0,
         None if wait_s is None else float(wait_s),

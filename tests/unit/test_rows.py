@@ -71,7 +71,7 @@ def test_non_survey_event_has_no_score_and_keeps_absent_optionals_null() -> None
     ("event_type", "props", "expected"),
     [
         ("purchase", {"order_id": "o1", "order_value": 19.99, "currency": "EUR"},
-         {"order_id": "o1", "order_value": 19.99, "currency": "EUR", "cart_value": 0.0}),
+         {"order_id": "o1", "order_value": 19.99, "currency": "EUR", "cart_value": None}),
         ("cart_abandon", {"cart_id": "k1", "cart_value": 5.5, "currency": "USD"},
          {"cart_id": "k1", "cart_value": 5.5, "currency": "USD"}),
         ("support_contact", {"contact_id": "x", "reason": "billing", "resolved": True,

@@ -2,9 +2,8 @@
 -- Deduplicated by the engine on (day of occurred_at, event_id): a redelivered event carries the
 -- same bytes, so it lands in the same partition and sorting key and is collapsed by merges.
 -- Read with FINAL (or GROUP BY event_id) when a query must not see duplicates that are not
--- merged yet. Absent optional properties are '' / 0; NULL (slow on old servers) only where a
--- zero would bias averages: wait_s, load_time_ms, sentiment. cart_value / order_value are 0
--- when not sent (they are required on cart_abandon and purchase). All times are UTC.
+-- merged yet. Absent optional properties are '' / 0 for text and codes, NULL only where zero is
+-- a real value (money, durations, sentiment). All times are UTC.
 CREATE TABLE IF NOT EXISTS {db}.touchpoint_events
 (
     event_id String,
@@ -24,9 +23,9 @@ CREATE TABLE IF NOT EXISTS {db}.touchpoint_events
     survey String,
     score Int16,
     cart_id String,
-    cart_value Float64,
+    cart_value Nullable(Float64),
     order_id String,
-    order_value Float64,
+    order_value Nullable(Float64),
     currency String,
     resolved UInt8,
     wait_s Nullable(Float32),

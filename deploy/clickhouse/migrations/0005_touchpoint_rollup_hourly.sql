@@ -61,7 +61,7 @@ AS SELECT
     countIf(event_type = 'checkout_started') AS checkouts_started,
     countIf(event_type = 'cart_abandon') AS carts_abandoned,
     countIf(event_type = 'purchase') AS purchases,
-    sumIf(order_value, event_type = 'purchase') AS revenue,
+    sumIf(ifNull(order_value, 0), event_type = 'purchase') AS revenue,
     countIf(event_type = 'payment_failed') AS payment_failures,
     countIf(event_type = 'app_error') AS app_errors,
     countIf(event_type = 'support_contact') AS support_contacts,
