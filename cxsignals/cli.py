@@ -19,6 +19,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.migrate_cmd",
     "cxsignals.report_cmd",
     "cxsignals.tail_cmd",
+    "cxsignals.simulate_cmd",
+    "cxsignals.validate_cmd",
+    "cxsignals.schema_cmd",
+    "cxsignals.dlq_cmd",
 )
 
 

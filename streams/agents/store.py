@@ -1,16 +1,21 @@
-"""Store agents: write touchpoint events, dead letters, scores and alerts to ClickHouse.
+"""The store loop: write touchpoint events, dead letters, scores and alerts to ClickHouse.
 
 Delivery guarantee: at least once into ClickHouse, exactly once in query results (the tables
-are ReplacingMergeTree keyed by event_id / alert_id; see docs/clickhouse.md). Messages are
-batched by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``); a batch is acked,
-and so becomes committable, only after ClickHouse acknowledged every table's insert.
+are ReplacingMergeTree keyed by event_id / alert_id; see docs/clickhouse.md). The loop has its
+own consumer group (``<app id>-store``) and commits a batch's offsets explicitly, only after
+ClickHouse acknowledged every table's insert of that batch. It does not ride on the Faust
+agents' acks: Faust acks messages it skips around rebalances, which could commit past rows that
+were never written.
+
+Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), one columnar insert
+per table per batch.
 
 Failure behaviour: a failed insert is retried with the identical rows, with bounded exponential
-backoff and jitter, for as long as it takes; meanwhile this agent stops consuming, so the
-pipeline applies back-pressure and catches up when ClickHouse returns. Nothing is skipped.
-``stream.take_events`` acks a batch in a ``finally`` even when the body is cancelled (shutdown
-during an outage); each batch's messages are therefore *held* with an extra reference that is
-released only after the write, so an unwritten batch is never committed.
+backoff and jitter, for as long as it takes (an error the writer does not classify as transient
+is retried too, every ``STUBBORN_RETRY_S``, and logged as such). Meanwhile the loop pauses its
+partitions and consumes nothing new but stays in its group, so the pipeline catches up when
+ClickHouse returns. A crash or rebalance before the commit redelivers the batch; the table
+engines collapse the duplicates. Nothing is skipped.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
-from faust import StreamT
-from faust.types import EventT
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
-from cxsignals.settings import get_settings
+from cxsignals.settings import Settings, get_settings
 from schemas.alerts import Alert
 from schemas.scores import ScoreUpdate
 from sinks.batch import BatchBuffer
 from sinks.clickhouse import ClickHouseWriter
-from sinks.retry import RetryStopped
 from sinks.rows import (
     ALERTS,
     CUSTOMER_SCORES,
@@ -42,17 +47,16 @@ from sinks.rows import (
     score_row,
 )
 from streams import metrics
+from streams.app import MAX_MESSAGE_BYTES
 from streams.core.deadletter import parse_dead_letter_headers
-from streams.core.validation import Invalid, validate_event
+from streams.core.sentiment import SentimentAnalyzer
+from streams.core.validation import ErrorCode, Invalid, validate_event
 from streams.processing import processor
-from streams.topics import alerts_marketing, alerts_support, app, dead_letters, scores, touchpoints
+from streams.topics import app
 
 log = logging.getLogger(__name__)
-_settings = get_settings()
-_within_s = _settings.sink_batch_ms / 1000.0
-# A write that fails with an error the writer does not retry (schema mismatch, bad value) is
-# retried here anyway, slowly: never skipped, and loud in logs and metrics.
 STUBBORN_RETRY_S = 10.0
+Rows = Sequence[tuple[str, Row]]
 
 
 class PrometheusObserver:
@@ -76,104 +80,187 @@ class PrometheusObserver:
         metrics.clickhouse_failures.labels(table).inc()
 
 
-def _writer() -> ClickHouseWriter:
-    ch = _settings.clickhouse
-    return ClickHouseWriter.from_params(
-        host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(),
-    )
+class RowBuilder:
+    """Turns one consumed record into the ClickHouse rows it stands for (pure but for the
+    sentiment analyzer, which is deterministic)."""
+
+    def __init__(self, settings: Settings, sentiment: SentimentAnalyzer) -> None:
+        self.settings = settings
+        self.sentiment = sentiment
+
+    def __call__(self, record: ConsumerRecord, now: datetime) -> Rows:
+        topic = record.topic
+        s = self.settings
+        if topic == s.topic_touchpoints:
+            return self.touchpoint(record, now)
+        if topic == s.topic_scores:
+            update = ScoreUpdate.model_validate_json(record.value)
+            return [(CUSTOMER_SCORES, score_row(update, ingested_at=now))]
+        if topic in (s.topic_alerts_marketing, s.topic_alerts_support):
+            alert = Alert.model_validate_json(record.value)
+            return [(ALERTS, alert_row(alert, ingested_at=now))]
+        if topic == s.topic_dlq:
+            return self.processing_error(record, now)
+        raise ValueError(f"record from unexpected topic {topic}")
+
+    def touchpoint(self, record: ConsumerRecord, now: datetime) -> Rows:
+        s = self.settings
+        value: bytes = record.value or b""
+        result = validate_event(value, now=now, max_bytes=s.max_event_bytes,
+                                max_future_skew_s=s.max_future_skew_s)
+        if isinstance(result, Invalid):
+            return [(DEAD_LETTERS, dead_letter_row(
+                code=result.code.value, message=result.message, topic=record.topic,
+                partition=record.partition, offset=record.offset, received_at=now, raw=value,
+                ingested_at=now,
+            ))]
+        comment = getattr(getattr(result, "properties", None), "comment", None)
+        sentiment = self.sentiment.compound(comment) if comment else None
+        return [(TOUCHPOINT_EVENTS, event_row(result, sentiment, ingested_at=now))]
+
+    def processing_error(self, record: ConsumerRecord, now: datetime) -> Rows:
+        """Dead letters for invalid input are stored from cx.touchpoints directly; only the
+        ones the ingest agent raised itself (processing errors) are stored from the DLQ."""
+        info = parse_dead_letter_headers(record.headers)
+        if info.code != ErrorCode.processing_error.value:
+            return []
+        return [(DEAD_LETTERS, dead_letter_row(
+            code=info.code, message=info.message or "", topic=info.source_topic or record.topic,
+            partition=-1 if info.source_partition is None else info.source_partition,
+            offset=-1 if info.source_offset is None else info.source_offset,
+            received_at=info.received_at or now, raw=record.value or b"", ingested_at=now,
+        ))]
 
 
-async def write_until_done(writer: ClickHouseWriter, rows: dict[str, list[Row]]) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
+class StoreLoop:
+    """Consume, batch, write, then commit; see the module docstring for the guarantees."""
+
+    def __init__(self, settings: Settings, build: Callable[[ConsumerRecord, datetime], Rows],
+                 writer: ClickHouseWriter) -> None:
+        self.settings = settings
+        self.build = build
+        self.writer = writer
+        self.topics = (settings.topic_touchpoints, settings.topic_alerts_marketing,
+                       settings.topic_alerts_support, settings.topic_scores, settings.topic_dlq)
+        self._carry: list[ConsumerRecord] = []
+
+    def consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        return AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=f"{s.app_id}-store",
+            client_id=f"{s.app_id}-store",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024 * 1024),
+        )
+
+    async def run(self) -> None:
+        consumer = self.consumer()
+        await consumer.start()
         try:
-            await loop.run_in_executor(None, writer.write, rows)
-            return
-        except RetryStopped:
-            raise
-        except Exception:
-            log.exception("ClickHouse write failed with an error the writer does not retry; "
-                          "retrying in %.0fs (the batch stays uncommitted)", STUBBORN_RETRY_S)
+            while True:
+                await self.run_once(consumer)
+        finally:
+            await consumer.stop()
+            self.writer.close()
+
+    async def _records(self, consumer: AIOKafkaConsumer, limit: int,
+                       timeout_ms: int) -> list[ConsumerRecord]:
+        if self._carry:
+            records, self._carry = self._carry, []
+            return records
+        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        return [record for batch in fetched.values() for record in batch]
+
+    async def run_once(self, consumer: AIOKafkaConsumer) -> int:
+        """Collect one batch (size or age), write it, commit it; return the records handled."""
+        s = self.settings
+        buffer = BatchBuffer(max_rows=s.sink_batch_rows, max_age_ms=s.sink_batch_ms)
+        handled = 0
+        started_ms = _now_ms()
+        while True:
+            wait_ms = max(0, started_ms + s.sink_batch_ms - _now_ms())
+            records = await self._records(consumer, s.sink_batch_rows - len(buffer), wait_ms)
+            now = datetime.now(timezone.utc)
+            now_ms = _now_ms()
+            for record in records:
+                source = (record.topic, record.partition, record.offset)
+                rows = self._build(record, now)
+                if not rows:
+                    buffer.mark(source, now_ms=now_ms)
+                for table, row in rows:
+                    buffer.add(table, row, now_ms=now_ms, source=source)
+            handled += len(records)
+            if len(buffer) >= s.sink_batch_rows or _now_ms() - started_ms >= s.sink_batch_ms:
+                break
+        batch = buffer.drain()
+        if not batch.offsets:
+            return handled
+        if batch.rows:
+            await self._write(consumer, batch.rows)
+        offsets = {TopicPartition(t, p): o + 1 for (t, p), o in batch.offsets.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Partitions moved while we wrote: their new owner re-reads and re-writes the batch,
+            # and ReplacingMergeTree collapses the repeat.
+            log.warning("commit after write failed (%s): the batch will be redelivered", exc)
+        return handled
+
+    def _build(self, record: ConsumerRecord, now: datetime) -> Rows:
+        try:
+            return self.build(record, now)
+        except Exception as exc:  # e.g. a foreign producer's bad alert: keep it, never drop it
+            metrics.processing_errors.labels("store").inc()
+            log.exception("cannot store %s[%d]@%d", record.topic, record.partition, record.offset)
+            return [(DEAD_LETTERS, dead_letter_row(
+                code=ErrorCode.processing_error.value, message=f"store: {type(exc).__name__}",
+                topic=record.topic, partition=record.partition, offset=record.offset,
+                received_at=now, raw=record.value or b"", ingested_at=now,
+            ))]
+
+    async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            future = loop.run_in_executor(None, self.writer.write, rows)
+            assigned = consumer.assignment()
+            consumer.pause(*assigned)
+            try:
+                while not future.done():
+                    await asyncio.wait({future}, timeout=1.0)
+                    if not future.done():
+                        # Stay in the group while ClickHouse is away; a rebalance may hand us
+                        # new, unpaused partitions: keep what they return for the next batch.
+                        fetched = await consumer.getmany(timeout_ms=0)
+                        self._carry.extend(r for batch in fetched.values() for r in batch)
+            finally:
+                consumer.resume(*consumer.assignment())
+            error = future.exception()
+            if error is None:
+                return
+            log.error("ClickHouse write failed with an error the writer does not retry (%s: %s);"
+                      " retrying in %.0fs, the batch stays uncommitted",
+                      type(error).__name__, error, STUBBORN_RETRY_S)
             await asyncio.sleep(STUBBORN_RETRY_S)
 
 
-async def _store_batches(stream: StreamT[bytes], build: object) -> None:
-    assert callable(build)
-    writer = _writer()
-    try:
-        async for events in stream.take_events(_settings.sink_batch_rows, within=_within_s):
-            for event in events:  # hold: see the module docstring
-                event.message.incref()
-            buffer = BatchBuffer(max_rows=len(events) + 1, max_age_ms=0)
-            now = datetime.now(timezone.utc)
-            now_ms = int(time.time() * 1000)
-            for event in events:
-                for table, row in build(event, now):
-                    buffer.add(table, row, now_ms=now_ms)
-            batch = buffer.drain()
-            if batch.rows:
-                await write_until_done(writer, batch.rows)
-            for event in events:  # release: the batch is in ClickHouse
-                event.ack()
-    finally:
-        writer.close()
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
-def touchpoint_rows(event: EventT, now: datetime) -> Sequence[tuple[str, Row]]:
-    msg = event.message
-    result = validate_event(msg.value, now=now, max_bytes=_settings.max_event_bytes,
-                            max_future_skew_s=_settings.max_future_skew_s)
-    if isinstance(result, Invalid):
-        return [(DEAD_LETTERS, dead_letter_row(
-            code=result.code.value, message=result.message, topic=msg.topic,
-            partition=msg.partition, offset=msg.offset, received_at=now, raw=msg.value or b"",
-            ingested_at=now,
-        ))]
-    comment = getattr(getattr(result, "properties", None), "comment", None)
-    sentiment = processor.engine.sentiment.compound(comment) if comment else None
-    return [(TOUCHPOINT_EVENTS, event_row(result, sentiment, ingested_at=now))]
+def build_store_loop(settings: Settings) -> StoreLoop:
+    ch = settings.clickhouse
+    writer = ClickHouseWriter.from_params(
+        host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
+        observer=PrometheusObserver(),
+    )
+    return StoreLoop(settings, RowBuilder(settings, processor.engine.sentiment), writer)
 
 
-def output_rows(event: EventT, now: datetime) -> Sequence[tuple[str, Row]]:
-    msg = event.message
-    if msg.topic == scores.get_topic_name():
-        return [(CUSTOMER_SCORES, score_row(ScoreUpdate.model_validate_json(msg.value),
-                                            ingested_at=now))]
-    return [(ALERTS, alert_row(Alert.model_validate_json(msg.value), ingested_at=now))]
-
-
-def processing_error_rows(event: EventT, now: datetime) -> Sequence[tuple[str, Row]]:
-    """Dead letters the ingest agent raised itself (processing errors) are stored too; the
-    invalid-input ones are stored from cx.touchpoints directly, so they are skipped here."""
-    msg = event.message
-    info = parse_dead_letter_headers(msg.headers)
-    if info.code != "processing_error":
-        return []
-    return [(DEAD_LETTERS, dead_letter_row(
-        code=info.code, message=info.message or "", topic=info.source_topic or msg.topic,
-        partition=info.source_partition if info.source_partition is not None else -1,
-        offset=info.source_offset if info.source_offset is not None else -1,
-        received_at=info.received_at or now, raw=msg.value or b"", ingested_at=now,
-    ))]
-
-
-outputs = app.topic(
-    alerts_marketing.get_topic_name(), alerts_support.get_topic_name(), scores.get_topic_name(),
-    key_type=bytes, value_type=bytes,
-)
-
-
-@app.agent(touchpoints, name="store-touchpoints", concurrency=1)
-async def store_touchpoints(stream: StreamT[bytes]) -> None:
-    await _store_batches(stream, touchpoint_rows)
-
-
-@app.agent(outputs, name="store-outputs", concurrency=1)
-async def store_outputs(stream: StreamT[bytes]) -> None:
-    await _store_batches(stream, output_rows)
-
-
-@app.agent(dead_letters, name="store-processing-errors", concurrency=1)
-async def store_processing_errors(stream: StreamT[bytes]) -> None:
-    await _store_batches(stream, processing_error_rows)
+@app.task
+async def store() -> Any:
+    """Runs the store loop for the worker's lifetime (every worker: the group shares the load)."""
+    await build_store_loop(get_settings()).run()

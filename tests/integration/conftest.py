@@ -177,12 +177,14 @@ def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
         producer.close()
 
 
-def clickhouse_client(stack: Stack) -> Any:
+def clickhouse_client(stack: Stack, url: str | None = None) -> Any:
+    """A client on the test's database (on ``url``'s server when given)."""
     from clickhouse_driver import Client
 
     from cxsignals.settings import ClickHouseParams
 
-    params = ClickHouseParams(stack.env()["CLICKHOUSE_URL"])
+    server = (url or stack.env()["CLICKHOUSE_URL"]).rsplit("/", 1)[0]
+    params = ClickHouseParams(f"{server}/{stack.database}")
     return Client(host=params.host, port=params.port, user=params.user,
                   password=params.password, database=params.database)
 

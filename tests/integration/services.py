@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -122,3 +124,53 @@ def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float
 def http_get(url: str, timeout_s: float = 5.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
         return str(response.read().decode("utf-8"))
+
+
+class PrivateClickHouse:
+    """A clickhouse-server of the test's own (Debian package binary) on free ports, so a test
+    can stop and restart it without disturbing the shared one."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.tcp_port = free_port()
+        self.http_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"clickhouse://default:@127.0.0.1:{self.tcp_port}/cx"
+
+    def start(self, timeout_s: float = 60) -> None:
+        binary = shutil.which("clickhouse-server") or "/usr/sbin/clickhouse-server"
+        if not Path(binary).exists():
+            raise AssertionError("clickhouse-server is not installed: run `make services` first")
+        for sub in ("data", "tmp", "user_files", "format_schemas", "logs"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "deploy/local/clickhouse_config.py"),
+             "--state", str(self.state_dir), "--logs", str(self.state_dir / "logs"),
+             "--tcp-port", str(self.tcp_port), "--http-port", str(self.http_port)],
+            check=True,
+        )
+        log = (self.state_dir / "logs" / "stdout.log").open("ab")
+        self.proc = subprocess.Popen(
+            [binary, f"--config-file={self.state_dir / 'config.xml'}"], stdout=log, stderr=log
+        )
+        wait_until(self._ready, timeout_s, f"private ClickHouse on :{self.tcp_port}")
+
+    def _ready(self) -> bool:
+        try:
+            return http_get(f"http://127.0.0.1:{self.http_port}/ping", 1).strip() == "Ok."
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        wait_until(lambda: not port_open("127.0.0.1", self.tcp_port), 30, "ClickHouse to stop")

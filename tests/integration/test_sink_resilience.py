@@ -1,0 +1,104 @@
+"""Issue 5: no event missing and no duplicate in query results after a worker crash (SIGKILL)
+or a ClickHouse outage, through the real broker, worker subprocesses and ClickHouse servers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
+from tests.integration.conftest import Stack, WorkerProcess, clickhouse_client, publish
+from tests.integration.services import PrivateClickHouse, http_get, wait_until
+
+
+def _messages(n: int, seed: int) -> list[SimMessage]:
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
+    return [m for m in generate(SimConfig(customers=300, seed=seed, start=start, total_events=n,
+                                          event_gap_s=1.0, bad_share=0.0))]
+
+
+def _publish_in_chunks(stack: Stack, messages: list[SimMessage], chunks: int,
+                       pause_s: float) -> threading.Thread:
+    topic = stack.settings().topic_touchpoints
+    size = -(-len(messages) // chunks)
+
+    def run() -> None:
+        for i in range(0, len(messages), size):
+            publish(stack.endpoints.kafka_bootstrap, topic,
+                    [(m.key, m.value) for m in messages[i:i + size]])
+            time.sleep(pause_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _assert_exactly_once_in_results(client: object, messages: list[SimMessage]) -> None:
+    expected = {orjson.loads(m.value)["event_id"] for m in messages}
+    execute = client.execute  # type: ignore[attr-defined]
+
+    def complete() -> bool:
+        return execute("SELECT uniqExact(event_id) FROM touchpoint_events")[0][0] >= len(expected)
+
+    wait_until(complete, 120, f"{len(expected)} events in ClickHouse")
+    (count_final, unique), = execute(
+        "SELECT count(), uniqExact(event_id) FROM touchpoint_events FINAL"
+    )
+    assert count_final == unique == len(expected)
+    stored = {row[0] for row in execute("SELECT DISTINCT event_id FROM touchpoint_events")}
+    assert stored == expected
+    (alerts_final, alert_ids), = execute("SELECT count(), uniqExact(alert_id) FROM alerts FINAL")
+    assert alerts_final == alert_ids
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
+    stack: Stack, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    messages = _messages(3000, seed=11)
+    first = start_worker()
+    client = clickhouse_client(stack)
+    publisher = _publish_in_chunks(stack, messages, chunks=10, pause_s=0.5)
+    wait_until(
+        lambda: client.execute("SELECT count() FROM touchpoint_events")[0][0] > 0, 60,
+        "the first rows to land",
+    )
+    first.stop(signal.SIGKILL)
+    assert first.proc.returncode == -signal.SIGKILL
+    start_worker()
+    publisher.join(timeout=120)
+    _assert_exactly_once_in_results(client, messages)
+
+
+def test_clickhouse_down_for_30s_mid_stream_loses_and_duplicates_nothing(
+    stack: Stack, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    server = PrivateClickHouse(tmp_path / "clickhouse")
+    server.start()
+    try:
+        url = f"{server.url.rsplit('/', 1)[0]}/{stack.database}"
+        worker = start_worker(CLICKHOUSE_URL=url)
+        client = clickhouse_client(stack, url)
+        messages = _messages(2000, seed=12)
+        publisher = _publish_in_chunks(stack, messages, chunks=8, pause_s=1.0)
+        wait_until(
+            lambda: client.execute("SELECT count() FROM touchpoint_events")[0][0] > 0, 60,
+            "the first rows to land",
+        )
+        server.stop()
+        time.sleep(30)
+        retries = sum(
+            float(line.rsplit(" ", 1)[1]) for line in http_get(worker.metrics_url).splitlines()
+            if line.startswith("cx_clickhouse_insert_retries_total{")
+        )
+        assert retries >= 1, "the writer should have been retrying while ClickHouse was down"
+        server.start()
+        publisher.join(timeout=120)
+        _assert_exactly_once_in_results(clickhouse_client(stack, url), messages)
+    finally:
+        server.stop()
