@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     grace_s: float = Field(3600, ge=0)
     half_life_days: float = Field(14.0, gt=0)
     score_publish_step: float = Field(2.0, ge=0)
+    tick_interval_s: float = Field(5.0, gt=0)
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)

@@ -122,7 +122,7 @@ async def ingest_keyed(stream: StreamT[bytes]) -> None:
         await _guarded(event, handle_keyed, "ingest-keyed")
 
 
-@app.timer(interval=5.0, name="deadline-ticks")
+@app.timer(interval=_settings.tick_interval_s, name="deadline-ticks")
 async def deadline_ticks() -> None:
     """Wake idle customers whose deadlines passed in wall time (e.g. cart_recovery), by sending
     a tick through the keyed topic: tables may only change while processing a message."""

@@ -1,0 +1,105 @@
+"""The glue between agents and engine, with a plain dict as the table (no broker)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from cxsignals.settings import Settings
+from sinks.rows import ALERTS, DEAD_LETTERS, TABLE_COLUMNS, TOUCHPOINT_EVENTS, as_dict
+from streams.agents.store import RowBuilder
+from streams.core.deadletter import dead_letter_headers
+from streams.core.sentiment import VaderAnalyzer
+from streams.core.validation import ErrorCode, Invalid
+from streams.processing import Processor
+from tests.journeys import build_engine, cart_abandoned, make_event
+
+
+@pytest.fixture
+def processor() -> Processor:
+    return Processor(build_engine())
+
+
+def test_process_saves_state_and_skips_redelivery(processor: Processor) -> None:
+    table: dict[bytes, bytes] = {}
+    journey = cart_abandoned("c-proc")
+    outcomes = [processor.process(table, "c-proc", e) for e in journey.events]
+    assert all(o is not None for o in outcomes)
+    assert b"c-proc" in table
+    alerts = [a.rule for o in outcomes if o for a in o.alerts]
+    assert alerts == ["cart_recovery"]
+    saved = table[b"c-proc"]
+    assert processor.process(table, "c-proc", journey.events[0]) is None  # duplicate
+    assert table[b"c-proc"] == saved
+
+
+def test_due_customers_come_from_deadlines_and_survive_a_rescan(processor: Processor) -> None:
+    table: dict[bytes, bytes] = {}
+    at = datetime.now(timezone.utc) - timedelta(minutes=1)
+    abandon = make_event("c-due", "c-due:1", "cart_abandon", at,
+                         {"cart_id": "k", "cart_value": 250.0, "currency": "EUR"})
+    processor.process(table, "c-due", abandon)
+    assert list(processor.due_customers(table, time.time())) == []
+    later = time.time() + 3600
+    fresh = Processor(processor.engine)  # a restarted worker: rebuilt from the table
+    assert list(fresh.due_customers(table, later)) == ["c-due"]
+    assert list(fresh.due_customers(table, later)) == []  # returned once
+    outcome = fresh.tick(table, "c-due")
+    assert outcome is not None
+
+
+def _record(topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None,
+            offset: int = 7) -> ConsumerRecord:
+    return ConsumerRecord(topic=topic, partition=1, offset=offset, timestamp=0, timestamp_type=0,
+                          key=b"k", value=value, checksum=None, serialized_key_size=1,
+                          serialized_value_size=len(value), headers=tuple(headers or ()))
+
+
+def test_row_builder_maps_each_topic_to_its_table() -> None:
+    settings = Settings()
+    build = RowBuilder(settings, VaderAnalyzer())
+    now = datetime.now(timezone.utc)
+    event = make_event("c-1", "e-1", "survey_answer", now - timedelta(minutes=5),
+                       {"survey": "nps", "score": 2, "comment": "Awful, nobody helped me"})
+    [(table, row)] = build(_record(settings.topic_touchpoints,
+                                   event.model_dump_json(exclude_none=True).encode()), now)
+    assert table == TOUCHPOINT_EVENTS
+    values = as_dict(table, row)
+    assert values["event_id"] == "e-1" and values["score"] == 2
+    assert values["sentiment"] is not None and values["sentiment"] < 0
+
+    [(table, row)] = build(_record(settings.topic_touchpoints, b"{not json"), now)
+    assert table == DEAD_LETTERS
+    assert as_dict(table, row)["code"] == "invalid_json"
+    assert as_dict(table, row)["raw"] == b"{not json"
+
+    foreign = _record(settings.topic_dlq, b"x", dead_letter_headers(
+        Invalid(ErrorCode.schema_violation, "f: bad"), topic="t", partition=0, offset=1,
+        received_at=now))
+    assert build(foreign, now) == []  # stored from cx.touchpoints already
+    own = _record(settings.topic_dlq, b"x", dead_letter_headers(
+        Invalid(ErrorCode.processing_error, "boom"), topic="t", partition=0, offset=1,
+        received_at=now))
+    [(table, row)] = build(own, now)
+    assert table == DEAD_LETTERS and as_dict(table, row)["code"] == "processing_error"
+
+
+def test_row_builder_stores_alerts_from_the_alert_topics(processor: Processor) -> None:
+    settings = Settings()
+    table: dict[bytes, bytes] = {}
+    alerts = [a for e in cart_abandoned("c-al").events
+              for a in (processor.process(table, "c-al", e) or _none()).alerts]
+    [alert] = alerts
+    build = RowBuilder(settings, VaderAnalyzer())
+    record = _record(settings.topic_alerts_marketing, alert.model_dump_json().encode())
+    [(name, row)] = build(record, datetime.now(timezone.utc))
+    assert name == ALERTS
+    assert as_dict(name, row)["alert_id"] == alert.alert_id
+    assert len(row) == len(TABLE_COLUMNS[ALERTS])
+
+
+class _none:
+    alerts: list[object] = []
