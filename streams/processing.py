@@ -63,7 +63,7 @@ class Processor:
         if outcome.late_dropped:
             metrics.late_events_dropped.inc()
         self._save(table, customer_id, outcome)
-        metrics.events_processed.labels(event.event_type).inc()
+        metrics.events_processed.labels(getattr(event, "event_type", "unknown")).inc()
         metrics.processing_lag.observe(max(0.0, (now - event.occurred_at).total_seconds()))
         metrics.experience_score.observe(outcome.state.score)
         metrics.churn_risk.observe(outcome.state.risk)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 @app.on_partitions_assigned.connect
-async def _on_assigned(sender: Any, assigned: Any = (), **kwargs: Any) -> None:
+async def _on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
     metrics.rebalances.inc()
     # Partitions (and with them customers) may have moved: rebuild the wake-up index.
     processor.request_rescan()

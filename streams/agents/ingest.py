@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 from faust import StreamT
 from faust.types import EventT
@@ -79,12 +81,21 @@ async def handle_touchpoint(event: EventT) -> None:
     await _score(event, result, decision.customer_id)
 
 
+def _has_header(headers: Any, name: str) -> bool:
+    """Faust hands headers over as a list of pairs or as a mapping, depending on the path."""
+    if not headers:
+        return False
+    if isinstance(headers, Mapping):
+        return name in headers
+    return any(pair[0] == name for pair in headers)
+
+
 async def handle_keyed(event: EventT) -> None:
     """Score a re-keyed event, or run the engine's timer for an idle customer (a tick)."""
     msg = event.message
     metrics.messages_consumed.labels(msg.topic).inc()
     customer_id = (msg.key or b"").decode()
-    if any(name == TICK_HEADER for name, _ in (msg.headers or ())):
+    if _has_header(msg.headers, TICK_HEADER):
         outcome = processor.tick(customer_state, customer_id)
         if outcome is not None:
             await processor.publish(outcome, customer_id, kafka_ts_s=None)
