@@ -174,8 +174,9 @@ def apply_migrations(
         if migration.name in done:
             if done[migration.name] != migration.checksum:
                 raise MigrationError(
-                    f"{migration.name} was changed after it was applied; migrations are "
-                    "append-only, add a new one instead"
+                    f"{migration.name} was changed after it was applied to {database}; "
+                    "migrations are append-only, add a new one instead (a development "
+                    f"database can be dropped, DROP DATABASE {database}, and migrated again)"
                 )
             continue
         if not migration.supported_by(server_version):

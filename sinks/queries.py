@@ -44,8 +44,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("ces_sum", "sumIf(toUInt64(score), survey = 'ces')"),
     ("ces_count", "countIf(survey = 'ces')"),
     ("ces_5_7", "countIf(survey = 'ces' AND score >= 5)"),
-    ("sentiment_sum", "sumIf(toFloat64(ifNull(sentiment, 0)), isNotNull(sentiment))"),
-    ("sentiment_count", "countIf(isNotNull(sentiment))"),
+    ("sentiment_sum", "sumIf(toFloat64(sentiment), has_sentiment = 1)"),
+    ("sentiment_count", "countIf(has_sentiment = 1)"),
     ("checkouts_started", "countIf(event_type = 'checkout_started')"),
     ("carts_abandoned", "countIf(event_type = 'cart_abandon')"),
     ("purchases", "countIf(event_type = 'purchase')"),
@@ -90,7 +90,7 @@ def rollup_counters_sql(database: str, by: str | None) -> str:
 def revenue_sql(database: str) -> str:
     """Exact revenue per currency (never summed across currencies)."""
     return (
-        "SELECT currency, count() AS purchases, sum(ifNull(order_value, 0)) AS revenue\n"
+        "SELECT currency, count() AS purchases, sum(order_value) AS revenue\n"
         f"FROM {database}.touchpoint_events FINAL\n"
         "WHERE event_type = 'purchase'\n"
         "  AND occurred_at >= toDateTime(%(since_s)s) AND occurred_at < toDateTime(%(until_s)s)\n"

@@ -234,9 +234,8 @@ def test_columnar_write_reads_back(admin: Client, database: str) -> None:
         for key in ("occurred_at", "ingested_at"):
             got_d[key] = int(got_d[key].timestamp())
         for key in ("sentiment", "wait_s"):  # Float32 columns
-            if want_d[key] is not None:
-                assert got_d[key] == pytest.approx(want_d[key], rel=1e-6)
-                got_d[key] = want_d[key]
+            assert got_d[key] == pytest.approx(want_d[key], rel=1e-6)
+            got_d[key] = want_d[key]
         assert got_d == want_d
     raw = admin.execute(f"SELECT raw, raw_size, source_offset FROM {database}.dead_letters")
     assert raw == [(b"\xff{", 2, 99)]

@@ -46,7 +46,7 @@ def test_survey_event_row() -> None:
     assert row["event_id"] == "e-survey_answer"
     assert row["survey"] == "nps"
     assert row["score"] == 0
-    assert row["sentiment"] == -0.75
+    assert (row["sentiment"], row["has_sentiment"]) == (-0.75, 1)
     assert row["journey_stage"] == "loyalty"
     assert row["stage_derived"] == 1
     assert row["segment"] == "vip" and row["touchpoint"] == "email_survey"
@@ -56,11 +56,13 @@ def test_survey_event_row() -> None:
     assert orjson.loads(row["properties"]) == {"survey": "nps", "score": 0, "comment": "awful"}
 
 
-def test_non_survey_event_has_no_score_and_keeps_absent_optionals_null() -> None:
+def test_non_survey_event_has_no_score_and_marks_absent_optionals() -> None:
     event = _event("page_view", {"url": "/p/1", "product_id": "p1"}, journey_stage="purchase")
     row = R.as_dict(R.TOUCHPOINT_EVENTS, R.event_row(event, None, ingested_at=NOW))
     assert (row["survey"], row["score"]) == ("", 0)
-    assert row["load_time_ms"] is None and row["wait_s"] is None and row["sentiment"] is None
+    assert row["load_time_ms"] == R.ABSENT and row["wait_s"] == R.ABSENT
+    assert (row["sentiment"], row["has_sentiment"]) == (0.0, 0)
+    assert None not in row.values()  # no Nullable column anywhere
     assert row["http_status"] == 0
     assert row["product_id"] == "p1"
     # The producer's stage wins over the derived one (consideration for a product view).
@@ -71,14 +73,14 @@ def test_non_survey_event_has_no_score_and_keeps_absent_optionals_null() -> None
     ("event_type", "props", "expected"),
     [
         ("purchase", {"order_id": "o1", "order_value": 19.99, "currency": "EUR"},
-         {"order_id": "o1", "order_value": 19.99, "currency": "EUR", "cart_value": None}),
+         {"order_id": "o1", "order_value": 19.99, "currency": "EUR", "cart_value": 0.0}),
         ("cart_abandon", {"cart_id": "k1", "cart_value": 5.5, "currency": "USD"},
          {"cart_id": "k1", "cart_value": 5.5, "currency": "USD"}),
         ("support_contact", {"contact_id": "x", "reason": "billing", "resolved": True,
                              "wait_s": 0.0},
          {"resolved": 1, "wait_s": 0.0, "reason": "billing"}),
         ("support_contact", {"contact_id": "x", "reason": "late", "resolved": False},
-         {"resolved": 0, "wait_s": None}),
+         {"resolved": 0, "wait_s": -1.0}),
         ("page_view", {"url": "/", "load_time_ms": 0, "http_status": 503},
          {"load_time_ms": 0, "http_status": 503, "journey_stage": "awareness"}),
         ("app_error", {"error_code": "E42"}, {"error_code": "E42", "journey_stage": "usage"}),
