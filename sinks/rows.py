@@ -202,7 +202,10 @@ def dead_letter_row(
     raw: bytes,
     ingested_at: datetime,
 ) -> Row:
-    """The dead_letters row of a rejected message; the raw bytes are stored unchanged."""
+    """The dead_letters row of a rejected message; the raw bytes are stored unchanged.
+
+    ``partition`` and ``offset`` are -1 when the source position is unknown.
+    """
     return (
         epoch_s(received_at),
         code,

@@ -241,6 +241,16 @@ def test_columnar_write_reads_back(admin: Client, database: str) -> None:
     assert raw == [(b"\xff{", 2, 99)]
 
 
+def test_a_dead_letter_with_an_unknown_source_position_is_stored(
+    admin: Client, database: str
+) -> None:
+    dead = R.dead_letter_row(code="processing_error", message="m", topic="cx.touchpoints.dlq",
+                             partition=-1, offset=-1, received_at=NOW, raw=b"{}", ingested_at=NOW)
+    _writer(database).write({R.DEAD_LETTERS: [dead]})
+    assert admin.execute(
+        f"SELECT source_partition, source_offset FROM {database}.dead_letters") == [(-1, -1)]
+
+
 def test_the_same_batch_twice_leaves_no_duplicate_in_results(admin: Client, database: str) -> None:
     batch = {R.TOUCHPOINT_EVENTS: _event_rows(_events(500, seed=2)),
              R.ALERTS: [_alert(i, "r1") for i in range(20)]}
