@@ -11,7 +11,7 @@ Pure: no Faust or Kafka import; the caller supplies the receive time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -28,6 +28,9 @@ DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_FUTURE_SKEW_S = 24 * 3600.0
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _DAY_S = 86_400
+# The core validator behind touchpoint_adapter: the same single parse, without the keyword
+# handling of TypeAdapter.validate_json, which costs ~1 us per call (a fifth of the budget).
+_validate_json: Callable[[bytes], Any] = touchpoint_adapter.validator.validate_json
 
 # Messages quote at most this much of an offending value: enough to recognise it, too little to
 # copy personal data from a payload into headers and logs.
@@ -88,7 +91,7 @@ def validate_event(
     Checks, in order: size (before any parsing), JSON syntax and UTF-8, top-level object,
     ``event_type``, ``schema_version``, the per-type schema, identity, and the ``occurred_at``
     range ``[2000-01-01, now + max_future_skew_s]``. A valid message costs one
-    ``validate_json`` call; classifying a failure re-parses it with orjson.
+    ``validate_json`` call of the core validator; classifying a failure re-parses it with orjson.
     """
     if now.tzinfo is None:
         raise ValueError("validate_event needs a timezone-aware `now`")
@@ -101,7 +104,7 @@ def validate_event(
                 f"value: {len(value)} bytes exceeds the limit of {max_bytes} bytes",
             )
         try:
-            event: EventBase = touchpoint_adapter.validate_json(value)
+            event: EventBase = _validate_json(value)
         except ValidationError as exc:
             return _classify_failure(value, exc.errors(include_url=False))
         # The rules the models do not express, inlined: this is the hot path of the ingest agent.
@@ -113,17 +116,24 @@ def validate_event(
                 "customer_id, anonymous_id: at least one of them is required",
             )
         occurred_at = event.occurred_at
-        # Aware comparisons cost ~1 us here (pydantic's tzinfo is called through Python for the
-        # offset), more than the rest of the checks together. The year test skips the exact
-        # lower bound for any plausible event; _surely_not_future skips the exact upper bound.
+        # An aware comparison costs ~1 us here (pydantic's tzinfo is called through Python for
+        # the offset), more than the other checks together, so both bounds have a shortcut. The
+        # year test skips the exact lower bound for any plausible event. For the upper bound: a
+        # UTC offset is under 24 h, so an event whose wall-clock reading is earlier than the UTC
+        # wall clock of `now` lies less than 24 h after `now`, within any skew of a day or more.
+        # A failed shortcut only means "compare exactly", never "too late".
         if occurred_at.year <= EARLIEST_OCCURRED_AT.year and occurred_at < EARLIEST_OCCURRED_AT:
             return Invalid(
                 ErrorCode.bad_timestamp,
                 f"occurred_at: {occurred_at.isoformat()} is before {EARLIEST_OCCURRED_AT.date()}",
             )
-        if not _surely_not_future(occurred_at, now, max_future_skew_s) and (
-            occurred_at > now + _skew(max_future_skew_s)
-        ):
+        surely_early = (
+            max_future_skew_s >= _DAY_S
+            and now.tzinfo is timezone.utc
+            and (occurred_at.toordinal(), occurred_at.hour, occurred_at.minute, occurred_at.second)
+            < (now.toordinal(), now.hour, now.minute, now.second)
+        )
+        if not surely_early and occurred_at > now + _skew(max_future_skew_s):
             return Invalid(
                 ErrorCode.bad_timestamp,
                 f"occurred_at: {occurred_at.isoformat()} is more than {max_future_skew_s:g} s "
@@ -132,25 +142,6 @@ def validate_event(
         return event
     except Exception as exc:  # the contract is "never raises": a validator bug is a code too
         return Invalid(ErrorCode.internal_error, f"value: validator failed ({type(exc).__name__})")
-
-
-def _surely_not_future(occurred_at: datetime, now: datetime, max_future_skew_s: float) -> bool:
-    """True only if ``occurred_at <= now + max_future_skew_s`` holds, decided without the offset.
-
-    A UTC offset is less than 24 h, so an event whose wall-clock reading is earlier than the
-    UTC wall clock of ``now`` lies less than 24 h after ``now``: within any skew of a day or more.
-    False means "compare exactly", never "too late".
-    """
-    return (
-        max_future_skew_s >= _DAY_S
-        and now.tzinfo is timezone.utc
-        and _wall_clock_s(occurred_at) < _wall_clock_s(now)
-    )
-
-
-def _wall_clock_s(moment: datetime) -> int:
-    """The wall-clock reading in whole seconds since 0001-01-01, ignoring the zone."""
-    return moment.toordinal() * _DAY_S + moment.hour * 3600 + moment.minute * 60 + moment.second
 
 
 @lru_cache(maxsize=16)
