@@ -271,7 +271,12 @@ def replay_dead_letters(
             with tqdm(total=upper_bound, unit="msg", desc="replay", disable=None) as progress:
                 for letter in _take(letters, limit):
                     read += 1
-                    kept = [(k, v) for k, v in letter.headers if not k.startswith(HEADER_PREFIX)]
+                    # Kafka allows a header without a value; the client does not send one.
+                    kept = [
+                        (name, value)
+                        for name, value in letter.headers
+                        if not name.startswith(HEADER_PREFIX) and isinstance(value, bytes)
+                    ]
                     try:
                         future = producer.send(
                             settings.topic_touchpoints,
@@ -279,7 +284,8 @@ def replay_dead_letters(
                             value=letter.value,
                             headers=kept or None,
                         )
-                    except KafkaError as exc:
+                    # ValueError: a message with neither key nor value, which cannot be re-sent.
+                    except (KafkaError, ValueError) as exc:
                         outcome.failure(exc)
                     else:
                         future.add_callback(outcome.success)
