@@ -1,0 +1,331 @@
+"""End-to-end phases of the benchmark: pre-fill, the worker's sustained throughput, and latency
+at a fixed load. Each phase runs against the real Kafka and ClickHouse inside a
+:class:`~bench.stack.BenchStack` of its own.
+
+What is measured, precisely:
+
+- Throughput: a worker starts on a topic already holding N simulator events. Its own counters
+  (``cx_events_processed_total + cx_dead_letters_total + cx_duplicates_skipped_total``) and the
+  committed offsets of its consumer group on the touchpoints topic are sampled every second;
+  the sustained rate is taken between 10 % and 95 % of N (:func:`bench.report.sustained_rate`).
+  The same for ``count()`` of ``touchpoint_events`` (the store loop) against the valid events.
+- Latency: a fresh worker gets simulator events at a fixed rate from the rate-limited publisher
+  (kafka-python). *Publish time* is the event's Kafka record timestamp (CreateTime, set by the
+  producer when ``send`` is called). *Alert time* is the alert record's timestamp, set by the
+  worker's producer when it hands the alert over; the triggering event is the newest event of
+  the alert's evidence (rules put the event being processed last in it); ``cart_recovery``
+  alerts fire on a deadline, not on a publish, and are counted apart. *Row visible* is the wall
+  time of the first poll (every ``poll_ms``) of ``touchpoint_events`` that returns a sampled
+  event id, so it over-states the true moment by up to ``poll_ms``. Events published during the
+  first ``warmup_s`` are left out of both distributions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from tqdm import tqdm
+
+from bench.report import EndToEnd, Latency, Resources, latency_stats, sustained_rate
+from bench.stack import BenchStack, GroupLag, Worker, dir_bytes, peak_rss_bytes, wait_for
+from cxsignals.simulator.bulk import publish_bulk
+from cxsignals.simulator.journeys import SimConfig, generate
+from cxsignals.simulator.publisher import publish
+
+PREFILL_EVENT_GAP_S = 0.02  # event time of the pre-filled backlog: 50 events per second
+SAMPLE_EVERY_S = 1.0
+MAX_ROW_SAMPLES = 2_000  # event ids polled in ClickHouse: one IN list, well under max_query_size
+NO_TRIGGER_RULES = frozenset({"cart_recovery"})  # fired by a deadline, not by a publish
+
+
+@dataclass(frozen=True)
+class Prefill:
+    topic: str
+    events: int
+    bad: int
+    seconds: float
+
+    @property
+    def valid(self) -> int:
+        return self.events - self.bad
+
+
+def prefill(stack: BenchStack, *, events: int, customers: int, seed: int,
+            bad_share: float) -> Prefill:
+    """Publish ``events`` simulator events (event time ending about now) with aiokafka batches.
+    Raises RuntimeError when any message was not delivered."""
+    settings = stack.settings()
+    span = timedelta(seconds=events * PREFILL_EVENT_GAP_S + 60)
+    start = (datetime.now(timezone.utc) - span).replace(microsecond=0)
+    config = SimConfig(customers=customers, seed=seed, start=start, total_events=events,
+                       event_gap_s=PREFILL_EVENT_GAP_S, bad_share=bad_share)
+    stats = publish_bulk(generate(config), bootstrap_servers=settings.kafka_bootstrap_servers,
+                         topic=settings.topic_touchpoints, progress=True, total=events)
+    if stats.failed or stats.interrupted:
+        raise RuntimeError(f"pre-fill incomplete: {stats.summary()}")
+    return Prefill(settings.topic_touchpoints, stats.sent, stats.bad, stats.elapsed_s)
+
+
+def _handled(metrics: dict[str, float]) -> int:
+    return int(metrics.get("cx_events_processed_total", 0)
+               + metrics.get("cx_dead_letters_total", 0)
+               + metrics.get("cx_duplicates_skipped_total", 0))
+
+
+def _rows(client: Any, table: str = "touchpoint_events") -> int:
+    return int(client.execute(f"SELECT count() FROM {table}")[0][0])
+
+
+@dataclass
+class Throughput:
+    end_to_end: EndToEnd
+    resources: Resources
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int | None,
+                   timeout_s: float, on_worker: Callable[[Worker, float], None] | None = None
+                   ) -> Throughput:
+    """Start one worker on the pre-filled topic and follow it until every event is handled and
+    every valid event is a ClickHouse row, or ``timeout_s`` after Ready (then ``timed_out``).
+    ``on_worker(worker, fraction_handled)`` is called after each sample (the profiler hook)."""
+    settings = stack.settings()
+    started = time.monotonic()
+    worker = stack.start_worker(cpu)
+    startup_s = worker.ready_s - started
+    lag = GroupLag(settings.kafka_bootstrap_servers, settings.app_id, [fill.topic])
+    client = stack.clickhouse()
+    by_metrics: list[tuple[float, float]] = []
+    by_lag: list[tuple[float, float]] = []
+    by_rows: list[tuple[float, float]] = []
+    all_handled_s = all_rows_s = None
+    rss = None
+    metrics: dict[str, float] = {}
+    rows = 0
+    bar = tqdm(total=fill.events, unit=" ev", unit_scale=True, desc="worker", mininterval=0.5,
+               dynamic_ncols=True)
+    try:
+        while True:
+            if not worker.alive():
+                raise RuntimeError(f"worker died:\n{worker.log()[-3000:]}")
+            now_s = time.monotonic() - worker.ready_s
+            metrics = worker.metrics()
+            handled = _handled(metrics)
+            committed, _lag = lag.sample()
+            rows = _rows(client)
+            rss = peak_rss_bytes(worker.pid) or rss
+            by_metrics.append((now_s, handled))
+            by_lag.append((now_s, committed))
+            by_rows.append((now_s, rows))
+            bar.update(min(handled, fill.events) - bar.n)
+            bar.set_postfix(rows=f"{rows:,}", refresh=False)
+            if all_handled_s is None and handled >= fill.events:
+                all_handled_s = now_s
+            if all_rows_s is None and rows >= fill.valid:
+                all_rows_s = now_s
+            if on_worker is not None:
+                on_worker(worker, handled / fill.events)
+            if (all_handled_s is not None and all_rows_s is not None) or now_s > timeout_s:
+                break
+            time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - worker.ready_s - now_s)))
+    finally:
+        bar.close()
+        lag.close()
+    ev = sustained_rate(by_metrics, fill.events)
+    lg = sustained_rate(by_lag, fill.events)
+    rw = sustained_rate(by_rows, fill.valid)
+    e2e = EndToEnd(
+        events=fill.events, customers=customers, valid_events=fill.valid,
+        startup_s=round(startup_s, 2),
+        seconds_to_all_handled=all_handled_s and round(all_handled_s, 1),
+        events_per_s_metrics=ev and round(ev.per_s, 1),
+        events_per_s_lag=lg and round(lg.per_s, 1),
+        window_s=ev and round(ev.seconds, 1),
+        handled=_handled(metrics),
+        dead_letters=int(metrics.get("cx_dead_letters_total", 0)),
+        alerts=int(metrics.get("cx_alerts_emitted_total", 0)),
+        score_updates=int(metrics.get("cx_scores_published_total", 0)),
+        clickhouse_rows=rows,
+        clickhouse_seconds_to_all_rows=all_rows_s and round(all_rows_s, 1),
+        clickhouse_rows_per_s=rw and round(rw.per_s, 1),
+        timed_out=all_handled_s is None or all_rows_s is None,
+    )
+    worker.stop()  # a clean stop flushes RocksDB before its size is read
+    resources = state_resources(stack.state_dir, rss)
+    client.disconnect()
+    return Throughput(e2e, resources, {"metrics": by_metrics, "lag": by_lag, "rows": by_rows})
+
+
+def state_resources(state_dir: Path, peak_rss: int | None) -> Resources:
+    """Size of the worker's state dir and of its customer-state values (read-only RocksDB)."""
+    from rocksdict import AccessType, Options, Rdict
+
+    size = dir_bytes(state_dir) if state_dir.exists() else None
+    customers = 0
+    value_bytes = 0
+    for db in sorted(state_dir.rglob("customer-state*.db")):
+        store = Rdict(str(db), options=Options(raw_mode=True),
+                      access_type=AccessType.read_only())
+        try:
+            for value in store.values():
+                customers += 1
+                value_bytes += len(value)
+        finally:
+            store.close()
+    return Resources(
+        peak_rss_bytes=peak_rss,
+        state_dir_bytes=size,
+        customers_in_state=customers,
+        state_dir_bytes_per_customer=round(size / customers, 1) if size and customers else None,
+        mean_state_value_bytes=round(value_bytes / customers, 1) if customers else None,
+    )
+
+
+# ---------------------------------------------------------------------------- latency
+
+
+class RowPoller(threading.Thread):
+    """Polls ClickHouse for sampled event ids; remembers the wall time (ms) each first showed."""
+
+    def __init__(self, client: Any, event_ids: list[str], poll_ms: int) -> None:
+        super().__init__(name="row-poller", daemon=True)
+        self.client = client
+        self.pending = set(event_ids)
+        self.seen_ms: dict[str, float] = {}
+        self.poll_s = poll_ms / 1000
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set() and self.pending:
+                began = time.monotonic()
+                found = self.client.execute(
+                    "SELECT event_id FROM touchpoint_events WHERE event_id IN %(ids)s",
+                    {"ids": tuple(self.pending)},
+                )
+                now_ms = time.time() * 1000
+                for (event_id,) in found:
+                    if event_id in self.pending:
+                        self.pending.discard(event_id)
+                        self.seen_ms[event_id] = now_ms
+                self.stop.wait(max(0.0, self.poll_s - (time.monotonic() - began)))
+        except BaseException as exc:  # reported by the phase, never lost in the thread
+            self.error = exc
+
+
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0
+               ) -> list[tuple[bytes | None, bytes, int]]:
+    """Every (key, value, timestamp_ms) of ``topic`` up to its current end offsets."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read() -> list[tuple[bytes | None, bytes, int]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_bytes=50 * 1024 * 1024)
+        await asyncio.wait_for(consumer.start(), 30)
+        out: list[tuple[bytes | None, bytes, int]] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not consumer.assignment() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            while await _behind(consumer, ends):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"reading {topic} took over {timeout_s:.0f} s")
+                batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+                for records in batches.values():
+                    out.extend((r.key, r.value or b"", r.timestamp) for r in records)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(read())
+
+
+async def _behind(consumer: Any, ends: dict[Any, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+def _event_id(value: bytes) -> str | None:
+    with contextlib.suppress(Exception):
+        doc = orjson.loads(value)
+        if isinstance(doc, dict) and isinstance(doc.get("event_id"), str):
+            return str(doc["event_id"])
+    return None
+
+
+def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warmup_s: float,
+                customers: int, seed: int, cpu: int | None, poll_ms: int,
+                settle_timeout_s: float = 90.0) -> Latency:
+    """Feed a fresh worker at ``rate_per_s`` for ``duration_s``; see the module docstring for
+    what the two latencies are. Raises RuntimeError if the worker dies."""
+    settings = stack.settings()
+    worker = stack.start_worker(cpu)
+    total = max(1, int(rate_per_s * duration_s))
+    config = SimConfig(customers=customers, seed=seed + 1, total_events=total,
+                       start=datetime.now(timezone.utc).replace(microsecond=0),
+                       event_gap_s=1.0 / rate_per_s, bad_share=0.0)
+    messages = list(generate(config))
+    ids = [i for i in (_event_id(m.value) for m in messages) if i is not None]
+    sample = ids[:: max(1, len(ids) // MAX_ROW_SAMPLES)]
+    poller = RowPoller(stack.clickhouse(), sample, poll_ms)
+    poller.start()
+    try:
+        stats = publish(iter(messages), bootstrap_servers=settings.kafka_bootstrap_servers,
+                        topic=settings.topic_touchpoints, rate_per_s=rate_per_s, progress=True,
+                        total=total)
+        if stats.failed:
+            raise RuntimeError(f"latency publish: {stats.summary()}")
+
+        def settled() -> bool:
+            if not worker.alive():
+                raise RuntimeError(f"worker died:\n{worker.log()[-3000:]}")
+            return _handled(worker.metrics()) >= total and not poller.pending
+
+        with contextlib.suppress(TimeoutError):  # what arrived in time is still measured
+            wait_for(settled, settle_timeout_s, "the worker and ClickHouse to catch up", 0.5)
+        time.sleep(1.0)  # alerts handed over last are delivered by the producer's next flush
+    finally:
+        poller.stop.set()
+        poller.join(timeout=10)
+    if poller.error is not None:
+        raise RuntimeError(f"ClickHouse poller failed: {poller.error}")
+
+    published = {i: ts for _k, v, ts in read_topic(settings.kafka_bootstrap_servers,
+                                                   settings.topic_touchpoints)
+                 if (i := _event_id(v)) is not None}
+    cutoff_ms = min(published.values(), default=0) + warmup_s * 1000
+    to_row = [seen - published[i] for i, seen in poller.seen_ms.items()
+              if i in published and published[i] >= cutoff_ms]
+    to_alert: list[float] = []
+    alerts = no_trigger = 0
+    for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
+        for _key, value, ts in read_topic(settings.kafka_bootstrap_servers, topic):
+            alerts += 1
+            alert = orjson.loads(value)
+            triggers = [published[e] for e in alert.get("evidence", ()) if e in published]
+            if alert.get("rule") in NO_TRIGGER_RULES or not triggers:
+                no_trigger += 1
+                continue
+            trigger_ms = max(triggers)
+            if trigger_ms >= cutoff_ms:
+                to_alert.append(ts - trigger_ms)
+    return Latency(
+        rate_per_s=round(rate_per_s, 1), published=stats.sent, measured_after_s=warmup_s,
+        event_to_alert=latency_stats(to_alert), event_to_row=latency_stats(to_row),
+        alerts_seen=alerts, alerts_without_trigger=no_trigger, row_samples=len(sample),
+        rows_not_seen=len(poller.pending), poll_ms=poll_ms,
+    )

@@ -1,0 +1,326 @@
+"""The benchmark's result document and the pure arithmetic behind its figures.
+
+Nothing here touches Kafka, ClickHouse or the clock: percentiles, the sustained-rate window,
+the result schema (pydantic, so a run that produced a malformed document fails before it is
+written) and the text table. ``bench.run`` fills a :class:`BenchResult`; the JSON it writes is
+``BenchResult.model_dump_json()``, readable back with ``BenchResult.model_validate_json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA = "cxsignals-bench/1"
+
+# Goals of issue 7; the table marks each figure against them.
+TARGET_E2E_EVENTS_PER_S = 20_000.0
+TARGET_RATIO_TO_CEILING = 0.3
+TARGET_ALERT_P99_MS = 250.0
+TARGET_SINK_ROWS_PER_S = 200_000.0
+TARGET_DECODE_US = 5.0
+
+
+# ---------------------------------------------------------------------------- arithmetic
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation between closest ranks (the
+    default of numpy.percentile). Raises ValueError on an empty sequence or q outside 0-100."""
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"q must be within 0-100, got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class LatencyStats(BaseModel):
+    """Distribution of one latency, in milliseconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=0)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+
+def latency_stats(values_ms: Sequence[float]) -> LatencyStats:
+    """p50, p99 and max of ``values_ms``; all None (count 0) when there is no sample."""
+    if not values_ms:
+        return LatencyStats(count=0)
+    return LatencyStats(
+        count=len(values_ms),
+        p50_ms=round(percentile(values_ms, 50), 1),
+        p99_ms=round(percentile(values_ms, 99), 1),
+        max_ms=round(max(values_ms), 1),
+    )
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    """Throughput between two samples of a monotone counter."""
+
+    start_s: float
+    end_s: float
+    start_count: float
+    end_count: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def per_s(self) -> float:
+        return (self.end_count - self.start_count) / self.seconds
+
+
+def sustained_rate(
+    samples: Sequence[tuple[float, float]],
+    total: float,
+    *,
+    warmup_fraction: float = 0.1,
+    end_fraction: float = 0.95,
+) -> RateWindow | None:
+    """The steady-state rate of a counter sampled as ``(time_s, count)`` while it runs to
+    ``total``: from the first sample at or past ``warmup_fraction * total`` (start-up,
+    table recovery and the first fetches are excluded) to the last sample at or below
+    ``end_fraction * total`` (the drain at the end, where partitions finish unevenly, is
+    excluded). None when fewer than two samples fall in that window or no time passed."""
+    if not 0.0 <= warmup_fraction < end_fraction <= 1.0:
+        raise ValueError("need 0 <= warmup_fraction < end_fraction <= 1")
+    ordered = sorted(samples)
+    start = next(((t, c) for t, c in ordered if c >= warmup_fraction * total), None)
+    end = next(((t, c) for t, c in reversed(ordered) if c <= end_fraction * total), None)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return RateWindow(start_s=start[0], end_s=end[0], start_count=start[1], end_count=end[1])
+
+
+# ---------------------------------------------------------------------------- result schema
+
+
+class Git(BaseModel):
+    commit: str
+    short: str
+    dirty: bool
+
+
+class Machine(BaseModel):
+    nproc: int = Field(ge=1)
+    memory_bytes: int = Field(ge=0)
+    cpu_model: str
+    python: str
+    platform: str
+    kafka_bootstrap: str
+    clickhouse_version: str | None = None
+
+
+class Params(BaseModel):
+    events: int = Field(ge=1)
+    customers: int = Field(ge=1)
+    bad_share: float = Field(ge=0, le=1)
+    seed: int
+    touchpoint_partitions: int = Field(ge=1)
+    worker_cpu: int | None = Field(None, description="core the worker is pinned to (taskset)")
+    harness_cpu: int | None = None
+    latency_s: float = Field(gt=0)
+    latency_warmup_s: float = Field(ge=0)
+    latency_rate_per_s: float | None = Field(None, description="forced rate; None = half of e2e")
+    poll_ms: int = Field(ge=1)
+    sink_rows: int = Field(ge=0)
+    decode_n: int = Field(ge=0)
+    engine_events: int = Field(ge=0)
+    engine_customers: int = Field(ge=1)
+    sink_batch_rows: int
+    sink_batch_ms: int
+    profile_s: float = Field(0.0, ge=0, description="py-spy record time on the e2e worker")
+    phases: list[str]
+
+
+class Ceiling(BaseModel):
+    """aiokafka getmany + validate_event over the pre-filled topic, nothing else."""
+
+    events: int
+    invalid: int
+    seconds: float
+    events_per_s: float
+
+
+class EndToEnd(BaseModel):
+    """One worker on a pre-filled topic: scoring, RocksDB + changelog, alerts, ClickHouse."""
+
+    events: int
+    customers: int
+    valid_events: int
+    startup_s: float = Field(description="worker start to Ready")
+    seconds_to_all_handled: float | None = Field(description="Ready to every event counted")
+    events_per_s_metrics: float | None = Field(description="sustained, from the worker's counters")
+    events_per_s_lag: float | None = Field(description="sustained, from committed group offsets")
+    window_s: float | None = None
+    ratio_to_ceiling: float | None = None
+    handled: int = Field(description="processed + dead letters + duplicates, per the counters")
+    dead_letters: int
+    alerts: int
+    score_updates: int
+    clickhouse_rows: int = Field(description="touchpoint_events rows at the end (count())")
+    clickhouse_seconds_to_all_rows: float | None = Field(description="Ready to the last row")
+    clickhouse_rows_per_s: float | None = Field(description="sustained store-loop rows/s")
+    timed_out: bool = False
+
+
+class Latency(BaseModel):
+    """A fresh worker fed at a fixed rate by the simulator's rate-limited publisher."""
+
+    rate_per_s: float
+    published: int
+    measured_after_s: float = Field(description="events published in the first seconds skipped")
+    event_to_alert: LatencyStats
+    event_to_row: LatencyStats
+    alerts_seen: int
+    alerts_without_trigger: int = Field(description="deadline alerts (no publish to measure)")
+    row_samples: int
+    rows_not_seen: int
+    poll_ms: int
+
+
+class Resources(BaseModel):
+    """Of the end-to-end worker."""
+
+    peak_rss_bytes: int | None = None
+    state_dir_bytes: int | None = None
+    customers_in_state: int | None = None
+    state_dir_bytes_per_customer: float | None = None
+    mean_state_value_bytes: float | None = Field(None, description="CustomerState.to_bytes()")
+
+
+class ProfileLine(BaseModel):
+    function: str
+    self_pct: float
+    total_pct: float
+
+
+class BenchResult(BaseModel):
+    schema_: str = Field(SCHEMA, alias="schema")
+    started_at: datetime
+    finished_at: datetime
+    git: Git
+    machine: Machine
+    params: Params
+    ceiling: Ceiling | None = None
+    end_to_end: EndToEnd | None = None
+    latency: Latency | None = None
+    sink: dict[str, Any] | None = None
+    decode: dict[str, float] | None = None
+    engine: dict[str, float] | None = None
+    resources: Resources | None = None
+    profile: list[ProfileLine] | None = None
+    profile_file: str | None = None
+    errors: dict[str, str] = Field(default_factory=dict, description="phase -> why it failed")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+def result_path(folder: Path, started_at: datetime, short_sha: str) -> Path:
+    """``<folder>/<UTC timestamp>-<short sha>.json``, e.g. ``20261123T150700Z-abc1234.json``.
+    Raises ValueError for a naive ``started_at``."""
+    offset = started_at.utcoffset()
+    if offset is None:
+        raise ValueError("started_at must be timezone-aware")
+    stamp = (started_at - offset).strftime("%Y%m%dT%H%M%SZ")
+    return folder / f"{stamp}-{short_sha}.json"
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def _num(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".rstrip()
+
+
+def _vs(value: float | None, target: float, *, lower_is_better: bool = False) -> str:
+    if value is None:
+        return ""
+    met = value <= target if lower_is_better else value >= target
+    sign = "<=" if lower_is_better else ">="
+    return f"{'ok ' if met else 'MISS'} (goal {sign} {target:,.4g})"
+
+
+def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
+    """(figure, value, versus goal) for every figure the run produced; a failed phase shows
+    as one row with its error."""
+    rows: list[tuple[str, str, str]] = []
+    if result.ceiling is not None:
+        c = result.ceiling
+        rows.append(("1 ceiling: getmany + validate", _num(c.events_per_s, 0, "ev/s"), ""))
+    if result.end_to_end is not None:
+        e = result.end_to_end
+        rows.append(("2 e2e sustained (counters)", _num(e.events_per_s_metrics, 0, "ev/s"),
+                     _vs(e.events_per_s_metrics, TARGET_E2E_EVENTS_PER_S)))
+        rows.append(("2 e2e sustained (group lag)", _num(e.events_per_s_lag, 0, "ev/s"), ""))
+        rows.append(("2 e2e / ceiling", _num(e.ratio_to_ceiling, 3),
+                     _vs(e.ratio_to_ceiling, TARGET_RATIO_TO_CEILING)))
+        rows.append(("2 e2e all handled after Ready", _num(e.seconds_to_all_handled, 1, "s"), ""))
+        rows.append(("2 ClickHouse all rows after Ready",
+                     _num(e.clickhouse_seconds_to_all_rows, 1, "s"), ""))
+        rows.append(("2 store loop sustained", _num(e.clickhouse_rows_per_s, 0, "rows/s"), ""))
+    if result.latency is not None:
+        lat = result.latency
+        a, r = lat.event_to_alert, lat.event_to_row
+        rows.append(("3 latency load", _num(lat.rate_per_s, 0, "ev/s"), ""))
+        rows.append(("3 publish->alert p50", _num(a.p50_ms, 1, "ms"), f"n={a.count}"))
+        rows.append(("3 publish->alert p99", _num(a.p99_ms, 1, "ms"),
+                     _vs(a.p99_ms, TARGET_ALERT_P99_MS, lower_is_better=True)))
+        rows.append(("3 publish->alert max", _num(a.max_ms, 1, "ms"), ""))
+        rows.append(("3 publish->ClickHouse row p50", _num(r.p50_ms, 1, "ms"), f"n={r.count}"))
+        rows.append(("3 publish->ClickHouse row p99", _num(r.p99_ms, 1, "ms"), ""))
+        rows.append(("3 publish->ClickHouse row max", _num(r.max_ms, 1, "ms"), ""))
+    if result.sink is not None:
+        rate = result.sink.get("rows_per_s")
+        rows.append(("4 sink alone", _num(rate, 0, "rows/s"),
+                     _vs(rate, TARGET_SINK_ROWS_PER_S)))
+    if result.decode is not None:
+        us = result.decode.get("us_per_event")
+        rows.append(("5 decode + validate", _num(us, 2, "us/event"),
+                     _vs(us, TARGET_DECODE_US, lower_is_better=True)))
+    if result.engine is not None:
+        rows.append(("  engine alone", _num(result.engine.get("events_per_s"), 0, "ev/s"), ""))
+    if result.resources is not None:
+        res = result.resources
+        mib = None if res.peak_rss_bytes is None else res.peak_rss_bytes / 2**20
+        rows.append(("6 worker peak RSS", _num(mib, 1, "MiB"), ""))
+        rows.append(("6 RocksDB dir / customer", _num(res.state_dir_bytes_per_customer, 0, "B"),
+                     f"{res.customers_in_state or 0:,} customers"))
+        rows.append(("6 state value mean", _num(res.mean_state_value_bytes, 0, "B"), ""))
+    for phase, error in result.errors.items():
+        rows.append((f"! {phase} failed", error[:60], ""))
+    return rows
+
+
+def format_table(rows: Sequence[tuple[str, str, str]]) -> str:
+    """Left-aligned figure names, right-aligned values, one line per row."""
+    if not rows:
+        return ""
+    name_w = max(len(r[0]) for r in rows)
+    value_w = max(len(r[1]) for r in rows)
+    lines = [f"{'figure'.ljust(name_w)}  {'value'.rjust(value_w)}  goal"]
+    lines.append("-" * len(lines[0]))
+    for name, value, note in rows:
+        lines.append(f"{name.ljust(name_w)}  {value.rjust(value_w)}  {note}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,385 @@
+"""``make bench``: every figure of issue 7 in one run, against the real local Kafka and ClickHouse.
+
+Phases (``--phases`` picks some; all by default):
+
+1. ceiling  - aiokafka getmany + validate_event over the pre-filled topic (one pinned core)
+2. e2e      - one ``cxsignals worker`` (pinned with taskset) on the pre-filled topic: sustained
+              events/s from its counters and its group's committed offsets, ClickHouse catch-up
+3. latency  - a fresh worker fed at half the e2e rate: publish->alert and publish->row
+4. sink     - ``bench.sink_bench.bench_sink`` (ClickHouse writer alone)
+5. decode   - ``bench.decode_bench.bench_decode`` (decode + validate, us/event)
+6. engine   - ``bench.engine_bench.bench_engine`` (scoring engine alone)
+Peak RSS and state size per customer come from the e2e worker.
+
+Prints a table and writes ``bench/results/<UTC stamp>-<git short sha>.json``
+(:class:`bench.report.BenchResult`). Every topic, consumer group, database and state dir the run
+creates carries a unique ``bench-<id>`` prefix and is removed at the end, also after a failure
+or Ctrl-C. Extra arguments come from the command line or the ``BENCH_ARGS`` environment variable,
+so ``make bench BENCH_ARGS="--events 50000 --customers 5000"`` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import profile
+from bench.report import (
+    BenchResult,
+    Ceiling,
+    Git,
+    Machine,
+    Params,
+    ProfileLine,
+    format_table,
+    result_path,
+    table_rows,
+)
+from bench.stack import BenchStack, Worker, pinned
+from cxsignals.settings import REPO_ROOT, Settings
+
+PHASES = ("ceiling", "e2e", "latency", "sink", "decode", "engine")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+EPILOG = """\
+examples:
+  make bench                                           # the default size (see docs/performance.md)
+  make bench BENCH_ARGS="--quick"                      # about 3 minutes
+  make bench BENCH_ARGS="--events 500000 --customers 50000"
+  make bench BENCH_ARGS="--phases decode,engine,sink"  # micro-benchmarks only
+  make bench BENCH_ARGS="--profile-s 30"               # also py-spy the e2e worker
+
+Needs the services (make services). py-spy for --profile-s: .venv/bin/pip install py-spy.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=(__doc__ or "").splitlines()[0],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=500_000,
+                        help="events pre-filled for the e2e phase (500000)")
+    parser.add_argument("--customers", type=int, default=50_000, help="customers (50000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 50000 events, 5000 customers, smaller micro-benches")
+    parser.add_argument("--bad-share", type=float, default=0.001,
+                        help="share of deliberately bad events in the pre-fill (0.001; a ninth "
+                             "of them are 1 MiB too_large messages)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--latency-s", type=float, default=60.0, help="publish time (60 s)")
+    parser.add_argument("--latency-warmup-s", type=float, default=5.0,
+                        help="events published in the first seconds are not measured (5)")
+    parser.add_argument("--latency-rate", type=float, default=None,
+                        help="events/s for the latency phase (default: half the e2e rate)")
+    parser.add_argument("--poll-ms", type=int, default=100,
+                        help="ClickHouse poll interval for row visibility (100)")
+    parser.add_argument("--sink-rows", type=int, default=500_000)
+    parser.add_argument("--decode-n", type=int, default=200_000)
+    parser.add_argument("--engine-events", type=int, default=50_000)
+    parser.add_argument("--engine-customers", type=int, default=2_000)
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--worker-cpu", type=int, default=0,
+                        help="core the worker and the ceiling consumer are pinned to (0)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin anything to a core")
+    parser.add_argument("--timeout-s", type=float, default=None,
+                        help="e2e limit after the worker is Ready (120 + events/500)")
+    parser.add_argument("--profile-s", type=float, default=0.0,
+                        help="py-spy the e2e worker for this long after 15%% of the events")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.quick:
+        defaults = {"events": 500_000, "customers": 50_000, "sink_rows": 500_000,
+                    "decode_n": 200_000, "latency_s": 60.0}
+        quick = {"events": 50_000, "customers": 5_000, "sink_rows": 100_000,
+                 "decode_n": 50_000, "latency_s": 30.0}
+        for name, value in quick.items():
+            if getattr(args, name) == defaults[name]:  # explicit flags still win
+                setattr(args, name, value)
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = sorted(set(args.phases) - set(PHASES))
+    if unknown:
+        parser.error(f"unknown phases {unknown}; choose from {', '.join(PHASES)}")
+    if args.events < 1 or args.customers < 1:
+        parser.error("--events and --customers must be >= 1")
+    return args
+
+
+# ---------------------------------------------------------------------------- facts
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=30, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def git_facts() -> Git:
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    short = _git("rev-parse", "--short", "HEAD") or "nogit"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return Git(commit=commit, short=short, dirty=dirty)
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def machine_facts(settings: Settings, clickhouse_version: str | None) -> Machine:
+    mem_kb = (_proc_field("/proc/meminfo", "MemTotal") or "0 kB").split()[0]
+    return Machine(
+        nproc=os.cpu_count() or 1, memory_bytes=int(mem_kb) * 1024,
+        cpu_model=_proc_field("/proc/cpuinfo", "model name") or platform.processor() or "?",
+        python=platform.python_version(), platform=platform.platform(),
+        kafka_bootstrap=settings.kafka_bootstrap_servers,
+        clickhouse_version=clickhouse_version,
+    )
+
+
+def clickhouse_version(settings: Settings) -> str | None:
+    from clickhouse_driver import Client
+
+    ch = settings.clickhouse
+    try:
+        client = Client(host=ch.host, port=ch.port, user=ch.user, password=ch.password,
+                        connect_timeout=5)
+        version = str(client.execute("SELECT version()")[0][0])
+        client.disconnect()
+        return version
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def say(text: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+
+def run_ceiling(stack: BenchStack, topic: str, events: int, cpu: int | None,
+                timeout_s: float) -> Ceiling:
+    cmd = pinned([sys.executable, "-m", "bench.ceiling", "--topic", topic,
+                  "--events", str(events), "--timeout-s", str(timeout_s)], cpu)
+    done = subprocess.run(cmd, env={**os.environ, **stack.env()}, cwd=REPO_ROOT,
+                          stdout=subprocess.PIPE, text=True, timeout=timeout_s + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ceiling consumer exited with {done.returncode}")
+    return Ceiling.model_validate(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+class Profiler:
+    """Starts py-spy once on the e2e worker when enough of the backlog is handled."""
+
+    def __init__(self, out: Path, duration_s: float, cpu: int | None) -> None:
+        self.out, self.duration_s, self.cpu = out, duration_s, cpu
+        self.thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def __call__(self, worker: Worker, fraction: float) -> None:
+        if self.thread is None and fraction >= 0.15:
+            say(f"py-spy: sampling the worker (pid {worker.pid}) for {self.duration_s:.0f} s")
+            self.thread = threading.Thread(target=self._record, args=(worker.pid,), daemon=True)
+            self.thread.start()
+
+    def _record(self, pid: int) -> None:
+        try:
+            done = profile.record(pid, self.out, self.duration_s, cpu=self.cpu)
+            if done.returncode != 0:
+                self.error = done.stderr.strip()[-500:]
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def summary(self) -> list[ProfileLine] | None:
+        if self.thread is not None:
+            self.thread.join(timeout=self.duration_s + 90)
+        if not self.out.exists():
+            return None
+        stacks = profile.parse(self.out.read_text().splitlines())
+        return profile.summarize(stacks)
+
+
+def _phase(result: BenchResult, name: str, action: Callable[[], None]) -> None:
+    """Run one phase; a failure is recorded in ``result.errors`` and the run goes on."""
+    say(f"--- {name}")
+    try:
+        action()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        result.errors[name] = f"{type(exc).__name__}: {exc}"
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    base = Settings()
+    started_at = datetime.now(timezone.utc)
+    git = git_facts()
+    nproc = os.cpu_count() or 1
+    pin = not args.no_pin and shutil.which("taskset") is not None and nproc >= 2
+    worker_cpu = args.worker_cpu if pin else None
+    harness_cpu = (1 if worker_cpu == 0 else 0) if pin else None
+    if harness_cpu is not None:
+        # The harness (publishers, pollers, micro-benchmarks) stays off the worker's core.
+        os.sched_setaffinity(0, {harness_cpu})
+    timeout_s = args.timeout_s or 120 + args.events / 500
+    params = Params(
+        events=args.events, customers=args.customers, bad_share=args.bad_share, seed=args.seed,
+        touchpoint_partitions=base.touchpoint_partitions, worker_cpu=worker_cpu,
+        harness_cpu=harness_cpu, latency_s=args.latency_s,
+        latency_warmup_s=args.latency_warmup_s, latency_rate_per_s=args.latency_rate,
+        poll_ms=args.poll_ms, sink_rows=args.sink_rows, decode_n=args.decode_n,
+        engine_events=args.engine_events, engine_customers=args.engine_customers,
+        sink_batch_rows=base.sink_batch_rows, sink_batch_ms=base.sink_batch_ms,
+        profile_s=args.profile_s, phases=args.phases,
+    )
+    result = BenchResult(
+        started_at=started_at, finished_at=started_at, git=git,
+        machine=machine_facts(base, clickhouse_version(base)), params=params,
+    )
+    out = result_path(args.results_dir, started_at, git.short)
+    run_id = uuid.uuid4().hex[:8]
+    url = base.clickhouse_url.get_secret_value()
+    tmp = Path(tempfile.mkdtemp(prefix=f"cx-bench-{run_id}-"))
+    stacks: list[BenchStack] = []
+    say(f"run {run_id} at {git.short}{' (dirty)' if git.dirty else ''}: "
+        f"{args.events:,} events, {args.customers:,} customers; worker on cpu {worker_cpu}, "
+        f"harness on cpu {harness_cpu}; logs in {tmp}")
+    try:
+        if {"ceiling", "e2e", "latency"} & set(args.phases):
+            _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
+        if "sink" in args.phases:
+            def sink() -> None:
+                from bench.sink_bench import bench_sink, make_rows
+
+                say(f"building {args.sink_rows:,} rows")
+                result.sink = bench_sink(make_rows(args.sink_rows), url=url)
+            _phase(result, "sink", sink)
+        if "decode" in args.phases:
+            def decode() -> None:
+                from bench.decode_bench import bench_decode
+
+                result.decode = bench_decode(args.decode_n)
+            _phase(result, "decode", decode)
+        if "engine" in args.phases:
+            def engine() -> None:
+                from bench.engine_bench import bench_engine
+
+                result.engine = bench_engine(args.engine_events, args.engine_customers)
+            _phase(result, "engine", engine)
+    except KeyboardInterrupt:
+        result.errors["interrupted"] = "stopped by Ctrl-C; figures so far are kept"
+    finally:
+        for stack in stacks:
+            for problem in stack.cleanup():
+                say(f"cleanup: {problem}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    result.finished_at = datetime.now(timezone.utc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(BenchResult.model_validate_json(result.to_json()).to_json() + "\n")
+    return result
+
+
+def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[BenchStack],
+                    run_id: str, url: str, tmp: Path, timeout_s: float, out: Path) -> None:
+    from bench.e2e import Prefill, prefill, run_latency, run_throughput
+
+    base = Settings()
+    worker_cpu, harness_cpu = result.params.worker_cpu, result.params.harness_cpu
+    tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id)
+    stacks.append(tput)
+    fill: Prefill | None = None
+    if {"ceiling", "e2e"} & set(args.phases):
+        say(f"creating topics and database {tput.database}; pre-filling {args.events:,} events "
+            f"for {args.customers:,} customers")
+        tput.create()
+        fill = prefill(tput, events=args.events, customers=args.customers, seed=args.seed,
+                       bad_share=args.bad_share)
+        say(f"pre-filled {fill.events:,} events ({fill.bad:,} bad) in {fill.seconds:.1f} s")
+    if fill is not None and "ceiling" in args.phases:
+        filled = fill
+
+        def ceiling() -> None:
+            result.ceiling = run_ceiling(tput, filled.topic, filled.events, worker_cpu, timeout_s)
+        _phase(result, "ceiling", ceiling)
+    if fill is not None and "e2e" in args.phases:
+        filled = fill
+        profiler = None
+        if args.profile_s > 0:
+            profiler = Profiler(out.with_name(out.stem + "-profile.folded"), args.profile_s,
+                                harness_cpu)
+
+        def e2e() -> None:
+            done = run_throughput(tput, filled, customers=args.customers, cpu=worker_cpu,
+                                  timeout_s=timeout_s, on_worker=profiler)
+            e = done.end_to_end
+            if result.ceiling is not None and e.events_per_s_metrics:
+                e.ratio_to_ceiling = round(e.events_per_s_metrics / result.ceiling.events_per_s, 3)
+            result.end_to_end, result.resources = e, done.resources
+            if profiler is not None:
+                result.profile = profiler.summary()
+                result.profile_file = str(profiler.out.relative_to(REPO_ROOT))
+                if profiler.error:
+                    result.errors["profile"] = profiler.error
+        _phase(result, "e2e", e2e)
+    if "latency" in args.phases:
+        def latency() -> None:
+            rate = args.latency_rate
+            if rate is None:
+                e = result.end_to_end
+                if e is None or not e.events_per_s_metrics:
+                    raise RuntimeError("no e2e rate measured: pass --latency-rate")
+                rate = e.events_per_s_metrics / 2
+            lat = BenchStack(base.kafka_bootstrap_servers, url, tmp, "lat", run_id=run_id)
+            stacks.append(lat)
+            lat.create()
+            say(f"latency: fresh worker, {rate:,.0f} events/s for {args.latency_s:.0f} s")
+            result.latency = run_latency(
+                lat, rate_per_s=rate, duration_s=args.latency_s,
+                warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
+                cpu=worker_cpu, poll_ms=args.poll_ms,
+            )
+        _phase(result, "latency", latency)
+
+
+def main(argv: list[str] | None = None) -> int:
+    extra = shlex.split(os.environ.get("BENCH_ARGS", ""))
+    args = parse_args(extra + (sys.argv[1:] if argv is None else argv))
+    began = time.monotonic()
+    result = run(args)
+    print()
+    print(format_table(table_rows(result)))
+    if result.profile:
+        print("\nworker main thread, top functions by self time (% of samples):")
+        for line in result.profile[:15]:
+            print(f"  {line.self_pct:5.1f}% self {line.total_pct:5.1f}% total  {line.function}")
+    out = result_path(args.results_dir, result.started_at, result.git.short)
+    print(f"\n{len(result.errors)} phase(s) failed; " if result.errors else "\n", end="")
+    print(f"took {time.monotonic() - began:.0f} s; figures in {out.relative_to(REPO_ROOT)}"
+          if out.is_relative_to(REPO_ROOT) else f"figures in {out}")
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

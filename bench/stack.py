@@ -1,0 +1,297 @@
+"""A benchmark's own slice of the real services: unique topics, consumer groups, ClickHouse
+database and state dir, and the worker run as a user runs it (``cxsignals worker``).
+
+Everything is bounded in time, and :meth:`BenchStack.cleanup` removes what the stack created
+(worker stopped, topics and consumer groups deleted with kafka-python's admin client, database
+dropped, state dir removed) also after a failure; it never touches names outside its prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxsignals.settings import REPO_ROOT, ClickHouseParams, Settings
+
+log = logging.getLogger("bench")
+
+CLI = [sys.executable, "-m", "cxsignals.cli"]
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """``cmd`` under ``taskset -c cpu`` when a core is asked for and taskset exists."""
+    if cpu is None or shutil.which("taskset") is None:
+        return cmd
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
+             interval_s: float = 0.2) -> None:
+    """Poll until ``predicate()`` is true; TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The process's high-water resident set (VmHWM of /proc/<pid>/status) while it lives.
+    psutil has no peak RSS on Linux, so /proc is read directly; None when unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+    started_s: float
+    ready_s: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def metrics(self, timeout_s: float = 5.0) -> dict[str, float]:
+        """Every sample of its /metrics summed over labels, by sample name."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
+            text = response.read().decode()
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+        return sums
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (Faust shuts down cleanly, flushing RocksDB), SIGKILL after ``timeout_s``."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class BenchStack:
+    """Names unique to one benchmark phase (prefix ``bench-<id>``)."""
+
+    kafka_bootstrap: str
+    clickhouse_url: str
+    tmp: Path
+    label: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"bench-{self.run_id}-{self.label}"
+
+    @property
+    def database(self) -> str:
+        return f"bench_{self.run_id}_{self.label}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.tmp / f"{self.prefix}-state"
+
+    def env(self) -> dict[str, str]:
+        server = self.clickhouse_url.rsplit("/", 1)[0]
+        prefix = self.prefix
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "CLICKHOUSE_URL": f"{server}/{self.database}",
+            "CX_APP_ID": prefix,
+            "CX_TOPIC_TOUCHPOINTS": f"{prefix}.touchpoints",
+            "CX_TOPIC_DLQ": f"{prefix}.touchpoints.dlq",
+            "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
+            "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
+            "CX_TOPIC_SCORES": f"{prefix}.scores",
+            "CX_STATE_DIR": str(self.state_dir),
+            **self.extra_env,
+        }
+
+    def settings(self) -> Settings:
+        saved = dict(os.environ)
+        try:
+            os.environ.update(self.env())
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def cli(self, *args: str, timeout_s: float = 120.0) -> str:
+        """Run ``cxsignals ARGS`` with this stack's env; RuntimeError with stderr on failure."""
+        done = subprocess.run([*CLI, *args], env={**os.environ, **self.env()}, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"cxsignals {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def create(self) -> None:
+        """Topics and database with every migration, as `make setup` does."""
+        self.cli("topics", "create")
+        self.cli("migrate")
+
+    def start_worker(self, cpu: int | None, ready_timeout_s: float = READY_TIMEOUT_S) -> Worker:
+        """Start ``cxsignals worker`` pinned to ``cpu`` and wait until it logs Ready."""
+        port = free_port()
+        log_path = self.tmp / f"{self.prefix}-worker-{len(self.workers)}.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                pinned([*CLI, "worker", "--loglevel", "info"], cpu),
+                env={**os.environ, **self.env(), "CX_METRICS_PORT": str(port)},
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
+        worker = Worker(proc=proc, log_path=log_path, metrics_port=port,
+                        started_s=time.monotonic())
+        self.workers.append(worker)
+
+        def ready() -> bool:
+            if not worker.alive():
+                raise RuntimeError(f"worker exited with {proc.returncode}:\n{worker.log()[-3000:]}")
+            return "Ready" in worker.log()
+
+        wait_for(ready, ready_timeout_s, "the worker to report Ready")
+        worker.ready_s = time.monotonic()
+        return worker
+
+    def clickhouse(self) -> Any:
+        from clickhouse_driver import Client
+
+        params = ClickHouseParams(self.env()["CLICKHOUSE_URL"])
+        return Client(host=params.host, port=params.port, user=params.user,
+                      password=params.password, database=params.database,
+                      settings={"max_query_size": 4 * 1024 * 1024})
+
+    def cleanup(self) -> list[str]:
+        """Stop workers, delete this stack's topics and groups, drop its database, remove its
+        state. Best effort: returns what could not be removed instead of raising."""
+        problems: list[str] = []
+        for worker in self.workers:
+            try:
+                worker.stop()
+            except Exception as exc:  # keep cleaning up the rest
+                problems.append(f"worker {worker.pid}: {exc}")
+        problems += _delete_kafka(self.kafka_bootstrap, self.prefix)
+        try:
+            from clickhouse_driver import Client
+
+            params = ClickHouseParams(self.clickhouse_url)
+            admin = Client(host=params.host, port=params.port, user=params.user,
+                           password=params.password)
+            admin.execute(f"DROP DATABASE IF EXISTS {self.database}")
+            admin.disconnect()
+        except Exception as exc:
+            problems.append(f"drop database {self.database}: {exc}")
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return problems
+
+
+def _delete_kafka(bootstrap: str, prefix: str) -> list[str]:
+    from kafka.admin import KafkaAdminClient
+
+    problems: list[str] = []
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{prefix}-cleanup",
+                                 request_timeout_ms=30_000)
+    except Exception as exc:
+        return [f"kafka admin: {exc}"]
+    try:
+        topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if topics:
+            try:
+                admin.delete_topics(topics, timeout_ms=30_000)
+            except Exception as exc:
+                problems.append(f"delete topics {topics}: {exc}")
+        groups = [g for g, *_ in admin.list_consumer_groups() if str(g).startswith(prefix)]
+        if groups:
+            with contextlib.suppress(Exception):  # a group still settling is expired by Kafka
+                admin.delete_consumer_groups(groups)
+    except Exception as exc:
+        problems.append(f"kafka cleanup: {exc}")
+    finally:
+        admin.close()
+    return problems
+
+
+class GroupLag:
+    """Committed offsets and end offsets of a consumer group, via kafka-python."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
+        from kafka import KafkaConsumer
+        from kafka.admin import KafkaAdminClient
+
+        self.group = group
+        self.topics = topics
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag",
+                                      request_timeout_ms=10_000)
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                      enable_auto_commit=False, request_timeout_ms=10_000)
+
+    def sample(self) -> tuple[int, int]:
+        """(sum of committed offsets, total lag) over the group's partitions of ``topics``."""
+        from kafka import TopicPartition
+
+        committed = {
+            tp: meta.offset
+            for tp, meta in self.admin.list_consumer_group_offsets(self.group).items()
+            if tp.topic in self.topics and meta.offset >= 0
+        }
+        partitions = [TopicPartition(t, p) for t in self.topics
+                      for p in sorted(self.consumer.partitions_for_topic(t) or ())]
+        ends = self.consumer.end_offsets(partitions) if partitions else {}
+        done = sum(committed.values())
+        lag = sum(end - committed.get(tp, 0) for tp, end in ends.items())
+        return done, lag
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.admin.close()
+        with contextlib.suppress(Exception):
+            self.consumer.close()
