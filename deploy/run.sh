@@ -19,7 +19,8 @@ stop() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "[run] stopped. Services keep running: 'make services-down' stops them."
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 "$BIN/cxsignals" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
@@ -38,4 +39,4 @@ cat <<EOT
 Press Ctrl-C to stop.
 EOT
 wait -n "${pids[@]}" || true
-echo "[run] a process exited; see $LOGS/worker.log"
+echo "[run] the worker or the simulator exited on its own; see $LOGS/worker.log"

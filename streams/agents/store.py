@@ -35,6 +35,7 @@ from schemas.alerts import Alert
 from schemas.scores import ScoreUpdate
 from sinks.batch import BatchBuffer
 from sinks.clickhouse import ClickHouseWriter
+from sinks.retry import RetryPolicy
 from sinks.rows import (
     ALERTS,
     CUSTOMER_SCORES,
@@ -255,7 +256,7 @@ def build_store_loop(settings: Settings) -> StoreLoop:
     ch = settings.clickhouse
     writer = ClickHouseWriter.from_params(
         host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(),
+        observer=PrometheusObserver(), retry=RetryPolicy(max_delay_s=settings.sink_retry_max_s),
     )
     return StoreLoop(settings, RowBuilder(settings, processor.engine.sentiment), writer)
 
