@@ -75,3 +75,43 @@ def test_scripted_journeys_produce_exactly_the_expected_alerts(
     scores_after = len(consume_all(stack.endpoints.kafka_bootstrap, settings.topic_scores,
                                    expect=10**6, timeout_s=3))
     assert scores_after == scores_before
+
+
+def test_identity_stitching_scores_anonymous_events_for_the_linked_customer(
+    stack: Stack, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from streams.core.engine import alert_id
+    from tests.journeys import make_event
+
+    customer, anonymous = f"c-{stack.run_id}", f"a-{stack.run_id}"
+    base = datetime.now(timezone.utc) - timedelta(hours=1)
+    browse = make_event(None, f"{anonymous}:1", "page_view", base,  # type: ignore[arg-type]
+                        {"url": "/"}, anonymous_id=anonymous)
+    login = make_event(customer, f"{anonymous}:2", "identify", base + timedelta(minutes=1),
+                       {"method": "password"}, anonymous_id=anonymous)
+    survey = make_event(None, f"{anonymous}:3", "survey_answer",  # type: ignore[arg-type]
+                        base + timedelta(minutes=5), {"survey": "nps", "score": 1},
+                        anonymous_id=anonymous)
+    settings = stack.settings()
+    worker = start_worker()
+
+    def send(event: object, key: str) -> None:
+        payload = event.model_dump_json(exclude_none=True).encode()  # type: ignore[attr-defined]
+        publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints,
+                [(key.encode(), payload)])
+
+    send(browse, anonymous)
+    send(login, customer)
+    # Partitions are processed independently: the link must be known before the anonymous
+    # survey arrives on the anonymous id's partition.
+    wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= 2, 60,
+               "the browse and identify events to be processed")
+    send(survey, anonymous)
+    alerts = _alerts(stack, expect=1, settle_s=2)
+    assert [(a["rule"], a["customer_id"]) for a in alerts] == [("detractor_follow_up", customer)]
+    assert alerts[0]["alert_id"] == alert_id("detractor_follow_up", customer, [survey.event_id])
+    forwarded = _metric_total(worker, "cx_messages_consumed_total{",
+                              f'topic="{settings.app_id}.touchpoints.keyed"')
+    assert forwarded == 1
