@@ -125,6 +125,9 @@ async def _publish_bulk(
         except (KeyboardInterrupt, asyncio.CancelledError):
             # Python 3.11+ turns Ctrl-C into a cancellation of this task; older ones raise here.
             stats.interrupted = True
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()  # handled: the flush below must not see a pending cancellation
         for partition in partitions:
             await ship(partition)
         await _settle(pending, stats, wait=True)
