@@ -10,7 +10,16 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -98,17 +107,19 @@ SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ce
 
 class SurveyAnswerProps(_Props):
     survey: Literal["nps", "csat", "ces"]
-    score: int
+    score: StrictInt
     comment: Annotated[str, Field(max_length=MAX_COMMENT_CHARS)] | None = None
 
-    @model_validator(mode="after")
-    def _score_on_scale(self) -> SurveyAnswerProps:
-        low, high = SURVEY_SCALES[self.survey]
-        if not low <= self.score <= high:
-            raise ValueError(
-                f"score {self.score} is outside the {self.survey} scale {low}-{high}"
-            )
-        return self
+    @field_validator("score")
+    @classmethod
+    def _score_on_scale(cls, score: int, info: ValidationInfo) -> int:
+        survey = info.data.get("survey")
+        if survey is None:  # survey itself failed: that error names the problem
+            return score
+        low, high = SURVEY_SCALES[survey]
+        if not low <= score <= high:
+            raise ValueError(f"score {score} is outside the {survey} scale {low}-{high}")
+        return score
 
 
 class IdentifyProps(_Props):
@@ -122,7 +133,7 @@ class EventBase(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: NonEmpty
-    schema_version: int
+    schema_version: StrictInt
     occurred_at: AwareDatetime
     customer_id: NonEmpty | None = None
     anonymous_id: NonEmpty | None = None
@@ -132,6 +143,14 @@ class EventBase(BaseModel):
     journey_stage: JourneyStage | None = None
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        # The contract says RFC 3339 text with a zone: a bare Unix number is not taken for a time.
+        if isinstance(value, int | float):
+            raise ValueError("must be an RFC 3339 timestamp string with a zone, not a number")
+        return value
 
     @property
     def identity(self) -> str:
