@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 from typing import BinaryIO
 
 from cxsignals.settings import Settings
-from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from cxsignals.simulator.publisher import BrokerUnavailable, TokenBucket, publish
 
@@ -192,23 +191,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or settings.topic_touchpoints
     progress = not args.no_progress and sys.stderr.isatty()
     try:
-        if rate is None:  # unthrottled: the batch publisher is several times faster
-            stats = publish_bulk(
-                messages,
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                topic=topic,
-                progress=progress,
-                total=config.total_events,
-            )
-        else:
-            stats = publish(
-                messages,
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                topic=topic,
-                rate_per_s=rate,
-                progress=progress,
-                total=config.total_events,
-            )
+        stats = publish(
+            messages,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=topic,
+            rate_per_s=rate,
+            progress=progress,
+            total=config.total_events,
+        )
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BROKER_UNAVAILABLE

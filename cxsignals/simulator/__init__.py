@@ -1,6 +1,7 @@
 """The journey simulator: seeded, realistic touchpoint traffic for ``cx.touchpoints``.
 
-:func:`generate` is pure (no Kafka) and deterministic; :func:`publish` sends its messages.
+:func:`generate` is pure (no Kafka) and deterministic; ``cxsignals.simulator.publisher.publish``
+sends its messages (kept out of this package import so the generator needs no Kafka client).
 """
 
 from cxsignals.simulator.bad import BAD_CODES

@@ -26,8 +26,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from tqdm import tqdm
 
+from cxsignals.simulator.delivery import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 from cxsignals.simulator.journeys import SimMessage
-from cxsignals.simulator.publisher import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 
 BATCH_BYTES = 512 * 1024
 # Remembered key -> partition answers (murmur2 is pure Python in aiokafka): bounded memory.

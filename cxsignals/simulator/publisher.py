@@ -7,80 +7,33 @@ Failed deliveries are counted (``PublishStats.failed``, first error kept), never
 unreachable broker or a topic that cannot be found raises :class:`BrokerUnavailable`.
 
 Speed: kafka-python builds record batches in Python, so one producer tops out around 20k small
-messages/s on one core; install the ``crc32c`` package, without it the pure-Python checksum makes
-it about 3x slower.
+messages/s on one core (and needs the ``crc32c`` package: the pure-Python checksum is 3x slower).
+Unthrottled runs therefore go to :func:`cxsignals.simulator.bulk.publish_bulk` (aiokafka's C batch
+builder), with the same guarantees.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from tqdm import tqdm
 
+from cxsignals.simulator.bulk import publish_bulk
+from cxsignals.simulator.delivery import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 from cxsignals.simulator.journeys import SimMessage
-
-# The too_large bad messages (just over 1 MiB) must reach the broker so the pipeline can dead-
-# letter them: the producer allows 2 MiB requests, and the broker's and the topic's
-# message.max.bytes must allow 2 MiB too (the Kafka default is ~1 MiB).
-MAX_REQUEST_BYTES = 2 * 1024 * 1024  # > TOO_LARGE_BYTES plus batch overhead
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
-    "linger_ms": 20,  # small batches at 50 events/s, full ones when unthrottled
+    "linger_ms": 20,  # a request per ~20 ms at any rate this paced producer sends
     "batch_size": 256 * 1024,
     "max_request_size": MAX_REQUEST_BYTES,
     "max_block_ms": 15_000,  # how long send() may wait for metadata of an unknown topic
     "retry_backoff_ms": 200,
 }
-
-
-class BrokerUnavailable(RuntimeError):
-    """Kafka could not be reached (or the topic never appeared): nothing was published."""
-
-
-@dataclass
-class PublishStats:
-    """What a :func:`publish` call did. ``sent`` counts messages the broker acknowledged."""
-
-    attempted: int = 0
-    failed: int = 0
-    bad: int = 0  # deliberately bad messages among the attempted ones
-    value_bytes: int = 0
-    elapsed_s: float = 0.0
-    interrupted: bool = False  # stopped by Ctrl-C (after flushing)
-    first_error: str | None = None
-    errors_by_type: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def sent(self) -> int:
-        return self.attempted - self.failed
-
-    @property
-    def rate_per_s(self) -> float:
-        return self.attempted / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def summary(self) -> str:
-        text = (
-            f"{self.sent:,} of {self.attempted:,} messages delivered ({self.bad:,} deliberately "
-            f"bad) in {self.elapsed_s:.1f} s, {self.rate_per_s:,.0f} msg/s"
-        )
-        if self.failed:
-            text += f"; {self.failed:,} failed, first error: {self.first_error}"
-        if self.interrupted:
-            text += " (stopped by Ctrl-C)"
-        return text
-
-    def record_error(self, exc: BaseException) -> None:
-        self.failed += 1
-        name = type(exc).__name__
-        self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
-        if self.first_error is None:
-            self.first_error = f"{name}: {exc}"
 
 
 class TokenBucket:
@@ -147,14 +100,24 @@ def publish(
 ) -> PublishStats:
     """Send ``messages`` to ``topic``; return what was delivered.
 
-    ``rate_per_s`` None or 0 = as fast as possible. ``total`` only sizes the progress bar.
-    Ctrl-C stops consuming ``messages``, flushes what was sent and returns with
+    ``rate_per_s`` None or 0 = as fast as possible (delegated to :func:`publish_bulk`);
+    otherwise a token bucket paces a kafka-python producer. ``total`` only sizes the progress
+    bar. Ctrl-C stops consuming ``messages``, flushes what was sent and returns with
     ``interrupted=True``. Raises BrokerUnavailable when no broker answers within
     ``connect_timeout_s`` or the topic's metadata cannot be fetched.
     """
+    if not rate_per_s:
+        return publish_bulk(
+            messages,
+            bootstrap_servers=bootstrap_servers,
+            topic=topic,
+            progress=progress,
+            total=total,
+            connect_timeout_s=connect_timeout_s,
+        )
     stats = PublishStats()
     producer = make_producer(bootstrap_servers, connect_timeout_s)
-    bucket = TokenBucket(rate_per_s) if rate_per_s else None
+    take = TokenBucket(rate_per_s).take
     bar = tqdm(
         total=total, unit=" ev", unit_scale=True, disable=not progress, mininterval=0.5,
         desc=f"-> {topic}", dynamic_ncols=True,
@@ -165,8 +128,7 @@ def publish(
     try:
         try:
             for message in messages:
-                if bucket is not None:
-                    bucket.take()
+                take()
                 send(topic, value=message.value, key=message.key).add_errback(on_error)
                 stats.attempted += 1
                 stats.value_bytes += len(message.value)

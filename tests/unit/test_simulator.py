@@ -17,7 +17,8 @@ import pytest
 from cxsignals.simulate_cmd import add_parser, config_from_args, until, write_lines
 from cxsignals.simulator import BAD_CODES, SimConfig, SimMessage, generate
 from cxsignals.simulator.comments import COMPLAINTS, PRAISE, PRAISE_SUPPORT
-from cxsignals.simulator.publisher import PublishStats, TokenBucket
+from cxsignals.simulator.delivery import PublishStats
+from cxsignals.simulator.publisher import TokenBucket
 from schemas.events import EVENT_MODELS, SURVEY_SCALES, touchpoint_adapter
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
