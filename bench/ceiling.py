@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from datetime import datetime, timezone
@@ -46,6 +47,7 @@ async def read_and_decode(bootstrap: str, topic: str, events: int, timeout_s: fl
         seen = invalid = 0
         deadline = time.monotonic() + timeout_s
         started = time.perf_counter()
+        cpu_started = _cpu_s()
         while seen < events:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ceiling read {seen} of {events} events in {timeout_s:.0f} s")
@@ -59,11 +61,18 @@ async def read_and_decode(bootstrap: str, topic: str, events: int, timeout_s: fl
                 seen += len(records)
                 bar.update(len(records))
         elapsed = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_started
     finally:
         bar.close()
         await consumer.stop()
     return {"events": seen, "invalid": invalid, "seconds": round(elapsed, 3),
-            "events_per_s": round(seen / elapsed, 1)}
+            "events_per_s": round(seen / elapsed, 1), "cpu_s": round(cpu, 3),
+            "events_per_cpu_s": round(seen / cpu, 1) if cpu > 0 else None}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:

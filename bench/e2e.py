@@ -36,7 +36,15 @@ import orjson
 from tqdm import tqdm
 
 from bench.report import EndToEnd, Latency, Resources, latency_stats, sustained_rate
-from bench.stack import BenchStack, GroupLag, Worker, dir_bytes, peak_rss_bytes, wait_for
+from bench.stack import (
+    BenchStack,
+    GroupLag,
+    Worker,
+    cpu_seconds,
+    dir_bytes,
+    peak_rss_bytes,
+    wait_for,
+)
 from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.journeys import SimConfig, generate
 from cxsignals.simulator.publisher import publish
@@ -107,6 +115,7 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
     by_metrics: list[tuple[float, float]] = []
     by_lag: list[tuple[float, float]] = []
     by_rows: list[tuple[float, float]] = []
+    by_cpu: list[tuple[float, float]] = []
     all_handled_s = all_rows_s = None
     rss = None
     metrics: dict[str, float] = {}
@@ -123,6 +132,9 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
             committed, _lag = lag.sample()
             rows = _rows(client)
             rss = peak_rss_bytes(worker.pid) or rss
+            used_s = cpu_seconds(worker.pid)
+            if used_s is not None:
+                by_cpu.append((now_s, used_s))
             by_metrics.append((now_s, handled))
             by_lag.append((now_s, committed))
             by_rows.append((now_s, rows))
@@ -143,6 +155,11 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
     ev = sustained_rate(by_metrics, fill.events)
     lg = sustained_rate(by_lag, fill.events)
     rw = sustained_rate(by_rows, fill.valid)
+    cpu_in_window = _delta_between(by_cpu, ev.start_s, ev.end_s) if ev else None
+    if rw is None and all_rows_s:  # caught up within the warm-up: average from Ready
+        rows_per_s: float | None = round(fill.valid / all_rows_s, 1)
+    else:
+        rows_per_s = round(rw.per_s, 1) if rw else None
     e2e = EndToEnd(
         events=fill.events, customers=customers, valid_events=fill.valid,
         startup_s=round(startup_s, 2),
@@ -150,19 +167,32 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
         events_per_s_metrics=ev and round(ev.per_s, 1),
         events_per_s_lag=lg and round(lg.per_s, 1),
         window_s=ev and round(ev.seconds, 1),
+        cpu_utilization=round(cpu_in_window / ev.seconds, 3) if ev and cpu_in_window else None,
+        events_per_cpu_s=(round((ev.end_count - ev.start_count) / cpu_in_window, 1)
+                          if ev and cpu_in_window else None),
         handled=_handled(metrics),
         dead_letters=int(metrics.get("cx_dead_letters_total", 0)),
         alerts=int(metrics.get("cx_alerts_emitted_total", 0)),
         score_updates=int(metrics.get("cx_scores_published_total", 0)),
         clickhouse_rows=rows,
         clickhouse_seconds_to_all_rows=all_rows_s and round(all_rows_s, 1),
-        clickhouse_rows_per_s=rw and round(rw.per_s, 1),
+        clickhouse_rows_per_s=rows_per_s,
         timed_out=all_handled_s is None or all_rows_s is None,
     )
     worker.stop()  # a clean stop flushes RocksDB before its size is read
     resources = state_resources(stack.state_dir, rss)
     client.disconnect()
-    return Throughput(e2e, resources, {"metrics": by_metrics, "lag": by_lag, "rows": by_rows})
+    return Throughput(e2e, resources, {"metrics": by_metrics, "lag": by_lag, "rows": by_rows,
+                                       "cpu": by_cpu})
+
+
+def _delta_between(samples: list[tuple[float, float]], start_s: float, end_s: float
+                   ) -> float | None:
+    """Increase of a sampled counter between the samples taken at ``start_s`` and ``end_s``."""
+    at = dict(samples)
+    if start_s not in at or end_s not in at:
+        return None
+    return at[end_s] - at[start_s]
 
 
 def state_resources(state_dir: Path, peak_rss: int | None) -> Resources:

@@ -95,7 +95,8 @@ def parse(lines: Iterable[str]) -> list[tuple[str, list[str], int]]:
 
 
 def _is_idle(frames: list[str]) -> bool:
-    return not frames or frames[-1].rsplit(":", 1)[-1] in IDLE_LEAVES
+    # "selectors.py:EpollSelector.select" -> "select"
+    return not frames or frames[-1].rsplit(":", 1)[-1].rsplit(".", 1)[-1] in IDLE_LEAVES
 
 
 def threads(stacks: list[tuple[str, list[str], int]]) -> list[ThreadSummary]:

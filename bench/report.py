@@ -124,6 +124,8 @@ class Machine(BaseModel):
     platform: str
     kafka_bootstrap: str
     clickhouse_version: str | None = None
+    loadavg_start: float | None = Field(None, description="1-min load average: a shared host")
+    loadavg_end: float | None = None
 
 
 class Params(BaseModel):
@@ -155,6 +157,8 @@ class Ceiling(BaseModel):
     invalid: int
     seconds: float
     events_per_s: float
+    cpu_s: float | None = None
+    events_per_cpu_s: float | None = Field(None, description="events / CPU seconds used")
 
 
 class EndToEnd(BaseModel):
@@ -169,6 +173,9 @@ class EndToEnd(BaseModel):
     events_per_s_lag: float | None = Field(description="sustained, from committed group offsets")
     window_s: float | None = None
     ratio_to_ceiling: float | None = None
+    cpu_utilization: float | None = Field(None, description="worker CPU s / wall s, in window")
+    events_per_cpu_s: float | None = Field(None, description="in window; robust to contention")
+    ratio_to_ceiling_cpu: float | None = Field(None, description="events per CPU s vs ceiling's")
     handled: int = Field(description="processed + dead letters + duplicates, per the counters")
     dead_letters: int
     alerts: int
@@ -264,11 +271,12 @@ def _vs(value: float | None, target: float, *, lower_is_better: bool = False) ->
 
 def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
     """(figure, value, versus goal) for every figure the run produced; a failed phase shows
-    as one row with its error."""
+    as one FAILED row (its error is in ``errors``)."""
     rows: list[tuple[str, str, str]] = []
     if result.ceiling is not None:
         c = result.ceiling
-        rows.append(("1 ceiling: getmany + validate", _num(c.events_per_s, 0, "ev/s"), ""))
+        rows.append(("1 ceiling: getmany + validate", _num(c.events_per_s, 0, "ev/s"),
+                     f"{_num(c.events_per_cpu_s, 0)} per CPU s"))
     if result.end_to_end is not None:
         e = result.end_to_end
         rows.append(("2 e2e sustained (counters)", _num(e.events_per_s_metrics, 0, "ev/s"),
@@ -276,6 +284,9 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         rows.append(("2 e2e sustained (group lag)", _num(e.events_per_s_lag, 0, "ev/s"), ""))
         rows.append(("2 e2e / ceiling", _num(e.ratio_to_ceiling, 3),
                      _vs(e.ratio_to_ceiling, TARGET_RATIO_TO_CEILING)))
+        rows.append(("2 e2e per worker CPU second", _num(e.events_per_cpu_s, 0, "ev/s"),
+                     f"CPU use {_num(e.cpu_utilization, 2)}"))
+        rows.append(("2 e2e / ceiling, per CPU second", _num(e.ratio_to_ceiling_cpu, 3), ""))
         rows.append(("2 e2e all handled after Ready", _num(e.seconds_to_all_handled, 1, "s"), ""))
         rows.append(("2 ClickHouse all rows after Ready",
                      _num(e.clickhouse_seconds_to_all_rows, 1, "s"), ""))
@@ -308,8 +319,8 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         rows.append(("6 RocksDB dir / customer", _num(res.state_dir_bytes_per_customer, 0, "B"),
                      f"{res.customers_in_state or 0:,} customers"))
         rows.append(("6 state value mean", _num(res.mean_state_value_bytes, 0, "B"), ""))
-    for phase, error in result.errors.items():
-        rows.append((f"! {phase} failed", error[:60], ""))
+    for phase in result.errors:
+        rows.append((f"! {phase}", "FAILED", "see errors in the JSON"))
     return rows
 
 

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from bench import profile
 from bench.report import (
@@ -53,12 +54,23 @@ from bench.stack import BenchStack, Worker, pinned
 from cxsignals.settings import REPO_ROOT, Settings
 
 PHASES = ("ceiling", "e2e", "latency", "sink", "decode", "engine")
+# The default fits in about 10 minutes on a 2-core machine where one worker handles a few hundred
+# events/s; --full is issue 7's size (500,000 events for 50,000 customers), see
+# docs/performance.md for its duration.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"events": 20_000, "customers": 2_000, "sink_rows": 100_000, "decode_n": 50_000,
+              "latency_s": 30.0},
+    "default": {"events": 100_000, "customers": 10_000, "sink_rows": 500_000,
+                "decode_n": 200_000, "latency_s": 60.0},
+    "full": {"events": 500_000, "customers": 50_000, "sink_rows": 1_000_000,
+             "decode_n": 200_000, "latency_s": 60.0},
+}
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 EPILOG = """\
 examples:
   make bench                                           # the default size (see docs/performance.md)
-  make bench BENCH_ARGS="--quick"                      # about 3 minutes
-  make bench BENCH_ARGS="--events 500000 --customers 50000"
+  make bench BENCH_ARGS="--quick"                      # a few minutes
+  make bench BENCH_ARGS="--full"                       # 500,000 events for 50,000 customers
   make bench BENCH_ARGS="--phases decode,engine,sink"  # micro-benchmarks only
   make bench BENCH_ARGS="--profile-s 30"               # also py-spy the e2e worker
 
@@ -66,29 +78,37 @@ Needs the services (make services). py-spy for --profile-s: .venv/bin/pip instal
 """
 
 
+def _describe(preset: dict[str, Any]) -> str:
+    return f"{preset['events']:,} events for {preset['customers']:,} customers"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=(__doc__ or "").splitlines()[0],
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--events", type=int, default=500_000,
-                        help="events pre-filled for the e2e phase (500000)")
-    parser.add_argument("--customers", type=int, default=50_000, help="customers (50000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short run: 50000 events, 5000 customers, smaller micro-benches")
+    parser.add_argument("--events", type=int, default=None,
+                        help=f"events pre-filled for e2e ({PRESETS['default']['events']})")
+    parser.add_argument("--customers", type=int, default=None,
+                        help=f"customers ({PRESETS['default']['customers']})")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_const", dest="preset", const="quick",
+                        help="a short run: " + _describe(PRESETS["quick"]))
+    preset.add_argument("--full", action="store_const", dest="preset", const="full",
+                        help="the size of issue 7: " + _describe(PRESETS["full"]))
     parser.add_argument("--bad-share", type=float, default=0.001,
                         help="share of deliberately bad events in the pre-fill (0.001; a ninth "
                              "of them are 1 MiB too_large messages)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--latency-s", type=float, default=60.0, help="publish time (60 s)")
+    parser.add_argument("--latency-s", type=float, default=None, help="publish time (60 s)")
     parser.add_argument("--latency-warmup-s", type=float, default=5.0,
                         help="events published in the first seconds are not measured (5)")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="events/s for the latency phase (default: half the e2e rate)")
     parser.add_argument("--poll-ms", type=int, default=100,
                         help="ClickHouse poll interval for row visibility (100)")
-    parser.add_argument("--sink-rows", type=int, default=500_000)
-    parser.add_argument("--decode-n", type=int, default=200_000)
+    parser.add_argument("--sink-rows", type=int, default=None, help="rows written (500000)")
+    parser.add_argument("--decode-n", type=int, default=None, help="events per pass (200000)")
     parser.add_argument("--engine-events", type=int, default=50_000)
     parser.add_argument("--engine-customers", type=int, default=2_000)
     parser.add_argument("--phases", default=",".join(PHASES),
@@ -102,14 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="py-spy the e2e worker for this long after 15%% of the events")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    if args.quick:
-        defaults = {"events": 500_000, "customers": 50_000, "sink_rows": 500_000,
-                    "decode_n": 200_000, "latency_s": 60.0}
-        quick = {"events": 50_000, "customers": 5_000, "sink_rows": 100_000,
-                 "decode_n": 50_000, "latency_s": 30.0}
-        for name, value in quick.items():
-            if getattr(args, name) == defaults[name]:  # explicit flags still win
-                setattr(args, name, value)
+    for name, value in PRESETS[args.preset or "default"].items():
+        if getattr(args, name) is None:  # explicit flags win over the preset
+            setattr(args, name, value)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = sorted(set(args.phases) - set(PHASES))
     if unknown:
@@ -152,7 +167,7 @@ def machine_facts(settings: Settings, clickhouse_version: str | None) -> Machine
         cpu_model=_proc_field("/proc/cpuinfo", "model name") or platform.processor() or "?",
         python=platform.python_version(), platform=platform.platform(),
         kafka_bootstrap=settings.kafka_bootstrap_servers,
-        clickhouse_version=clickhouse_version,
+        clickhouse_version=clickhouse_version, loadavg_start=os.getloadavg()[0],
     )
 
 
@@ -296,6 +311,7 @@ def run(args: argparse.Namespace) -> BenchResult:
                 say(f"cleanup: {problem}")
         shutil.rmtree(tmp, ignore_errors=True)
     result.finished_at = datetime.now(timezone.utc)
+    result.machine.loadavg_end = os.getloadavg()[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(BenchResult.model_validate_json(result.to_json()).to_json() + "\n")
     return result
@@ -334,8 +350,11 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
             done = run_throughput(tput, filled, customers=args.customers, cpu=worker_cpu,
                                   timeout_s=timeout_s, on_worker=profiler)
             e = done.end_to_end
-            if result.ceiling is not None and e.events_per_s_metrics:
-                e.ratio_to_ceiling = round(e.events_per_s_metrics / result.ceiling.events_per_s, 3)
+            c = result.ceiling
+            if c is not None and e.events_per_s_metrics:
+                e.ratio_to_ceiling = round(e.events_per_s_metrics / c.events_per_s, 3)
+            if c is not None and c.events_per_cpu_s and e.events_per_cpu_s:
+                e.ratio_to_ceiling_cpu = round(e.events_per_cpu_s / c.events_per_cpu_s, 3)
             result.end_to_end, result.resources = e, done.resources
             if profiler is not None:
                 result.profile = profiler.summary()

@@ -69,6 +69,17 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process used so far (all its threads), from /proc; None when
+    it is gone. On a shared machine this, not wall time, says what an event costs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -249,10 +260,11 @@ def _delete_kafka(bootstrap: str, prefix: str) -> list[str]:
                 admin.delete_topics(topics, timeout_ms=30_000)
             except Exception as exc:
                 problems.append(f"delete topics {topics}: {exc}")
-        groups = [g for g, *_ in admin.list_consumer_groups() if str(g).startswith(prefix)]
+        groups = [g["group_id"] for g in admin.list_groups()
+                  if str(g["group_id"]).startswith(prefix)]
         if groups:
             with contextlib.suppress(Exception):  # a group still settling is expired by Kafka
-                admin.delete_consumer_groups(groups)
+                admin.delete_groups(groups)
     except Exception as exc:
         problems.append(f"kafka cleanup: {exc}")
     finally:
@@ -280,7 +292,8 @@ class GroupLag:
 
         committed = {
             tp: meta.offset
-            for tp, meta in self.admin.list_consumer_group_offsets(self.group).items()
+            for tp, meta in self.admin.list_group_offsets({self.group: None})
+            .get(self.group, {}).items()
             if tp.topic in self.topics and meta.offset >= 0
         }
         partitions = [TopicPartition(t, p) for t in self.topics
