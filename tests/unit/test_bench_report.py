@@ -1,0 +1,222 @@
+"""The pure parts of the benchmark harness: percentiles, rate windows, the result document, the
+table, and the py-spy summary."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from bench.profile import IDLE, parse, summarize, threads
+from bench.report import (
+    SCHEMA,
+    BenchResult,
+    Ceiling,
+    EndToEnd,
+    Git,
+    Latency,
+    Machine,
+    Params,
+    format_table,
+    latency_stats,
+    percentile,
+    result_path,
+    sustained_rate,
+    table_rows,
+)
+from bench.run import PRESETS, parse_args
+
+# ---------------------------------------------------------------------------- percentile
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([1, 2, 3, 4], 25) == pytest.approx(1.75)
+    assert percentile([10, 20, 30, 40, 50], 50) == 30
+    assert percentile([5, 1, 3], 0) == 1
+    assert percentile([5, 1, 3], 100) == 5
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_rejects_empty_and_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+@given(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=200), st.integers(1, 99))
+def test_percentile_matches_statistics_inclusive(values: list[float], q: int) -> None:
+    expected = statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+    assert percentile(values, q) == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_latency_stats() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100 ms
+    stats = latency_stats(values)
+    assert stats.count == 100
+    assert stats.p50_ms == pytest.approx(50.5)
+    assert stats.p99_ms == pytest.approx(99.0, abs=0.1)
+    assert stats.max_ms == 100.0
+    empty = latency_stats([])
+    assert (empty.count, empty.p50_ms, empty.p99_ms, empty.max_ms) == (0, None, None, None)
+
+
+# ---------------------------------------------------------------------------- rate window
+
+
+def test_sustained_rate_skips_warmup_and_drain() -> None:
+    # 10 s of start-up at 10 ev/s, then 1000 ev/s, then a slow tail.
+    samples = [(float(t), 10.0 * t) for t in range(10)]
+    samples += [(10.0 + t, 100.0 + 1000.0 * t) for t in range(1, 10)]
+    samples += [(20.0, 9_600.0), (21.0, 9_800.0), (30.0, 10_000.0)]
+    window = sustained_rate(samples, 10_000)
+    assert window is not None
+    assert window.per_s == pytest.approx(1000.0)
+    assert window.start_count >= 1_000
+    assert window.end_count <= 9_500
+
+
+def test_sustained_rate_needs_two_samples_in_the_window() -> None:
+    assert sustained_rate([(0.0, 0.0), (1.0, 10_000.0)], 10_000) is None
+    assert sustained_rate([], 100) is None
+    with pytest.raises(ValueError):
+        sustained_rate([(0.0, 0.0)], 10, warmup_fraction=0.9, end_fraction=0.5)
+
+
+# ---------------------------------------------------------------------------- result document
+
+
+def _result(**figures: object) -> BenchResult:
+    start = datetime(2026, 11, 23, 15, 7, tzinfo=timezone.utc)
+    return BenchResult(
+        started_at=start, finished_at=start + timedelta(minutes=9),
+        git=Git(commit="a" * 40, short="aaaaaaa", dirty=False),
+        machine=Machine(nproc=2, memory_bytes=8 << 30, cpu_model="x", python="3.11.2",
+                        platform="linux", kafka_bootstrap="127.0.0.1:9092"),
+        params=Params(events=1000, customers=100, bad_share=0.001, seed=7,
+                      touchpoint_partitions=4, latency_s=10, latency_warmup_s=1,
+                      poll_ms=100, sink_rows=10, decode_n=10, engine_events=10,
+                      engine_customers=10, sink_batch_rows=50_000, sink_batch_ms=1000,
+                      phases=["e2e"]),
+        **figures,
+    )
+
+
+def _e2e(rate: float) -> EndToEnd:
+    return EndToEnd(
+        events=1000, customers=100, valid_events=999, startup_s=3.0,
+        seconds_to_all_handled=4.0, events_per_s_metrics=rate, events_per_s_lag=rate * 0.9,
+        ratio_to_ceiling=0.5, handled=1000, dead_letters=1, alerts=3, score_updates=7,
+        clickhouse_rows=999, clickhouse_seconds_to_all_rows=2.0, clickhouse_rows_per_s=500.0,
+    )
+
+
+def test_result_json_round_trips_with_schema_tag() -> None:
+    result = _result(ceiling=Ceiling(events=1000, invalid=1, seconds=0.1, events_per_s=10_000),
+                     end_to_end=_e2e(250.0), errors={"sink": "RuntimeError: boom"})
+    text = result.to_json()
+    doc = json.loads(text)
+    assert doc["schema"] == SCHEMA
+    assert doc["git"]["commit"] == "a" * 40
+    assert doc["end_to_end"]["events_per_s_metrics"] == 250.0
+    assert doc["latency"] is None
+    again = BenchResult.model_validate_json(text)
+    assert again == result
+
+
+def test_result_rejects_a_malformed_document() -> None:
+    doc = json.loads(_result().to_json())
+    del doc["git"]
+    with pytest.raises(ValidationError):
+        BenchResult.model_validate(doc)
+    doc = json.loads(_result().to_json())
+    doc["machine"]["nproc"] = 0
+    with pytest.raises(ValidationError):
+        BenchResult.model_validate(doc)
+
+
+def test_result_path_is_utc_stamp_and_sha() -> None:
+    cest = timezone(timedelta(hours=2))
+    path = result_path(Path("bench/results"), datetime(2026, 11, 23, 17, 7, 5, tzinfo=cest),
+                       "abc1234")
+    assert path == Path("bench/results/20261123T150705Z-abc1234.json")
+    with pytest.raises(ValueError):
+        result_path(Path("."), datetime(2026, 11, 23), "abc1234")  # noqa: DTZ001 (the point)
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def test_table_marks_goals_and_failures() -> None:
+    lat = latency_stats([100.0, 120.0, 400.0])
+    result = _result(
+        end_to_end=_e2e(25_000.0),
+        latency=Latency(rate_per_s=100, published=1000, measured_after_s=1, event_to_alert=lat,
+                        event_to_row=latency_stats([900.0]), alerts_seen=3,
+                        alerts_without_trigger=0, row_samples=1, rows_not_seen=0, poll_ms=100),
+        decode={"us_per_event": 7.5},
+        errors={"sink": "boom"},
+    )
+    rows = {name: (value, note) for name, value, note in table_rows(result)}
+    assert rows["2 e2e sustained (counters)"][0] == "25,000 ev/s"
+    assert rows["2 e2e sustained (counters)"][1].startswith("ok")
+    assert rows["3 publish->alert p99"][1].startswith("MISS")  # 394 ms > 250 ms
+    assert rows["3 publish->alert max"][0] == "400.0 ms"
+    assert rows["5 decode + validate"][1].startswith("MISS")  # 7.5 us > 5 us
+    assert rows["! sink"][0] == "FAILED"
+    assert "4 sink alone" not in rows
+
+
+def test_format_table_aligns_values() -> None:
+    text = format_table([("short", "1 ev/s", ""), ("a much longer name", "12,345 ev/s", "ok")])
+    lines = text.splitlines()
+    assert lines[0].startswith("figure")
+    assert set(lines[1]) == {"-"}
+    value_ends = {line.index("ev/s") + len("ev/s") for line in lines[2:]}
+    assert len(value_ends) == 1  # right-aligned values end in the same column
+    assert format_table([]) == ""
+
+
+# ---------------------------------------------------------------------------- profile summary
+
+COLLAPSED = """\
+thread (1): MainThread;run (/usr/lib/python3.11/asyncio/base_events.py:600);select (/usr/lib/python3.11/selectors.py:468) 50
+thread (1): MainThread;run (/usr/lib/python3.11/asyncio/base_events.py:600);process (/x/site-packages/faust/streams.py:10);to_bytes (/x/site-packages/streams/core/state.py:104) 30
+thread (1): MainThread;run (/usr/lib/python3.11/asyncio/base_events.py:600);process (/x/site-packages/faust/streams.py:11) 20
+thread (2): Thread-1;serve (/usr/lib/python3.11/socketserver.py:1);EpollSelector.select (/usr/lib/python3.11/selectors.py:468) 100
+"""  # noqa: E501
+
+
+def test_profile_summary_self_total_and_idle() -> None:
+    stacks = parse(COLLAPSED.splitlines())
+    lines = {line.function: line for line in summarize(stacks)}
+    assert lines[IDLE].self_pct == 50.0
+    to_bytes = lines["streams/core/state.py:to_bytes"]
+    assert (to_bytes.self_pct, to_bytes.total_pct) == (30.0, 30.0)
+    process = lines["faust/streams.py:process"]
+    assert (process.self_pct, process.total_pct) == (20.0, 50.0)  # two lines, one function
+    summary = {t.name: t for t in threads(stacks)}
+    assert summary["MainThread"].busy_samples == 50
+    assert summary["Thread-1"].busy_samples == 0  # idle in Class.select
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def test_presets_fill_only_what_was_not_given() -> None:
+    args = parse_args(["--quick", "--events", "1234"])
+    assert args.events == 1234
+    assert args.customers == PRESETS["quick"]["customers"]
+    default = parse_args([])
+    assert (default.events, default.customers) == (
+        PRESETS["default"]["events"], PRESETS["default"]["customers"])
+    assert parse_args(["--full"]).events == 500_000
+    assert parse_args(["--phases", "decode, sink"]).phases == ["decode", "sink"]
+    with pytest.raises(SystemExit):
+        parse_args(["--phases", "nope"])
