@@ -1,15 +1,17 @@
-"""Publishing simulated messages to Kafka with kafka-python, rate-limited, with a progress bar.
+"""Publishing simulated messages to Kafka: paced by a token bucket, with a progress bar.
 
-Delivery: at least once per message handed to :func:`publish` (acks=all, idempotent producer,
-retries inside the client until ``delivery_timeout_ms``); the key and value bytes are sent
-unchanged. Messages still buffered are flushed before :func:`publish` returns, also after Ctrl-C.
-Failed deliveries are counted (``PublishStats.failed``, first error kept), never raised; only an
-unreachable broker or a topic that cannot be found raises :class:`BrokerUnavailable`.
+Paced runs use kafka-python. Delivery: at least once per message handed to :func:`publish`
+(acks=all, idempotent producer, retries inside the client until ``delivery_timeout_ms``); key and
+value bytes are sent unchanged. Messages still buffered are flushed before :func:`publish`
+returns, also after Ctrl-C. Failed deliveries are counted (``PublishStats.failed``, first error
+kept), never raised; only an unreachable broker or a topic that cannot be found raises
+:class:`BrokerUnavailable`.
 
 Speed: kafka-python builds record batches in Python, so one producer tops out around 20k small
 messages/s on one core (and needs the ``crc32c`` package: the pure-Python checksum is 3x slower).
 Unthrottled runs therefore go to :func:`cxsignals.simulator.bulk.publish_bulk` (aiokafka's C batch
-builder), with the same guarantees.
+builder), with the same guarantees except idempotence (a retried batch may be duplicated; the
+pipeline deduplicates by event_id).
 """
 
 from __future__ import annotations
