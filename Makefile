@@ -53,8 +53,7 @@ test-unit: install ## Run the unit tests only (no services needed)
 .PHONY: lint
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
-	$(BIN)/mypy cxsignals streams schemas sinks
+	$(BIN)/mypy cxsignals streams schemas sinks bench
 
 .PHONY: bench
 bench: setup ## Benchmark against the real local Kafka and ClickHouse (writes bench/results/)

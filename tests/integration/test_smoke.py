@@ -49,7 +49,8 @@ def test_clickhouse_columnar_insert_and_select(endpoints: Endpoints) -> None:
 def _event(customer: str) -> bytes:
     return orjson.dumps({
         "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": 1,
-        "occurred_at": datetime.now(timezone.utc).isoformat(), "customer_id": customer, "channel": "web",
+        "occurred_at": datetime.now(timezone.utc).isoformat(), "customer_id": customer,
+        "channel": "web",
         "properties": {"url": "https://shop.example/", "load_time_ms": 120},
     })
 
