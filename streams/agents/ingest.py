@@ -42,6 +42,11 @@ def _linked_customer(anonymous_id: str) -> str | None:
     return linked.decode() if linked else None
 
 
+def _validate(value: bytes | None, received_at: datetime) -> EventBase | Invalid:
+    return validate_event(value, now=received_at, max_bytes=_settings.max_event_bytes,
+                          max_future_skew_s=_settings.max_future_skew_s)
+
+
 async def _dead_letter(event: EventT, invalid: Invalid, received_at: datetime) -> None:
     msg = event.message
     headers = dead_letter_headers(
@@ -63,10 +68,7 @@ async def handle_touchpoint(event: EventT) -> None:
     msg = event.message
     received_at = datetime.now(timezone.utc)
     metrics.messages_consumed.labels(msg.topic).inc()
-    result = validate_event(
-        msg.value, now=received_at, max_bytes=_settings.max_event_bytes,
-        max_future_skew_s=_settings.max_future_skew_s,
-    )
+    result = _validate(msg.value, received_at)
     if isinstance(result, Invalid):
         await _dead_letter(event, result, received_at)
         return
@@ -101,8 +103,7 @@ async def handle_keyed(event: EventT) -> None:
             await processor.publish(outcome, customer_id, kafka_ts_s=None)
         return
     received_at = datetime.now(timezone.utc)
-    result = validate_event(msg.value, now=received_at, max_bytes=_settings.max_event_bytes,
-                            max_future_skew_s=_settings.max_future_skew_s)
+    result = _validate(msg.value, received_at)
     if isinstance(result, Invalid):  # only if the contract changed between the two reads
         await _dead_letter(event, result, received_at)
         return
