@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     half_life_days: float = Field(14.0, gt=0)
     score_publish_step: float = Field(2.0, ge=0)
     tick_interval_s: float = Field(5.0, gt=0)
+    # Decoded customer states kept in memory per worker (0 disables the cache).
+    state_cache_customers: int = Field(50_000, ge=0)
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)

@@ -6,6 +6,7 @@ Kept free of agent decorators so that the unit tests drive it with a plain dict 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
@@ -31,22 +32,45 @@ def build_engine(settings: Settings) -> Engine:
 class Processor:
     """Runs the engine for one customer at a time and remembers who needs a wall-clock tick."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_cached_states: int = 50_000) -> None:
         self.engine = engine
         # customer id -> wall-clock epoch seconds of their next deadline. In memory only: after a
         # restart or rebalance it is rebuilt from the table by the first due_customers() call.
         self._wakeups: dict[str, float] = {}
         self._rescan = True
+        # Decoded states of recently seen customers, so that a hot customer's state is not
+        # decoded from the table on every event. Only this worker changes the states of its
+        # partitions, so the cache is exact while the assignment holds; it is dropped on every
+        # rebalance (see forget_states) and an entry is dropped if the engine raised on it.
+        self._states: OrderedDict[str, CustomerState] = OrderedDict()
+        self.max_cached_states = max_cached_states
 
     def request_rescan(self) -> None:
         self._rescan = True
 
+    def forget_states(self) -> None:
+        """Drop the decoded-state cache (partitions moved: the table is the truth again)."""
+        self._states.clear()
+
     def _load(self, table: StateTable, customer_id: str) -> CustomerState | None:
+        state = self._states.get(customer_id)
+        if state is not None:
+            self._states.move_to_end(customer_id)
+            return state
         raw = table.get(customer_id.encode())
         return CustomerState.from_bytes(raw) if raw else None
 
+    def _remember(self, customer_id: str, state: CustomerState) -> None:
+        if self.max_cached_states <= 0:
+            return
+        self._states[customer_id] = state
+        self._states.move_to_end(customer_id)
+        if len(self._states) > self.max_cached_states:
+            self._states.popitem(last=False)
+
     def _save(self, table: StateTable, customer_id: str, outcome: Outcome) -> None:
         table[customer_id.encode()] = outcome.state.to_bytes()
+        self._remember(customer_id, outcome.state)
         wake = outcome.state.next_wakeup_s()
         if wake is None:
             self._wakeups.pop(customer_id, None)
@@ -56,13 +80,21 @@ class Processor:
     def process(self, table: StateTable, customer_id: str, event: EventBase) -> Outcome | None:
         """Apply one valid event; None when it was a redelivery (nothing changes)."""
         now = datetime.now(timezone.utc)
-        outcome = self.engine.process(self._load(table, customer_id), customer_id, event, now=now)
-        if outcome.duplicate:
-            metrics.duplicates_skipped.inc()
-            return None
+        try:
+            outcome = self.engine.process(
+                self._load(table, customer_id), customer_id, event, now=now
+            )
+            if outcome.duplicate:
+                metrics.duplicates_skipped.inc()
+                return None
+            self._save(table, customer_id, outcome)
+        except Exception:
+            # The engine mutates the state in place: a half-applied (or unsaved) state must
+            # not be reused; the table still holds the last saved one.
+            self._states.pop(customer_id, None)
+            raise
         if outcome.late_dropped:
             metrics.late_events_dropped.inc()
-        self._save(table, customer_id, outcome)
         metrics.events_processed.labels(getattr(event, "event_type", "unknown")).inc()
         metrics.processing_lag.observe(max(0.0, (now - event.occurred_at).total_seconds()))
         metrics.experience_score.observe(outcome.state.score)
@@ -73,8 +105,12 @@ class Processor:
         state = self._load(table, customer_id)
         if state is None:
             return None
-        outcome = self.engine.tick(state, customer_id, now=datetime.now(timezone.utc))
-        self._save(table, customer_id, outcome)
+        try:
+            outcome = self.engine.tick(state, customer_id, now=datetime.now(timezone.utc))
+            self._save(table, customer_id, outcome)
+        except Exception:
+            self._states.pop(customer_id, None)
+            raise
         return outcome
 
     def due_customers(self, table: StateTable, now_s: float) -> Iterator[str]:
@@ -113,4 +149,6 @@ class Processor:
             metrics.scores_published.inc()
 
 
-processor = Processor(build_engine(get_settings()))
+processor = Processor(
+    build_engine(get_settings()), max_cached_states=get_settings().state_cache_customers
+)

@@ -21,6 +21,7 @@ async def _on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -
     metrics.rebalances.inc()
     # Partitions (and with them customers) may have moved: rebuild the wake-up index.
     processor.request_rescan()
+    processor.forget_states()
 
 
 @app.task

@@ -103,3 +103,52 @@ def test_row_builder_stores_alerts_from_the_alert_topics(processor: Processor) -
 
 class _none:
     alerts: list[object] = []
+
+
+class _CountingTable(dict[bytes, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.fail_writes = False
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        self.reads += 1
+        return super().get(key, default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        if self.fail_writes:
+            raise OSError("disk full")
+        super().__setitem__(key, value)
+
+
+def test_state_cache_skips_decoding_and_is_dropped_on_rebalance_or_failure() -> None:
+    processor = Processor(build_engine(), max_cached_states=10)
+    table = _CountingTable()
+    events = cart_abandoned("c-cache").events
+    processor.process(table, "c-cache", events[0])
+    processor.process(table, "c-cache", events[1])
+    assert table.reads == 1  # the second event used the cached state
+    processor.forget_states()
+    processor.process(table, "c-cache", events[2])
+    assert table.reads == 2
+    saved = table[b"c-cache"]
+    table.fail_writes = True
+    with pytest.raises(OSError):
+        processor.process(table, "c-cache", events[3])
+    table.fail_writes = False
+    assert table[b"c-cache"] == saved
+    # The failed event was not remembered: it is processed again from the saved state.
+    assert processor.process(table, "c-cache", events[3]) is not None
+    assert table.reads == 3
+
+
+def test_state_cache_is_bounded() -> None:
+    processor = Processor(build_engine(), max_cached_states=2)
+    table = _CountingTable()
+    at = datetime.now(timezone.utc)
+    for n in range(3):
+        processor.process(table, f"c-{n}", make_event(f"c-{n}", f"e-{n}", "page_view", at,
+                                                      {"url": "/"}))
+    reads = table.reads
+    processor.process(table, "c-0", make_event("c-0", "e-x", "page_view", at, {"url": "/"}))
+    assert table.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
