@@ -1,8 +1,14 @@
-"""Throughput of ``Engine.process`` alone (no Kafka, no JSON decoding) on synthetic events.
+"""Throughput of the worker's per-event core on synthetic events (no Kafka, no JSON decoding).
 
-Run: ``.venv/bin/python bench/engine_bench.py [n_events] [n_customers]``. The events are built
-(validated pydantic models) before the clock starts; states are kept as objects between events
-and encoded with ``to_bytes`` once per event, as the Faust table does.
+Run: ``.venv/bin/python -m bench.engine_bench [n_events] [n_customers] [--profile]`` (as a
+module: ``bench/profile.py`` would shadow the standard library one for ``--profile``).
+
+The events are built (validated pydantic models) before the clock starts. Per event the loop
+pays what the worker pays (streams/processing.py): ``CustomerState.from_bytes`` of the stored
+state, ``Engine.process``, ``to_bytes`` of the new state; ``events_per_s`` is that rate. The
+publish step (``model_dump_json`` of each alert and score update) is timed on its own and
+``with_publish_events_per_s`` adds it. Figures are wall-clock rates of the best of ``repeats``
+runs (the development box is shared), with the CPU time of that run alongside.
 """
 
 from __future__ import annotations
@@ -55,35 +61,72 @@ def synthetic_events(n_events: int, n_customers: int, seed: int = 7) -> list[Eve
     return out
 
 
-def bench_engine(n_events: int = 50_000, n_customers: int = 2_000) -> dict[str, float]:
-    """Events per second of Engine.process (+ to_bytes per event) on synthetic traffic."""
-    engine = Engine(EngineConfig(), load_rules(None), VaderAnalyzer())
-    events = synthetic_events(n_events, n_customers)
-    states: dict[str, CustomerState] = {}
-    now = datetime.now(timezone.utc)
+def _run_once(engine: Engine, events: list[EventBase], now: datetime) -> dict[str, float]:
+    table: dict[str, bytes] = {}  # customer id -> encoded state, as the Faust table holds it
     alerts = updates = state_bytes = 0
+    publish_s = 0.0
+    cpu0 = time.process_time()
     start = time.perf_counter()
     for e in events:
         cid = e.customer_id or ""
-        out = engine.process(states.get(cid), cid, e, now=now)
-        states[cid] = out.state
-        state_bytes += len(out.state.to_bytes())
-        alerts += len(out.alerts)
-        updates += out.score_update is not None
+        raw = table.get(cid)
+        out = engine.process(
+            CustomerState.from_bytes(raw) if raw else None, cid, e, now=now
+        )
+        data = out.state.to_bytes()
+        table[cid] = data
+        state_bytes += len(data)
+        if out.alerts or out.score_update is not None:
+            p0 = time.perf_counter()
+            for alert in out.alerts:
+                alert.model_dump_json()
+            if out.score_update is not None:
+                out.score_update.model_dump_json()
+            publish_s += time.perf_counter() - p0
+            alerts += len(out.alerts)
+            updates += out.score_update is not None
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    core_s = elapsed - publish_s
+    n = len(events)
     return {
-        "events": float(n_events),
-        "customers": float(n_customers),
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(n_events / elapsed, 1),
+        "seconds": round(core_s, 3),
+        "cpu_seconds": round(cpu, 3),
+        "events_per_s": round(n / core_s, 1),
+        "with_publish_events_per_s": round(n / elapsed, 1),
         "alerts": float(alerts),
         "score_updates": float(updates),
-        "mean_state_bytes": round(state_bytes / n_events, 1),
+        "mean_state_bytes": round(state_bytes / n, 1),
     }
 
 
+def bench_engine(
+    n_events: int = 50_000, n_customers: int = 2_000, repeats: int = 3
+) -> dict[str, float]:
+    """Events per second of from_bytes + Engine.process + to_bytes on synthetic traffic."""
+    engine = Engine(EngineConfig(), load_rules(None), VaderAnalyzer())
+    events = synthetic_events(n_events, n_customers)
+    now = datetime(2024, 5, 7, tzinfo=timezone.utc)  # fixed: identical state bytes every run
+    best: dict[str, float] | None = None
+    for _ in range(max(1, repeats)):
+        run = _run_once(engine, events, now)
+        if best is None or run["events_per_s"] > best["events_per_s"]:
+            best = run
+    assert best is not None
+    return {"events": float(n_events), "customers": float(n_customers), **best}
+
+
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-    c = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000
-    for key, value in bench_engine(n, c).items():
-        print(f"{key}: {value:g}")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 50_000
+    c = int(args[1]) if len(args) > 1 else 2_000
+    if "--profile" in sys.argv:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(bench_engine, n, c, 1)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    else:
+        for key, value in bench_engine(n, c).items():
+            print(f"{key}: {value:g}")
