@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxsignals.settings import REPO_ROOT, ClickHouseParams, Settings
+from cxsignals.settings import REPO_ROOT, ClickHouseParams, Settings, namespaced_env
 
 log = logging.getLogger("bench")
 
@@ -152,18 +152,12 @@ class BenchStack:
         return self.tmp / f"{self.prefix}-state"
 
     def env(self) -> dict[str, str]:
-        server = self.clickhouse_url.rsplit("/", 1)[0]
-        prefix = self.prefix
         return {
-            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
-            "CLICKHOUSE_URL": f"{server}/{self.database}",
-            "CX_APP_ID": prefix,
-            "CX_TOPIC_TOUCHPOINTS": f"{prefix}.touchpoints",
-            "CX_TOPIC_DLQ": f"{prefix}.touchpoints.dlq",
-            "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
-            "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
-            "CX_TOPIC_SCORES": f"{prefix}.scores",
-            "CX_STATE_DIR": str(self.state_dir),
+            **namespaced_env(
+                self.prefix, kafka_bootstrap=self.kafka_bootstrap,
+                clickhouse_url=self.clickhouse_url, database=self.database,
+                state_dir=self.state_dir,
+            ),
             **self.extra_env,
         }
 

@@ -95,6 +95,26 @@ class Settings(BaseSettings):
         )
 
 
+def namespaced_env(
+    prefix: str, *, kafka_bootstrap: str, clickhouse_url: str, database: str, state_dir: Path
+) -> dict[str, str]:
+    """Env vars for a pipeline that shares the services with others but none of their names:
+    its own topics, consumer groups (app id), ClickHouse database and state dir. Used by the
+    integration tests and the benchmark to run side by side with `make run`."""
+    server = clickhouse_url.rsplit("/", 1)[0]
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CLICKHOUSE_URL": f"{server}/{database}",
+        "CX_APP_ID": prefix,
+        "CX_TOPIC_TOUCHPOINTS": f"{prefix}.touchpoints",
+        "CX_TOPIC_DLQ": f"{prefix}.touchpoints.dlq",
+        "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
+        "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
+        "CX_TOPIC_SCORES": f"{prefix}.scores",
+        "CX_STATE_DIR": str(state_dir),
+    }
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, built on first use."""

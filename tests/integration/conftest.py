@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cxsignals.settings import Settings
+from cxsignals.settings import Settings, namespaced_env
 from tests.integration.services import REPO, Endpoints, free_port, resolve_endpoints, wait_until
 
 
@@ -49,22 +49,16 @@ class Stack:
         return f"it_{self.run_id}"
 
     def env(self, **overrides: str) -> dict[str, str]:
-        prefix = f"it-{self.run_id}"
-        ch = self.endpoints.clickhouse_url.rsplit("/", 1)[0] + f"/{self.database}"
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": self.endpoints.kafka_bootstrap,
-            "CLICKHOUSE_URL": ch,
-            "CX_APP_ID": prefix,
-            "CX_TOPIC_TOUCHPOINTS": f"{prefix}.touchpoints",
-            "CX_TOPIC_DLQ": f"{prefix}.touchpoints.dlq",
-            "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
-            "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
-            "CX_TOPIC_SCORES": f"{prefix}.scores",
+        env = namespaced_env(
+            f"it-{self.run_id}", kafka_bootstrap=self.endpoints.kafka_bootstrap,
+            clickhouse_url=self.endpoints.clickhouse_url, database=self.database,
+            state_dir=self.tmp / "worker-state",
+        )
+        env.update({
             "CX_TOUCHPOINT_PARTITIONS": "2",
             "CX_ALERT_PARTITIONS": "1",
-            "CX_STATE_DIR": str(self.tmp / "worker-state"),
             "CX_SINK_BATCH_MS": "200",
-        }
+        })
         env.update(self.extra_env)
         env.update(overrides)
         return env
