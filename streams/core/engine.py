@@ -20,12 +20,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.alerts import Alert
+from schemas.alerts import Alert, Contribution
 from schemas.events import (
     EVENT_TYPES,
     CartAbandonEvent,
@@ -90,13 +91,48 @@ CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 day
 MAX_EVIDENCE = 10  # event ids per alert
 
 
+_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
+
+
 def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
-    """Deterministic alert id: UUIDv5 of rule, customer and the triggering event ids."""
-    return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join([rule, customer_id, *evidence])))
+    """Deterministic alert id: UUIDv5 of rule, customer and the triggering event ids.
+
+    Equal to ``str(uuid.uuid5(ALERT_NAMESPACE, "\\x1f".join([rule, customer_id, *evidence])))``
+    (RFC 4122 section 4.3), written out because it runs for every candidate alert, including
+    the suppressed ones, and ``uuid.UUID`` costs three times the SHA-1 itself.
+    """
+    name = "\x1f".join([rule, customer_id, *evidence]).encode()
+    d = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
+    d[6] = (d[6] & 0x0F) | 0x50  # version 5
+    d[8] = (d[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = d.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc)
+
+
+class _Explainer:
+    """The explanation of the state as it is now, computed at most once and only if asked for.
+
+    Alerts and the score update of one event explain the same state; most events publish
+    neither, and a suppressed candidate needs none. Build a new one whenever the scores move.
+    """
+
+    __slots__ = ("_st", "_half_life_s", "_top", "_value")
+
+    def __init__(self, st: CustomerState, half_life_s: float, top: int) -> None:
+        self._st = st
+        self._half_life_s = half_life_s
+        self._top = top
+        self._value: list[Contribution] | None = None
+
+    def __call__(self) -> list[Contribution]:
+        if self._value is None:
+            st = self._st
+            self._value = explanation(st, st.score, self._half_life_s, self._top)
+        return self._value
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +190,11 @@ class Engine:
         repeat_s = repeat.params.window_hours * HOUR_S if repeat is not None else DAY_S
         self._contact_keep_s = max(CONTACT_RETENTION_S, repeat_s + config.grace_s, DAY_S)
         self._plan = rule_plan(rules, EVENT_TYPES)
+        # Read on every event: plain attributes rather than property/config look-ups.
+        self._grace_s = config.grace_s
+        self._weights = config.weights
+        self._bgnbd = config.bgnbd
+        self._churn = config.churn
 
     def _rule_window_s(self, rule_id: str, default_s: float) -> float:
         rule = self.rules.enabled.get(rule_id)
@@ -171,16 +212,17 @@ class Engine:
         if h in st.seen:
             return Outcome(st, duplicate=True)
         w0 = st.watermark
-        if w0 is not None and t < w0 - self.config.grace_s:
+        if w0 is not None and t < w0 - self._grace_s:
             return Outcome(st, late_dropped=True)
         out = Outcome(st)
         if w0 is None or t >= w0:
             st.lag_s = max(0.0, now.timestamp() - t)
-            if event.timezone and policy.is_valid_zone(event.timezone):
-                st.timezone = event.timezone
+            tz = event.timezone
+            if tz and tz != st.timezone and policy.is_valid_zone(tz):
+                st.timezone = tz
             if event.segment:
                 st.segment = event.segment
-        if w0 is not None and t > w0:
+        if w0 is not None and t > w0 and (st.pending_carts or st.deferred):
             # Deadlines that fell strictly before this event happened before it.
             self._release(st, customer_id, t, False, now, out)
         if not st.score_hourly:
@@ -189,49 +231,62 @@ class Engine:
         advance_to(st, t, self._half_life_s)
         w = st.watermark
         assert w is not None
-        st.first_seen = t if st.first_seen is None else min(st.first_seen, t)
+        if st.first_seen is None or t < st.first_seen:
+            st.first_seen = t
         st.seen[h] = int(t)
-        self._prune_seen(st, w)
+        if len(st.seen) > MIN_SEEN_IDS:
+            self._prune_seen(st, w)
 
         sentiment = None
         repeated = False
-        if isinstance(event, SurveyAnswerEvent):
-            comment = event.properties.comment
+        event_type: str = getattr(event, "event_type", "")
+        if event_type == "survey_answer":
+            comment = event.properties.comment  # type: ignore[attr-defined]
             if comment and comment.strip():
                 sentiment = self.sentiment.compound(comment)
-        elif isinstance(event, SupportContactEvent):
+        elif event_type == "support_contact":
             repeated = bool(timed_between(st.contacts, t - DAY_S, t))
         signals = event_signals(
-            event, self.config.weights, repeated_contact=repeated, sentiment=sentiment
+            event, self._weights, repeated_contact=repeated, sentiment=sentiment
         )
-        add_signals(st, t, event.event_id, signals, self._half_life_s)
-        friction = not isinstance(event, SurveyAnswerEvent) and any(x < 0 for _n, x in signals)
-        if not friction:
-            bucket_add(st.activity_daily, t, DAY_S)
-        note_stage(st, event.stage.value, t)
-        self._apply_facts(st, event, t, sentiment)
+        if signals:
+            add_signals(st, t, event.event_id, signals, self._half_life_s)
+        if event_type == "survey_answer" or all(x >= 0 for _n, x in signals):
+            bucket_add(st.activity_daily, t, DAY_S)  # friction is not activity
+        note_stage(st, event.stage._value_, t)
+        product_key = self._apply_facts(st, event, event_type, t, sentiment)
         self._prune(st, w, w0)
 
         score = score_of(st.score_sum)
-        risk = churn_risk(st, score, self.config.bgnbd, self.config.churn)
+        risk = churn_risk(st, score, self._bgnbd, self._churn)
         peak = score_before
         if score < score_before:
-            hour = int(w // HOUR_S)
+            oldest = int(w // HOUR_S) - SCORE_HOURS
             for k, v in st.score_hourly.items():
-                if k >= hour - SCORE_HOURS and v > peak:
+                if k >= oldest and v > peak:
                     peak = v
         facts = EventFacts(
-            event, t, sentiment, score_before, score, peak, risk_before, risk, spend_before
+            event,
+            t,
+            sentiment,
+            score_before,
+            score,
+            peak,
+            risk_before,
+            risk,
+            spend_before,
+            product_key,
         )
-        candidates = evaluate_event(self._plan[getattr(event, "event_type", "")], st, facts)
+        candidates = evaluate_event(self._plan[event_type], st, facts)
         bucket_max(st.score_hourly, w, HOUR_S, score)
         st.score, st.risk = score, risk
-        stage = current_stage(st)
-        st.stage = stage.value
+        st.stage = current_stage(st)._value_
+        explain = self._explainer(st)
         for cand in candidates:
-            self._decide(st, customer_id, cand, now, out)
-        self._release(st, customer_id, w, True, now, out)
-        out.score_update = self._maybe_publish(st, customer_id, now)
+            self._decide(st, customer_id, cand, now, out, explain)
+        if st.pending_carts or st.deferred:
+            self._release(st, customer_id, w, True, now, out, explain)
+        out.score_update = self._maybe_publish(st, customer_id, now, explain)
         return out
 
     def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
@@ -250,10 +305,27 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     def _apply_facts(
-        self, st: CustomerState, event: EventBase, t: float, sentiment: float | None
-    ) -> None:
-        """Update the per-type memory (purchases, carts, contacts, errors, views, answers)."""
-        if isinstance(event, PurchaseEvent):
+        self,
+        st: CustomerState,
+        event: EventBase,
+        event_type: str,
+        t: float,
+        sentiment: float | None,
+    ) -> int | None:
+        """Update the per-type memory (purchases, carts, contacts, errors, views, answers).
+
+        Returns the product key (``short_hash``) of a product page view, else None.
+        """
+        product_key = None
+        if event_type == "page_view":
+            assert isinstance(event, PageViewEvent)
+            pp = event.properties
+            if pp.product_id is not None:
+                product_key = short_hash(pp.product_id)
+                timed_insert(st.views, (t, event.event_id, product_key), MAX_VIEWS)
+            if pp.http_status is not None and pp.http_status >= 500:
+                timed_insert(st.errors, (t, event.event_id, "error_page"), MAX_ERRORS)
+        elif isinstance(event, PurchaseEvent):
             st.purchases += 1
             st.spend += event.properties.order_value
             st.first_purchase = t if st.first_purchase is None else min(st.first_purchase, t)
@@ -262,7 +334,8 @@ class Engine:
                 st.last_purchase_id = event.event_id
             st.last_cart = t if st.last_cart is None else max(st.last_cart, t)
             # A purchase within the wait cancels every cart abandoned before it.
-            st.pending_carts = [c for c in st.pending_carts if not c[1] <= t <= c[0]]
+            if st.pending_carts:
+                st.pending_carts = [c for c in st.pending_carts if not c[1] <= t <= c[0]]
         elif isinstance(event, CheckoutStartedEvent):
             st.last_cart = t if st.last_cart is None else max(st.last_cart, t)
         elif isinstance(event, CartAbandonEvent):
@@ -284,12 +357,11 @@ class Engine:
                 st.last_negative is None or t > st.last_negative
             ):
                 st.last_negative = t
-        elif isinstance(event, PageViewEvent) and event.properties.product_id is not None:
-            product = short_hash(event.properties.product_id)
-            timed_insert(st.views, (t, event.event_id, product), MAX_VIEWS)
-        kind = error_kind(event)
-        if kind is not None:
-            timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
+        else:
+            kind = error_kind(event)  # app errors and payment failures
+            if kind is not None:
+                timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
+        return product_key
 
     def _prune(self, st: CustomerState, w: float, w0: float | None) -> None:
         """Drop what fell out of every window. Buckets only move when the hour turns."""
@@ -311,15 +383,46 @@ class Engine:
         seen = st.seen
         if len(seen) <= MIN_SEEN_IDS:
             return
-        horizon = w - self.config.grace_s
+        horizon = w - self._grace_s
         while len(seen) > MIN_SEEN_IDS:
             oldest = next(iter(seen))
             if seen[oldest] >= horizon and len(seen) <= MAX_SEEN_IDS:
                 break
             del seen[oldest]
 
-    def _alert(self, st: CustomerState, customer_id: str, c: Candidate, now: datetime) -> Alert:
-        return Alert(
+    def _explainer(self, st: CustomerState) -> _Explainer:
+        return _Explainer(st, self._half_life_s, self.config.explanation_top)
+
+    def _decide(
+        self,
+        st: CustomerState,
+        customer_id: str,
+        c: Candidate,
+        now: datetime,
+        out: Outcome,
+        explain: _Explainer,
+    ) -> None:
+        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
+        del c.evidence[:-MAX_EVIDENCE]
+        d = policy.decide(
+            st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
+        )
+        if d.action == "suppressed":
+            # Most candidates end here (cooldowns): the id is all the metric needs.
+            assert d.reason is not None
+            out.policy_events.append(
+                PolicyEvent(
+                    c.rule,
+                    c.kind,
+                    d.reason,
+                    "suppressed",
+                    alert_id(c.rule, customer_id, c.evidence),
+                    _dt(c.event_time),
+                )
+            )
+            return
+        policy.record(st, c.rule, c.kind, c.event_time)
+        alert = Alert(
             alert_id=alert_id(c.rule, customer_id, c.evidence),
             rule=c.rule,
             kind=c.kind,
@@ -328,30 +431,11 @@ class Engine:
             emitted_at=now,
             experience_score=round(st.score, 2),
             churn_risk=round(st.risk, 4),
-            explanation=explanation(st, st.score, self._half_life_s, self.config.explanation_top),
+            explanation=explain(),
             evidence=c.evidence,
             action=c.action,
             context=c.context,
         )
-
-    def _decide(
-        self, st: CustomerState, customer_id: str, c: Candidate, now: datetime, out: Outcome
-    ) -> None:
-        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
-        del c.evidence[:-MAX_EVIDENCE]
-        d = policy.decide(
-            st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
-        )
-        alert = self._alert(st, customer_id, c, now)
-        if d.action == "suppressed":
-            assert d.reason is not None
-            out.policy_events.append(
-                PolicyEvent(
-                    c.rule, c.kind, d.reason, "suppressed", alert.alert_id, alert.event_time
-                )
-            )
-            return
-        policy.record(st, c.rule, c.kind, c.event_time)
         if d.action == "emit":
             out.alerts.append(alert)
             return
@@ -370,8 +454,12 @@ class Engine:
         inclusive: bool,
         now: datetime,
         out: Outcome,
+        explain: _Explainer | None = None,
     ) -> None:
-        """Fire cart deadlines and release deferred alerts that are due by event time ``upto``."""
+        """Fire cart deadlines and release deferred alerts that are due by event time ``upto``.
+
+        ``explain``: the explanation of the current state when the caller already has one.
+        """
 
         def due(x: float) -> bool:
             return x <= upto if inclusive else x < upto
@@ -380,8 +468,11 @@ class Engine:
             ready = [c for c in st.pending_carts if due(c[0])]
             st.pending_carts = [c for c in st.pending_carts if not due(c[0])]
             if self._cart_rule is not None:
+                if explain is None:
+                    explain = self._explainer(st)
                 for cart in ready:
-                    self._decide(st, customer_id, cart_candidate(cart, self._cart_rule), now, out)
+                    cand = cart_candidate(cart, self._cart_rule)
+                    self._decide(st, customer_id, cand, now, out, explain)
         if st.deferred and due(st.deferred[0][0]):
             ready_d = [d for d in st.deferred if due(d[0])]
             st.deferred = [d for d in st.deferred if not due(d[0])]
@@ -403,7 +494,7 @@ class Engine:
                     out.alerts.append(alert)
 
     def _maybe_publish(
-        self, st: CustomerState, customer_id: str, now: datetime
+        self, st: CustomerState, customer_id: str, now: datetime, explain: _Explainer
     ) -> ScoreUpdate | None:
         """A score update when score or risk*100 moved more than the step, or the stage changed."""
         step = self.config.score_publish_step
@@ -425,7 +516,7 @@ class Engine:
             churn_risk=round(st.risk, 4),
             journey_stage=stage,
             previous_stage=previous,
-            explanation=explanation(st, st.score, self._half_life_s, self.config.explanation_top),
+            explanation=explain(),
             event_time=_dt(st.watermark),
             updated_at=now,
         )

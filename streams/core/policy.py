@@ -61,7 +61,9 @@ def zone(name: str | None) -> tzinfo:
         return timezone.utc
 
 
+@lru_cache(maxsize=1024)
 def is_valid_zone(name: str) -> bool:
+    """Whether ``name`` is a known IANA zone (cached: it is asked on every in-order event)."""
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -98,7 +100,14 @@ def suppressed_by_support(st: CustomerState, t: float, cfg: PolicyConfig) -> boo
 
 
 def _cap_key(kind: AlertKind, t: float) -> str:
-    return f"{kind.value}:{int(t // DAY_S)}"
+    return f"{kind._value_}:{int(t // DAY_S)}"  # _value_: Enum.value is a slow property
+
+
+# Shared results (Decision is frozen): decide() runs for every candidate alert.
+_EMIT = Decision("emit")
+_BY_SUPPORT = Decision("suppressed", "suppression")
+_BY_COOLDOWN = Decision("suppressed", "cooldown")
+_BY_CAP = Decision("suppressed", "cap")
 
 
 def decide(
@@ -107,18 +116,18 @@ def decide(
     """Apply the policy to a new candidate alert (see the module docstring for the order)."""
     marketing = kind is AlertKind.marketing
     if marketing and suppressed_by_support(st, t, cfg):
-        return Decision("suppressed", "suppression")
+        return _BY_SUPPORT
     last = st.last_fired.get(rule)
     if last is not None and abs(t - last) < cooldown_s:
-        return Decision("suppressed", "cooldown")
+        return _BY_COOLDOWN
     cap = cfg.daily_cap.get(kind)
     if cap is not None and st.daily_counts.get(_cap_key(kind, t), 0) >= cap:
-        return Decision("suppressed", "cap")
+        return _BY_CAP
     if marketing and cfg.quiet_hours is not None:
         release = quiet_release(t, zone(st.timezone), cfg.quiet_hours)
         if release is not None:
             return Decision("deferred", "quiet_hours", release)
-    return Decision("emit")
+    return _EMIT
 
 
 def record(st: CustomerState, rule: str, kind: AlertKind, t: float) -> None:

@@ -330,6 +330,7 @@ class EventFacts:
     risk_before: float
     risk_after: float
     spend_before: float
+    product_key: int | None = None  # short_hash of a viewed product id, already computed
 
 
 def _iso(t: float) -> str:
@@ -471,7 +472,7 @@ def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Can
         return None
     product = ev.properties.product_id
     win = r.params.window_minutes * 60
-    key = short_hash(product)
+    key = f.product_key if f.product_key is not None else short_hash(product)
     views = [v for v in timed_between(st.views, f.t - win, f.t) if v[2] == key]
     if len(views) < r.params.min_views:
         return None

@@ -11,7 +11,7 @@ near neutral, saturating smoothly toward 0 and 100.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from schemas.alerts import Contribution
 from schemas.events import STAGE_ORDER, JourneyStage
@@ -21,7 +21,7 @@ from streams.core.state import MAX_SIGNALS, CustomerState
 NEUTRAL = 50.0
 SATURATION_POINTS = 50.0
 STAGE_WINDOW_S = 30 * 86_400
-_STAGES_FURTHEST_FIRST = tuple(reversed(STAGE_ORDER))
+_STAGES_FURTHEST_FIRST = tuple((stage._value_, stage) for stage in reversed(STAGE_ORDER))
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -46,7 +46,7 @@ def advance_to(state: CustomerState, new_watermark: float, half_life_s: float) -
 
 
 def add_signals(
-    state: CustomerState, t: float, event_id: str, signals: Iterable[Signal], half_life_s: float
+    state: CustomerState, t: float, event_id: str, signals: Sequence[Signal], half_life_s: float
 ) -> None:
     """Add an event's signals (event time ``t`` <= watermark) to the score and the signal list.
 
@@ -55,6 +55,8 @@ def add_signals(
     kept does not depend on when the list was trimmed.
     """
     assert state.watermark is not None
+    if not signals:
+        return  # most events (clean page views) carry none
     factor = decay(state.watermark - t, half_life_s)
     for name, weight in signals:
         state.score_sum += weight * factor
@@ -78,15 +80,23 @@ def explanation(
     w = state.watermark
     s = state.score_sum
     scale = (score - NEUTRAL) / s if abs(s) > 1e-9 else 1.0
+    # decay() written inline (2 ** ((t - w) / h) is bit-identical to 2 ** (-(w - t) / h)):
+    # this runs for every score update and emitted alert.
     decayed = [
-        (wt * decay(w - t, half_life_s) * scale, name, eid, t) for t, wt, name, eid in state.signals
+        (wt * 2.0 ** ((t - w) / half_life_s) * scale, name, eid, t)
+        for t, wt, name, eid in state.signals
     ]
-    decayed.sort(key=lambda d: (-abs(d[0]), d[3], d[2], d[1]))
+    decayed.sort(key=_by_size_then_time)
     return [
         Contribution(signal=name, contribution=round(c, 2), event_id=eid)
         for c, name, eid, _t in decayed[:top]
         if abs(c) >= 0.005
     ]
+
+
+def _by_size_then_time(d: tuple[float, str, str, float]) -> tuple[float, float, str, str]:
+    """Largest contribution first; ties by event time, event id, signal name (deterministic)."""
+    return (-abs(d[0]), d[3], d[2], d[1])
 
 
 def note_stage(state: CustomerState, stage: str, t: float) -> None:
@@ -108,8 +118,8 @@ def current_stage(state: CustomerState) -> JourneyStage:
     if len(seen) > 1:  # drop stages not reached within the window (at most 5 keys)
         for key in [k for k, t in seen.items() if t < horizon]:
             del seen[key]
-    for stage in _STAGES_FURTHEST_FIRST:
-        t = seen.get(stage.value)
+    for value, stage in _STAGES_FURTHEST_FIRST:
+        t = seen.get(value)
         if t is not None and t >= horizon:
             return stage
     return JourneyStage.awareness

@@ -147,23 +147,26 @@ class CustomerState:
         d = orjson.loads(data)
         if d.get("v") != STATE_VERSION:
             raise ValueError(f"unsupported customer state version {d.get('v')!r}")
+        # This runs for every event the worker processes: the nested JSON arrays are turned into
+        # the in-memory tuples and dicts by C-level dict()/map(tuple) rather than comprehensions
+        # (hashes and hour/day keys are JSON integers, so they decode as int already).
         return cls(
             watermark=d["w"],
             first_seen=d["fs"],
             lag_s=d["lag"],
             timezone=d["tz"],
             segment=d["seg"],
-            seen={int(h): t for h, t in d["ids"]},
+            seen=dict(d["ids"]),
             score_sum=d["s"],
-            signals=[(t, w, s, e) for t, w, s, e in d["sig"]],
+            signals=list(map(tuple, d["sig"])),
             score=d["sc"],
             risk=d["rk"],
             stage=d["st"],
-            score_hourly={int(k): v for k, v in d["sh"]},
+            score_hourly=dict(d["sh"]),
             pub_score=d["ps"],
             pub_risk=d["pr"],
             pub_stage=d["pst"],
-            activity_daily={int(k): v for k, v in d["ad"]},
+            activity_daily=dict(d["ad"]),
             stage_seen=d["ss"],
             purchases=d["np"],
             first_purchase=d["fp"],
@@ -171,12 +174,12 @@ class CustomerState:
             last_purchase_id=d["lpi"],
             spend=d["sp"],
             last_negative=d["neg"],
-            contacts=[(t, r, e, c, why) for t, r, e, c, why in d["ct"]],
-            errors=[(t, e, k) for t, e, k in d["er"]],
-            views=[(t, e, p) for t, e, p in d["vw"]],
+            contacts=list(map(tuple, d["ct"])),
+            errors=list(map(tuple, d["er"])),
+            views=list(map(tuple, d["vw"])),
             last_cart=d["lc"],
-            pending_carts=[(due, t, e, c, v, cur) for due, t, e, c, v, cur in d["pc"]],
-            deferred=[(t, a) for t, a in d["df"]],
+            pending_carts=list(map(tuple, d["pc"])),
+            deferred=list(map(tuple, d["df"])),
             last_fired=d["lf"],
             daily_counts=d["dc"],
             last_support_alert=d["lsa"],
