@@ -92,19 +92,26 @@ def churn_risk(state: CustomerState, score: float, p: BgNbdParams, adj: ChurnAdj
     Monotone: non-increasing in ``score``, in recent activity and in purchases made at the
     watermark; non-decreasing in unresolved contacts and negative answers.
     """
-    assert state.watermark is not None
+    w = state.watermark
+    assert w is not None
     keep = 1.0 - base_risk(state, p)
-    keep *= 1.0 - adj.low_score * max(0.0, (50.0 - score) / 50.0)
+    # Each factor below is skipped when it is exactly 1 (the usual case): same result, and this
+    # runs on every event.
+    if score < 50.0:
+        keep *= 1.0 - adj.low_score * ((50.0 - score) / 50.0)
     if (
         state.last_negative is not None
-        and state.watermark - state.last_negative <= adj.negative_window_days * DAY_S
+        and w - state.last_negative <= adj.negative_window_days * DAY_S
     ):
         keep *= 1.0 - adj.negative_answer
-    open_n = unresolved_contacts(state, adj.unresolved_window_days * DAY_S)
-    keep *= 1.0 - min(adj.unresolved_max, adj.unresolved_each * open_n)
-    recent, previous = activity_trend(state.activity_daily, state.watermark)
-    if previous >= adj.trend_min_baseline:
-        expected = previous / 4.0
-        if recent < expected:
-            keep *= 1.0 - adj.falling_trend * (1.0 - recent / expected)
+    if state.contacts:
+        open_n = unresolved_contacts(state, adj.unresolved_window_days * DAY_S)
+        if open_n:
+            keep *= 1.0 - min(adj.unresolved_max, adj.unresolved_each * open_n)
+    if state.activity_daily:
+        recent, previous = activity_trend(state.activity_daily, w)
+        if previous >= adj.trend_min_baseline:
+            expected = previous / 4.0
+            if recent < expected:
+                keep *= 1.0 - adj.falling_trend * (1.0 - recent / expected)
     return min(1.0, max(0.0, 1.0 - keep))

@@ -82,21 +82,18 @@ def explanation(
     scale = (score - NEUTRAL) / s if abs(s) > 1e-9 else 1.0
     # decay() written inline (2 ** ((t - w) / h) is bit-identical to 2 ** (-(w - t) / h)):
     # this runs for every score update and emitted alert.
-    decayed = [
-        (wt * 2.0 ** ((t - w) / half_life_s) * scale, name, eid, t)
-        for t, wt, name, eid in state.signals
-    ]
-    decayed.sort(key=_by_size_then_time)
+    # Largest contribution first; ties by event time, event id, signal name, then list position
+    # (what a stable sort on the first four would do), so that tuples sort natively.
+    ranked = []
+    for i, (t, wt, name, eid) in enumerate(state.signals):
+        c = wt * 2.0 ** ((t - w) / half_life_s) * scale
+        ranked.append((-abs(c), t, eid, name, i, c))
+    ranked.sort()
     return [
         Contribution(signal=name, contribution=round(c, 2), event_id=eid)
-        for c, name, eid, _t in decayed[:top]
+        for _size, _t, eid, name, _i, c in ranked[:top]
         if abs(c) >= 0.005
     ]
-
-
-def _by_size_then_time(d: tuple[float, str, str, float]) -> tuple[float, float, str, str]:
-    """Largest contribution first; ties by event time, event id, signal name (deterministic)."""
-    return (-abs(d[0]), d[3], d[2], d[1])
 
 
 def note_stage(state: CustomerState, stage: str, t: float) -> None:

@@ -149,7 +149,9 @@ class CustomerState:
             raise ValueError(f"unsupported customer state version {d.get('v')!r}")
         # This runs for every event the worker processes: the nested JSON arrays are turned into
         # the in-memory tuples and dicts by C-level dict()/map(tuple) rather than comprehensions
-        # (hashes and hour/day keys are JSON integers, so they decode as int already).
+        # (hashes and hour/day keys are JSON integers, so they decode as int already), and the
+        # (usually empty) record lists only when they hold something.
+        ct, er, vw, pc, df = d["ct"], d["er"], d["vw"], d["pc"], d["df"]
         return cls(
             watermark=d["w"],
             first_seen=d["fs"],
@@ -174,12 +176,12 @@ class CustomerState:
             last_purchase_id=d["lpi"],
             spend=d["sp"],
             last_negative=d["neg"],
-            contacts=list(map(tuple, d["ct"])),
-            errors=list(map(tuple, d["er"])),
-            views=list(map(tuple, d["vw"])),
+            contacts=list(map(tuple, ct)) if ct else ct,
+            errors=list(map(tuple, er)) if er else er,
+            views=list(map(tuple, vw)) if vw else vw,
             last_cart=d["lc"],
-            pending_carts=list(map(tuple, d["pc"])),
-            deferred=list(map(tuple, d["df"])),
+            pending_carts=list(map(tuple, pc)) if pc else pc,
+            deferred=list(map(tuple, df)) if df else df,
             last_fired=d["lf"],
             daily_counts=d["dc"],
             last_support_alert=d["lsa"],

@@ -15,7 +15,7 @@ Times are epoch seconds (float); nothing here reads the wall clock.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -90,10 +90,13 @@ def timed_prune(items: list[T], min_t: float) -> None:
 
 def timed_between(items: list[T], lo_t: float, hi_t: float) -> list[T]:
     """Items with ``lo_t <= time <= hi_t`` (inclusive both ends), in time order."""
-    start = bisect_left(items, lo_t, key=lambda it: it[0])
-    out: list[T] = []
-    for it in items[start:]:
-        if it[0] > hi_t:
-            break
-        out.append(it)
-    return out
+    if not items:
+        return []
+    start = 0 if items[0][0] >= lo_t else bisect_left(items, lo_t, key=_time_of)
+    if items[-1][0] <= hi_t:  # the usual case: nothing after the current event
+        return items[start:]
+    return items[start : bisect_right(items, hi_t, lo=start, key=_time_of)]
+
+
+def _time_of(item: tuple[Any, ...]) -> Any:
+    return item[0]
