@@ -5,10 +5,11 @@ module: ``bench/profile.py`` would shadow the standard library one for ``--profi
 
 The events are built (validated pydantic models) before the clock starts. Per event the loop
 pays what the worker pays (streams/processing.py): ``CustomerState.from_bytes`` of the stored
-state, ``Engine.process``, ``to_bytes`` of the new state; ``events_per_s`` is that rate. The
-publish step (``model_dump_json`` of each alert and score update) is timed on its own and
-``with_publish_events_per_s`` adds it. Figures are wall-clock rates of the best of ``repeats``
-runs (the development box is shared), with the CPU time of that run alongside.
+state, ``Engine.process``, ``to_bytes`` of the new state; ``events_per_s`` is that rate, and
+``*_us`` split it per event. The publish step (``model_dump_json`` of each alert and score
+update) is timed on its own and ``with_publish_events_per_s`` adds it. Figures are wall-clock
+rates of the best of ``repeats`` runs (the development box is shared), with the CPU time of that
+run alongside.
 """
 
 from __future__ import annotations
@@ -64,28 +65,34 @@ def synthetic_events(n_events: int, n_customers: int, seed: int = 7) -> list[Eve
 def _run_once(engine: Engine, events: list[EventBase], now: datetime) -> dict[str, float]:
     table: dict[str, bytes] = {}  # customer id -> encoded state, as the Faust table holds it
     alerts = updates = state_bytes = 0
-    publish_s = 0.0
+    decode_s = process_s = encode_s = publish_s = 0.0
+    clock = time.perf_counter
     cpu0 = time.process_time()
-    start = time.perf_counter()
+    start = clock()
     for e in events:
         cid = e.customer_id or ""
         raw = table.get(cid)
-        out = engine.process(
-            CustomerState.from_bytes(raw) if raw else None, cid, e, now=now
-        )
+        t0 = clock()
+        state = CustomerState.from_bytes(raw) if raw else None
+        t1 = clock()
+        out = engine.process(state, cid, e, now=now)
+        t2 = clock()
         data = out.state.to_bytes()
+        t3 = clock()
+        decode_s += t1 - t0
+        process_s += t2 - t1
+        encode_s += t3 - t2
         table[cid] = data
         state_bytes += len(data)
         if out.alerts or out.score_update is not None:
-            p0 = time.perf_counter()
             for alert in out.alerts:
                 alert.model_dump_json()
             if out.score_update is not None:
                 out.score_update.model_dump_json()
-            publish_s += time.perf_counter() - p0
+            publish_s += clock() - t3
             alerts += len(out.alerts)
             updates += out.score_update is not None
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     cpu = time.process_time() - cpu0
     core_s = elapsed - publish_s
     n = len(events)
@@ -94,6 +101,10 @@ def _run_once(engine: Engine, events: list[EventBase], now: datetime) -> dict[st
         "cpu_seconds": round(cpu, 3),
         "events_per_s": round(n / core_s, 1),
         "with_publish_events_per_s": round(n / elapsed, 1),
+        "from_bytes_us": round(decode_s / n * 1e6, 1),
+        "process_us": round(process_s / n * 1e6, 1),
+        "to_bytes_us": round(encode_s / n * 1e6, 1),
+        "publish_us": round(publish_s / n * 1e6, 1),
         "alerts": float(alerts),
         "score_updates": float(updates),
         "mean_state_bytes": round(state_bytes / n, 1),
