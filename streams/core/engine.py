@@ -370,9 +370,12 @@ class Engine:
             bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
             bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
             policy.prune_counts(st, w)
-        timed_prune(st.contacts, w - self._contact_keep_s)
-        timed_prune(st.errors, w - self._error_keep_s)
-        timed_prune(st.views, w - self._view_keep_s)
+        if st.contacts:
+            timed_prune(st.contacts, w - self._contact_keep_s)
+        if st.errors:
+            timed_prune(st.errors, w - self._error_keep_s)
+        if st.views:
+            timed_prune(st.views, w - self._view_keep_s)
 
     def _prune_seen(self, st: CustomerState, w: float) -> None:
         """Forget the oldest-inserted ids once they are beyond grace, keeping at least 256.

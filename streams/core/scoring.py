@@ -112,7 +112,8 @@ def current_stage(state: CustomerState) -> JourneyStage:
     assert state.watermark is not None
     horizon = state.watermark - STAGE_WINDOW_S
     seen = state.stage_seen
-    if len(seen) > 1:  # drop stages not reached within the window (at most 5 keys)
+    # Drop stages not reached within the window (at most 5 keys; usually none is that old).
+    if len(seen) > 1 and min(seen.values()) < horizon:
         for key in [k for k, t in seen.items() if t < horizon]:
             del seen[key]
     for value, stage in _STAGES_FURTHEST_FIRST:
