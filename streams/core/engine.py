@@ -364,9 +364,13 @@ class Engine:
         return product_key
 
     def _prune(self, st: CustomerState, w: float, w0: float | None) -> None:
-        """Drop what fell out of every window. Buckets only move when the hour turns."""
+        """Drop what fell out of every window. Buckets only move when the hour turns.
+
+        A customer's first event (``w0`` None) has nothing to drop: every bucket and counter
+        was just created at ``w``.
+        """
         hour = int(w // HOUR_S)
-        if w0 is None or hour != int(w0 // HOUR_S):
+        if w0 is not None and hour != int(w0 // HOUR_S):
             bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
             bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
             policy.prune_counts(st, w)
