@@ -240,11 +240,11 @@ class Engine:
         sentiment = None
         repeated = False
         event_type: str = getattr(event, "event_type", "")
-        if event_type == "survey_answer":
-            comment = event.properties.comment  # type: ignore[attr-defined]
+        if isinstance(event, SurveyAnswerEvent):
+            comment = event.properties.comment
             if comment and comment.strip():
                 sentiment = self.sentiment.compound(comment)
-        elif event_type == "support_contact":
+        elif isinstance(event, SupportContactEvent):
             repeated = bool(timed_between(st.contacts, t - DAY_S, t))
         signals = event_signals(
             event, self._weights, repeated_contact=repeated, sentiment=sentiment
@@ -415,7 +415,7 @@ class Engine:
             st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
         )
         if d.action == "suppressed":
-            # Most candidates end here (cooldowns): the id is all the metric needs.
+            # Most candidates end here (cooldowns): a policy event needs only the id and time.
             assert d.reason is not None
             out.policy_events.append(
                 PolicyEvent(
