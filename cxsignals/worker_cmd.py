@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 
 from cxsignals.settings import Settings
@@ -15,6 +16,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     import streams.agents  # noqa: F401  (registers every agent, table and timer)
     from streams.app import app
 
+    # Per-event work allocates many short-lived objects; the default collector thresholds spend
+    # ~15 % of the engine's time in gen-0 collections. Freeze what start-up allocated.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=args.metrics_host)
     worker = Worker(

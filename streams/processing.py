@@ -136,7 +136,7 @@ class Processor:
         key = customer_id.encode()
         for policy in outcome.policy_events:
             metrics.alerts_policy.labels(
-                policy.rule, policy.kind, policy.reason, policy.action
+                policy.rule, AlertKind(policy.kind).value, policy.reason, policy.action
             ).inc()
         for alert in outcome.alerts:
             topic = alerts_marketing if alert.kind is AlertKind.marketing else alerts_support

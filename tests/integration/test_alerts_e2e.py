@@ -60,7 +60,8 @@ def test_scripted_journeys_produce_exactly_the_expected_alerts(
         assert alert["explanation"] and alert["evidence"] and alert["action"]
         assert alert["kind"] in ("marketing", "support")
     suppressed = _metric_total(worker, "cx_alerts_policy_total{", 'rule="cart_recovery"',
-                               'reason="suppression"', 'action="suppressed"')
+                               'kind="marketing"', 'reason="suppression"',
+                               'action="suppressed"')
     assert suppressed == 1
 
     # Redelivery: the same events again change no score and emit no second alert.
