@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,35 @@ class Stack:
 
 
 @pytest.fixture
-def stack(endpoints: Endpoints, tmp_path: Path) -> Stack:
-    return Stack(endpoints=endpoints, run_id=uuid.uuid4().hex[:10], tmp=tmp_path)
+def stack(endpoints: Endpoints, tmp_path: Path) -> Iterator[Stack]:
+    """A test's own names; its topics and database are removed afterwards, so that repeated
+    `make test` runs on a developer machine do not pile them up."""
+    test_stack = Stack(endpoints=endpoints, run_id=uuid.uuid4().hex[:10], tmp=tmp_path)
+    yield test_stack
+    _remove_namespace(test_stack)
+
+
+def _remove_namespace(test_stack: Stack) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    prefix = f"it-{test_stack.run_id}"
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=test_stack.endpoints.kafka_bootstrap)
+        try:
+            topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if topics:
+                admin.delete_topics(topics, timeout_ms=30_000)
+        finally:
+            admin.close()
+        from clickhouse_driver import Client
+
+        from cxsignals.settings import ClickHouseParams
+
+        params = ClickHouseParams(test_stack.endpoints.clickhouse_url)
+        Client(host=params.host, port=params.port, user=params.user,
+               password=params.password).execute(f"DROP DATABASE IF EXISTS {test_stack.database}")
+    except Exception as exc:  # clean-up is best effort: it must not hide the test's result
+        warnings.warn(f"could not remove {prefix}: {exc}", stacklevel=1)
 
 
 @dataclass
