@@ -61,7 +61,6 @@ class Settings(BaseSettings):
     app_id: str = "cx-signals"
     store_url: str = "rocksdb://"
     state_dir: Path = REPO_ROOT / ".state" / "worker"
-    web_port: int = Field(6066, ge=0, le=65535)
     metrics_port: int = Field(9464, ge=0, le=65535)
     log_level: str = "info"
 
