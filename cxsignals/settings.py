@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     state_dir: Path = REPO_ROOT / ".state" / "worker"
     metrics_port: int = Field(9464, ge=0, le=65535)
     log_level: str = "info"
+    # Scoring batches: states are written to the table, outputs handed to Kafka and the batch's
+    # messages acked once per batch. A batch ends when it holds batch_max_events, when the
+    # agent's input queue runs dry, or after batch_max_ms.
+    batch_max_events: int = Field(1000, ge=1)
+    batch_max_ms: int = Field(50, ge=1)
+    # Messages Faust buffers per topic between its consumer and the agent.
+    stream_buffer_events: int = Field(16_384, ge=100)
+    # Producer batching: how long a record may wait for others bound to the same partition.
+    producer_linger_ms: int = Field(5, ge=0)
+    producer_batch_bytes: int = Field(512 * 1024, ge=1024)
 
     # Event contract.
     max_event_bytes: int = Field(1024 * 1024, ge=1)

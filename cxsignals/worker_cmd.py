@@ -28,6 +28,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         quiet=True,
         override_logging=True,
     )
+    # Faust's terminal spinner sets the root logger to DEBUG whenever the level is WARN or above,
+    # so that every log call spins it: aiokafka and Faust then build a LogRecord for every debug
+    # line of every produced record (several us each) only for the handler to drop it.
+    worker.spinner = None
     logging.getLogger("cxsignals").info(
         "worker for %s, metrics on :%s", settings.kafka_bootstrap_servers, settings.metrics_port
     )

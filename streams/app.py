@@ -11,6 +11,7 @@ from __future__ import annotations
 import faust
 
 from cxsignals.settings import Settings, get_settings
+from streams.transport import CxApp
 
 # Events up to the contract's limit (1 MiB) must reach the worker so that it can dead-letter them
 # as too_large; the broker and topics allow 2 MiB.
@@ -19,7 +20,7 @@ MAX_MESSAGE_BYTES = 2 * 1024 * 1024 + 4096
 
 def create_app(settings: Settings) -> faust.App:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return CxApp(
         settings.app_id,
         env={},
         broker=settings.kafka_broker_url,
@@ -36,6 +37,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000,
+        producer_max_batch_size=settings.producer_batch_bytes,
+        stream_buffer_maxsize=settings.stream_buffer_events,
         broker_commit_interval=1.0,
         table_cleanup_interval=300.0,
         logging_config=None,

@@ -88,3 +88,17 @@ customers_in_state = Gauge(
 )
 worker_up = Gauge("cx_worker_up", "1 while the worker's Faust app is running")
 rebalances = Counter("cx_rebalances_total", "Partition assignments received by this worker")
+batch_messages = Histogram(
+    "cx_batch_messages",
+    "Messages per scoring batch (written, handed over and acked together)",
+    buckets=(1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000),
+)
+batch_flush_seconds = Histogram(
+    "cx_batch_flush_seconds",
+    "Duration of one batch flush: state writes, hand-over of its records, acks",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+batch_retries = Counter(
+    "cx_batch_retries_total", "Failed state writes or sends of a batch (each is retried)",
+    ["stage"],
+)

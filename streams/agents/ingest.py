@@ -1,21 +1,25 @@
 """Ingest and score: validate each touchpoint, update the customer's state, publish alerts.
 
-Delivery guarantee: at least once. A message is acked when its handler returns; by then its
-dead letter, state change, alerts and score update were handed to the producer, and Faust
-flushes the producer before it commits offsets. A redelivered event (same event_id) is
-recognised by the customer's state and changes nothing, so alert ids and scores stay unique.
+Delivery guarantee: at least once, in batches (see :mod:`streams.batching`). Messages are
+consumed without automatic acks; each is validated and scored as it arrives, and its outputs wait
+in the open batch. A batch is flushed (states written to the table once per customer, outputs
+handed to the producer, messages acked) when it holds ``CX_BATCH_MAX_EVENTS`` messages, when the
+agent's input queue runs dry, or after ``CX_BATCH_MAX_MS``. Faust flushes the producer before it
+commits offsets. A redelivered event (same event_id) is recognised by the customer's state and
+changes nothing, so alert ids and scores stay unique.
 
-Failure behaviour: the handler never raises (Faust would ack the message and lose it). Invalid
+Failure behaviour: the handlers never raise (Faust would ack the message and lose it). Invalid
 input goes to the dead-letter topic with its key and value unchanged and the reason in headers;
 an unexpected error while scoring a valid event dead-letters it as ``processing_error`` with
-the exception, so `cxsignals dlq replay` can re-run it after a fix.
+the exception, so `cxsignals dlq replay` can re-run it after a fix. A flush that fails is
+retried until it succeeds.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,16 +29,34 @@ from faust.types import EventT
 from cxsignals.settings import get_settings
 from schemas.events import EventBase
 from streams import metrics
+from streams.batching import Batches
 from streams.core.deadletter import dead_letter_headers
 from streams.core.identity import route
 from streams.core.validation import ErrorCode, Invalid, validate_event
-from streams.processing import processor
+from streams.processing import Output, processor
 from streams.tables import customer_state, identities
-from streams.topics import app, dead_letters, keyed, touchpoints
+from streams.topics import (
+    alerts_marketing,
+    alerts_support,
+    app,
+    dead_letters,
+    keyed,
+    scores,
+    touchpoints,
+)
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
 TICK_HEADER = "cx-tick"
+
+batches = Batches(
+    processor,
+    customer_state,
+    {"alerts_marketing": alerts_marketing, "alerts_support": alerts_support, "scores": scores,
+     "dead_letters": dead_letters, "keyed": keyed},
+    max_events=_settings.batch_max_events,
+    max_ms=_settings.batch_max_ms,
+)
 
 
 def _linked_customer(anonymous_id: str) -> str | None:
@@ -47,40 +69,38 @@ def _validate(value: bytes | None, received_at: datetime) -> EventBase | Invalid
                           max_future_skew_s=_settings.max_future_skew_s)
 
 
-async def _dead_letter(event: EventT, invalid: Invalid, received_at: datetime) -> None:
-    msg = event.message
+def _dead_letter(msg: Any, invalid: Invalid, received_at: datetime) -> Output:
     headers = dead_letter_headers(
         invalid, topic=msg.topic, partition=msg.partition, offset=msg.offset,
         received_at=received_at,
     )
-    await dead_letters.send(key=msg.key, value=msg.value, headers=headers)
-    metrics.dead_letters.labels(invalid.code.value).inc()
+    return Output("dead_letters", msg.key, msg.value, headers,
+                  on_sent=metrics.dead_letters.labels(invalid.code.value).inc)
 
 
-async def _score(event: EventT, scored: EventBase, customer_id: str) -> None:
-    outcome = processor.process(customer_state, customer_id, scored)
-    if outcome is not None:
-        await processor.publish(outcome, customer_id, kafka_ts_s=event.message.timestamp)
+def _score(event: EventT, scored: EventBase, customer_id: str) -> list[Output]:
+    outcome = processor.process(customer_state, customer_id, scored, anchor=event)
+    if outcome is None:
+        return []
+    return processor.outputs(outcome, customer_id, kafka_ts_s=event.message.timestamp)
 
 
-async def handle_touchpoint(event: EventT) -> None:
+def handle_touchpoint(event: EventT) -> list[Output]:
     """Validate, route (identity stitching) and score one message from cx.touchpoints."""
     msg = event.message
     received_at = datetime.now(timezone.utc)
     metrics.messages_consumed.labels(msg.topic).inc()
     result = _validate(msg.value, received_at)
     if isinstance(result, Invalid):
-        await _dead_letter(event, result, received_at)
-        return
+        return [_dead_letter(msg, result, received_at)]
     decision = route(result, msg.key, _linked_customer)
     if decision.link is not None:
         anonymous, customer = decision.link
         if identities.get(anonymous.encode()) != customer.encode():
             identities[anonymous.encode()] = customer.encode()
     if decision.forward:
-        await keyed.send(key=decision.customer_id.encode(), value=msg.value)
-        return
-    await _score(event, result, decision.customer_id)
+        return [Output("keyed", decision.customer_id.encode(), msg.value)]
+    return _score(event, result, decision.customer_id)
 
 
 def _has_header(headers: Any, name: str) -> bool:
@@ -92,46 +112,65 @@ def _has_header(headers: Any, name: str) -> bool:
     return any(pair[0] == name for pair in headers)
 
 
-async def handle_keyed(event: EventT) -> None:
+def handle_keyed(event: EventT) -> list[Output]:
     """Score a re-keyed event, or run the engine's timer for an idle customer (a tick)."""
     msg = event.message
     metrics.messages_consumed.labels(msg.topic).inc()
     customer_id = (msg.key or b"").decode()
     if _has_header(msg.headers, TICK_HEADER):
-        outcome = processor.tick(customer_state, customer_id)
-        if outcome is not None:
-            await processor.publish(outcome, customer_id, kafka_ts_s=None)
-        return
+        outcome = processor.tick(customer_state, customer_id, anchor=event)
+        if outcome is None:
+            return []
+        return processor.outputs(outcome, customer_id, kafka_ts_s=None)
     received_at = datetime.now(timezone.utc)
     result = _validate(msg.value, received_at)
     if isinstance(result, Invalid):  # only if the contract changed between the two reads
-        await _dead_letter(event, result, received_at)
-        return
-    await _score(event, result, customer_id)
+        return [_dead_letter(msg, result, received_at)]
+    return _score(event, result, customer_id)
 
 
-async def _guarded(event: EventT, handler: object, stage: str) -> None:
-    assert callable(handler)
+def _guarded(event: EventT, handler: Callable[[EventT], list[Output]], stage: str) -> None:
     try:
-        await handler(event)
+        outputs = handler(event)
     except Exception as exc:  # never let Faust ack-and-drop: dead-letter with the reason
         metrics.processing_errors.labels(stage).inc()
         log.exception("%s failed at %s[%s]@%s", stage, event.message.topic,
                       event.message.partition, event.message.offset)
         reason = Invalid(ErrorCode.processing_error, f"{stage}: {type(exc).__name__}: {exc}")
-        await _dead_letter(event, reason, datetime.now(timezone.utc))
+        outputs = [_dead_letter(event.message, reason, datetime.now(timezone.utc))]
+    batches.add(event, outputs)
+
+
+def _input_drained(stream: StreamT[bytes]) -> bool:
+    queue = getattr(stream.channel, "queue", None)
+    return queue is None or queue.empty()
+
+
+async def _consume(stream: StreamT[bytes], handler: Callable[[EventT], list[Output]],
+                   stage: str) -> None:
+    manual: Any = stream  # StreamT does not declare noack(); faust.Stream has it
+    async for event in manual.noack().events():
+        _guarded(event, handler, stage)
+        if batches.full or _input_drained(stream):
+            await batches.flush()
 
 
 @app.agent(touchpoints, name="ingest", concurrency=1)
 async def ingest(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await _guarded(event, handle_touchpoint, "ingest")
+    await _consume(stream, handle_touchpoint, "ingest")
 
 
 @app.agent(keyed, name="ingest-keyed", concurrency=1)
 async def ingest_keyed(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await _guarded(event, handle_keyed, "ingest-keyed")
+    await _consume(stream, handle_keyed, "ingest-keyed")
+
+
+@app.timer(interval=_settings.batch_max_ms / 1000, name="batch-flush")
+async def batch_flush() -> None:
+    """Flush a batch that waits for more messages than arrive (also during a rebalance, which
+    waits until every message is acked)."""
+    if batches.due():
+        await batches.flush()
 
 
 @app.timer(interval=_settings.tick_interval_s, name="deadline-ticks")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -13,6 +14,7 @@ from sinks.rows import ALERTS, DEAD_LETTERS, TABLE_COLUMNS, TOUCHPOINT_EVENTS, a
 from streams.agents.store import RowBuilder
 from streams.core.deadletter import dead_letter_headers
 from streams.core.sentiment import VaderAnalyzer
+from streams.core.state import CustomerState
 from streams.core.validation import ErrorCode, Invalid
 from streams.processing import Processor
 from tests.journeys import build_engine, cart_abandoned, make_event
@@ -23,17 +25,22 @@ def processor() -> Processor:
     return Processor(build_engine())
 
 
-def test_process_saves_state_and_skips_redelivery(processor: Processor) -> None:
-    table: dict[bytes, bytes] = {}
+def test_process_keeps_the_state_until_flush_then_writes_it_once(processor: Processor) -> None:
+    table = _CountingTable()
     journey = cart_abandoned("c-proc")
-    outcomes = [processor.process(table, "c-proc", e) for e in journey.events]
+    anchors: list[int] = []
+    outcomes = [processor.process(table, "c-proc", e, anchor=n)
+                for n, e in enumerate(journey.events)]
     assert all(o is not None for o in outcomes)
-    assert b"c-proc" in table
+    assert b"c-proc" not in table and processor.dirty_customers == 1
     alerts = [a.rule for o in outcomes if o for a in o.alerts]
     assert alerts == ["cart_recovery"]
+    assert processor.flush(table, before_write=anchors.append) == 1
+    assert table.writes == 1 and anchors == [len(journey.events) - 1]  # the latest anchor
+    assert processor.dirty_customers == 0 and processor.flush(table) == 0
     saved = table[b"c-proc"]
     assert processor.process(table, "c-proc", journey.events[0]) is None  # duplicate
-    assert table[b"c-proc"] == saved
+    assert processor.flush(table) == 0 and table[b"c-proc"] == saved
 
 
 def test_due_customers_come_from_deadlines_and_survive_a_rescan(processor: Processor) -> None:
@@ -42,6 +49,7 @@ def test_due_customers_come_from_deadlines_and_survive_a_rescan(processor: Proce
     abandon = make_event("c-due", "c-due:1", "cart_abandon", at,
                          {"cart_id": "k", "cart_value": 250.0, "currency": "EUR"})
     processor.process(table, "c-due", abandon)
+    processor.flush(table)
     assert list(processor.due_customers(table, time.time())) == []
     later = time.time() + 3600
     fresh = Processor(processor.engine)  # a restarted worker: rebuilt from the table
@@ -105,6 +113,7 @@ class _CountingTable(dict[bytes, bytes]):
     def __init__(self) -> None:
         super().__init__()
         self.reads = 0
+        self.writes = 0
         self.fail_writes = False
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
@@ -114,28 +123,81 @@ class _CountingTable(dict[bytes, bytes]):
     def __setitem__(self, key: bytes, value: bytes) -> None:
         if self.fail_writes:
             raise OSError("disk full")
+        self.writes += 1
         super().__setitem__(key, value)
 
 
-def test_state_cache_skips_decoding_and_is_dropped_on_rebalance_or_failure() -> None:
+def test_state_cache_skips_decoding_and_is_dropped_on_rebalance() -> None:
     processor = Processor(build_engine(), max_cached_states=10)
     table = _CountingTable()
     events = cart_abandoned("c-cache").events
     processor.process(table, "c-cache", events[0])
+    processor.flush(table)
     processor.process(table, "c-cache", events[1])
     assert table.reads == 1  # the second event used the cached state
-    processor.forget_states()
+    processor.forget_states()  # a state not flushed yet survives a rebalance ...
     processor.process(table, "c-cache", events[2])
+    assert table.reads == 1
+    processor.flush(table)
+    processor.forget_states()  # ... a flushed one is read again
+    processor.process(table, "c-cache", events[3])
     assert table.reads == 2
-    saved = table[b"c-cache"]
+
+
+def test_a_failed_flush_keeps_the_states_for_the_next_one() -> None:
+    processor = Processor(build_engine())
+    table = _CountingTable()
+    at = datetime.now(timezone.utc)
+    for n in range(3):
+        processor.process(table, f"c-{n}", make_event(f"c-{n}", f"e-{n}", "page_view", at,
+                                                      {"url": "/"}))
     table.fail_writes = True
     with pytest.raises(OSError):
-        processor.process(table, "c-cache", events[3])
+        processor.flush(table)
+    assert processor.dirty_customers == 3 and not table
     table.fail_writes = False
-    assert table[b"c-cache"] == saved
-    # The failed event was not remembered: it is processed again from the saved state.
-    assert processor.process(table, "c-cache", events[3]) is not None
-    assert table.reads == 3
+    assert processor.flush(table) == 3
+    assert sorted(table) == [b"c-0", b"c-1", b"c-2"]
+
+
+class _FailOn:
+    """Wraps an engine; raises on one event id (after mutating the state, as a bug might)."""
+
+    def __init__(self, engine: Any, event_id: str) -> None:
+        self.engine, self.event_id, self.sentiment = engine, event_id, engine.sentiment
+
+    def process(self, state: Any, customer_id: str, event: Any, *, now: datetime) -> Any:
+        outcome = self.engine.process(state, customer_id, event, now=now)
+        if event.event_id == self.event_id:
+            raise RuntimeError("bug")
+        return outcome
+
+    def tick(self, state: Any, customer_id: str, *, now: datetime) -> Any:
+        return self.engine.tick(state, customer_id, now=now)
+
+
+def test_an_engine_failure_mid_batch_rebuilds_the_state_without_the_failed_event() -> None:
+    events = cart_abandoned("c-fail").events
+    table = _CountingTable()
+    failing = Processor(_FailOn(build_engine(), events[2].event_id))  # type: ignore[arg-type]
+    failing.process(table, "c-fail", events[0])
+    failing.flush(table)
+    failing.process(table, "c-fail", events[1])
+    with pytest.raises(RuntimeError):
+        failing.process(table, "c-fail", events[2])
+    failing.flush(table)
+    # The same as a worker that never saw events[2]: events 0 and 1 applied, once each.
+    clean = Processor(build_engine())
+    reference: dict[bytes, bytes] = {}
+    clean.process(reference, "c-fail", events[0])
+    clean.process(reference, "c-fail", events[1])
+    clean.flush(reference)
+    rebuilt = CustomerState.from_bytes(table[b"c-fail"])
+    expected = CustomerState.from_bytes(reference[b"c-fail"])
+    assert rebuilt.seen == expected.seen and len(rebuilt.seen) == 2
+    assert rebuilt.score == expected.score and rebuilt.pending_carts == expected.pending_carts
+    # events[2] can be replayed later (from the dead-letter topic) and is applied then.
+    assert clean.process(reference, "c-fail", events[2]) is not None
 
 
 def test_state_cache_is_bounded() -> None:
@@ -145,6 +207,7 @@ def test_state_cache_is_bounded() -> None:
     for n in range(3):
         processor.process(table, f"c-{n}", make_event(f"c-{n}", f"e-{n}", "page_view", at,
                                                       {"url": "/"}))
+    processor.flush(table)
     reads = table.reads
     processor.process(table, "c-0", make_event("c-0", "e-x", "page_view", at, {"url": "/"}))
     assert table.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
