@@ -6,7 +6,7 @@ The agents consume without automatic acks (``stream.noack()``). Each message is 
 score updates, dead letters, re-keyed events) wait in the batch. :meth:`Batches.flush` then
 
 1. writes every state changed since the last flush to the Faust table, once per customer (one
-   RocksDB put and one changelog record each, instead of one per event);
+   RocksDB put and one changelog record each, instead of one per event; :class:`ChangelogWriter`);
 2. hands every output to the producer, in the order the messages produced them;
 3. acks the batch's messages.
 
@@ -27,13 +27,13 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from faust.streams import _current_event
-from faust.types import EventT, TopicT
+from faust.types import TP, EventT, TopicT
 
 from streams import metrics
-from streams.processing import Output, Processor, StateTable
+from streams.processing import Output, PendingWrite, Processor, StateTable
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,94 @@ def _make_current(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
+class StateWriter(Protocol):
+    async def write(self, write: PendingWrite) -> None: ...
+
+    def after_batch(self) -> None: ...
+
+
+class MappingWriter:
+    """Writes states with ``table[key] = value`` (a Faust table, or a dict in tests), with the
+    anchor event made current so that Faust places the write in the anchor's partition."""
+
+    def __init__(self, table: StateTable) -> None:
+        self.table = table
+
+    async def write(self, write: PendingWrite) -> None:
+        token = _current_event.set(None)
+        try:
+            _make_current(write.anchor)
+            self.table[write.customer_id.encode()] = write.value
+        finally:
+            _current_event.reset(token)
+
+    def after_batch(self) -> None:
+        pass
+
+
+class ChangelogWriter:
+    """Writes states into a Faust table the way ``Table.__setitem__`` does (a put into the
+    store's partition and a record on the table's changelog topic, same key, value and
+    partition), without Faust's per-write costs.
+
+    ``Table.__setitem__`` queues each changelog record in Faust's ProducerBuffer, whose drain
+    task sends them one by one, creates a FutureMessage and a callback per record, and writes the
+    changelog offset into RocksDB after every record (``Collection._on_changelog_sent``). Here
+    each record goes straight to the producer, and the highest offset per partition is written
+    once per batch (:meth:`after_batch`), which is all that recovery reads: at start-up or after
+    a rebalance Faust replays the changelog from that offset on. Recovery, standbys and reads are
+    Faust's own. Not for ``processing_guarantee="exactly_once"`` (Faust then persists offsets at
+    commit time), which CX Signals does not use.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._offsets: dict[int, int] = {}
+
+    async def write(self, write: PendingWrite) -> None:
+        key = write.customer_id.encode()
+        message = write.anchor.message
+        token = _current_event.set(None)
+        try:
+            _make_current(write.anchor)
+            self.table.data[key] = write.value  # the store reads the partition off the event
+        finally:
+            _current_event.reset(token)
+        sent = await self.table.app.producer.send(
+            self.table.changelog_topic.get_topic_name(), key, write.value, message.partition,
+            None, None,
+        )
+        sent.add_done_callback(self._on_sent)
+
+    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # Faust's commit flushes the producer: a failed send surfaces there
+        metadata = fut.result()
+        partition = metadata.topic_partition.partition
+        if metadata.offset > self._offsets.get(partition, -1):
+            self._offsets[partition] = metadata.offset
+
+    def after_batch(self) -> None:
+        topic = self.table.changelog_topic.get_topic_name()
+        offsets, self._offsets = self._offsets, {}
+        for partition, offset in offsets.items():
+            self.table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
 class Batches:
     """The open batch of the scoring agents, shared by all of them (one per worker)."""
 
     def __init__(
         self,
         processor: Processor,
-        table: StateTable,
+        writer: StateWriter,
         topics: Mapping[str, TopicT],
         *,
         max_events: int,
         max_ms: int,
     ) -> None:
         self.processor = processor
-        self.table = table
+        self.writer = writer
         self.topics = topics
         self.max_events = max_events
         self.max_s = max_ms / 1000
@@ -100,8 +174,12 @@ class Batches:
                 return 0
             self._events, self._outputs = [], []
             started = time.perf_counter()
-            # Synchronous: the states written are exactly those of the messages taken above.
-            await self._retry("state", self._write_states)
+            # Taken in the same step as the messages: the states of exactly this batch (or newer).
+            writes = self.processor.pending_writes()
+            self.writer.after_batch()  # offsets of the previous batch's records, sent by now
+            for write in writes:
+                await self._retry("state", self._state_writer(write))
+                self.processor.written(write)
             for output in outputs:
                 await self._retry("send", self._sender(output))
             for event in events:
@@ -110,12 +188,8 @@ class Batches:
             metrics.batch_flush_seconds.observe(time.perf_counter() - started)
             return len(events)
 
-    def _write_states(self) -> None:
-        token = _current_event.set(None)
-        try:
-            self.processor.flush(self.table, before_write=_make_current)
-        finally:
-            _current_event.reset(token)
+    def _state_writer(self, write: PendingWrite) -> Callable[[], Any]:
+        return lambda: self.writer.write(write)
 
     def _sender(self, output: Output) -> Callable[[], Any]:
         return lambda: self._send(output)

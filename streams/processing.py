@@ -53,10 +53,11 @@ class Processor:
         # rebalance (see forget_states).
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self.max_cached_states = max_cached_states
-        # Changed since the last flush: customer id -> (state, anchor). The anchor is whatever
-        # the caller needs to write that customer's state (the agents keep the Faust event that
-        # fixes the partition). Never evicted: only flush() empties it.
-        self._dirty: dict[str, tuple[CustomerState, Any]] = {}
+        # Changed since the last flush: customer id -> (state, anchor, change number). The anchor
+        # is whatever the caller needs to write that customer's state (the agents keep the Faust
+        # event that fixes the partition). Never evicted: only written states leave it.
+        self._dirty: dict[str, tuple[CustomerState, Any, int]] = {}
+        self._changes = 0  # numbers the changes, so that a newer one is never marked written
         # The events applied to each dirty state, to rebuild it if the engine fails half-way.
         self._applied: dict[str, list[EventBase]] = {}
 
@@ -93,7 +94,8 @@ class Processor:
             self._states.popitem(last=False)
 
     def _changed(self, customer_id: str, state: CustomerState, anchor: Any) -> None:
-        self._dirty[customer_id] = (state, anchor)
+        self._changes += 1
+        self._dirty[customer_id] = (state, anchor, self._changes)
         self._remember(customer_id, state)
         wake = state.next_wakeup_s()
         if wake is None:
@@ -168,21 +170,32 @@ class Processor:
     def flush(
         self, table: StateTable, before_write: Callable[[Any], None] | None = None
     ) -> int:
-        """Write every state changed since the last flush to the table, once each; returns how
+        """Write every state changed since the last flush to ``table``, once each; returns how
         many. ``before_write(anchor)`` runs before each write.
 
         If a write raises, the states not written yet stay pending and the next flush retries
         them (a state written twice is harmless: the later write wins)."""
-        written = 0
-        while self._dirty:
-            customer_id, (state, anchor) = next(iter(self._dirty.items()))
+        writes = self.pending_writes()
+        for write in writes:
             if before_write is not None:
-                before_write(anchor)
-            table[customer_id.encode()] = state.to_bytes()
-            del self._dirty[customer_id]
-            self._applied.pop(customer_id, None)
-            written += 1
-        return written
+                before_write(write.anchor)
+            table[write.customer_id.encode()] = write.value
+            self.written(write)
+        return len(writes)
+
+    def pending_writes(self) -> list[PendingWrite]:
+        """The states changed since the last flush, serialized now; each stays pending until
+        :meth:`written` is called for it (and again if it changed since)."""
+        return [PendingWrite(customer_id, state.to_bytes(), anchor, change)
+                for customer_id, (state, anchor, change) in self._dirty.items()]
+
+    def written(self, write: PendingWrite) -> None:
+        """``write`` is in the table: its customer is clean unless their state changed after
+        :meth:`pending_writes` (then the newer state stays pending)."""
+        pending = self._dirty.get(write.customer_id)
+        if pending is not None and pending[2] == write.change:
+            del self._dirty[write.customer_id]
+            self._applied.pop(write.customer_id, None)
 
     def due_customers(self, table: StateTable, now_s: float) -> Iterator[str]:
         """Customers whose next deadline passed in wall time; each is returned once."""
@@ -219,6 +232,17 @@ class Processor:
             records.append(Output(SCORES, key, outcome.score_update.model_dump_json().encode(),
                                   on_sent=metrics.scores_published.inc))
         return records
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """A customer's state to write: ``anchor`` is what the caller needs to place it (the agents
+    keep the Faust event that fixes the partition); ``change`` numbers the change."""
+
+    customer_id: str
+    value: bytes
+    anchor: Any
+    change: int
 
 
 ALERTS_MARKETING = "alerts_marketing"

@@ -29,7 +29,7 @@ from faust.types import EventT
 from cxsignals.settings import get_settings
 from schemas.events import EventBase
 from streams import metrics
-from streams.batching import Batches
+from streams.batching import Batches, ChangelogWriter
 from streams.core.deadletter import dead_letter_headers
 from streams.core.identity import route
 from streams.core.validation import ErrorCode, Invalid, validate_event
@@ -51,7 +51,7 @@ TICK_HEADER = "cx-tick"
 
 batches = Batches(
     processor,
-    customer_state,
+    ChangelogWriter(customer_state),
     {"alerts_marketing": alerts_marketing, "alerts_support": alerts_support, "scores": scores,
      "dead_letters": dead_letters, "keyed": keyed},
     max_events=_settings.batch_max_events,

@@ -12,7 +12,7 @@ import pytest
 from faust.streams import current_event
 
 from streams import batching
-from streams.batching import Batches
+from streams.batching import Batches, MappingWriter
 from streams.processing import Output, Processor
 from tests.journeys import build_engine, cart_abandoned, make_event
 
@@ -79,13 +79,14 @@ def _setup(max_events: int = 100, max_ms: int = 50) -> tuple[Batches, _Table, di
     table = _Table(log)
     topics = {name: _Topic(name, log) for name in ("alerts_marketing", "alerts_support",
                                                    "scores", "dead_letters", "keyed")}
-    batches = Batches(Processor(build_engine()), table, topics,  # type: ignore[arg-type]
+    batches = Batches(Processor(build_engine()), MappingWriter(table), topics,  # type: ignore[arg-type]
                       max_events=max_events, max_ms=max_ms)
     return batches, table, topics, log
 
 
 def _score(batches: Batches, event: _Event, customer_id: str, scored: Any) -> None:
-    outcome = batches.processor.process(batches.table, customer_id, scored, anchor=event)
+    table = batches.writer.table  # type: ignore[attr-defined]
+    outcome = batches.processor.process(table, customer_id, scored, anchor=event)
     outputs = [] if outcome is None else batches.processor.outputs(outcome, customer_id,
                                                                    kafka_ts_s=None)
     batches.add(event, outputs)  # type: ignore[arg-type]

@@ -211,3 +211,21 @@ def test_state_cache_is_bounded() -> None:
     reads = table.reads
     processor.process(table, "c-0", make_event("c-0", "e-x", "page_view", at, {"url": "/"}))
     assert table.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
+
+
+def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
+    processor = Processor(build_engine())
+    table: dict[bytes, bytes] = {}
+    at = datetime.now(timezone.utc)
+    view = {"url": "/"}
+    processor.process(table, "c-w", make_event("c-w", "e-1", "page_view", at, view))
+    [write] = processor.pending_writes()
+    # The batch awaits the producer; meanwhile the next batch changes the same customer.
+    processor.process(table, "c-w", make_event("c-w", "e-2", "page_view", at, view))
+    table[b"c-w"] = write.value
+    processor.written(write)
+    assert processor.dirty_customers == 1  # e-2's change is not lost
+    [newer] = processor.pending_writes()
+    assert len(CustomerState.from_bytes(newer.value).seen) == 2
+    processor.written(newer)
+    assert processor.dirty_customers == 0
