@@ -6,6 +6,8 @@ are used by deploy/prometheus rules and the Grafana dashboards: rename them toge
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (
@@ -102,3 +104,16 @@ batch_retries = Counter(
     "cx_batch_retries_total", "Failed state writes or sends of a batch (each is retried)",
     ["stage"],
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: for the per-event counters, where ``labels()``
+    (a lock, a tuple and a dict lookup per call) costs more than the increment."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found

@@ -147,7 +147,7 @@ class Processor:
         self._applied.setdefault(customer_id, []).append(event)
         if outcome.late_dropped:
             metrics.late_events_dropped.inc()
-        metrics.events_processed.labels(getattr(event, "event_type", "unknown")).inc()
+        metrics.child(metrics.events_processed, getattr(event, "event_type", "unknown")).inc()
         metrics.processing_lag.observe(max(0.0, (now - event.occurred_at).total_seconds()))
         metrics.experience_score.observe(outcome.state.score)
         metrics.churn_risk.observe(outcome.state.risk)

@@ -89,7 +89,7 @@ def handle_touchpoint(event: EventT) -> list[Output]:
     """Validate, route (identity stitching) and score one message from cx.touchpoints."""
     msg = event.message
     received_at = datetime.now(timezone.utc)
-    metrics.messages_consumed.labels(msg.topic).inc()
+    metrics.child(metrics.messages_consumed, msg.topic).inc()
     result = _validate(msg.value, received_at)
     if isinstance(result, Invalid):
         return [_dead_letter(msg, result, received_at)]
@@ -115,7 +115,7 @@ def _has_header(headers: Any, name: str) -> bool:
 def handle_keyed(event: EventT) -> list[Output]:
     """Score a re-keyed event, or run the engine's timer for an idle customer (a tick)."""
     msg = event.message
-    metrics.messages_consumed.labels(msg.topic).inc()
+    metrics.child(metrics.messages_consumed, msg.topic).inc()
     customer_id = (msg.key or b"").decode()
     if _has_header(msg.headers, TICK_HEADER):
         outcome = processor.tick(customer_state, customer_id, anchor=event)
