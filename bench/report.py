@@ -136,6 +136,11 @@ class Params(BaseModel):
     touchpoint_partitions: int = Field(ge=1)
     worker_cpu: int | None = Field(None, description="core the worker is pinned to (taskset)")
     harness_cpu: int | None = None
+    services_moved: list[str] = Field(
+        default_factory=list,
+        description="local services (deploy/local pid files) kept off the worker's core for the "
+                    "run, so that the worker has its core to itself",
+    )
     latency_s: float = Field(gt=0)
     latency_warmup_s: float = Field(ge=0)
     latency_rate_per_s: float | None = Field(None, description="forced rate; None = half of e2e")

@@ -50,7 +50,7 @@ from bench.report import (
     result_path,
     table_rows,
 )
-from bench.stack import BenchStack, Worker, pinned
+from bench.stack import BenchStack, Worker, pinned, services_off_cpu
 from cxsignals.settings import REPO_ROOT, Settings
 
 PHASES = ("ceiling", "e2e", "latency", "sink", "decode", "engine")
@@ -283,7 +283,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         f"harness on cpu {harness_cpu}; logs in {tmp}")
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):
-            _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
+            with services_off_cpu(worker_cpu, REPO_ROOT / ".state") as moved:
+                result.params.services_moved = moved
+                if moved:
+                    say(f"{', '.join(moved)} kept off cpu {worker_cpu} during these phases")
+                _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
         if "sink" in args.phases:
             def sink() -> None:
                 from bench.sink_bench import bench_sink, make_rows

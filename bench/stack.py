@@ -19,7 +19,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,38 @@ class GroupLag:
             self.admin.close()
         with contextlib.suppress(Exception):
             self.consumer.close()
+
+
+LOCAL_SERVICES = ("kafka", "clickhouse", "prometheus")
+
+
+@contextmanager
+def services_off_cpu(cpu: int | None, state_dir: Path) -> Iterator[list[str]]:
+    """Keep the local services started by ``deploy/local/services.sh`` (found by their pid files
+    in ``state_dir``) off ``cpu`` while the block runs, every thread of them; restore their
+    affinity afterwards. Yields the services moved (none under docker compose: no pid files)."""
+    if cpu is None:
+        yield []
+        return
+    others = set(range(os.cpu_count() or 1)) - {cpu}
+    saved: dict[int, set[int]] = {}
+    moved: list[str] = []
+    for name in LOCAL_SERVICES:
+        try:
+            pid = int((state_dir / f"{name}.pid").read_text().strip())
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (OSError, ValueError):
+            continue
+        for tid in tids:
+            try:
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, others)
+            except OSError:  # a thread that ended meanwhile
+                continue
+        moved.append(name)
+    try:
+        yield moved
+    finally:
+        for tid, cpus in saved.items():
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
