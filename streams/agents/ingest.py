@@ -49,11 +49,18 @@ log = logging.getLogger(__name__)
 _settings = get_settings()
 TICK_HEADER = "cx-tick"
 
+async def _produce(topic: str, key: bytes | None, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None) -> None:
+    await app.producer.send(topic, key, value, None, None, headers)
+
+
 batches = Batches(
     processor,
     ChangelogWriter(customer_state),
-    {"alerts_marketing": alerts_marketing, "alerts_support": alerts_support, "scores": scores,
-     "dead_letters": dead_letters, "keyed": keyed},
+    _produce,
+    {role: topic.get_topic_name() for role, topic in (
+        ("alerts_marketing", alerts_marketing), ("alerts_support", alerts_support),
+        ("scores", scores), ("dead_letters", dead_letters), ("keyed", keyed))},
     max_events=_settings.batch_max_events,
     max_ms=_settings.batch_max_ms,
 )

@@ -79,8 +79,12 @@ def _setup(max_events: int = 100, max_ms: int = 50) -> tuple[Batches, _Table, di
     table = _Table(log)
     topics = {name: _Topic(name, log) for name in ("alerts_marketing", "alerts_support",
                                                    "scores", "dead_letters", "keyed")}
-    batches = Batches(Processor(build_engine()), MappingWriter(table), topics,  # type: ignore[arg-type]
-                      max_events=max_events, max_ms=max_ms)
+    async def send(topic: str, key: bytes | None, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None) -> None:
+        await topics[topic].send(key=key, value=value, headers=headers)
+
+    batches = Batches(Processor(build_engine()), MappingWriter(table), send,
+                      {name: name for name in topics}, max_events=max_events, max_ms=max_ms)
     return batches, table, topics, log
 
 
