@@ -283,11 +283,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         f"harness on cpu {harness_cpu}; logs in {tmp}")
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):
-            with services_off_cpu(worker_cpu, REPO_ROOT / ".state") as moved:
-                result.params.services_moved = moved
-                if moved:
-                    say(f"{', '.join(moved)} kept off cpu {worker_cpu} during these phases")
-                _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
+            _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
         if "sink" in args.phases:
             def sink() -> None:
                 from bench.sink_bench import bench_sink, make_rows
@@ -337,35 +333,44 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
         fill = prefill(tput, events=args.events, customers=args.customers, seed=args.seed,
                        bad_share=args.bad_share)
         say(f"pre-filled {fill.events:,} events ({fill.bad:,} bad) in {fill.seconds:.1f} s")
-    if fill is not None and "ceiling" in args.phases:
-        filled = fill
+    # Throughput phases: the worker gets its core to itself (the local services move to the
+    # other cores). The latency phase leaves them where the OS puts them: there the publisher,
+    # the poller, Kafka and ClickHouse would otherwise crowd one core.
+    with services_off_cpu(worker_cpu if fill is not None else None,
+                          REPO_ROOT / ".state") as moved:
+        result.params.services_moved = moved
+        if moved:
+            say(f"{', '.join(moved)} kept off cpu {worker_cpu} for the throughput phases")
+        if fill is not None and "ceiling" in args.phases:
+            filled = fill
 
-        def ceiling() -> None:
-            result.ceiling = run_ceiling(tput, filled.topic, filled.events, worker_cpu, timeout_s)
-        _phase(result, "ceiling", ceiling)
-    if fill is not None and "e2e" in args.phases:
-        filled = fill
-        profiler = None
-        if args.profile_s > 0:
-            profiler = Profiler(out.with_name(out.stem + "-profile.folded"), args.profile_s,
-                                harness_cpu)
+            def ceiling() -> None:
+                result.ceiling = run_ceiling(tput, filled.topic, filled.events, worker_cpu,
+                                             timeout_s)
+            _phase(result, "ceiling", ceiling)
+        if fill is not None and "e2e" in args.phases:
+            filled = fill
+            profiler = None
+            if args.profile_s > 0:
+                profiler = Profiler(out.with_name(out.stem + "-profile.folded"), args.profile_s,
+                                    harness_cpu)
 
-        def e2e() -> None:
-            done = run_throughput(tput, filled, customers=args.customers, cpu=worker_cpu,
-                                  timeout_s=timeout_s, on_worker=profiler)
-            e = done.end_to_end
-            c = result.ceiling
-            if c is not None and e.events_per_s_metrics:
-                e.ratio_to_ceiling = round(e.events_per_s_metrics / c.events_per_s, 3)
-            if c is not None and c.events_per_cpu_s and e.events_per_cpu_s:
-                e.ratio_to_ceiling_cpu = round(e.events_per_cpu_s / c.events_per_cpu_s, 3)
-            result.end_to_end, result.resources = e, done.resources
-            if profiler is not None:
-                result.profile = profiler.summary()
-                result.profile_file = str(profiler.out.relative_to(REPO_ROOT))
-                if profiler.error:
-                    result.errors["profile"] = profiler.error
-        _phase(result, "e2e", e2e)
+            def e2e() -> None:
+                done = run_throughput(tput, filled, customers=args.customers, cpu=worker_cpu,
+                                      timeout_s=timeout_s, on_worker=profiler)
+                e = done.end_to_end
+                c = result.ceiling
+                if c is not None and e.events_per_s_metrics:
+                    e.ratio_to_ceiling = round(e.events_per_s_metrics / c.events_per_s, 3)
+                if c is not None and c.events_per_cpu_s and e.events_per_cpu_s:
+                    e.ratio_to_ceiling_cpu = round(e.events_per_cpu_s / c.events_per_cpu_s, 3)
+                result.end_to_end, result.resources = e, done.resources
+                if profiler is not None:
+                    result.profile = profiler.summary()
+                    result.profile_file = str(profiler.out.relative_to(REPO_ROOT))
+                    if profiler.error:
+                        result.errors["profile"] = profiler.error
+            _phase(result, "e2e", e2e)
     if "latency" in args.phases:
         def latency() -> None:
             rate = args.latency_rate
