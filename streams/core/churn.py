@@ -115,3 +115,98 @@ def churn_risk(state: CustomerState, score: float, p: BgNbdParams, adj: ChurnAdj
             if recent < expected:
                 keep *= 1.0 - adj.falling_trend * (1.0 - recent / expected)
     return min(1.0, max(0.0, 1.0 - keep))
+
+
+class ChurnScorer:
+    """``churn_risk`` with its parameters bound, for the engine's per-event call.
+
+    Same float operations in the same order as ``churn_risk`` (and the ``base_risk``,
+    ``p_alive``, ``unresolved_contacts`` and ``activity_trend`` it calls), written as one
+    function with the parameter-only products computed once, so the result is bit-identical.
+    """
+
+    __slots__ = (
+        "_a",
+        "_b",
+        "_r",
+        "_alpha",
+        "_unit",
+        "_low_score",
+        "_neg_window_s",
+        "_neg_keep",
+        "_unresolved_window_s",
+        "_unresolved_each",
+        "_unresolved_max",
+        "_falling_trend",
+        "_trend_min_baseline",
+    )
+
+    def __init__(self, p: BgNbdParams, adj: ChurnAdjustments) -> None:
+        self._a, self._b, self._r, self._alpha, self._unit = p.a, p.b, p.r, p.alpha, p.time_unit_s
+        self._low_score = adj.low_score
+        self._neg_window_s = adj.negative_window_days * DAY_S
+        self._neg_keep = 1.0 - adj.negative_answer
+        self._unresolved_window_s = adj.unresolved_window_days * DAY_S
+        self._unresolved_each = adj.unresolved_each
+        self._unresolved_max = adj.unresolved_max
+        self._falling_trend = adj.falling_trend
+        self._trend_min_baseline = adj.trend_min_baseline
+
+    def __call__(self, state: CustomerState, score: float) -> float:
+        """``churn_risk(state, score, p, adj)``."""
+        w = state.watermark
+        assert w is not None
+        # base_risk / p_alive
+        unit = self._unit
+        first_purchase = state.first_purchase
+        last_purchase = state.last_purchase
+        if state.purchases and first_purchase is not None and last_purchase is not None:
+            birth = first_purchase
+            x = state.purchases - 1
+            t_x = (last_purchase - birth) / unit
+        else:
+            first_seen = state.first_seen
+            birth = first_seen if first_seen is not None else w
+            x, t_x = 0, 0.0
+        age = (w - birth) / unit
+        if t_x > age:  # max(age, t_x)
+            age = t_x
+        alpha = self._alpha
+        coef = self._a / (self._b + (x - 1 if x > 1 else 0))
+        log_term = math.log(coef) + (self._r + x) * math.log((alpha + age) / (alpha + t_x))
+        alive = 0.0 if log_term > 700 else 1.0 / (1.0 + math.exp(log_term))
+        keep = 1.0 - (1.0 - alive)
+        # adjustments (each skipped when its factor is exactly 1)
+        if score < 50.0:
+            keep *= 1.0 - self._low_score * ((50.0 - score) / 50.0)
+        neg = state.last_negative
+        if neg is not None and w - neg <= self._neg_window_s:
+            keep *= self._neg_keep
+        contacts = state.contacts
+        if contacts:
+            horizon = w - self._unresolved_window_s
+            open_n = 0
+            for c in contacts:
+                if c[0] >= horizon and not c[1]:
+                    open_n += 1
+            if open_n:
+                keep *= 1.0 - min(self._unresolved_max, self._unresolved_each * open_n)
+        daily = state.activity_daily
+        if daily:
+            today = int(w // DAY_S)
+            recent = previous = 0.0
+            for day, n in daily.items():
+                age_d = today - day
+                if 0 <= age_d <= 6:
+                    recent += n
+                elif 7 <= age_d <= 34:
+                    previous += n
+            if previous >= self._trend_min_baseline:
+                expected = previous / 4.0
+                if recent < expected:
+                    keep *= 1.0 - self._falling_trend * (1.0 - recent / expected)
+        risk = 1.0 - keep
+        # min(1.0, max(0.0, risk))
+        if risk >= 1.0:
+            return 1.0
+        return risk if risk > 0.0 else 0.0

@@ -21,6 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,35 +33,36 @@ from schemas.events import (
     CartAbandonEvent,
     CheckoutStartedEvent,
     EventBase,
+    JourneyStage,
     PageViewEvent,
     PurchaseEvent,
     SupportContactEvent,
     SurveyAnswerEvent,
+    derive_stage,
 )
 from schemas.scores import ScoreUpdate
 from streams.core import policy
-from streams.core.churn import BgNbdParams, ChurnAdjustments, churn_risk
+from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer
 from streams.core.policy import PolicyEvent
 from streams.core.rules import (
     Candidate,
     CartRecoveryRule,
-    EventFacts,
     RuleSet,
     cart_candidate,
     evaluate_event,
     is_negative_answer,
+    page_view_plan_key,
     rule_plan,
 )
 from streams.core.scoring import (
+    NEUTRAL,
+    SATURATION_POINTS,
     add_signals,
-    advance_to,
-    current_stage,
+    current_stage_value,
     explanation,
-    note_stage,
-    score_of,
 )
 from streams.core.sentiment import SentimentAnalyzer
-from streams.core.signals import SignalWeights, error_kind, event_signals
+from streams.core.signals import Signal, SignalWeights, error_kind, event_signals
 from streams.core.state import (
     MAX_CONTACTS,
     MAX_DEFERRED,
@@ -76,8 +78,6 @@ from streams.core.state import (
 from streams.core.windows import (
     DAY_S,
     HOUR_S,
-    bucket_add,
-    bucket_max,
     bucket_prune,
     timed_between,
     timed_insert,
@@ -89,6 +89,10 @@ ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
 SCORE_HOURS = 24  # experience_drop looks back at most 24 h
 CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
 MAX_EVIDENCE = 10  # event ids per alert
+_NEG_INF = -math.inf
+_NO_SIGNALS: list[Signal] = []  # never mutated
+# derive_stage of a page view, by whether it names a product
+_PAGE_VIEW_STAGE = (JourneyStage.awareness._value_, JourneyStage.consideration._value_)
 
 
 _NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
@@ -107,6 +111,12 @@ def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
     name = "\x1f".join([rule, customer_id, *evidence]).encode()
     h = hashlib.sha1(_NAMESPACE_BYTES + name).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# Model(**fields) is validate_python(fields) behind a keyword-argument wrapper; these run for
+# every score update and alert, so they call the validator directly (same instance).
+_validate_score_update = ScoreUpdate.__pydantic_validator__.validate_python
+_validate_alert = Alert.__pydantic_validator__.validate_python
 
 
 def _dt(t: float) -> datetime:
@@ -190,11 +200,18 @@ class Engine:
         repeat_s = repeat.params.window_hours * HOUR_S if repeat is not None else DAY_S
         self._contact_keep_s = max(CONTACT_RETENTION_S, repeat_s + config.grace_s, DAY_S)
         self._plan = rule_plan(rules, EVENT_TYPES)
+        # [has product][is a 5xx] -> plan key
+        self._page_view_plans = tuple(
+            tuple(page_view_plan_key(product, error) for error in (False, True))
+            for product in (False, True)
+        )
+        self._slow_load_ms = config.weights.slow_load_ms
+        self._publish_step = config.score_publish_step
+        self._cooldown_s = {rule_id: rules.cooldown_s(rule_id) for rule_id in rules.enabled}
         # Read on every event: plain attributes rather than property/config look-ups.
         self._grace_s = config.grace_s
         self._weights = config.weights
-        self._bgnbd = config.bgnbd
-        self._churn = config.churn
+        self._churn_risk = ChurnScorer(config.bgnbd, config.churn)
 
     def _rule_window_s(self, rule_id: str, default_s: float) -> float:
         rule = self.rules.enabled.get(rule_id)
@@ -206,66 +223,114 @@ class Engine:
         self, state: CustomerState | None, customer_id: str, event: EventBase, *, now: datetime
     ) -> Outcome:
         """Apply one event of ``customer_id``. See the module docstring for the guarantees."""
+        # This runs for every event the worker consumes: the small helpers of scoring.py and
+        # windows.py (advance_to, bucket_add/max, note_stage, score_of) are written inline here
+        # with the same float operations in the same order, so the results are bit-identical.
         st = state if state is not None else CustomerState()
         t = event.occurred_at.timestamp()
         h = event_id_hash(event.event_id)
-        if h in st.seen:
+        seen = st.seen
+        if h in seen:
             return Outcome(st, duplicate=True)
         w0 = st.watermark
         if w0 is not None and t < w0 - self._grace_s:
             return Outcome(st, late_dropped=True)
         out = Outcome(st)
         if w0 is None or t >= w0:
-            st.lag_s = max(0.0, now.timestamp() - t)
+            lag = now.timestamp() - t
+            st.lag_s = lag if lag > 0.0 else 0.0  # max(0.0, lag)
             tz = event.timezone
             if tz and tz != st.timezone and policy.is_valid_zone(tz):
                 st.timezone = tz
             if event.segment:
                 st.segment = event.segment
-        if w0 is not None and t > w0 and (st.pending_carts or st.deferred):
+        if w0 is not None and t > w0:
             # Deadlines that fell strictly before this event happened before it.
-            self._release(st, customer_id, t, False, now, out)
-        if not st.score_hourly:
-            bucket_max(st.score_hourly, t, HOUR_S, st.score)  # a new customer starts neutral
+            pc, df = st.pending_carts, st.deferred
+            if (pc and pc[0][0] < t) or (df and df[0][0] < t):
+                self._release(st, customer_id, t, False, now, out)
+        hourly = st.score_hourly
+        if not hourly:
+            hourly[int(t // HOUR_S)] = st.score  # a new customer starts neutral
         score_before, risk_before, spend_before = st.score, st.risk, st.spend
-        advance_to(st, t, self._half_life_s)
-        w = st.watermark
-        assert w is not None
+        # advance_to(st, t, half_life)
+        if w0 is None:
+            st.watermark = w = t
+        elif t > w0:
+            st.score_sum *= 2.0 ** (-(t - w0) / self._half_life_s)
+            st.watermark = w = t
+        else:
+            w = w0
         if st.first_seen is None or t < st.first_seen:
             st.first_seen = t
-        st.seen[h] = int(t)
-        if len(st.seen) > MIN_SEEN_IDS:
+        seen[h] = int(t)
+        if len(seen) > MIN_SEEN_IDS:
             self._prune_seen(st, w)
 
         sentiment = None
-        repeated = False
+        product_key = None
         event_type: str = getattr(event, "event_type", "")
-        if isinstance(event, SurveyAnswerEvent):
-            comment = event.properties.comment
-            if comment and comment.strip():
-                sentiment = self.sentiment.compound(comment)
-        elif isinstance(event, SupportContactEvent):
-            repeated = bool(timed_between(st.contacts, t - DAY_S, t))
-        signals = event_signals(
-            event, self._weights, repeated_contact=repeated, sentiment=sentiment
-        )
+        js = event.journey_stage
+        if isinstance(event, PageViewEvent):
+            # Most events are page views: their signals, stage and memory are done here.
+            pp = event.properties
+            status = pp.http_status
+            load = pp.load_time_ms
+            signals: list[Signal] = (
+                event_signals(event, self._weights)
+                if (status is not None and status >= 400)
+                or (load is not None and load >= self._slow_load_ms)
+                else _NO_SIGNALS  # what event_signals returns for a clean page view
+            )
+            product = pp.product_id
+            error = status is not None and status >= 500
+            if product is not None:
+                product_key = short_hash(product)
+                timed_insert(st.views, (t, event.event_id, product_key), MAX_VIEWS)
+            if error:
+                timed_insert(st.errors, (t, event.event_id, "error_page"), MAX_ERRORS)
+            # event.stage: the stated stage, else derive_stage's for a page view
+            stage = js._value_ if js is not None else _PAGE_VIEW_STAGE[product is not None]
+            plan_key = self._page_view_plans[product is not None][error]
+        else:
+            repeated = False
+            if isinstance(event, SurveyAnswerEvent):
+                comment = event.properties.comment
+                if comment and comment.strip():
+                    sentiment = self.sentiment.compound(comment)
+            elif isinstance(event, SupportContactEvent):
+                repeated = bool(timed_between(st.contacts, t - DAY_S, t))
+            signals = event_signals(
+                event, self._weights, repeated_contact=repeated, sentiment=sentiment
+            )
+            self._apply_facts(st, event, event_type, t, sentiment)
+            stage = (js or derive_stage(event))._value_  # event.stage
+            plan_key = event_type
+        daily = st.activity_daily
         if signals:
             add_signals(st, t, event.event_id, signals, self._half_life_s)
-        if event_type == "survey_answer" or all(x >= 0 for _n, x in signals):
-            bucket_add(st.activity_daily, t, DAY_S)  # friction is not activity
-        note_stage(st, event.stage._value_, t)
-        product_key = self._apply_facts(st, event, event_type, t, sentiment)
+            if event_type == "survey_answer" or all(x >= 0 for _n, x in signals):
+                day = int(t // DAY_S)
+                daily[day] = daily.get(day, 0.0) + 1.0
+        else:  # friction is not activity
+            day = int(t // DAY_S)
+            daily[day] = daily.get(day, 0.0) + 1.0
+        stage_seen = st.stage_seen
+        if stage_seen.get(stage, _NEG_INF) < t:  # note_stage
+            stage_seen[stage] = t
         self._prune(st, w, w0)
 
-        score = score_of(st.score_sum)
-        risk = churn_risk(st, score, self._bgnbd, self._churn)
+        score = NEUTRAL + NEUTRAL * math.tanh(st.score_sum / SATURATION_POINTS)  # score_of
+        risk = self._churn_risk(st, score)
         peak = score_before
         if score < score_before:
             oldest = int(w // HOUR_S) - SCORE_HOURS
-            for k, v in st.score_hourly.items():
+            for k, v in hourly.items():
                 if k >= oldest and v > peak:
                     peak = v
-        facts = EventFacts(
+        candidates = evaluate_event(
+            self._plan[plan_key],
+            st,
             event,
             t,
             sentiment,
@@ -277,16 +342,31 @@ class Engine:
             spend_before,
             product_key,
         )
-        candidates = evaluate_event(self._plan[event_type], st, facts)
-        bucket_max(st.score_hourly, w, HOUR_S, score)
+        hour = int(w // HOUR_S)  # bucket_max(score_hourly, w, HOUR_S, score)
+        old = hourly.get(hour)
+        if old is None or score > old:
+            hourly[hour] = score
         st.score, st.risk = score, risk
-        st.stage = current_stage(st)._value_
-        explain = self._explainer(st)
-        for cand in candidates:
-            self._decide(st, customer_id, cand, now, out, explain)
-        if st.pending_carts or st.deferred:
+        st.stage = stage = current_stage_value(st)
+        # The explanation is built at most once, and only if an alert or update needs it.
+        explain = None
+        if candidates:
+            explain = self._explainer(st)
+            for cand in candidates:
+                self._decide(st, customer_id, cand, now, out, explain)
+        pc, df = st.pending_carts, st.deferred
+        if (pc and pc[0][0] <= w) or (df and df[0][0] <= w):
             self._release(st, customer_id, w, True, now, out, explain)
-        out.score_update = self._maybe_publish(st, customer_id, now, explain)
+        # A score update when score or risk*100 moved more than the step, or the stage changed.
+        pub_score, pub_risk, step = st.pub_score, st.pub_risk, self._publish_step
+        if (
+            pub_score is None
+            or pub_risk is None
+            or not abs(score - pub_score) <= step
+            or not abs(risk - pub_risk) * 100 <= step
+            or stage != st.pub_stage
+        ):
+            out.score_update = self._publish(st, customer_id, now, explain)
         return out
 
     def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
@@ -311,21 +391,12 @@ class Engine:
         event_type: str,
         t: float,
         sentiment: float | None,
-    ) -> int | None:
-        """Update the per-type memory (purchases, carts, contacts, errors, views, answers).
+    ) -> None:
+        """Update the per-type memory (purchases, carts, contacts, errors, answers).
 
-        Returns the product key (``short_hash``) of a product page view, else None.
+        Page views (views and error pages) are done in ``process``.
         """
-        product_key = None
-        if event_type == "page_view":
-            assert isinstance(event, PageViewEvent)
-            pp = event.properties
-            if pp.product_id is not None:
-                product_key = short_hash(pp.product_id)
-                timed_insert(st.views, (t, event.event_id, product_key), MAX_VIEWS)
-            if pp.http_status is not None and pp.http_status >= 500:
-                timed_insert(st.errors, (t, event.event_id, "error_page"), MAX_ERRORS)
-        elif isinstance(event, PurchaseEvent):
+        if isinstance(event, PurchaseEvent):
             st.purchases += 1
             st.spend += event.properties.order_value
             st.first_purchase = t if st.first_purchase is None else min(st.first_purchase, t)
@@ -361,7 +432,6 @@ class Engine:
             kind = error_kind(event)  # app errors and payment failures
             if kind is not None:
                 timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
-        return product_key
 
     def _prune(self, st: CustomerState, w: float, w0: float | None) -> None:
         """Drop what fell out of every window. Buckets only move when the hour turns.
@@ -373,13 +443,18 @@ class Engine:
         if w0 is not None and hour != int(w0 // HOUR_S):
             bucket_prune(st.activity_daily, int(w // DAY_S) - ACTIVITY_DAYS)
             bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
-            policy.prune_counts(st, w)
-        if st.contacts:
-            timed_prune(st.contacts, w - self._contact_keep_s)
-        if st.errors:
-            timed_prune(st.errors, w - self._error_keep_s)
-        if st.views:
-            timed_prune(st.views, w - self._view_keep_s)
+            if st.daily_counts:
+                policy.prune_counts(st, w)
+        # timed_prune, with its no-op test (the oldest item is recent enough) done here.
+        items = st.contacts
+        if items and items[0][0] < w - self._contact_keep_s:
+            timed_prune(items, w - self._contact_keep_s)
+        items_e = st.errors
+        if items_e and items_e[0][0] < w - self._error_keep_s:
+            timed_prune(items_e, w - self._error_keep_s)
+        items_v = st.views
+        if items_v and items_v[0][0] < w - self._view_keep_s:
+            timed_prune(items_v, w - self._view_keep_s)
 
     def _prune_seen(self, st: CustomerState, w: float) -> None:
         """Forget the oldest-inserted ids once they are beyond grace, keeping at least 256.
@@ -412,7 +487,7 @@ class Engine:
         # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
         del c.evidence[:-MAX_EVIDENCE]
         d = policy.decide(
-            st, c.rule, c.kind, c.event_time, self.rules.cooldown_s(c.rule), self.rules.policy
+            st, c.rule, c.kind, c.event_time, self._cooldown_s.get(c.rule, 0.0), self.rules.policy
         )
         if d.action == "suppressed":
             # Most candidates end here (cooldowns): a policy event needs only the id and time.
@@ -429,19 +504,21 @@ class Engine:
             )
             return
         policy.record(st, c.rule, c.kind, c.event_time)
-        alert = Alert(
-            alert_id=alert_id(c.rule, customer_id, c.evidence),
-            rule=c.rule,
-            kind=c.kind,
-            customer_id=customer_id,
-            event_time=_dt(c.event_time),
-            emitted_at=now,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
-            explanation=explain(),
-            evidence=c.evidence,
-            action=c.action,
-            context=c.context,
+        alert = _validate_alert(  # Alert(**fields)
+            {
+                "alert_id": alert_id(c.rule, customer_id, c.evidence),
+                "rule": c.rule,
+                "kind": c.kind,
+                "customer_id": customer_id,
+                "event_time": _dt(c.event_time),
+                "emitted_at": now,
+                "experience_score": round(st.score, 2),
+                "churn_risk": round(st.risk, 4),
+                "explanation": explain(),
+                "evidence": c.evidence,
+                "action": c.action,
+                "context": c.context,
+            }
         )
         if d.action == "emit":
             out.alerts.append(alert)
@@ -500,30 +577,26 @@ class Engine:
                 else:
                     out.alerts.append(alert)
 
-    def _maybe_publish(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: _Explainer
-    ) -> ScoreUpdate | None:
-        """A score update when score or risk*100 moved more than the step, or the stage changed."""
-        step = self.config.score_publish_step
+    def _publish(
+        self, st: CustomerState, customer_id: str, now: datetime, explain: _Explainer | None
+    ) -> ScoreUpdate:
+        """The score update of the state as it is now (``process`` decides when to publish)."""
         stage = st.stage
         assert stage is not None and st.watermark is not None
-        if (
-            st.pub_score is not None
-            and st.pub_risk is not None
-            and abs(st.score - st.pub_score) <= step
-            and abs(st.risk - st.pub_risk) * 100 <= step
-            and stage == st.pub_stage
-        ):
-            return None
         previous = st.pub_stage if st.pub_stage != stage else None
         st.pub_score, st.pub_risk, st.pub_stage = st.score, st.risk, stage
-        return ScoreUpdate(
-            customer_id=customer_id,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
-            journey_stage=stage,
-            previous_stage=previous,
-            explanation=explain(),
-            event_time=_dt(st.watermark),
-            updated_at=now,
+        if explain is None:
+            explain = self._explainer(st)
+        # ScoreUpdate(**fields), without the keyword-argument wrapper of BaseModel.__init__.
+        return _validate_score_update(
+            {
+                "customer_id": customer_id,
+                "experience_score": round(st.score, 2),
+                "churn_risk": round(st.risk, 4),
+                "journey_stage": stage,
+                "previous_stage": previous,
+                "explanation": explain(),
+                "event_time": _dt(st.watermark),
+                "updated_at": now,
+            }
         )

@@ -21,7 +21,10 @@ from streams.core.state import MAX_SIGNALS, CustomerState
 NEUTRAL = 50.0
 SATURATION_POINTS = 50.0
 STAGE_WINDOW_S = 30 * 86_400
-_STAGES_FURTHEST_FIRST = tuple((stage._value_, stage) for stage in reversed(STAGE_ORDER))
+_STAGE_VALUES_FURTHEST_FIRST = tuple(stage._value_ for stage in reversed(STAGE_ORDER))
+_STAGE_BY_VALUE = {stage._value_: stage for stage in STAGE_ORDER}
+_AWARENESS: str = JourneyStage.awareness._value_
+_validate_contribution = Contribution.__pydantic_validator__.validate_python
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -84,13 +87,14 @@ def explanation(
     # this runs for every score update and emitted alert.
     # Largest contribution first; ties by event time, event id, signal name, then list position
     # (what a stable sort on the first four would do), so that tuples sort natively.
-    ranked = []
-    for i, (t, wt, name, eid) in enumerate(state.signals):
-        c = wt * 2.0 ** ((t - w) / half_life_s) * scale
-        ranked.append((-abs(c), t, eid, name, i, c))
+    ranked = [
+        (-abs(c := wt * 2.0 ** ((t - w) / half_life_s) * scale), t, eid, name, i, c)
+        for i, (t, wt, name, eid) in enumerate(state.signals)
+    ]
     ranked.sort()
+    # Contribution(**fields), without the keyword-argument wrapper of BaseModel.__init__.
     return [
-        Contribution(signal=name, contribution=round(c, 2), event_id=eid)
+        _validate_contribution({"signal": name, "contribution": round(c, 2), "event_id": eid})
         for _size, _t, eid, name, _i, c in ranked[:top]
         if abs(c) >= 0.005
     ]
@@ -109,6 +113,11 @@ def current_stage(state: CustomerState) -> JourneyStage:
     furthest recent stage (not the stage of the last event) keeps the stage from flapping
     between page views and purchases, and lets it fall back once the customer goes quiet.
     """
+    return _STAGE_BY_VALUE[current_stage_value(state)]
+
+
+def current_stage_value(state: CustomerState) -> str:
+    """``current_stage(state)._value_`` (what the state stores), without the enum round trip."""
     assert state.watermark is not None
     horizon = state.watermark - STAGE_WINDOW_S
     seen = state.stage_seen
@@ -116,8 +125,8 @@ def current_stage(state: CustomerState) -> JourneyStage:
     if len(seen) > 1 and min(seen.values()) < horizon:
         for key in [k for k, t in seen.items() if t < horizon]:
             del seen[key]
-    for value, stage in _STAGES_FURTHEST_FIRST:
+    for value in _STAGE_VALUES_FURTHEST_FIRST:
         t = seen.get(value)
         if t is not None and t >= horizon:
-            return stage
-    return JourneyStage.awareness
+            return value
+    return _AWARENESS

@@ -40,14 +40,18 @@ MAX_PENDING_CARTS = 8
 MAX_DEFERRED = 4  # >= 2 UTC days x the default marketing cap of 2
 
 
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes  # big-endian by default (Python >= 3.11)
+
+
 def event_id_hash(event_id: str) -> int:
     """63-bit digest of an event id: fixed size in the state, collision odds ~1e-19 per pair."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big") >> 1
+    return _from_bytes(_blake2b(event_id.encode(), digest_size=8).digest()) >> 1
 
 
 def short_hash(text: str) -> int:
     """31-bit digest, for comparing product ids within one customer's last hour of views."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") >> 1
+    return _from_bytes(_blake2b(text.encode(), digest_size=4).digest()) >> 1
 
 
 @dataclass(slots=True)

@@ -52,8 +52,9 @@ def bucket_sum(buckets: Mapping[int, float], first: int, last: int) -> float:
 
 def bucket_prune(buckets: dict[int, float], min_index: int) -> None:
     """Delete buckets older than ``min_index``; the dicts hold a few dozen keys at most."""
-    for key in [k for k in buckets if k < min_index]:
-        del buckets[key]
+    if buckets and min(buckets) < min_index:  # usually nothing is that old
+        for key in [k for k in buckets if k < min_index]:
+            del buckets[key]
 
 
 def activity_trend(daily: Mapping[int, float], now_t: float) -> tuple[float, float]:
