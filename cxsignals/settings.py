@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # messages acked once per batch. A batch ends when it holds batch_max_events, when the
     # agent's input queue runs dry, or after batch_max_ms.
     batch_max_events: int = Field(1000, ge=1)
-    batch_max_ms: int = Field(50, ge=1)
+    batch_max_ms: int = Field(20, ge=1)
     # Messages Faust buffers per topic between its consumer and the agent.
     stream_buffer_events: int = Field(16_384, ge=100)
     # Producer batching: how long a record may wait for others bound to the same partition.
