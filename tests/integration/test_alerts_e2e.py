@@ -33,25 +33,38 @@ def _alerts(stack: Stack, expect: int, settle_s: float) -> list[dict[str, object
     return found
 
 
-def test_scripted_journeys_produce_exactly_the_expected_alerts(
-    stack: Stack, start_worker: Callable[..., WorkerProcess]
-) -> None:
-    journeys: list[Journey] = [
-        build(f"{stack.run_id}-{build.__name__}") for build in ALL_JOURNEYS
-    ]
-    expected = {
-        (j.customer_id, rule, alert_id)
-        for j in journeys for rule, alert_id in j.expected_alert_ids().items()
-    }
-    events = [(j.customer_id.encode(), p) for j in journeys for p in j.payloads()]
-    settings = stack.settings()
-    worker = start_worker()
+def _journeys(stack: Stack, copies: int = 1) -> list[Journey]:
+    """Every scripted journey ``copies`` times, with customer ids unique to this test."""
+    suffix = [""] if copies == 1 else [f"-{n}" for n in range(copies)]
+    return [build(f"{stack.run_id}{tail}-{build.__name__}") for tail in suffix
+            for build in ALL_JOURNEYS]
 
-    publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints, events)
+
+def _events(journeys: list[Journey]) -> list[tuple[bytes | None, bytes]]:
+    return [(j.customer_id.encode(), p) for j in journeys for p in j.payloads()]
+
+
+def _publish_and_process(stack: Stack, worker: WorkerProcess,
+                         events: list[tuple[bytes | None, bytes]]) -> None:
+    publish(stack.endpoints.kafka_bootstrap, stack.settings().topic_touchpoints, events)
     wait_until(
         lambda: _metric_total(worker, "cx_events_processed_total") >= len(events), 60,
         "every journey event to be processed",
     )
+
+
+def test_scripted_journeys_produce_exactly_the_expected_alerts(
+    stack: Stack, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    journeys = _journeys(stack)
+    expected = {
+        (j.customer_id, rule, alert_id)
+        for j in journeys for rule, alert_id in j.expected_alert_ids().items()
+    }
+    events = _events(journeys)
+    settings = stack.settings()
+    worker = start_worker()
+    _publish_and_process(stack, worker, events)
     alerts = _alerts(stack, expect=len(expected), settle_s=3)
     got = {(a["customer_id"], a["rule"], a["alert_id"]) for a in alerts}
     assert got == expected
@@ -126,18 +139,12 @@ def test_state_is_recovered_from_the_changelog_when_the_state_dir_is_lost(
     are still recognised and nothing is alerted twice."""
     import shutil
 
-    journeys: list[Journey] = [
-        build(f"{stack.run_id}-{build.__name__}") for build in ALL_JOURNEYS
-    ]
+    journeys = _journeys(stack)
     expected = sum(len(j.expected_alert_ids()) for j in journeys)
-    events = [(j.customer_id.encode(), p) for j in journeys for p in j.payloads()]
+    events = _events(journeys)
     settings = stack.settings()
     worker = start_worker()
-    publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints, events)
-    wait_until(
-        lambda: _metric_total(worker, "cx_events_processed_total") >= len(events), 60,
-        "every journey event to be processed",
-    )
+    _publish_and_process(stack, worker, events)
     assert len(_alerts(stack, expect=expected, settle_s=3)) == expected
     worker.stop()
     shutil.rmtree(settings.state_dir)
@@ -158,17 +165,13 @@ def test_a_second_worker_joining_mid_stream_loses_and_repeats_no_alert(
     """A rebalance while batches are open: Faust waits until every message is acked, which the
     batch timer does after writing states and handing over outputs. Every journey still ends
     with exactly its expected alerts, emitted by whichever worker owns the customer."""
-    journeys: list[Journey] = [
-        build(f"{stack.run_id}-{n}-{build.__name__}")
-        for n in range(4) for build in ALL_JOURNEYS
-    ]
+    journeys = _journeys(stack, copies=4)
     expected = {
         (j.customer_id, rule, alert_id)
         for j in journeys for rule, alert_id in j.expected_alert_ids().items()
     }
     half = len(journeys) // 2
-    first = [(j.customer_id.encode(), p) for j in journeys[:half] for p in j.payloads()]
-    rest = [(j.customer_id.encode(), p) for j in journeys[half:] for p in j.payloads()]
+    first, rest = _events(journeys[:half]), _events(journeys[half:])
     settings = stack.settings()
     one = start_worker()
     publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints, first)
