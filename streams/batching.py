@@ -8,16 +8,19 @@ score updates, dead letters, re-keyed events) wait in the batch. :meth:`Batches.
 1. writes every state changed since the last flush to the Faust table, once per customer (one
    RocksDB put and one changelog record each, instead of one per event; :class:`ChangelogWriter`);
 2. hands every output to the producer, in the order the messages produced them;
-3. acks the batch's messages.
+3. waits until the broker has every one of those records (the producer's delivery futures);
+4. acks the batch's messages.
 
-Delivery guarantee: at least once. A message is acked only after its state change and outputs
-were handed to Faust's producer, and Faust flushes the producer before it commits offsets. A
-worker that stops or dies mid-batch has acked nothing of that batch: its messages are delivered
-again and the event ids in the customers' states make the repeats change nothing.
+Delivery guarantee: at least once. A message is acked only after the broker acknowledged its
+changelog record and outputs (``acks=all``), so a committed offset never passes a record that
+was lost. A worker that stops or dies mid-batch has acked nothing of that batch: its messages are
+delivered again and the event ids in the customers' states make the repeats change nothing.
 
-Failure behaviour: a state write or a send that fails is retried with capped exponential backoff
-until it succeeds (never skipped); meanwhile the agents keep adding to the next batch until it is
-full, then wait. Every failed attempt is logged and counted in ``cx_batch_retries_total``.
+Failure behaviour: a state write, a send or a delivery that fails is retried (a failed delivery
+by sending the record again) with capped exponential backoff until it succeeds (never skipped);
+meanwhile the agents keep adding to the next batch until it is full, then wait. Every failed
+attempt is logged and counted in ``cx_batch_retries_total`` (stage ``state``, ``send`` or
+``delivery``).
 """
 
 from __future__ import annotations
@@ -49,14 +52,16 @@ def _make_current(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
-# (topic name, key, value, headers): hands one record to the producer. The worker's is Faust's
+# (topic name, key, value, headers): hands one record to the producer and returns its delivery
+# future (or None when there is nothing to wait for). The worker's is Faust's
 # ``app.producer.send``, not ``Topic.send``: that adds a FutureMessage, sensors and a producer
 # lookup per record (~30 us here) and delivers the same way.
 Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[Any]]
 
 
 class StateWriter(Protocol):
-    async def write(self, write: PendingWrite) -> None: ...
+    async def write(self, write: PendingWrite) -> Any:
+        """Write one state; returns a delivery future to wait for, or None."""
 
     def after_batch(self) -> None: ...
 
@@ -75,6 +80,7 @@ class MappingWriter:
             self.table[write.customer_id.encode()] = write.value
         finally:
             _current_event.reset(token)
+        return None
 
     def after_batch(self) -> None:
         pass
@@ -99,7 +105,9 @@ class ChangelogWriter:
         self.table = table
         self._offsets: dict[int, int] = {}
 
-    async def write(self, write: PendingWrite) -> None:
+    async def write(self, write: PendingWrite) -> Any:
+        """Put the state into the store and hand its changelog record to the producer; returns
+        the record's delivery future."""
         key = write.customer_id.encode()
         message = write.anchor.message
         token = _current_event.set(None)
@@ -113,10 +121,11 @@ class ChangelogWriter:
             None, None,
         )
         sent.add_done_callback(self._on_sent)
+        return sent
 
     def _on_sent(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
-            return  # Faust's commit flushes the producer: a failed send surfaces there
+            return  # Batches.flush sends the record again
         metadata = fut.result()
         partition = metadata.topic_partition.partition
         if metadata.offset > self._offsets.get(partition, -1):
@@ -185,11 +194,15 @@ class Batches:
             # Taken in the same step as the messages: the states of exactly this batch (or newer).
             writes = self.processor.pending_writes()
             self.writer.after_batch()  # offsets of the previous batch's records, sent by now
+            handed: list[tuple[str, Callable[[], Any], Any]] = []
             for write in writes:
-                await self._retry("state", self._state_writer(write))
+                attempt = self._state_writer(write)
+                handed.append(("state", attempt, await self._retry("state", attempt)))
                 self.processor.written(write)
             for output in outputs:
-                await self._retry("send", self._sender(output))
+                attempt = self._sender(output)
+                handed.append(("send", attempt, await self._retry("send", attempt)))
+            await self._confirm(handed)
             for event in events:
                 event.ack()
             metrics.batch_messages.observe(len(events))
@@ -202,19 +215,41 @@ class Batches:
     def _sender(self, output: Output) -> Callable[[], Any]:
         return lambda: self._send(output)
 
-    async def _send(self, output: Output) -> None:
-        await self.send(self.topics[output.topic], output.key, output.value, output.headers)
+    async def _send(self, output: Output) -> Any:
+        delivery = await self.send(self.topics[output.topic], output.key, output.value,
+                                   output.headers)
         if output.on_sent is not None:
             output.on_sent()
+        return delivery
 
-    async def _retry(self, stage: str, attempt: Callable[[], Any]) -> None:
+    async def _confirm(self, handed: list[tuple[str, Callable[[], Any], Any]]) -> None:
+        """Wait until the broker has every record handed over (the producer's delivery futures);
+        hand a record over again if its delivery failed."""
+        for stage, attempt, delivery in handed:
+            delay_s = RETRY_FIRST_S
+            while delivery is not None:
+                try:
+                    await delivery
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    metrics.batch_retries.labels("delivery").inc()
+                    log.exception("batch %s not delivered; sending again in %.1f s", stage,
+                                  delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(RETRY_MAX_S, delay_s * 2)
+                    delivery = await self._retry(stage, attempt)
+
+    async def _retry(self, stage: str, attempt: Callable[[], Any]) -> Any:
+        """Run ``attempt`` until it does not raise; returns what it returned (awaited)."""
         delay_s = RETRY_FIRST_S
         while True:
             try:
                 result = attempt()
                 if asyncio.iscoroutine(result):
-                    await result
-                return
+                    result = await result
+                return result
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -50,8 +50,8 @@ _settings = get_settings()
 TICK_HEADER = "cx-tick"
 
 async def _produce(topic: str, key: bytes | None, value: bytes | None,
-                   headers: list[tuple[str, bytes]] | None) -> None:
-    await app.producer.send(topic, key, value, None, None, headers)
+                   headers: list[tuple[str, bytes]] | None) -> Any:
+    return await app.producer.send(topic, key, value, None, None, headers)
 
 
 batches = Batches(

@@ -153,3 +153,31 @@ def test_a_batch_is_due_when_full_or_old() -> None:
     assert batches.full and batches.due(opened)
     assert asyncio.run(batches.flush()) == 2 and not batches.due()
     assert asyncio.run(batches.flush()) == 0  # nothing open: nothing to do
+
+
+def test_a_failed_delivery_is_sent_again_before_the_ack() -> None:
+    log: list[str] = []
+    table = _Table(log)
+    deliveries: list[asyncio.Future[None]] = []
+    failures = {"left": 1}
+
+    async def send(topic: str, key: bytes | None, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None) -> asyncio.Future[None]:
+        log.append(f"send {value!r}")
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if failures["left"]:
+            failures["left"] -= 1
+            delivery.set_exception(ConnectionError("not enough replicas"))
+        else:
+            delivery.set_result(None)
+        deliveries.append(delivery)
+        return delivery
+
+    batches = Batches(Processor(build_engine()), MappingWriter(table), send,
+                      {"scores": "cx.scores"}, max_events=10, max_ms=50)
+    event = _Event("m0", _Message(partition=0), log)
+    batches.add(event, [Output("scores", b"c", b"v1"), Output("scores", b"c", b"v2")])  # type: ignore[arg-type]
+    assert asyncio.run(batches.flush()) == 1
+    # v1's delivery failed: it was sent again, and the message acked only after that.
+    assert log == ["send b'v1'", "send b'v2'", "send b'v1'", "ack m0"]
+    assert len(deliveries) == 3
