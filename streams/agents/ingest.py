@@ -3,9 +3,9 @@
 Delivery guarantee: at least once, in batches (see :mod:`streams.batching`). Messages are
 consumed without automatic acks; each is validated and scored as it arrives, and its outputs wait
 in the open batch. A batch is flushed (states written to the table once per customer, outputs
-handed to the producer, messages acked) when it holds ``CX_BATCH_MAX_EVENTS`` messages, when the
-agent's input queue runs dry, or after ``CX_BATCH_MAX_MS``. Faust flushes the producer before it
-commits offsets. A redelivered event (same event_id) is recognised by the customer's state and
+handed to the producer, every record acknowledged by the broker, then the messages acked) when
+it holds ``CX_BATCH_MAX_EVENTS`` messages, when the agent's input queue runs dry, or after
+``CX_BATCH_MAX_MS``. A redelivered event (same event_id) is recognised by the customer's state and
 changes nothing, so alert ids and scores stay unique.
 
 Failure behaviour: the handlers never raise (Faust would ack the message and lose it). Invalid
