@@ -29,7 +29,9 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol
 
 from faust.streams import _current_event
@@ -44,12 +46,17 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 
 
-def _make_current(event: EventT) -> None:
+@contextmanager
+def _as_current(event: EventT) -> Iterator[None]:
     """Faust takes the partition of a table write from the event being processed (a context
     variable that its stream iterator sets). A batch writes after the fact, so it points that
     variable at the event that last changed the customer: the write lands in that event's
     partition, as it would have inside the stream."""
-    _current_event.set(weakref.ref(event))
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 # (topic name, key, value, headers): hands one record to the producer and returns its delivery
@@ -74,13 +81,8 @@ class MappingWriter:
         self.table = table
 
     async def write(self, write: PendingWrite) -> None:
-        token = _current_event.set(None)
-        try:
-            _make_current(write.anchor)
+        with _as_current(write.anchor):
             self.table[write.customer_id.encode()] = write.value
-        finally:
-            _current_event.reset(token)
-        return None
 
     def after_batch(self) -> None:
         pass
@@ -110,12 +112,8 @@ class ChangelogWriter:
         the record's delivery future."""
         key = write.customer_id.encode()
         message = write.anchor.message
-        token = _current_event.set(None)
-        try:
-            _make_current(write.anchor)
+        with _as_current(write.anchor):
             self.table.data[key] = write.value  # the store reads the partition off the event
-        finally:
-            _current_event.reset(token)
         sent = await self.table.app.producer.send(
             self.table.changelog_topic.get_topic_name(), key, write.value, message.partition,
             None, None,
@@ -194,13 +192,13 @@ class Batches:
             # Taken in the same step as the messages: the states of exactly this batch (or newer).
             writes = self.processor.pending_writes()
             self.writer.after_batch()  # offsets of the previous batch's records, sent by now
-            handed: list[tuple[str, Callable[[], Any], Any]] = []
+            handed: list[tuple[str, Callable[[], Awaitable[Any]], Any]] = []
             for write in writes:
-                attempt = self._state_writer(write)
+                attempt = partial(self.writer.write, write)
                 handed.append(("state", attempt, await self._retry("state", attempt)))
                 self.processor.written(write)
             for output in outputs:
-                attempt = self._sender(output)
+                attempt = partial(self._send, output)
                 handed.append(("send", attempt, await self._retry("send", attempt)))
             await self._confirm(handed)
             for event in events:
@@ -209,12 +207,6 @@ class Batches:
             metrics.batch_flush_seconds.observe(time.perf_counter() - started)
             return len(events)
 
-    def _state_writer(self, write: PendingWrite) -> Callable[[], Any]:
-        return lambda: self.writer.write(write)
-
-    def _sender(self, output: Output) -> Callable[[], Any]:
-        return lambda: self._send(output)
-
     async def _send(self, output: Output) -> Any:
         delivery = await self.send(self.topics[output.topic], output.key, output.value,
                                    output.headers)
@@ -222,7 +214,7 @@ class Batches:
             output.on_sent()
         return delivery
 
-    async def _confirm(self, handed: list[tuple[str, Callable[[], Any], Any]]) -> None:
+    async def _confirm(self, handed: list[tuple[str, Callable[[], Awaitable[Any]], Any]]) -> None:
         """Wait until the broker has every record handed over (the producer's delivery futures);
         hand a record over again if its delivery failed."""
         for stage, attempt, delivery in handed:
@@ -241,15 +233,12 @@ class Batches:
                     delay_s = min(RETRY_MAX_S, delay_s * 2)
                     delivery = await self._retry(stage, attempt)
 
-    async def _retry(self, stage: str, attempt: Callable[[], Any]) -> Any:
+    async def _retry(self, stage: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``attempt`` until it does not raise; returns what it returned (awaited)."""
         delay_s = RETRY_FIRST_S
         while True:
             try:
-                result = attempt()
-                if asyncio.iscoroutine(result):
-                    result = await result
-                return result
+                return await attempt()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -164,7 +164,6 @@ class Processor:
             self._rebuild(table, customer_id, now)
             raise
         self._changed(customer_id, outcome.state, anchor)
-        self._applied.setdefault(customer_id, [])
         return outcome
 
     def flush(
