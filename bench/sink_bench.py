@@ -89,7 +89,7 @@ def bench_sink(
     The database is created with every migration (so the rollup view runs, as in production)
     and dropped at the end.
     """
-    params = ClickHouseParams(url or os.environ.get("CLICKHOUSE_URL", DEFAULT_URL))
+    params = ClickHouseParams.from_url(url or os.environ.get("CLICKHOUSE_URL", DEFAULT_URL))
     database = f"cx_bench_{uuid.uuid4().hex[:8]}"
     admin = Client(host=params.host, port=params.port, user=params.user,
                    password=params.password)

@@ -210,7 +210,7 @@ class BenchStack:
     def clickhouse(self) -> Any:
         from clickhouse_driver import Client
 
-        params = ClickHouseParams(self.env()["CLICKHOUSE_URL"])
+        params = ClickHouseParams.from_url(self.env()["CLICKHOUSE_URL"])
         return Client(host=params.host, port=params.port, user=params.user,
                       password=params.password, database=params.database,
                       settings={"max_query_size": 4 * 1024 * 1024})
@@ -228,7 +228,7 @@ class BenchStack:
         try:
             from clickhouse_driver import Client
 
-            params = ClickHouseParams(self.clickhouse_url)
+            params = ClickHouseParams.from_url(self.clickhouse_url)
             admin = Client(host=params.host, port=params.port, user=params.user,
                            password=params.password)
             admin.execute(f"DROP DATABASE IF EXISTS {self.database}")

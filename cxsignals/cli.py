@@ -15,6 +15,7 @@ from cxsignals.settings import get_settings
 
 COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.worker_cmd",
+    "cxsignals.sink_cmd",
     "cxsignals.topics_cmd",
     "cxsignals.migrate_cmd",
     "cxsignals.report_cmd",

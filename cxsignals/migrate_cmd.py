@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     params = settings.clickhouse
     where = f"{params.host}:{params.port}"
     try:
-        result = run_migrations(settings)
+        result = run_migrations(settings.clickhouse)
     except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
         print(
             f"cxsignals migrate: ClickHouse is unreachable at {where} ({exc}). "

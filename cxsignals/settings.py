@@ -10,29 +10,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.limits import MAX_EVENT_BYTES
+from schemas.topics import TopicNames
+from sinks.config import ClickHouseParams, SinkConfig
+from streams.config import WorkerConfig
+
+__all__ = ["REPO_ROOT", "ClickHouseParams", "Settings", "get_settings", "namespaced_env"]
+
+_DEFAULT_TOPICS = TopicNames()
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ClickHouseParams:
-    """Connection parameters parsed from ``CLICKHOUSE_URL`` (clickhouse://user:pw@host:port/db)."""
-
-    def __init__(self, url: str) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("clickhouse", "tcp"):
-            raise ValueError(
-                "CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db, "
-                f"got {url!r}"
-            )
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 9000
-        self.user = unquote(parsed.username or "default")
-        self.password = unquote(parsed.password or "")
-        self.database = (parsed.path or "/").lstrip("/") or "cx"
 
 
 class Settings(BaseSettings):
@@ -48,11 +38,11 @@ class Settings(BaseSettings):
     )
 
     # Topics and their partition counts (created by `cxsignals topics create`).
-    topic_touchpoints: str = "cx.touchpoints"
-    topic_dlq: str = "cx.touchpoints.dlq"
-    topic_alerts_marketing: str = "cx.alerts.marketing"
-    topic_alerts_support: str = "cx.alerts.support"
-    topic_scores: str = "cx.scores"
+    topic_touchpoints: str = _DEFAULT_TOPICS.touchpoints
+    topic_dlq: str = _DEFAULT_TOPICS.dead_letters
+    topic_alerts_marketing: str = _DEFAULT_TOPICS.alerts_marketing
+    topic_alerts_support: str = _DEFAULT_TOPICS.alerts_support
+    topic_scores: str = _DEFAULT_TOPICS.scores
     touchpoint_partitions: int = Field(4, ge=1)
     alert_partitions: int = Field(2, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -62,20 +52,20 @@ class Settings(BaseSettings):
     store_url: str = "rocksdb://"
     state_dir: Path = REPO_ROOT / ".state" / "worker"
     metrics_port: int = Field(9464, ge=0, le=65535)
+    # /metrics of `cxsignals sink` (0 turns it off).
+    sink_metrics_port: int = Field(9466, ge=0, le=65535)
     log_level: str = "info"
-    # Scoring batches: states are written to the table, outputs handed to Kafka and the batch's
-    # messages acked once per batch. A batch ends when it holds batch_max_events, when the
-    # agent's input queue runs dry, or after batch_max_ms.
-    batch_max_events: int = Field(1000, ge=1)
+    # Scoring batches: one fetch of at most batch_max_events messages is scored in one pass;
+    # its states are written once per customer, its outputs handed to Kafka and its offsets
+    # acked together. An idle fetch waits at most batch_max_ms.
+    batch_max_events: int = Field(2000, ge=1)
     batch_max_ms: int = Field(20, ge=1)
-    # Messages Faust buffers per topic between its consumer and the agent.
-    stream_buffer_events: int = Field(16_384, ge=100)
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
 
     # Event contract.
-    max_event_bytes: int = Field(1024 * 1024, ge=1)
+    max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1)
     max_future_skew_s: float = Field(24 * 3600, ge=0)
 
     # Scoring and alerting.
@@ -85,22 +75,47 @@ class Settings(BaseSettings):
     score_publish_step: float = Field(2.0, ge=0)
     tick_interval_s: float = Field(5.0, gt=0)
     # Decoded customer states kept in memory per worker (0 disables the cache).
-    state_cache_customers: int = Field(50_000, ge=0)
+    state_cache_customers: int = Field(20_000, ge=0)
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)
-    sink_batch_ms: int = Field(1000, ge=1)
+    sink_batch_ms: int = Field(250, ge=1)
     sink_retry_max_s: float = Field(30.0, gt=0)
 
     @property
     def clickhouse(self) -> ClickHouseParams:
-        return ClickHouseParams(self.clickhouse_url.get_secret_value())
+        return ClickHouseParams.from_url(self.clickhouse_url.get_secret_value())
 
     @property
-    def kafka_broker_url(self) -> str:
-        """Faust's broker URL form: ``kafka://h1:9092;kafka://h2:9092``."""
-        return ";".join(
-            f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",") if host
+    def topics(self) -> TopicNames:
+        return TopicNames(
+            touchpoints=self.topic_touchpoints, dead_letters=self.topic_dlq,
+            alerts_marketing=self.topic_alerts_marketing,
+            alerts_support=self.topic_alerts_support, scores=self.topic_scores,
+        )
+
+    def worker_config(self) -> WorkerConfig:
+        """What ``cxsignals worker`` hands to :func:`streams.app.create_worker`."""
+        return WorkerConfig(
+            app_id=self.app_id, kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            topics=self.topics, touchpoint_partitions=self.touchpoint_partitions,
+            replication_factor=self.replication_factor, store_url=self.store_url,
+            state_dir=self.state_dir, batch_max_events=self.batch_max_events,
+            batch_max_ms=self.batch_max_ms, producer_linger_ms=self.producer_linger_ms,
+            producer_batch_bytes=self.producer_batch_bytes, max_event_bytes=self.max_event_bytes,
+            max_future_skew_s=self.max_future_skew_s, rules_path=self.rules_path,
+            grace_s=self.grace_s, half_life_days=self.half_life_days,
+            score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
+            state_cache_customers=self.state_cache_customers,
+        )
+
+    def sink_config(self) -> SinkConfig:
+        """What ``cxsignals sink`` hands to :func:`sinks.consumer.build_sink`."""
+        return SinkConfig(
+            app_id=self.app_id, kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            topics=self.topics, clickhouse=self.clickhouse, batch_rows=self.sink_batch_rows,
+            batch_ms=self.sink_batch_ms, retry_max_s=self.sink_retry_max_s,
+            max_event_bytes=self.max_event_bytes, max_future_skew_s=self.max_future_skew_s,
         )
 
 

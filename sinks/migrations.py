@@ -1,4 +1,4 @@
-"""Versioned ClickHouse schema migrations (deploy/clickhouse/migrations/NNNN_<name>.sql).
+"""Versioned ClickHouse schema migrations (``sinks/sql/NNNN_<name>.sql``, shipped as package data).
 
 A migration is a numbered SQL file of one or more statements separated by ``;``, with ``{db}``
 standing for the database. A header line ``-- min_server_version: 20.3`` marks a modern-only
@@ -19,12 +19,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cxsignals.settings import Settings
+from sinks.config import ClickHouseParams
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse" / "migrations"
+# Package data: found the same way in a checkout and in an installed wheel.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "sql"
 
 _FILE_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIN_VERSION_RE = re.compile(r"^--\s*min_server_version:\s*([0-9][0-9.]*)\s*$", re.MULTILINE)
@@ -194,10 +194,9 @@ def apply_migrations(
     return applied
 
 
-def _client(settings: Settings) -> Any:
+def _client(params: ClickHouseParams) -> Any:
     from clickhouse_driver import Client
 
-    params = settings.clickhouse
     return Client(
         host=params.host,
         port=params.port,
@@ -216,15 +215,15 @@ class MigrationRun:
     skipped: list[str]
 
 
-def run_migrations(settings: Settings) -> MigrationRun:
+def run_migrations(params: ClickHouseParams) -> MigrationRun:
     """Create the database if needed, apply the pending migrations, say what was skipped.
 
     Raises clickhouse_driver errors (e.g. NetworkError) when the server is unreachable and
     MigrationError when a migration fails.
     """
-    database = settings.clickhouse.database
+    database = params.database
     _check_database(database)
-    client = _client(settings)
+    client = _client(params)
     try:
         client.execute(f"CREATE DATABASE IF NOT EXISTS {database}")
         version = parse_version(str(client.execute("SELECT version()")[0][0]))
@@ -237,7 +236,3 @@ def run_migrations(settings: Settings) -> MigrationRun:
     skipped = [m.name for m in migrations if not m.supported_by(version)]
     return MigrationRun(database, version, applied, skipped)
 
-
-def migrate(settings: Settings) -> list[str]:
-    """Create the database if needed and apply the pending migrations; return their names."""
-    return run_migrations(settings).applied

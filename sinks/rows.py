@@ -1,7 +1,7 @@
 """Pure mapping of pipeline records to ClickHouse rows (tuples in the tables' column order).
 
 Each table's column order is fixed in :data:`TABLE_COLUMNS` and matches the DDL in
-deploy/clickhouse/migrations (a test compares them). Times go out as epoch seconds (DateTime,
+sinks/sql (a test compares them). Times go out as epoch seconds (DateTime,
 UTC) plus epoch milliseconds where sub-second order matters, so the writer never pays for
 timezone conversions. There is no Nullable column (on 18.16 and in clickhouse-driver they cost
 about half the insert time): absent text is ``''``, absent codes and money ``0``, absent

@@ -1,49 +1,224 @@
-"""The single Faust app of CX Signals.
+"""The worker's factory: one Faust app with its topics, tables, scoring pipeline and timers.
 
-Settings come only from :class:`cxsignals.settings.Settings`: Faust is given ``env={}`` so its own
-environment names (``BROKER_URL``, ``WEB_PORT``, ...) cannot silently override them.
-Agents, topics and tables live in the modules named after them (``streams.topics``,
-``streams.tables``, ``streams.agents``); importing ``streams.agents`` registers every agent.
+Importing this module builds nothing; :func:`create_worker` builds everything from a
+:class:`~streams.config.WorkerConfig`. Faust is given ``env={}`` so that its own environment
+names (``BROKER_URL``, ``WEB_PORT``, ...) cannot silently override the config.
+
+Topics and tables:
+
+* ``<touchpoints>`` (input) and ``<app id>.touchpoints.keyed`` (internal, same partition count):
+  consumed in whole fetches by :class:`~streams.pipeline.ScoringPipeline`, never by a Faust
+  stream;
+* ``customer-state`` (RocksDB + changelog, co-partitioned with both): one state per customer,
+  stored in the partition :func:`~streams.partitioner.customer_partition` gives the customer;
+* ``identities`` (a GlobalTable: every worker holds all of it): anonymous id -> customer id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
 import faust
 
-from cxsignals.settings import Settings, get_settings
-from streams.transport import CxApp
+from schemas.limits import MAX_MESSAGE_BYTES
+from streams import metrics
+from streams.config import WorkerConfig
+from streams.core.engine import Engine, EngineConfig
+from streams.core.rules import load_rules
+from streams.core.sentiment import VaderAnalyzer
+from streams.core.state import CustomerState
+from streams.deadlines import DeadlineIndex
+from streams.faust_internals import (
+    BatchApp,
+    TablePartitions,
+    batch_consumer,
+    check_versions,
+    send,
+    subscribe,
+)
+from streams.loop_lag import watch_loop_lag
+from streams.pipeline import PipelineLimits, ScoringPipeline
+from streams.processing import Processor
 
-# Events up to the contract's limit (1 MiB) must reach the worker so that it can dead-letter them
-# as too_large; the broker and topics allow 2 MiB.
-MAX_MESSAGE_BYTES = 2 * 1024 * 1024 + 4096
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "customer-state"
+IDENTITY_TABLE = "identities"
+REBUILD_CHUNK = 500
 
 
-def create_app(settings: Settings) -> faust.App:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return CxApp(
-        settings.app_id,
+def build_engine(config: WorkerConfig) -> Engine:
+    return Engine(
+        EngineConfig(grace_s=config.grace_s, half_life_days=config.half_life_days,
+                     score_publish_step=config.score_publish_step),
+        load_rules(config.rules_path), VaderAnalyzer(),
+    )
+
+
+@dataclass
+class Worker:
+    """What :func:`create_worker` built (the app runs it; tests and tools inspect it)."""
+
+    app: faust.App
+    pipeline: ScoringPipeline
+    states: TablePartitions
+    identities: TablePartitions
+
+
+def _faust_app(config: WorkerConfig) -> faust.App:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    return BatchApp(
+        config.app_id,
         env={},
-        broker=settings.kafka_broker_url,
-        store=settings.store_url,
-        datadir=str(settings.state_dir),
+        broker=config.kafka_broker_url,
+        store=config.store_url,
+        datadir=str(config.state_dir),
         autodiscover=False,
         # Our /metrics endpoint is prometheus-client's; Faust's web server stays off so that
         # several workers on one host need no port juggling.
         web_enabled=False,
-        topic_partitions=settings.touchpoint_partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_partitions=config.touchpoint_partitions,
+        topic_replication_factor=config.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         producer_max_request_size=MAX_MESSAGE_BYTES,
         consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         producer_acks=-1,
-        producer_linger=settings.producer_linger_ms / 1000,
-        producer_max_batch_size=settings.producer_batch_bytes,
-        stream_buffer_maxsize=settings.stream_buffer_events,
+        producer_linger=config.producer_linger_ms / 1000,
+        producer_max_batch_size=config.producer_batch_bytes,
+        broker_max_poll_records=config.batch_max_events,
         broker_commit_interval=1.0,
         table_cleanup_interval=300.0,
         logging_config=None,
     )
 
 
-app: faust.App = create_app(get_settings())
+def create_worker(config: WorkerConfig) -> Worker:
+    """Build the worker's Faust app, topics, tables, pipeline and timers."""
+    check_versions()
+    app = _faust_app(config)
+    partitions = config.touchpoint_partitions
+    touchpoints = app.topic(config.topics.touchpoints, key_type=bytes, value_type=bytes)
+    keyed = app.topic(config.keyed_topic, key_type=bytes, value_type=bytes,
+                      partitions=partitions, internal=True)
+    state_table = app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes,
+                            partitions=partitions)
+    identity_table = app.GlobalTable(IDENTITY_TABLE, default=None, key_type=bytes,
+                                     value_type=bytes, partitions=partitions)
+    states = TablePartitions(state_table)
+    identities = TablePartitions(identity_table)
+    deadlines = DeadlineIndex()
+    processor = Processor(build_engine(config), states.get, config.topics, deadlines=deadlines,
+                          max_cached_states=config.state_cache_customers)
+
+    def _send(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+              headers: Any) -> Any:
+        return send(app, topic, key, value, partition, headers)
+
+    consumer = batch_consumer(app)
+
+    def _ack(topic: str, partition: int, first: int, last: int) -> None:
+        consumer.ack_range(_tp(topic, partition), first, last)
+
+    pipeline = ScoringPipeline(
+        processor, states, identities, _send, _ack, config.topics, config.keyed_topic,
+        PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
+                       max_future_skew_s=config.max_future_skew_s),
+    )
+    subscribe(app, touchpoints)
+    subscribe(app, keyed)
+    consumer.batch_topics = frozenset({config.topics.touchpoints, config.keyed_topic})
+    consumer.batch_handler = pipeline.handle
+    consumer.fetch_timeout_s = min(1.0, config.tick_interval_s)
+    _wire_health(app, config, pipeline, states, deadlines)
+    return Worker(app=app, pipeline=pipeline, states=states, identities=identities)
+
+
+def _tp(topic: str, partition: int) -> Any:
+    from faust.types import TP
+
+    return TP(topic, partition)
+
+
+def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline,
+                 states: TablePartitions, deadlines: DeadlineIndex) -> None:
+    """Rebalance handling, deadline index rebuilds and the health metrics."""
+    processor = pipeline.processor
+    source_topics = {config.topics.touchpoints, config.keyed_topic}
+    owned: set[int] = set()
+    ready: set[int] = set()
+    rebuilds: dict[int, asyncio.Task[None]] = {}
+
+    pipeline.tick_partitions = lambda: sorted(ready)
+
+    async def rebuild(partition: int) -> None:
+        """Put the stored customers' deadlines of a newly owned partition into the index, a
+        chunk per event-loop turn (no stall); ticks for it start once it is complete."""
+        count = 0
+        for chunk in states.scan(partition, REBUILD_CHUNK):
+            for key, raw in chunk:
+                if raw:
+                    wake = CustomerState.from_bytes(raw).next_wakeup_s()
+                    deadlines.add_if_absent(partition, key.decode(), wake)
+            count += len(chunk)
+            await asyncio.sleep(0)
+            if partition not in owned:
+                return
+        ready.add(partition)
+        log.info("deadline index of partition %d rebuilt from %d stored states",
+                 partition, count)
+
+    @app.on_partitions_assigned.connect
+    async def _on_assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        assigned: set[Any] = set(args[0]) if args else set(kwargs.get("assigned", ()))
+        metrics.rebalances.inc()
+        now_owned = {tp.partition for tp in assigned if tp.topic in source_topics}
+        for partition in owned - now_owned:
+            deadlines.drop_partition(partition)
+            ready.discard(partition)
+            task = rebuilds.pop(partition, None)
+            if task is not None:
+                task.cancel()
+        owned.clear()
+        owned.update(now_owned)
+        processor.forget_states()
+
+    @app.on_rebalance_complete.connect
+    async def _on_recovered(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Tables recovered: rebuild the index of the partitions that are new to us."""
+        for partition in sorted(owned - ready):
+            if partition not in rebuilds or rebuilds[partition].done():
+                rebuilds[partition] = asyncio.ensure_future(rebuild(partition))
+
+    @app.task
+    async def _up() -> None:
+        metrics.worker_up.set(1)
+
+    @app.task
+    async def _loop_lag() -> None:
+        await watch_loop_lag()
+
+    @app.timer(interval=5.0, name="consumer-lag")
+    async def _consumer_lag() -> None:
+        """High-water mark minus this worker's position, per assigned source partition."""
+        consumer = app.consumer
+        metrics.consumer_lag.clear()
+        for tp in consumer.assignment():
+            if tp.topic not in source_topics:
+                continue
+            try:
+                position = await consumer.position(tp)
+                highwater = consumer.highwater(tp)
+            except Exception:  # a partition revoked mid-loop: measured next time
+                continue
+            if position is not None and highwater is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - position))
+
+    @app.timer(interval=10.0, name="state-size")
+    async def _state_size() -> None:
+        """Customers on this worker's partitions: RocksDB's key estimate, O(1), no scan."""
+        metrics.customers_in_state.set(states.estimated_keys(sorted(owned)))

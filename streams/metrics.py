@@ -1,4 +1,5 @@
-"""Prometheus metrics of a worker (prometheus-client, default registry).
+"""Prometheus metrics of a worker (prometheus-client, default registry); the sink's own are in
+:mod:`sinks.metrics`.
 
 Names carry their unit; labels never carry customer ids or other personal data. The same names
 are used by deploy/prometheus rules and the Grafana dashboards: rename them together.
@@ -59,27 +60,6 @@ processing_errors = Counter(
     "Unexpected errors while processing a valid event (the event is dead-lettered)",
     ["stage"],
 )
-clickhouse_rows = Counter(
-    "cx_clickhouse_rows_written_total", "Rows written to ClickHouse", ["table"]
-)
-clickhouse_insert_seconds = Histogram(
-    "cx_clickhouse_insert_seconds",
-    "Duration of one successful columnar insert",
-    ["table"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-clickhouse_batch_rows = Histogram(
-    "cx_clickhouse_batch_rows",
-    "Rows per insert",
-    ["table"],
-    buckets=(1, 10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000),
-)
-clickhouse_retries = Counter(
-    "cx_clickhouse_insert_retries_total", "Insert attempts that failed and were retried", ["table"]
-)
-clickhouse_failures = Counter(
-    "cx_clickhouse_insert_failures_total", "Failed insert attempts (each is retried)", ["table"]
-)
 consumer_lag = Gauge(
     "cx_kafka_consumer_lag_messages",
     "High-water mark minus the worker's position",
@@ -92,13 +72,21 @@ worker_up = Gauge("cx_worker_up", "1 while the worker's Faust app is running")
 rebalances = Counter("cx_rebalances_total", "Partition assignments received by this worker")
 batch_messages = Histogram(
     "cx_batch_messages",
-    "Messages per scoring batch (written, handed over and acked together)",
+    "Messages per scoring batch (one fetch: scored, written, handed over and acked together)",
     buckets=(1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000),
 )
 batch_flush_seconds = Histogram(
     "cx_batch_flush_seconds",
-    "Duration of one batch flush: state writes, hand-over of its records, acks",
+    "Duration of one scoring batch: scoring, outputs and states durable, acks",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+event_loop_lag = Histogram(
+    "cx_event_loop_lag_seconds",
+    "How much later than scheduled a periodic wake-up of the event loop ran (loop stalls)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+event_loop_lag_max = Gauge(
+    "cx_event_loop_lag_max_seconds", "The largest event-loop lag since the process started"
 )
 batch_retries = Counter(
     "cx_batch_retries_total", "Failed state writes or sends of a batch (each is retried)",

@@ -99,7 +99,7 @@ def _remove_namespace(test_stack: Stack) -> None:
 
         from cxsignals.settings import ClickHouseParams
 
-        params = ClickHouseParams(test_stack.endpoints.clickhouse_url)
+        params = ClickHouseParams.from_url(test_stack.endpoints.clickhouse_url)
         Client(host=params.host, port=params.port, user=params.user,
                password=params.password).execute(f"DROP DATABASE IF EXISTS {test_stack.database}")
     except Exception as exc:  # clean-up is best effort: it must not hide the test's result
@@ -206,7 +206,7 @@ def clickhouse_client(stack: Stack, url: str | None = None) -> Any:
     from cxsignals.settings import ClickHouseParams
 
     server = (url or stack.env()["CLICKHOUSE_URL"]).rsplit("/", 1)[0]
-    params = ClickHouseParams(f"{server}/{stack.database}")
+    params = ClickHouseParams.from_url(f"{server}/{stack.database}")
     return Client(host=params.host, port=params.port, user=params.user,
                   password=params.password, database=params.database)
 

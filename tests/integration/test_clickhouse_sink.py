@@ -44,7 +44,7 @@ from sinks.retry import RetriesExhausted, RetryPolicy, RetryStopped
 pytestmark = pytest.mark.integration
 
 URL = os.environ.get("CLICKHOUSE_URL", "clickhouse://default:@127.0.0.1:9000/cx")
-PARAMS = ClickHouseParams(URL)
+PARAMS = ClickHouseParams.from_url(URL)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 CHANNELS = ("web", "app", "store", "call_center")
 SEGMENTS = ("new", "regular", "vip")

@@ -28,7 +28,7 @@ def test_kafka_produce_and_consume(endpoints: Endpoints) -> None:
 
 
 def test_clickhouse_columnar_insert_and_select(endpoints: Endpoints) -> None:
-    params = ClickHouseParams(endpoints.clickhouse_url)
+    params = ClickHouseParams.from_url(endpoints.clickhouse_url)
     client = Client(host=params.host, port=params.port, user=params.user, password=params.password)
     table = f"default.smoke_{uuid.uuid4().hex[:8]}"
     client.execute(f"CREATE TABLE {table} (id UInt32, name String, at DateTime) ENGINE = Memory")

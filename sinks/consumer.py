@@ -1,11 +1,14 @@
-"""The store loop: write touchpoint events, dead letters, scores and alerts to ClickHouse.
+"""The sink: write touchpoint events, dead letters, scores and alerts to ClickHouse.
+
+It runs as its own process (``cxsignals sink``), apart from scoring, and scales by partitions on
+its own: start more sinks with the same ``CX_APP_ID``.
 
 Delivery guarantee: at least once into ClickHouse, exactly once in query results (the tables
-are ReplacingMergeTree keyed by event_id / alert_id; see docs/clickhouse.md). The loop has its
+are ReplacingMergeTree keyed by event_id / alert_id; see docs/clickhouse.md). The sink has its
 own consumer group (``<app id>-store``) and commits a batch's offsets explicitly, only after
-ClickHouse acknowledged every table's insert of that batch. It does not ride on the Faust
-agents' acks: Faust acks messages it skips around rebalances, which could commit past rows that
-were never written.
+ClickHouse acknowledged every table's insert of that batch. A rebalance during a write makes the
+commit fail: the new owner of those partitions writes the batch again and the table engines
+collapse the repeat.
 
 Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), one columnar insert
 per table per batch.
@@ -25,16 +28,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from cxsignals.settings import Settings, get_settings
 from schemas.alerts import Alert
+from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.scores import ScoreUpdate
+from sinks import metrics
 from sinks.batch import BatchBuffer
 from sinks.clickhouse import ClickHouseWriter
+from sinks.config import SinkConfig
 from sinks.retry import RetryPolicy
 from sinks.rows import (
     ALERTS,
@@ -47,13 +51,9 @@ from sinks.rows import (
     event_row,
     score_row,
 )
-from streams import metrics
-from streams.app import MAX_MESSAGE_BYTES
 from streams.core.deadletter import parse_dead_letter_headers
-from streams.core.sentiment import SentimentAnalyzer
+from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer
 from streams.core.validation import ErrorCode, Invalid, validate_event
-from streams.processing import processor
-from streams.topics import app
 
 log = logging.getLogger(__name__)
 STUBBORN_RETRY_S = 10.0
@@ -61,7 +61,7 @@ Rows = Sequence[tuple[str, Row]]
 
 
 class PrometheusObserver:
-    """Feeds the writer's events into the worker's Prometheus metrics."""
+    """Feeds the writer's events into the sink's Prometheus metrics."""
 
     def rows_written(self, table: str, rows: int) -> None:
         metrics.clickhouse_rows.labels(table).inc(rows)
@@ -85,30 +85,37 @@ class RowBuilder:
     """Turns one consumed record into the ClickHouse rows it stands for (pure but for the
     sentiment analyzer, which is deterministic)."""
 
-    def __init__(self, settings: Settings, sentiment: SentimentAnalyzer) -> None:
-        self.settings = settings
+    def __init__(self, config: SinkConfig, sentiment: SentimentAnalyzer) -> None:
+        self.config = config
         self.sentiment = sentiment
+        topics = config.topics
+        self._by_topic: dict[str, Callable[[ConsumerRecord, datetime], Rows]] = {
+            topics.touchpoints: self.touchpoint,
+            topics.scores: self.score,
+            topics.alerts_marketing: self.alert,
+            topics.alerts_support: self.alert,
+            topics.dead_letters: self.processing_error,
+        }
 
     def __call__(self, record: ConsumerRecord, now: datetime) -> Rows:
-        topic = record.topic
-        s = self.settings
-        if topic == s.topic_touchpoints:
-            return self.touchpoint(record, now)
-        if topic == s.topic_scores:
-            update = ScoreUpdate.model_validate_json(record.value)
-            return [(CUSTOMER_SCORES, score_row(update, ingested_at=now))]
-        if topic in (s.topic_alerts_marketing, s.topic_alerts_support):
-            alert = Alert.model_validate_json(record.value)
-            return [(ALERTS, alert_row(alert, ingested_at=now))]
-        if topic == s.topic_dlq:
-            return self.processing_error(record, now)
-        raise ValueError(f"record from unexpected topic {topic}")
+        build = self._by_topic.get(record.topic)
+        if build is None:
+            raise ValueError(f"record from unexpected topic {record.topic}")
+        return build(record, now)
+
+    def score(self, record: ConsumerRecord, now: datetime) -> Rows:
+        update = ScoreUpdate.model_validate_json(record.value)
+        return [(CUSTOMER_SCORES, score_row(update, ingested_at=now))]
+
+    def alert(self, record: ConsumerRecord, now: datetime) -> Rows:
+        alert = Alert.model_validate_json(record.value)
+        return [(ALERTS, alert_row(alert, ingested_at=now))]
 
     def touchpoint(self, record: ConsumerRecord, now: datetime) -> Rows:
-        s = self.settings
+        config = self.config
         value: bytes = record.value or b""
-        result = validate_event(value, now=now, max_bytes=s.max_event_bytes,
-                                max_future_skew_s=s.max_future_skew_s)
+        result = validate_event(value, now=now, max_bytes=config.max_event_bytes,
+                                max_future_skew_s=config.max_future_skew_s)
         if isinstance(result, Invalid):
             return [(DEAD_LETTERS, dead_letter_row(
                 code=result.code.value, message=result.message, topic=record.topic,
@@ -136,22 +143,22 @@ class RowBuilder:
 class StoreLoop:
     """Consume, batch, write, then commit; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings, build: Callable[[ConsumerRecord, datetime], Rows],
+    def __init__(self, config: SinkConfig, build: Callable[[ConsumerRecord, datetime], Rows],
                  writer: ClickHouseWriter) -> None:
-        self.settings = settings
+        self.config = config
         self.build = build
         self.writer = writer
-        self.topics = (settings.topic_touchpoints, settings.topic_alerts_marketing,
-                       settings.topic_alerts_support, settings.topic_scores, settings.topic_dlq)
+        self.topics = (config.topics.touchpoints, *config.topics.outputs())
         self._carry: list[ConsumerRecord] = []
+        self.consumer_in_use: AIOKafkaConsumer | None = None
 
     def consumer(self) -> AIOKafkaConsumer:
-        s = self.settings
+        config = self.config
         return AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            group_id=f"{s.app_id}-store",
-            client_id=f"{s.app_id}-store",
+            bootstrap_servers=config.kafka_bootstrap_servers,
+            group_id=config.group_id,
+            client_id=config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
@@ -161,6 +168,7 @@ class StoreLoop:
     async def run(self) -> None:
         consumer = self.consumer()
         await consumer.start()
+        self.consumer_in_use = consumer
         try:
             while True:
                 await self.run_once(consumer)
@@ -178,13 +186,13 @@ class StoreLoop:
 
     async def run_once(self, consumer: AIOKafkaConsumer) -> int:
         """Collect one batch (size or age), write it, commit it; return the records handled."""
-        s = self.settings
-        buffer = BatchBuffer(max_rows=s.sink_batch_rows, max_age_ms=s.sink_batch_ms)
+        batch_rows, batch_ms = self.config.batch_rows, self.config.batch_ms
+        buffer = BatchBuffer(max_rows=batch_rows, max_age_ms=batch_ms)
         handled = 0
         started_ms = _now_ms()
         while True:
-            wait_ms = max(0, started_ms + s.sink_batch_ms - _now_ms())
-            records = await self._records(consumer, s.sink_batch_rows - len(buffer), wait_ms)
+            wait_ms = max(0, started_ms + batch_ms - _now_ms())
+            records = await self._records(consumer, batch_rows - len(buffer), wait_ms)
             now = datetime.now(timezone.utc)
             now_ms = _now_ms()
             for record in records:
@@ -195,7 +203,7 @@ class StoreLoop:
                 for table, row in rows:
                     buffer.add(table, row, now_ms=now_ms, source=source)
             handled += len(records)
-            if len(buffer) >= s.sink_batch_rows or _now_ms() - started_ms >= s.sink_batch_ms:
+            if len(buffer) >= batch_rows or _now_ms() - started_ms >= batch_ms:
                 break
         batch = buffer.drain()
         if not batch.offsets:
@@ -215,7 +223,7 @@ class StoreLoop:
         try:
             return self.build(record, now)
         except Exception as exc:  # e.g. a foreign producer's bad alert: keep it, never drop it
-            metrics.processing_errors.labels("store").inc()
+            metrics.sink_processing_errors.inc()
             log.exception("cannot store %s[%d]@%d", record.topic, record.partition, record.offset)
             return [(DEAD_LETTERS, dead_letter_row(
                 code=ErrorCode.processing_error.value, message=f"store: {type(exc).__name__}",
@@ -252,16 +260,43 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-def build_store_loop(settings: Settings) -> StoreLoop:
-    ch = settings.clickhouse
+def build_sink(config: SinkConfig) -> StoreLoop:
+    """The sink with its ClickHouse writer (retried forever) and its own sentiment analyzer."""
+    ch = config.clickhouse
     writer = ClickHouseWriter.from_params(
         host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(), retry=RetryPolicy(max_delay_s=settings.sink_retry_max_s),
+        observer=PrometheusObserver(), retry=RetryPolicy(max_delay_s=config.retry_max_s),
     )
-    return StoreLoop(settings, RowBuilder(settings, processor.engine.sentiment), writer)
+    return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer)
 
 
-@app.task
-async def store() -> Any:
-    """Runs the store loop for the worker's lifetime (every worker: the group shares the load)."""
-    await build_store_loop(get_settings()).run()
+async def serve(sink: StoreLoop, *, lag_interval_s: float = 5.0) -> None:
+    """Run the sink until cancelled (SIGTERM, Ctrl-C): the batch being written is not
+    committed and is written again by whoever reads the partitions next."""
+    from streams.loop_lag import watch_loop_lag
+
+    async def lag() -> None:
+        while True:
+            await asyncio.sleep(lag_interval_s)
+            consumer = sink.consumer_in_use
+            if consumer is None:
+                continue
+            metrics.sink_lag.clear()
+            for tp in consumer.assignment():
+                try:
+                    highwater = consumer.highwater(tp)
+                    position = await consumer.position(tp)
+                except Exception:  # revoked meanwhile: measured next time
+                    continue
+                if highwater is not None:
+                    metrics.sink_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, highwater - position))
+
+    helpers = [asyncio.ensure_future(watch_loop_lag()), asyncio.ensure_future(lag())]
+    metrics.sink_up.set(1)
+    try:
+        await sink.run()
+    finally:
+        metrics.sink_up.set(0)
+        for helper in helpers:
+            helper.cancel()

@@ -1,0 +1,62 @@
+"""``cxsignals sink``: write events, scores, alerts and dead letters to ClickHouse."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from cxsignals.settings import Settings
+
+log = logging.getLogger("cxsignals")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from prometheus_client import start_http_server
+
+    from sinks.consumer import build_sink, serve
+
+    logging.basicConfig(
+        level=(args.loglevel or settings.log_level).upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    config = settings.sink_config()
+    if settings.sink_metrics_port:
+        start_http_server(settings.sink_metrics_port, addr=args.metrics_host)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(serve(build_sink(config)))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        log.info("sink for %s -> ClickHouse %s:%s/%s, group %s, metrics on :%s; Ready",
+                 config.kafka_bootstrap_servers, config.clickhouse.host,
+                 config.clickhouse.port, config.clickhouse.database, config.group_id,
+                 settings.sink_metrics_port)
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.info("sink stopped")
+
+    asyncio.run(main())
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "sink",
+        help="write events, scores, alerts and dead letters to ClickHouse",
+        description=(
+            "Consume the touchpoint, alert, score and dead-letter topics with its own consumer "
+            "group and write them to ClickHouse, committing offsets only after ClickHouse "
+            "acknowledged the rows. Scales by partitions: start more sinks with the same "
+            "CX_APP_ID. Stops cleanly on Ctrl-C or SIGTERM."
+        ),
+        epilog="example: CX_SINK_METRICS_PORT=9467 cxsignals sink  (a second sink on one host)",
+    )
+    parser.add_argument(
+        "--loglevel", default=None, help="debug, info, warning (default: CX_LOG_LEVEL)"
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", help="bind address of /metrics")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,52 @@
+"""What the worker needs to know, handed down by the CLI (which reads the environment once).
+
+Nothing in ``streams`` reads environment variables: ``cxsignals worker`` builds a
+:class:`WorkerConfig` from its settings and passes it to :func:`streams.app.create_worker`;
+tests and the benchmark build one directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.limits import MAX_EVENT_BYTES
+from schemas.topics import TopicNames
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    app_id: str = "cx-signals"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = field(default_factory=TopicNames)
+    touchpoint_partitions: int = 4
+    replication_factor: int = 1
+    store_url: str = "rocksdb://"
+    state_dir: Path = Path(".state/worker")
+    # A scoring batch is one fetch of at most this many messages: their states are written once
+    # per customer, their outputs handed over and their offsets acked together.
+    batch_max_events: int = 2000
+    # How long a fetch waits for messages when none are there.
+    batch_max_ms: int = 20
+    producer_linger_ms: int = 5
+    producer_batch_bytes: int = 512 * 1024
+    max_event_bytes: int = MAX_EVENT_BYTES
+    max_future_skew_s: float = 24 * 3600
+    rules_path: Path | None = None
+    grace_s: float = 3600.0
+    half_life_days: float = 14.0
+    score_publish_step: float = 2.0
+    # How often idle customers' deadlines (cart recovery, deferred alerts) are checked.
+    tick_interval_s: float = 5.0
+    state_cache_customers: int = 20_000
+
+    @property
+    def keyed_topic(self) -> str:
+        return self.topics.keyed(self.app_id)
+
+    @property
+    def kafka_broker_url(self) -> str:
+        """Faust's broker URL form: ``kafka://h1:9092;kafka://h2:9092``."""
+        return ";".join(
+            f"kafka://{host.strip()}" for host in self.kafka_bootstrap_servers.split(",") if host
+        )

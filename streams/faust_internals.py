@@ -1,0 +1,314 @@
+"""The one door to Faust and aiokafka internals: everything private the worker relies on.
+
+Faust keeps what it is good at (partition assignment, table recovery from the changelog,
+standbys, offset commits); the scoring path does not iterate Faust streams. This module
+
+* hands **whole fetches** of the batch topics (touchpoints and the keyed topic) to one batch
+  handler, straight from aiokafka's records (:class:`BatchConsumer`); every other topic (table
+  changelogs during recovery, standbys, the global identity table) keeps Faust's own path;
+* lets the handler **ack a range of offsets** per partition after its outputs are durable
+  (:meth:`BatchConsumer.ack_range`), so Faust's commit loop commits exactly what was processed;
+* makes a revocation **wait for the batch in flight** and commit its offsets before the
+  partitions move (:meth:`BatchConsumer.on_partitions_revoked`): the new owner resumes where this
+  worker stopped, and no message is skipped (Faust's stream path acks the messages it skips
+  during a rebalance; ours never acks what it did not process);
+* reads and writes a table's RocksDB partition and its changelog directly
+  (:class:`TablePartitions`), as ``Table.__setitem__`` would but without a current event.
+
+Everything here is checked against exact versions at start-up (:func:`check_versions`): an
+upgrade of faust-streaming or aiokafka is one file to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode import Service
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSIONS: dict[str, str] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+
+
+class UnsupportedVersion(RuntimeError):
+    pass
+
+
+def check_versions(installed: Callable[[str], str] = version) -> None:
+    """Refuse to start on any Faust or aiokafka version but the pinned ones: this module relies
+    on their internals, which change between releases without notice."""
+    wrong = []
+    for package, pinned in PINNED_VERSIONS.items():
+        try:
+            found = installed(package)
+        except PackageNotFoundError:
+            found = "not installed"
+        if found != pinned:
+            wrong.append(f"{package} {found} (needs {pinned})")
+    if wrong:
+        raise UnsupportedVersion(
+            "CX Signals' worker relies on internals of exactly faust-streaming "
+            f"{PINNED_VERSIONS['faust-streaming']} and aiokafka {PINNED_VERSIONS['aiokafka']}; "
+            f"found {', '.join(wrong)}. Reinstall with `pip install -e .` (pyproject.toml pins "
+            "them) or review streams/faust_internals.py before changing the pins."
+        )
+
+
+class Record:
+    """One consumed Kafka record as the batch handler sees it (aiokafka's ConsumerRecord has
+    these attributes: topic, partition, offset, timestamp in ms, key, value, headers)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+Fetch = Mapping[TP, Sequence[Any]]
+BatchHandler = Callable[[Fetch], Awaitable[Any]]
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer whose fetcher hands the batch topics' records to a handler,
+    one whole fetch at a time, instead of one message at a time through the conductor."""
+
+    batch_topics: frozenset[str] = frozenset()
+    batch_handler: BatchHandler | None = None
+    fetch_timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:  # mode.Service hook, after __init__
+        super().__post_init__()
+        self.batch_lock = asyncio.Lock()
+        self._next_ack: dict[TP, int] = {}
+
+    def ack_range(self, tp: TP, first: int, last: int) -> None:
+        """Mark offsets ``first..last`` of ``tp`` (and any gap since the previous range, e.g.
+        transaction markers) processed: Faust's commit loop commits them."""
+        committed = self._committed_offset[tp]
+        start = self._next_ack.get(tp)
+        if start is None:
+            start = committed if committed is not None else first
+        if committed is not None and start < committed:
+            start = committed
+        if last < start:
+            return
+        offsets = range(start, last + 1)
+        self._acked[tp].extend(offsets)
+        self._acked_index[tp].update(offsets)
+        self._n_acked += len(offsets)
+        self._next_ack[tp] = last + 1
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        async with self.batch_lock:  # the batch in flight finishes and acks first
+            try:
+                await self.commit()
+            except Exception as exc:  # the new owner re-reads from the last commit
+                log.warning("commit before revocation failed (%s: %s)", type(exc).__name__, exc)
+            for tp in revoked:
+                self._next_ack.pop(tp, None)
+            await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._next_ack.clear()  # Faust seeks every assigned partition to its committed offset
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _split(self, records: Mapping[TP, Sequence[Any]],
+               active: set[TP] | None) -> tuple[dict[TP, Sequence[Any]], list[tuple[TP, Any]]]:
+        ours: dict[TP, Sequence[Any]] = {}
+        others: list[tuple[TP, Any]] = []
+        batch_topics = self.batch_topics
+        for tp, recs in records.items():
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            if tp.topic in batch_topics:
+                ours[tp] = recs
+            else:
+                others.extend((tp, rec) for rec in recs)
+        return ours, others
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (a worker runs it)
+        """Faust 0.15.3's fetch loop (``Consumer._drain_messages`` + ``getmany``), with the batch
+        topics' records handed to :attr:`batch_handler` per fetch."""
+        callback = self.callback
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        handler = self.batch_handler
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(self.fetch_timeout_s)
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    break
+                if records is None:
+                    continue
+                if not self.flow_active:
+                    # Fetched while a rebalance stopped the flow: nothing of it was processed,
+                    # so go back to the committed offsets (as Faust's getmany does).
+                    await self.perform_seek()
+                    continue
+                generation = self.app.consumer_generation_id
+                ours, others = self._split(records, active)
+                for tp, rec in others:
+                    if not self.flow_active or self.app.consumer_generation_id != generation:
+                        break
+                    await self.wait_first(callback(self._to_message(tp, rec)),
+                                          self.suspend_flow.wait())
+                if handler is not None:
+                    async with self.batch_lock:
+                        # A revocation that ran since the fetch moved the partitions: their
+                        # records belong to the new owner (Faust seeks on assignment).
+                        if self.flow_active and self.app.consumer_generation_id == generation:
+                            assigned = self.assignment()
+                            ours = {tp: recs for tp, recs in ours.items() if tp in assigned}
+                            await handler(ours)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    Consumer = BatchConsumer
+
+
+class BatchApp(faust.App):
+    """``faust.App`` whose consumer is :class:`BatchConsumer` (producers are Faust's own)."""
+
+    def _new_transport(self) -> Any:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+
+def batch_consumer(app: faust.App) -> BatchConsumer:
+    return cast(BatchConsumer, app.consumer)
+
+
+def subscribe(app: faust.App, topic: faust.TopicT) -> None:
+    """Have the consumer subscribe to ``topic`` without an agent iterating it (and declare it
+    at start-up if it is internal)."""
+    app.topics.add(topic)
+
+
+class TablePartitions:
+    """A Faust table's RocksDB partitions and changelog, written the way ``Table.__setitem__``
+    writes them (a put into the partition's store, a changelog record with the same key, value
+    and partition) but with the partition given, outside stream iteration.
+
+    The changelog offset that recovery starts from is persisted once per partition per batch
+    (:meth:`persist_offsets`), after the broker acknowledged the records. Recovery, standbys and
+    assignment stay Faust's. Not for ``processing_guarantee="exactly_once"`` (Faust then persists
+    offsets at commit time), which CX Signals does not use.
+    """
+
+    def __init__(self, table: Any) -> None:
+        store = table.data
+        if not hasattr(store, "_db_for_partition"):
+            raise ValueError(
+                f"table {table.name} must use the RocksDB store (CX_STORE_URL=rocksdb://), "
+                f"not {type(store).__name__}"
+            )
+        self.table = table
+        self.store = store
+        self._offsets: dict[int, int] = {}
+
+    @property
+    def changelog_topic(self) -> str:
+        return cast(str, self.table.changelog_topic.get_topic_name())
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return cast("bytes | None", self.store._db_for_partition(partition).get(key))
+
+    def get_any(self, key: bytes) -> bytes | None:
+        """A key from whichever partition holds it (global tables: every partition is local)."""
+        for db in list(self.store._dbs.values()):
+            value = db.get(key)
+            if value is not None:
+                return cast(bytes, value)
+        return None
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.store._db_for_partition(partition).put(key, value)
+
+    async def send_changelog(self, partition: int, key: bytes, value: bytes) -> asyncio.Future:
+        """Hand the changelog record to the producer; returns its delivery future."""
+        sent = await self.table.app.producer.send(
+            self.changelog_topic, key, value, partition, None, None)
+        sent.add_done_callback(self._on_sent)
+        return cast(asyncio.Future, sent)
+
+    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the caller sends it again
+        metadata = fut.result()
+        partition = metadata.topic_partition.partition
+        if metadata.offset > self._offsets.get(partition, -1):
+            self._offsets[partition] = metadata.offset
+
+    def persist_offsets(self) -> None:
+        offsets, self._offsets = self._offsets, {}
+        topic = self.changelog_topic
+        for partition, offset in offsets.items():
+            self.store.set_persisted_offset(TP(topic, partition), offset)
+
+    def local_partitions(self) -> list[int]:
+        return list(self.store._dbs)
+
+    def scan(self, partition: int, chunk: int = 500) -> Iterator[list[tuple[bytes, bytes]]]:
+        """The partition's items in chunks (the caller yields to the event loop in between)."""
+        db = self.store._dbs.get(partition)
+        if db is None:
+            return
+        offset_key = self.store.offset_key
+        items: list[tuple[bytes, bytes]] = []
+        for key, value in db.items():
+            if key == offset_key:
+                continue
+            items.append((key, value))
+            if len(items) >= chunk:
+                yield items
+                items = []
+        if items:
+            yield items
+
+    def estimated_keys(self, partitions: Sequence[int]) -> int:
+        """RocksDB's estimate of the keys in these partitions: O(1), no scan."""
+        total = 0
+        for partition in partitions:
+            db = self.store._dbs.get(partition)
+            if db is not None:
+                total += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+        return total
+
+
+async def send(app: faust.App, topic: str, key: bytes | None, value: bytes | None,
+               partition: int | None, headers: Sequence[tuple[str, bytes]] | None) -> Any:
+    """Hand one record to Faust's producer; returns its delivery future. ``Topic.send`` adds a
+    FutureMessage, sensors and a producer lookup per record (~30 us here) and delivers the
+    same way."""
+    return await app.producer.send(topic, key, value, partition, None,
+                                   list(headers) if headers else None)
