@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from sinks import metrics as sink_metrics
 from sinks.migrations import apply_migrations
 from streams import metrics
 from tests.dashboards import (
@@ -46,9 +47,10 @@ def _queries() -> list[Any]:
 
 
 def _exported_sample_names() -> set[str]:
-    """Series names the worker exports, from the metric objects of streams/metrics.py."""
+    """Series names the worker and the sink export, from the metric objects of
+    streams/metrics.py and sinks/metrics.py."""
     names: set[str] = set()
-    for value in vars(metrics).values():
+    for value in [*vars(metrics).values(), *vars(sink_metrics).values()]:
         if not isinstance(value, MetricWrapperBase):
             continue
         for family in value.describe():
@@ -153,7 +155,7 @@ def test_prometheus_queries_and_rules_name_only_exported_metrics() -> None:
     used = {name for expr in exprs for name in re.findall(r"\bcx_[a-z0-9_]+", expr)}
     assert used, "no cx_ metric found: the pattern or the files changed"
     unknown = used - exported
-    assert not unknown, f"not defined in streams/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"not defined in streams/metrics.py or sinks/metrics.py: {sorted(unknown)}"
 
 
 def test_substitution_leaves_no_macro_behind() -> None:

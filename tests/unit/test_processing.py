@@ -1,163 +1,126 @@
-"""The glue between agents and engine, with a plain dict as the table (no broker)."""
+"""Customer states around the engine, with a plain dict as the store (no broker)."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
 
-from cxsignals.settings import Settings
-from sinks.rows import ALERTS, DEAD_LETTERS, TABLE_COLUMNS, TOUCHPOINT_EVENTS, as_dict
-from streams.agents.store import RowBuilder
-from streams.core.deadletter import dead_letter_headers
-from streams.core.sentiment import VaderAnalyzer
+from schemas.topics import TopicNames
 from streams.core.state import CustomerState
-from streams.core.validation import ErrorCode, Invalid
 from streams.processing import Processor
 from tests.journeys import build_engine, cart_abandoned, make_event
 
-
-@pytest.fixture
-def processor() -> Processor:
-    return Processor(build_engine())
+NOW = datetime.now(timezone.utc)
 
 
-def test_process_keeps_the_state_until_flush_then_writes_it_once(processor: Processor) -> None:
-    table = _CountingTable()
-    journey = cart_abandoned("c-proc")
-    anchors: list[int] = []
-    outcomes = [processor.process(table, "c-proc", e, anchor=n)
-                for n, e in enumerate(journey.events)]
-    assert all(o is not None for o in outcomes)
-    assert b"c-proc" not in table and processor.dirty_customers == 1
-    alerts = [a.rule for o in outcomes if o for a in o.alerts]
-    assert alerts == ["cart_recovery"]
-    assert processor.flush(table, before_write=anchors.append) == 1
-    assert table.writes == 1 and anchors == [len(journey.events) - 1]  # the latest anchor
-    assert processor.dirty_customers == 0 and processor.flush(table) == 0
-    saved = table[b"c-proc"]
-    assert processor.process(table, "c-proc", journey.events[0]) is None  # duplicate
-    assert processor.flush(table) == 0 and table[b"c-proc"] == saved
+class _Store:
+    """States by (partition, key), counting reads and writes like the worker's RocksDB."""
 
-
-def test_due_customers_come_from_deadlines_and_survive_a_rescan(processor: Processor) -> None:
-    table: dict[bytes, bytes] = {}
-    at = datetime.now(timezone.utc) - timedelta(minutes=1)
-    abandon = make_event("c-due", "c-due:1", "cart_abandon", at,
-                         {"cart_id": "k", "cart_value": 250.0, "currency": "EUR"})
-    processor.process(table, "c-due", abandon)
-    processor.flush(table)
-    assert list(processor.due_customers(table, time.time())) == []
-    later = time.time() + 3600
-    fresh = Processor(processor.engine)  # a restarted worker: rebuilt from the table
-    assert list(fresh.due_customers(table, later)) == ["c-due"]
-    assert list(fresh.due_customers(table, later)) == []  # returned once
-    outcome = fresh.tick(table, "c-due")
-    assert outcome is not None
-
-
-def _record(topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None,
-            offset: int = 7) -> ConsumerRecord:
-    return ConsumerRecord(topic=topic, partition=1, offset=offset, timestamp=0, timestamp_type=0,
-                          key=b"k", value=value, checksum=None, serialized_key_size=1,
-                          serialized_value_size=len(value), headers=tuple(headers or ()))
-
-
-def test_row_builder_maps_each_topic_to_its_table() -> None:
-    settings = Settings()
-    build = RowBuilder(settings, VaderAnalyzer())
-    now = datetime.now(timezone.utc)
-    event = make_event("c-1", "e-1", "survey_answer", now - timedelta(minutes=5),
-                       {"survey": "nps", "score": 2, "comment": "Awful, nobody helped me"})
-    [(table, row)] = build(_record(settings.topic_touchpoints,
-                                   event.model_dump_json(exclude_none=True).encode()), now)
-    assert table == TOUCHPOINT_EVENTS
-    values = as_dict(table, row)
-    assert values["event_id"] == "e-1" and values["score"] == 2
-    assert values["sentiment"] is not None and values["sentiment"] < 0
-
-    [(table, row)] = build(_record(settings.topic_touchpoints, b"{not json"), now)
-    assert table == DEAD_LETTERS
-    assert as_dict(table, row)["code"] == "invalid_json"
-    assert as_dict(table, row)["raw"] == b"{not json"
-
-    foreign = _record(settings.topic_dlq, b"x", dead_letter_headers(
-        Invalid(ErrorCode.schema_violation, "f: bad"), topic="t", partition=0, offset=1,
-        received_at=now))
-    assert build(foreign, now) == []  # stored from cx.touchpoints already
-    own = _record(settings.topic_dlq, b"x", dead_letter_headers(
-        Invalid(ErrorCode.processing_error, "boom"), topic="t", partition=0, offset=1,
-        received_at=now))
-    [(table, row)] = build(own, now)
-    assert table == DEAD_LETTERS and as_dict(table, row)["code"] == "processing_error"
-
-
-def test_row_builder_stores_alerts_from_the_alert_topics(processor: Processor) -> None:
-    settings = Settings()
-    table: dict[bytes, bytes] = {}
-    outcomes = [processor.process(table, "c-al", e) for e in cart_abandoned("c-al").events]
-    [alert] = [a for outcome in outcomes if outcome is not None for a in outcome.alerts]
-    build = RowBuilder(settings, VaderAnalyzer())
-    record = _record(settings.topic_alerts_marketing, alert.model_dump_json().encode())
-    [(name, row)] = build(record, datetime.now(timezone.utc))
-    assert name == ALERTS
-    assert as_dict(name, row)["alert_id"] == alert.alert_id
-    assert len(row) == len(TABLE_COLUMNS[ALERTS])
-
-
-
-class _CountingTable(dict[bytes, bytes]):
     def __init__(self) -> None:
-        super().__init__()
+        self.data: dict[tuple[int, bytes], bytes] = {}
         self.reads = 0
         self.writes = 0
         self.fail_writes = False
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+    def get(self, partition: int, key: bytes) -> bytes | None:
         self.reads += 1
-        return super().get(key, default)
+        return self.data.get((partition, key))
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        if self.fail_writes:
-            raise OSError("disk full")
-        self.writes += 1
-        super().__setitem__(key, value)
+    def write_pending(self, processor: Processor) -> int:
+        """What the pipeline does after the outputs are durable: write each dirty state once."""
+        writes = processor.pending_writes()
+        for write in writes:
+            if self.fail_writes:
+                raise OSError("disk full")
+            self.data[(write.partition, write.customer_id.encode())] = write.value
+            self.writes += 1
+            processor.written(write)
+        return len(writes)
+
+
+def _processor(store: _Store, engine: Any = None, **kwargs: Any) -> Processor:
+    return Processor(engine or build_engine(), store.get, TopicNames(), **kwargs)
+
+
+def test_a_state_stays_pending_until_written_then_is_written_once() -> None:
+    store = _Store()
+    processor = _processor(store)
+    journey = cart_abandoned("c-proc")
+    outcomes = [processor.process("c-proc", 3, e, NOW) for e in journey.events]
+    assert all(o is not None for o in outcomes)
+    assert not store.data and processor.dirty_customers == 1
+    assert [a.rule for o in outcomes if o for a in o.alerts] == ["cart_recovery"]
+    assert store.write_pending(processor) == 1
+    assert list(store.data) == [(3, b"c-proc")]  # in the partition the caller named
+    assert processor.dirty_customers == 0 and store.write_pending(processor) == 0
+    saved = store.data[(3, b"c-proc")]
+    assert processor.process("c-proc", 3, journey.events[0], NOW) is None  # a redelivery
+    assert store.write_pending(processor) == 0 and store.data[(3, b"c-proc")] == saved
+
+
+def test_outputs_go_to_the_configured_topics() -> None:
+    store = _Store()
+    topics = TopicNames(alerts_marketing="m", alerts_support="s", scores="sc")
+    processor = Processor(build_engine(), store.get, topics)
+    outputs = []
+    for event in cart_abandoned("c-out").events:
+        outcome = processor.process("c-out", 0, event, NOW)
+        assert outcome is not None
+        outputs.extend(processor.outputs(outcome, "c-out", kafka_ts_s=None))
+    assert {o.topic for o in outputs} <= {"m", "s", "sc"}
+    assert any(o.topic == "m" for o in outputs) and any(o.topic == "sc" for o in outputs)
+    assert all(o.key == b"c-out" and o.partition is None for o in outputs)
+
+
+def test_deadlines_are_indexed_as_states_change() -> None:
+    store = _Store()
+    processor = _processor(store)
+    at = NOW - timedelta(minutes=1)
+    abandon = make_event("c-due", "c-due:1", "cart_abandon", at,
+                         {"cart_id": "k", "cart_value": 250.0, "currency": "EUR"})
+    processor.process("c-due", 2, abandon, NOW)
+    now_s = NOW.timestamp()
+    assert processor.deadlines.pop_due(2, now_s, 10) == []
+    later = now_s + 3600
+    assert processor.deadlines.pop_due(1, later, 10) == []  # another partition
+    assert processor.deadlines.pop_due(2, later, 10) == ["c-due"]
+    assert processor.deadlines.pop_due(2, later, 10) == []  # returned once
+    outcome = processor.tick("c-due", 2, datetime.fromtimestamp(later, timezone.utc))
+    assert outcome is not None and [a.rule for a in outcome.alerts] == ["cart_recovery"]
 
 
 def test_state_cache_skips_decoding_and_is_dropped_on_rebalance() -> None:
-    processor = Processor(build_engine(), max_cached_states=10)
-    table = _CountingTable()
+    store = _Store()
+    processor = _processor(store, max_cached_states=10)
     events = cart_abandoned("c-cache").events
-    processor.process(table, "c-cache", events[0])
-    processor.flush(table)
-    processor.process(table, "c-cache", events[1])
-    assert table.reads == 1  # the second event used the cached state
-    processor.forget_states()  # a state not flushed yet survives a rebalance ...
-    processor.process(table, "c-cache", events[2])
-    assert table.reads == 1
-    processor.flush(table)
-    processor.forget_states()  # ... a flushed one is read again
-    processor.process(table, "c-cache", events[3])
-    assert table.reads == 2
+    processor.process("c-cache", 0, events[0], NOW)
+    store.write_pending(processor)
+    processor.process("c-cache", 0, events[1], NOW)
+    assert store.reads == 1  # the second event used the cached state
+    processor.forget_states()  # a state not written yet survives a rebalance ...
+    processor.process("c-cache", 0, events[2], NOW)
+    assert store.reads == 1
+    store.write_pending(processor)
+    processor.forget_states()  # ... a written one is read again
+    processor.process("c-cache", 0, events[3], NOW)
+    assert store.reads == 2
 
 
-def test_a_failed_flush_keeps_the_states_for_the_next_one() -> None:
-    processor = Processor(build_engine())
-    table = _CountingTable()
-    at = datetime.now(timezone.utc)
+def test_a_failed_write_keeps_the_states_for_the_next_one() -> None:
+    store = _Store()
+    processor = _processor(store)
     for n in range(3):
-        processor.process(table, f"c-{n}", make_event(f"c-{n}", f"e-{n}", "page_view", at,
-                                                      {"url": "/"}))
-    table.fail_writes = True
+        processor.process(f"c-{n}", 0, make_event(f"c-{n}", f"e-{n}", "page_view", NOW,
+                                                  {"url": "/"}), NOW)
+    store.fail_writes = True
     with pytest.raises(OSError):
-        processor.flush(table)
-    assert processor.dirty_customers == 3 and not table
-    table.fail_writes = False
-    assert processor.flush(table) == 3
-    assert sorted(table) == [b"c-0", b"c-1", b"c-2"]
+        store.write_pending(processor)
+    assert processor.dirty_customers == 3 and not store.data
+    store.fail_writes = False
+    assert store.write_pending(processor) == 3
+    assert sorted(key for _p, key in store.data) == [b"c-0", b"c-1", b"c-2"]
 
 
 class _FailOn:
@@ -178,51 +141,48 @@ class _FailOn:
 
 def test_an_engine_failure_mid_batch_rebuilds_the_state_without_the_failed_event() -> None:
     events = cart_abandoned("c-fail").events
-    table = _CountingTable()
-    failing = Processor(_FailOn(build_engine(), events[2].event_id))  # type: ignore[arg-type]
-    failing.process(table, "c-fail", events[0])
-    failing.flush(table)
-    failing.process(table, "c-fail", events[1])
+    store = _Store()
+    failing = _processor(store, _FailOn(build_engine(), events[2].event_id))
+    failing.process("c-fail", 0, events[0], NOW)
+    store.write_pending(failing)
+    failing.process("c-fail", 0, events[1], NOW)
     with pytest.raises(RuntimeError):
-        failing.process(table, "c-fail", events[2])
-    failing.flush(table)
+        failing.process("c-fail", 0, events[2], NOW)
+    store.write_pending(failing)
     # The same as a worker that never saw events[2]: events 0 and 1 applied, once each.
-    clean = Processor(build_engine())
-    reference: dict[bytes, bytes] = {}
-    clean.process(reference, "c-fail", events[0])
-    clean.process(reference, "c-fail", events[1])
-    clean.flush(reference)
-    rebuilt = CustomerState.from_bytes(table[b"c-fail"])
-    expected = CustomerState.from_bytes(reference[b"c-fail"])
+    reference = _Store()
+    clean = _processor(reference)
+    clean.process("c-fail", 0, events[0], NOW)
+    clean.process("c-fail", 0, events[1], NOW)
+    reference.write_pending(clean)
+    rebuilt = CustomerState.from_bytes(store.data[(0, b"c-fail")])
+    expected = CustomerState.from_bytes(reference.data[(0, b"c-fail")])
     assert rebuilt.seen == expected.seen and len(rebuilt.seen) == 2
     assert rebuilt.score == expected.score and rebuilt.pending_carts == expected.pending_carts
     # events[2] can be replayed later (from the dead-letter topic) and is applied then.
-    assert clean.process(reference, "c-fail", events[2]) is not None
+    assert clean.process("c-fail", 0, events[2], NOW) is not None
 
 
 def test_state_cache_is_bounded() -> None:
-    processor = Processor(build_engine(), max_cached_states=2)
-    table = _CountingTable()
-    at = datetime.now(timezone.utc)
+    store = _Store()
+    processor = _processor(store, max_cached_states=2)
     for n in range(3):
-        processor.process(table, f"c-{n}", make_event(f"c-{n}", f"e-{n}", "page_view", at,
-                                                      {"url": "/"}))
-    processor.flush(table)
-    reads = table.reads
-    processor.process(table, "c-0", make_event("c-0", "e-x", "page_view", at, {"url": "/"}))
-    assert table.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
+        processor.process(f"c-{n}", 0, make_event(f"c-{n}", f"e-{n}", "page_view", NOW,
+                                                  {"url": "/"}), NOW)
+    store.write_pending(processor)
+    reads = store.reads
+    processor.process("c-0", 0, make_event("c-0", "e-x", "page_view", NOW, {"url": "/"}), NOW)
+    assert store.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
 
 
 def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
-    processor = Processor(build_engine())
-    table: dict[bytes, bytes] = {}
-    at = datetime.now(timezone.utc)
+    store = _Store()
+    processor = _processor(store)
     view = {"url": "/"}
-    processor.process(table, "c-w", make_event("c-w", "e-1", "page_view", at, view))
+    processor.process("c-w", 0, make_event("c-w", "e-1", "page_view", NOW, view), NOW)
     [write] = processor.pending_writes()
-    # The batch awaits the producer; meanwhile the next batch changes the same customer.
-    processor.process(table, "c-w", make_event("c-w", "e-2", "page_view", at, view))
-    table[b"c-w"] = write.value
+    # The batch awaits the broker; meanwhile the customer changes again.
+    processor.process("c-w", 0, make_event("c-w", "e-2", "page_view", NOW, view), NOW)
     processor.written(write)
     assert processor.dirty_customers == 1  # e-2's change is not lost
     [newer] = processor.pending_writes()

@@ -1,0 +1,202 @@
+"""The scoring pipeline on whole fetches, with in-memory tables and a recording producer."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from schemas.topics import TopicNames
+from streams.core.deadletter import parse_dead_letter_headers
+from streams.partitioner import customer_partition
+from streams.pipeline import PipelineLimits, ScoringPipeline
+from streams.processing import Processor
+from tests.journeys import build_engine, make_event
+
+TOPICS = TopicNames()
+KEYED = "app.touchpoints.keyed"
+PARTITIONS = 4
+
+
+@dataclass(frozen=True)
+class _TP:
+    topic: str
+    partition: int
+
+
+@dataclass
+class _Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class _Table:
+    log: list[tuple[str, Any]]
+    name: str
+    data: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+    persisted: int = 0
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.data.get((partition, key))
+
+    def get_any(self, key: bytes) -> bytes | None:
+        return next((v for (_p, k), v in self.data.items() if k == key), None)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[(partition, key)] = value
+
+    async def send_changelog(self, partition: int, key: bytes, value: bytes) -> Any:
+        self.log.append((self.name, (partition, key)))
+        return _done()
+
+    def persist_offsets(self) -> None:
+        self.persisted += 1
+
+
+def _done() -> asyncio.Future[None]:
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
+
+
+class _Harness:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None, Any]] = []
+        self.acks: list[tuple[str, int, int, int]] = []
+        self.states = _Table(self.log, "state")
+        self.identities = _Table(self.log, "identity")
+        processor = Processor(build_engine(), self.states.get, TOPICS)
+        self.pipeline = ScoringPipeline(
+            processor, self.states, self.identities, self.send, self.ack, TOPICS, KEYED,
+            PipelineLimits(partitions=PARTITIONS, max_event_bytes=1 << 20,
+                           max_future_skew_s=86_400))
+        self.fail_sends = 0
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, headers: Any) -> Any:
+        if self.fail_sends:
+            self.fail_sends -= 1
+            raise ConnectionError("broker away")
+        self.sent.append((topic, key, value, partition, headers))
+        self.log.append(("send", topic))
+        return _done()
+
+    def ack(self, topic: str, partition: int, first: int, last: int) -> None:
+        self.acks.append((topic, partition, first, last))
+        self.log.append(("ack", (topic, partition)))
+
+    def run(self, fetch: dict[_TP, list[_Record]]) -> int:
+        return asyncio.run(self.pipeline.handle(fetch))
+
+
+def _event(customer: str | None, n: int, event_type: str = "page_view",
+           props: dict[str, Any] | None = None, **envelope: Any) -> bytes:
+    at = datetime.now(timezone.utc) - timedelta(minutes=10) + timedelta(seconds=n)
+    event = make_event(customer or "x", f"{customer}-{n}", event_type, at,
+                       props if props is not None else {"url": "/"}, **envelope)
+    if customer is None:
+        event = event.model_copy(update={"customer_id": None})
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def _fetch(topic: str, partition: int, values: list[tuple[bytes | None, bytes | None]],
+           first_offset: int = 0) -> dict[_TP, list[_Record]]:
+    return {_TP(topic, partition): [_Record(topic, partition, first_offset + i, key, value)
+                                    for i, (key, value) in enumerate(values)]}
+
+
+def test_an_event_on_its_customers_partition_is_scored_in_place() -> None:
+    h = _Harness()
+    customer = "c-home"
+    home = customer_partition(customer, PARTITIONS)
+    assert h.run(_fetch(TOPICS.touchpoints, home,
+                        [(customer.encode(), _event(customer, n)) for n in range(3)])) == 3
+    assert (home, customer.encode()) in h.states.data
+    assert all(topic != KEYED for topic, *_ in h.sent)
+    assert h.acks == [(TOPICS.touchpoints, home, 0, 2)]
+
+
+def test_an_event_on_another_partition_is_forwarded_to_its_customers_partition() -> None:
+    h = _Harness()
+    customer = "c-away"
+    home = customer_partition(customer, PARTITIONS)
+    away = (home + 1) % PARTITIONS
+    value = _event(customer, 1)
+    h.run(_fetch(TOPICS.touchpoints, away, [(customer.encode(), value)], first_offset=40))
+    assert h.sent == [(KEYED, customer.encode(), value, home, None)]
+    assert not h.states.data  # scored only where the state lives
+    assert h.acks == [(TOPICS.touchpoints, away, 40, 40)]
+    # ... and scored there when it arrives through the keyed topic.
+    h.run(_fetch(KEYED, home, [(customer.encode(), value)]))
+    assert (home, customer.encode()) in h.states.data
+
+
+def test_outputs_are_delivered_before_states_and_acks_come_last() -> None:
+    h = _Harness()
+    customer = "c-order"
+    home = customer_partition(customer, PARTITIONS)
+    nps = {"survey": "nps", "score": 1, "comment": "Terrible."}
+    h.run(_fetch(TOPICS.touchpoints, home,
+                 [(customer.encode(), _event(customer, 1, "survey_answer", nps))]))
+    kinds = [kind for kind, _ in h.log]
+    assert "send" in kinds and "state" in kinds and kinds[-1] == "ack"
+    assert max(i for i, k in enumerate(kinds) if k == "send") < kinds.index("state")
+    assert any(topic == TOPICS.alerts_support for topic, *_ in h.sent)
+    assert h.states.persisted == 1
+
+
+def test_invalid_and_failing_messages_are_dead_lettered_and_the_rest_flows_on() -> None:
+    h = _Harness()
+    customer = "c-bad"
+    home = customer_partition(customer, PARTITIONS)
+    values = [(b"k", b"{not json"), (customer.encode(), _event(customer, 1))]
+    h.run(_fetch(TOPICS.touchpoints, home, values, first_offset=7))
+    [dead] = [s for s in h.sent if s[0] == TOPICS.dead_letters]
+    assert dead[1:3] == (b"k", b"{not json")  # byte for byte
+    info = parse_dead_letter_headers(dead[4])
+    assert info.code == "invalid_json" and info.source_offset == 7
+    assert (home, customer.encode()) in h.states.data
+    assert h.acks == [(TOPICS.touchpoints, home, 7, 8)]
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    h.pipeline.processor.engine.process = boom  # type: ignore[method-assign]
+    h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 2))], 9))
+    [_, failed] = [s for s in h.sent if s[0] == TOPICS.dead_letters]
+    assert parse_dead_letter_headers(failed[4]).code == "processing_error"
+    assert h.acks[-1] == (TOPICS.touchpoints, home, 9, 9)
+
+
+def test_a_failed_send_is_retried_and_nothing_is_acked_before_it_succeeds() -> None:
+    h = _Harness()
+    customer = "c-retry"
+    away = (customer_partition(customer, PARTITIONS) + 1) % PARTITIONS
+    h.fail_sends = 2
+    h.run(_fetch(TOPICS.touchpoints, away, [(customer.encode(), _event(customer, 1))]))
+    assert len(h.sent) == 1 and h.acks == [(TOPICS.touchpoints, away, 0, 0)]
+
+
+def test_an_anonymous_event_follows_its_link_to_the_customers_partition() -> None:
+    h = _Harness()
+    customer, anonymous = "c-linked", "anon-42"
+    home = customer_partition(customer, PARTITIONS)
+    identify = _event(customer, 1, "identify", {}, anonymous_id=anonymous)
+    anon_event = _event(None, 2, anonymous_id=anonymous)
+    anon_partition = customer_partition(anonymous, PARTITIONS)
+    h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), identify)]))
+    assert h.identities.get_any(anonymous.encode()) == customer.encode()
+    h.run(_fetch(TOPICS.touchpoints, anon_partition, [(anonymous.encode(), anon_event)]))
+    forwarded = [s for s in h.sent if s[0] == KEYED]
+    if anon_partition == home:
+        assert not forwarded  # already where the customer's state is
+    else:
+        assert forwarded == [(KEYED, customer.encode(), anon_event, home, None)]
