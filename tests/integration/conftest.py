@@ -1,5 +1,6 @@
 """Fixtures for integration tests: real services, unique topics and databases per test, and the
-worker as a subprocess exactly as a user runs it (``cxsignals worker``)."""
+worker and the sink as subprocesses exactly as a user runs them (``cxsignals worker``,
+``cxsignals sink``)."""
 
 from __future__ import annotations
 
@@ -148,38 +149,56 @@ def cli(stack: Stack) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+def _start(stack: Stack, started: list[WorkerProcess], command: str, port_env: str,
+           ready_timeout_s: float, env: dict[str, str]) -> WorkerProcess:
+    full_env = stack.env(**env)
+    for setup in (("topics", "create"), ("migrate",)):
+        done = _cli(*setup, env=full_env)
+        assert done.returncode == 0, f"cxsignals {' '.join(setup)}: {done.stderr}"
+    metrics_port = free_port()
+    log_path = stack.tmp / f"{command}-{len(started)}.log"
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cxsignals.cli", command, "--loglevel", "info"],
+        env={**os.environ, **full_env, port_env: str(metrics_port)},
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+    process = WorkerProcess(proc=proc, log_path=log_path, metrics_port=metrics_port)
+    started.append(process)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{command} exited with {proc.returncode}:\n{process.log()}")
+        return "Ready" in process.log()
+
+    wait_until(ready, ready_timeout_s, f"`cxsignals {command}` to report Ready")
+    return process
+
+
 @pytest.fixture
 def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``cxsignals worker`` (topics created first) and wait until it reports Ready."""
     started: list[WorkerProcess] = []
 
     def start(ready_timeout_s: float = 90, **env: str) -> WorkerProcess:
-        full_env = stack.env(**env)
-        for setup in (("topics", "create"), ("migrate",)):
-            done = _cli(*setup, env=full_env)
-            assert done.returncode == 0, f"cxsignals {' '.join(setup)}: {done.stderr}"
-        metrics_port = free_port()
-        log_path = stack.tmp / f"worker-{len(started)}.log"
-        log_file = log_path.open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cxsignals.cli", "worker", "--loglevel", "info"],
-            env={**os.environ, **full_env, "CX_METRICS_PORT": str(metrics_port)},
-            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
-        )
-        worker = WorkerProcess(proc=proc, log_path=log_path, metrics_port=metrics_port)
-        started.append(worker)
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"worker exited with {proc.returncode}:\n{worker.log()}")
-            return "Ready" in worker.log()
-
-        wait_until(ready, ready_timeout_s, "the worker to report Ready")
-        return worker
+        return _start(stack, started, "worker", "CX_METRICS_PORT", ready_timeout_s, env)
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def start_sink(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``cxsignals sink`` (topics and schema created first), the ClickHouse writer."""
+    started: list[WorkerProcess] = []
+
+    def start(ready_timeout_s: float = 60, **env: str) -> WorkerProcess:
+        return _start(stack, started, "sink", "CX_SINK_METRICS_PORT", ready_timeout_s, env)
+
+    yield start
+    for sink in started:
+        sink.stop()
 
 
 def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

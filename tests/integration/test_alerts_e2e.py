@@ -97,9 +97,15 @@ def test_identity_stitching_scores_anonymous_events_for_the_linked_customer(
     from datetime import datetime, timedelta, timezone
 
     from streams.core.engine import alert_id
+    from streams.partitioner import customer_partition
     from tests.journeys import make_event
 
-    customer, anonymous = f"c-{stack.run_id}", f"a-{stack.run_id}"
+    partitions = stack.settings().touchpoint_partitions
+    customer = f"c-{stack.run_id}"
+    # An anonymous id on another partition than the customer's, so that the link must travel.
+    anonymous = next(a for a in (f"a-{stack.run_id}-{n}" for n in range(100))
+                     if customer_partition(a, partitions) != customer_partition(customer,
+                                                                                partitions))
     base = datetime.now(timezone.utc) - timedelta(hours=1)
     browse = make_event(None, f"{anonymous}:1", "page_view", base,  # type: ignore[arg-type]
                         {"url": "/"}, anonymous_id=anonymous)
@@ -134,7 +140,8 @@ def test_identity_stitching_scores_anonymous_events_for_the_linked_customer(
 def test_state_is_recovered_from_the_changelog_when_the_state_dir_is_lost(
     stack: Stack, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    """The batched state writes (streams.batching.ChangelogWriter) fill the table's changelog:
+    """The batched state writes (streams.faust_internals.TablePartitions) fill the table's
+    changelog:
     a worker that lost its RocksDB dir rebuilds every customer from it, so redelivered events
     are still recognised and nothing is alerted twice."""
     import shutil
@@ -162,9 +169,9 @@ def test_state_is_recovered_from_the_changelog_when_the_state_dir_is_lost(
 def test_a_second_worker_joining_mid_stream_loses_and_repeats_no_alert(
     stack: Stack, start_worker: Callable[..., WorkerProcess]
 ) -> None:
-    """A rebalance while batches are open: Faust waits until every message is acked, which the
-    batch timer does after writing states and handing over outputs. Every journey still ends
-    with exactly its expected alerts, emitted by whichever worker owns the customer."""
+    """A rebalance while a batch is in flight: the revocation waits for it, commits its offsets,
+    and only then hands the partitions over. Every journey still ends with exactly its expected
+    alerts, emitted by whichever worker owns the customer."""
     journeys = _journeys(stack, copies=4)
     expected = {
         (j.customer_id, rule, alert_id)

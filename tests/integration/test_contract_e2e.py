@@ -21,7 +21,8 @@ from tests.integration.services import wait_until
 
 
 def test_bad_messages_reach_the_dlq_unchanged_and_valid_ones_are_consumed(
-    stack: Stack, start_worker: Callable[..., WorkerProcess]
+    stack: Stack, start_worker: Callable[..., WorkerProcess],
+    start_sink: Callable[..., WorkerProcess],
 ) -> None:
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
     messages = list(generate(SimConfig(customers=40, seed=7, start=start, total_events=400,
@@ -31,6 +32,7 @@ def test_bad_messages_reach_the_dlq_unchanged_and_valid_ones_are_consumed(
     assert {m.expected_error for m in bad} >= {"invalid_json", "schema_violation"}, "mix too thin"
 
     start_worker()
+    start_sink()
     settings = stack.settings()
     publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints,
             [(m.key, m.value) for m in messages])
@@ -55,7 +57,7 @@ def test_bad_messages_reach_the_dlq_unchanged_and_valid_ones_are_consumed(
         return client.execute("SELECT uniqExact(event_id) FROM touchpoint_events")[0][0] == len(
             good_ids)
 
-    wait_until(stored, 90, "every valid event to be stored by the worker")
+    wait_until(stored, 90, "every valid event to be stored by the sink")
     rows = client.execute("SELECT event_id FROM touchpoint_events FINAL")
     assert {r[0] for r in rows} == good_ids
     dead = client.execute("SELECT code, raw FROM dead_letters")

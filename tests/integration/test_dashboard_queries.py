@@ -49,9 +49,10 @@ SIM_GAP_S = 0.05
 
 
 @contextlib.contextmanager
-def prometheus_scraping(target: str, tmp: Path) -> Iterator[str]:
-    """A Prometheus of this test only (free port, storage under ``tmp``) scraping ``target`` as
-    job ``cxsignals-worker`` with the project's rules; yields its base URL."""
+def prometheus_scraping(jobs: dict[str, str], tmp: Path) -> Iterator[str]:
+    """A Prometheus of this test only (free port, storage under ``tmp``) scraping each job's
+    target (``cxsignals-worker``, ``cxsignals-sink``) with the project's rules; yields its base
+    URL."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("the prometheus binary is not installed (Debian: apt-get install prometheus)",
@@ -66,7 +67,8 @@ def prometheus_scraping(target: str, tmp: Path) -> Iterator[str]:
         },
         "rule_files": [str(RULES)],
         "scrape_configs": [
-            {"job_name": "cxsignals-worker", "static_configs": [{"targets": [target]}]}
+            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            for job, target in jobs.items()
         ],
     }))
     log_path = tmp / "prometheus.log"
@@ -205,11 +207,15 @@ def _prometheus_failures(
 
 
 def test_every_dashboard_query_returns_data(
-    stack: Stack, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., WorkerProcess],
+    start_sink: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
     dashboards = load_dashboards()
     worker = start_worker()
-    with prometheus_scraping(f"127.0.0.1:{worker.metrics_port}", tmp_path) as prom_url:
+    sink = start_sink()
+    jobs = {"cxsignals-worker": f"127.0.0.1:{worker.metrics_port}",
+            "cxsignals-sink": f"127.0.0.1:{sink.metrics_port}"}
+    with prometheus_scraping(jobs, tmp_path) as prom_url:
         since_s = time.time()
         rules = _prom_api(prom_url, "rules")["groups"]
         assert {g["name"] for g in rules} == {"cxsignals.recording", "cxsignals.alerts"}

@@ -1,4 +1,4 @@
-"""Issue 5: no event missing and no duplicate in query results after a worker crash (SIGKILL)
+"""Issue 5: no event missing and no duplicate in query results after a worker and sink crash (SIGKILL)
 or a ClickHouse outage, through the real broker, worker subprocesses and ClickHouse servers."""
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def _assert_exactly_once_in_results(client: object, messages: list[SimMessage]) 
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
-    stack: Stack, start_worker: Callable[..., WorkerProcess]
+    stack: Stack, start_worker: Callable[..., WorkerProcess],
+    start_sink: Callable[..., WorkerProcess],
 ) -> None:
     messages = _messages(3000, seed=11)
     first = start_worker()
+    first_sink = start_sink()
     client = clickhouse_client(stack)
     publisher = _publish_in_chunks(stack, messages, chunks=10, pause_s=0.5)
     wait_until(
@@ -69,20 +71,24 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
         "the first rows to land",
     )
     first.stop(signal.SIGKILL)
-    assert first.proc.returncode == -signal.SIGKILL
+    first_sink.stop(signal.SIGKILL)
+    assert first.proc.returncode == first_sink.proc.returncode == -signal.SIGKILL
     start_worker()
+    start_sink()
     publisher.join(timeout=120)
     _assert_exactly_once_in_results(client, messages)
 
 
 def test_clickhouse_down_for_30s_mid_stream_loses_and_duplicates_nothing(
-    stack: Stack, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., WorkerProcess],
+    start_sink: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
     server = PrivateClickHouse(tmp_path / "clickhouse")
     server.start()
     try:
         url = f"{server.url.rsplit('/', 1)[0]}/{stack.database}"
-        worker = start_worker(CLICKHOUSE_URL=url)
+        start_worker(CLICKHOUSE_URL=url)
+        sink = start_sink(CLICKHOUSE_URL=url)
         client = clickhouse_client(stack, url)
         messages = _messages(2000, seed=12)
         publisher = _publish_in_chunks(stack, messages, chunks=8, pause_s=1.0)
@@ -93,7 +99,7 @@ def test_clickhouse_down_for_30s_mid_stream_loses_and_duplicates_nothing(
         server.stop()
         time.sleep(30)
         retries = sum(
-            float(line.rsplit(" ", 1)[1]) for line in http_get(worker.metrics_url).splitlines()
+            float(line.rsplit(" ", 1)[1]) for line in http_get(sink.metrics_url).splitlines()
             if line.startswith("cx_clickhouse_insert_retries_total{")
         )
         assert retries >= 1, "the writer should have been retrying while ClickHouse was down"
