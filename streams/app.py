@@ -33,10 +33,10 @@ from streams.core.state import CustomerState
 from streams.deadlines import DeadlineIndex
 from streams.faust_internals import (
     BatchApp,
+    BatchSender,
     TablePartitions,
     batch_consumer,
     check_versions,
-    send,
     subscribe,
 )
 from streams.loop_lag import watch_loop_lag
@@ -114,17 +114,14 @@ def create_worker(config: WorkerConfig) -> Worker:
     processor = Processor(build_engine(config), states.get, config.topics, deadlines=deadlines,
                           max_cached_states=config.state_cache_customers)
 
-    def _send(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-              headers: Any) -> Any:
-        return send(app, topic, key, value, partition, headers)
-
     consumer = batch_consumer(app)
 
     def _ack(topic: str, partition: int, first: int, last: int) -> None:
         consumer.ack_range(_tp(topic, partition), first, last)
 
     pipeline = ScoringPipeline(
-        processor, states, identities, _send, _ack, config.topics, config.keyed_topic,
+        processor, states, identities, BatchSender(app).send, _ack, config.topics,
+        config.keyed_topic,
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s),
     )
@@ -132,6 +129,7 @@ def create_worker(config: WorkerConfig) -> Worker:
     subscribe(app, keyed)
     consumer.batch_topics = frozenset({config.topics.touchpoints, config.keyed_topic})
     consumer.batch_handler = pipeline.handle
+    consumer.batch_drain = pipeline.drain
     consumer.fetch_timeout_s = min(1.0, config.tick_interval_s)
     _wire_health(app, config, pipeline, states, deadlines)
     return Worker(app=app, pipeline=pipeline, states=states, identities=identities)

@@ -24,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
+
+from streams.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
+    # Waits until every fetch handed to batch_handler is durable and acked.
+    batch_drain: Callable[[], Awaitable[None]] | None = None
     fetch_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:  # mode.Service hook, after __init__
@@ -110,8 +115,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._next_ack[tp] = last + 1
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        async with self.batch_lock:  # the batch in flight finishes and acks first
+        async with self.batch_lock:  # the batches in flight finish and ack first
             try:
+                if self.batch_drain is not None:
+                    await self.batch_drain()
                 await self.commit()
             except Exception as exc:  # the new owner re-reads from the last commit
                 log.warning("commit before revocation failed (%s: %s)", type(exc).__name__, exc)
@@ -214,15 +221,24 @@ def subscribe(app: faust.App, topic: faust.TopicT) -> None:
     app.topics.add(topic)
 
 
+class ChangelogRecord(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | None
+    partition: int | None
+
+
 class TablePartitions:
     """A Faust table's RocksDB partitions and changelog, written the way ``Table.__setitem__``
     writes them (a put into the partition's store, a changelog record with the same key, value
     and partition) but with the partition given, outside stream iteration.
 
     The changelog offset that recovery starts from is persisted once per partition per batch
-    (:meth:`persist_offsets`), after the broker acknowledged the records. Recovery, standbys and
-    assignment stay Faust's. Not for ``processing_guarantee="exactly_once"`` (Faust then persists
-    offsets at commit time), which CX Signals does not use.
+    (:meth:`persist_offsets`), after the broker acknowledged the records (:meth:`delivered`).
+    Recovery, standbys and assignment stay Faust's. Not for
+    ``processing_guarantee="exactly_once"`` (Faust then persists offsets at commit time), which
+    CX Signals does not use.
     """
 
     def __init__(self, table: Any) -> None:
@@ -235,10 +251,13 @@ class TablePartitions:
         self.table = table
         self.store = store
         self._offsets: dict[int, int] = {}
+        self._changelog_topic: str | None = None
 
     @property
     def changelog_topic(self) -> str:
-        return cast(str, self.table.changelog_topic.get_topic_name())
+        if self._changelog_topic is None:
+            self._changelog_topic = cast(str, self.table.changelog_topic.get_topic_name())
+        return self._changelog_topic
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         return cast("bytes | None", self.store._db_for_partition(partition).get(key))
@@ -254,20 +273,17 @@ class TablePartitions:
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.store._db_for_partition(partition).put(key, value)
 
-    async def send_changelog(self, partition: int, key: bytes, value: bytes) -> asyncio.Future:
-        """Hand the changelog record to the producer; returns its delivery future."""
-        sent = await self.table.app.producer.send(
-            self.changelog_topic, key, value, partition, None, None)
-        sent.add_done_callback(self._on_sent)
-        return cast(asyncio.Future, sent)
+    def changelog_record(self, partition: int, key: bytes, value: bytes) -> ChangelogRecord:
+        """The changelog record of a write (send it with :class:`BatchSender`)."""
+        return ChangelogRecord(self.changelog_topic, key, value, None, partition)
 
-    def _on_sent(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return  # the caller sends it again
-        metadata = fut.result()
-        partition = metadata.topic_partition.partition
-        if metadata.offset > self._offsets.get(partition, -1):
-            self._offsets[partition] = metadata.offset
+    def delivered(self, delivery: Delivery) -> None:
+        """The broker has ``delivery`` (a changelog batch): remember its last offset."""
+        if delivery.topic != self.changelog_topic:
+            return
+        last = delivery.future.result().offset + len(delivery.indices) - 1
+        if last > self._offsets.get(delivery.partition, -1):
+            self._offsets[delivery.partition] = last
 
     def persist_offsets(self) -> None:
         offsets, self._offsets = self._offsets, {}
@@ -305,10 +321,95 @@ class TablePartitions:
         return total
 
 
-async def send(app: faust.App, topic: str, key: bytes | None, value: bytes | None,
-               partition: int | None, headers: Sequence[tuple[str, bytes]] | None) -> Any:
-    """Hand one record to Faust's producer; returns its delivery future. ``Topic.send`` adds a
-    FutureMessage, sensors and a producer lookup per record (~30 us here) and delivers the
-    same way."""
-    return await app.producer.send(topic, key, value, partition, None,
-                                   list(headers) if headers else None)
+class OutRecord(Protocol):
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | None
+    partition: int | None
+
+
+class Delivery(NamedTuple):
+    """One record batch handed to the producer: ``future`` resolves to its RecordMetadata
+    (``offset`` is the batch's base offset); ``indices`` are its records' positions in the
+    list given to :meth:`BatchSender.send`."""
+
+    future: asyncio.Future[Any]
+    topic: str
+    partition: int
+    indices: list[int]
+
+
+class BatchSender:
+    """Hands records to aiokafka as whole record batches, one per topic partition and call
+    (``AIOKafkaProducer.create_batch`` / ``send_batch``, the producer Faust started), instead of
+    one ``send`` per record with its future and accumulator lookup. Records of one partition
+    keep their order. A record without a partition goes where Kafka's default partitioner puts
+    it (murmur2 of the key, the same as ``producer.send``; round robin without a key)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._round_robin = 0
+
+    def _producer(self) -> Any:
+        return cast(Any, self.app.producer)._ensure_producer()
+
+    async def _partitions(self, producer: Any, topic: str) -> int:
+        partitions = producer.client.cluster.partitions_for_topic(topic)
+        if not partitions:
+            await producer.client._wait_on_metadata(topic)
+            partitions = producer.client.cluster.partitions_for_topic(topic)
+        return len(partitions)
+
+    async def send(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        producer = self._producer()
+        groups: dict[tuple[str, int], list[int]] = {}
+        counts: dict[str, int] = {}
+        for index, record in enumerate(records):
+            partition = record.partition
+            if partition is None:
+                topic = record.topic
+                count = counts.get(topic)
+                if count is None:
+                    count = counts[topic] = await self._partitions(producer, topic)
+                if record.key is None:
+                    self._round_robin += 1
+                    partition = self._round_robin % count
+                else:
+                    partition = key_partition(record.key, count)
+            group = groups.get((record.topic, partition))
+            if group is None:
+                groups[(record.topic, partition)] = [index]
+            else:
+                group.append(index)
+        deliveries = []
+        for (topic, partition), indices in groups.items():
+            batch = producer.create_batch()
+            in_batch: list[int] = []
+            for index in indices:
+                record = records[index]
+                headers = list(record.headers) if record.headers else []
+                if batch.append(timestamp=None, key=record.key, value=record.value,
+                                headers=headers) is None:
+                    if not in_batch:
+                        raise ValueError(f"a record for {topic} does not fit a record batch")
+                    deliveries.append(await self._submit(producer, batch, topic, partition,
+                                                         in_batch))
+                    batch, in_batch = producer.create_batch(), []
+                    batch.append(timestamp=None, key=record.key, value=record.value,
+                                 headers=headers)
+                in_batch.append(index)
+            deliveries.append(await self._submit(producer, batch, topic, partition, in_batch))
+        return deliveries
+
+    async def _submit(self, producer: Any, batch: Any, topic: str, partition: int,
+                      indices: list[int]) -> Delivery:
+        batch.close()
+        future = await producer.send_batch(batch, topic, partition=partition)
+        return Delivery(future, topic, partition, indices)
+
+
+@lru_cache(maxsize=1 << 17)
+def key_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partition of a keyed record (murmur2), remembered per key."""
+    return partition_for(key, partitions)

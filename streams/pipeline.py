@@ -7,13 +7,18 @@ gives its customer; any other (a producer with another partitioner, an event kno
 anonymous id, a mis-keyed one) goes through the keyed topic to that partition, so that one
 customer's state is never split. Then idle customers whose deadlines passed are ticked.
 
-Then, in this order (:meth:`ScoringPipeline.commit`):
+Then, in this order (the fetch's durable phase, which runs while the next fetch is scored):
 
 1. every output (alerts, score updates, dead letters, forwarded events) is handed to the
-   producer and the pipeline waits until the broker has each one;
-2. every state changed by the fetch is written once per customer (RocksDB and changelog) and
-   every new identity link, and the pipeline waits for the changelog records;
+   producer, as one record batch per topic partition, and the pipeline waits until the broker
+   has each one;
+2. once the previous fetch is durable: every state changed by the fetch is written once per
+   customer (RocksDB and changelog) and every new identity link, and the pipeline waits for
+   the changelog records;
 3. the fetch's offsets are acked (Faust's commit loop commits them).
+
+At most one fetch is scored while the previous one becomes durable; :meth:`ScoringPipeline.drain`
+waits for both (a revocation calls it before the partitions move).
 
 Delivery guarantee: at least once, and a redelivery changes nothing. A state that marks an
 event as seen is stored only after that event's outputs are durable, so a redelivered event
@@ -44,7 +49,7 @@ from streams.core.deadletter import dead_letter_headers
 from streams.core.identity import route
 from streams.core.validation import ErrorCode, Invalid, validate_event
 from streams.partitioner import customer_partition
-from streams.processing import Output, Processor
+from streams.processing import Output, PendingWrite, Processor
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,8 @@ LEGACY_TICK_HEADER = "cx-tick"
 
 
 class KeyValueTable(Protocol):
-    """A changelogged table by partition (the worker's is :class:`TablePartitions`)."""
+    """A changelogged table by partition (the worker's is
+    :class:`~streams.faust_internals.TablePartitions`)."""
 
     def get(self, partition: int, key: bytes) -> bytes | None: ...
 
@@ -63,14 +69,26 @@ class KeyValueTable(Protocol):
 
     def put(self, partition: int, key: bytes, value: bytes) -> None: ...
 
-    async def send_changelog(self, partition: int, key: bytes, value: bytes) -> Any: ...
+    def changelog_record(self, partition: int, key: bytes, value: bytes) -> Any: ...
+
+    def delivered(self, delivery: Any) -> None: ...
 
     def persist_offsets(self) -> None: ...
 
 
-# (topic, key, value, partition, headers) -> the record's delivery future
-Send = Callable[[str, "bytes | None", "bytes | None", "int | None",
-                 "Sequence[tuple[str, bytes]] | None"], Awaitable[Any]]
+class Delivery(Protocol):
+    """Records handed to the producer together: ``future`` resolves once the broker has them;
+    ``indices`` are their positions in the list handed over."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+    @property
+    def indices(self) -> list[int]: ...
+
+
+# Hands records to the producer (whole batches per topic partition); returns the deliveries.
+SendRecords = Callable[[Sequence[Any]], Awaitable[Sequence[Delivery]]]
 # (topic, partition, first offset, last offset)
 Ack = Callable[[str, int, int, int], None]
 
@@ -85,7 +103,7 @@ class PipelineLimits:
 
 class ScoringPipeline:
     def __init__(self, processor: Processor, states: KeyValueTable, identities: KeyValueTable,
-                 send: Send, ack: Ack, topics: TopicNames, keyed_topic: str,
+                 send: SendRecords, ack: Ack, topics: TopicNames, keyed_topic: str,
                  limits: PipelineLimits) -> None:
         self.processor = processor
         self.states = states
@@ -99,6 +117,8 @@ class ScoringPipeline:
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
         self.tick_partitions: Callable[[], Sequence[int]] = lambda: ()
+        # The previous fetch's durable phase, still in flight while this one is scored.
+        self._inflight: asyncio.Future[None] | None = None
 
     # -- one fetch ----------------------------------------------------------------------------
 
@@ -130,14 +150,29 @@ class ScoringPipeline:
         self._ticks(now, outputs)
         for event_type, n in counts.items():
             metrics.child(metrics.events_processed, event_type).inc(n)
-        await self.commit(outputs)
-        for tp, records in fetch.items():
-            if records:
-                self.ack(tp.topic, tp.partition, records[0].offset, records[-1].offset)
+        writes = self.processor.pending_writes()
+        links, self._links = self._links, {}
+        acks = [(tp.topic, tp.partition, records[0].offset, records[-1].offset)
+                for tp, records in fetch.items() if records]
+        if not (outputs or writes or links or acks):
+            return 0
         if handled:
             metrics.batch_messages.observe(handled)
-        metrics.batch_flush_seconds.observe(time.perf_counter() - started)
+        previous = self._inflight
+        self._inflight = asyncio.ensure_future(
+            self._durable(previous, outputs, writes, links, acks, started))
+        if previous is not None:
+            await previous  # at most one fetch's durable phase runs behind the scoring
         return handled
+
+    async def drain(self) -> None:
+        """Return once every fetch handled so far is durable and acked (before a revocation
+        commits, and at shutdown)."""
+        while self._inflight is not None:
+            inflight = self._inflight
+            await inflight
+            if self._inflight is inflight:
+                self._inflight = None
 
     def _validate(self, value: bytes | None, now: datetime) -> Any:
         limits = self.limits
@@ -216,85 +251,84 @@ class ScoringPipeline:
         return Output(self.topics.dead_letters, record.key, record.value, headers,
                       on_sent=metrics.child(metrics.dead_letters, invalid.code.value).inc)
 
-    async def commit(self, outputs: list[Output]) -> None:
-        """Outputs first, then states and links; returns when the broker has all of them."""
-        handed = []
-        for output in outputs:
-            attempt = _bind_send(self.send, output)
-            handed.append(("send", attempt, await _retry("send", attempt), output.on_sent))
-        await _confirm(handed)
-        writes = self.processor.pending_writes()
-        links, self._links = self._links, {}
-        if not writes and not links:
-            return
-        handed = []
-        states = self.states
+    async def _durable(self, previous: asyncio.Future[None] | None, outputs: list[Output],
+                       writes: list[PendingWrite], links: dict[str, tuple[str, int]],
+                       acks: list[tuple[str, int, int, int]], started: float) -> None:
+        """Outputs first, then (after the previous fetch is durable) states and links, then the
+        acks; returns when the broker has all of them."""
+        if outputs:
+            await self._deliver("send", outputs, _no_delivery)
+        if previous is not None:
+            await previous
+        records = []
+        states, identities = self.states, self.identities
         for write in writes:
-            attempt = _bind_write(states, write.partition, write.customer_id.encode(),
-                                  write.value)
-            handed.append(("state", attempt, await _retry("state", attempt), None))
-        identities = self.identities
+            key = write.customer_id.encode()
+            states.put(write.partition, key, write.value)
+            records.append(states.changelog_record(write.partition, key, write.value))
         for anonymous, (customer, partition) in links.items():
-            attempt = _bind_write(identities, partition, anonymous.encode(), customer.encode())
-            handed.append(("state", attempt, await _retry("state", attempt), None))
-        await _confirm(handed)
-        for write in writes:
-            self.processor.written(write)
-        states.persist_offsets()
-        identities.persist_offsets()
+            key, value = anonymous.encode(), customer.encode()
+            identities.put(partition, key, value)
+            records.append(identities.changelog_record(partition, key, value))
+        if records:
+            def delivered(delivery: Delivery) -> None:
+                states.delivered(delivery)
+                identities.delivered(delivery)
 
+            await self._deliver("state", records, delivered)
+            processor = self.processor
+            for write in writes:
+                processor.written(write)
+            states.persist_offsets()
+            identities.persist_offsets()
+        ack = self.ack
+        for topic, partition, first, last in acks:
+            ack(topic, partition, first, last)
+        metrics.batch_flush_seconds.observe(time.perf_counter() - started)
 
-def _bind_send(send: Send, output: Output) -> Callable[[], Awaitable[Any]]:
-    def attempt() -> Awaitable[Any]:
-        return send(output.topic, output.key, output.value, output.partition, output.headers)
-    return attempt
-
-
-def _bind_write(table: KeyValueTable, partition: int, key: bytes,
-                value: bytes) -> Callable[[], Awaitable[Any]]:
-    async def attempt() -> Any:
-        table.put(partition, key, value)
-        return await table.send_changelog(partition, key, value)
-    return attempt
-
-
-async def _retry(stage: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``attempt`` until it does not raise; returns what it returned."""
-    delay_s = RETRY_FIRST_S
-    while True:
-        try:
-            return await attempt()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            metrics.batch_retries.labels(stage).inc()
-            log.exception("batch %s failed; retrying in %.1f s", stage, delay_s)
+    async def _deliver(self, stage: str, records: Sequence[Any],
+                       delivered: Callable[[Delivery], None]) -> None:
+        """Hand ``records`` over until the broker has every one; a failed hand-over or
+        delivery is retried (the failed records only) with capped exponential backoff."""
+        pending = list(range(len(records)))
+        delay_s = RETRY_FIRST_S
+        while pending:
+            subset = [records[i] for i in pending]
+            failed: list[int] = []
+            deliveries: Sequence[Delivery] = ()
+            try:
+                deliveries = await self.send(subset)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.batch_retries.labels(stage).inc()
+                log.exception("batch %s failed; retrying in %.1f s", stage, delay_s)
+                failed = pending
+            for delivery in deliveries:
+                try:
+                    await delivery.future
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    metrics.batch_retries.labels("delivery").inc()
+                    log.exception("batch %s not delivered; sending again in %.1f s", stage,
+                                  delay_s)
+                    failed.extend(pending[i] for i in delivery.indices)
+                    continue
+                delivered(delivery)
+                for i in delivery.indices:
+                    on_sent = getattr(subset[i], "on_sent", None)
+                    if on_sent is not None:
+                        on_sent()
+            if not failed:
+                return
+            pending = sorted(failed)
             await asyncio.sleep(delay_s)
             delay_s = min(RETRY_MAX_S, delay_s * 2)
 
 
-Handed = list[tuple[str, Callable[[], Awaitable[Any]], Any, "Callable[[], None] | None"]]
-
-
-async def _confirm(handed: Handed) -> None:
-    """Wait until the broker has every record handed over; hand a record over again if its
-    delivery failed. Runs each record's ``on_sent`` once it is delivered."""
-    for stage, attempt, delivery, on_sent in handed:
-        delay_s = RETRY_FIRST_S
-        while delivery is not None:
-            try:
-                await delivery
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                metrics.batch_retries.labels("delivery").inc()
-                log.exception("batch %s not delivered; sending again in %.1f s", stage, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(RETRY_MAX_S, delay_s * 2)
-                delivery = await _retry(stage, attempt)
-        if on_sent is not None:
-            on_sent()
+def _no_delivery(delivery: Delivery) -> None:
+    pass
 
 
 def _has_header(headers: Any, name: str) -> bool:

@@ -13,8 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 from schemas.alerts import AlertKind
 from schemas.topics import TopicNames
@@ -72,6 +72,8 @@ class Processor:
         # Changed since written: customer id -> (state, partition, change number).
         self._dirty: dict[str, tuple[CustomerState, int, int]] = {}
         self._changes = 0
+        # The change number of each dirty state already handed out for writing.
+        self._handed: dict[str, int] = {}
         # The events applied to each dirty state, to rebuild it if the engine fails half-way.
         self._applied: dict[str, list[Any]] = {}
 
@@ -108,6 +110,7 @@ class Processor:
 
     def _rebuild(self, customer_id: str, partition: int, now: datetime) -> None:
         self._states.pop(customer_id, None)
+        self._handed.pop(customer_id, None)
         pending = self._dirty.pop(customer_id, None)
         applied = self._applied.pop(customer_id, [])
         if pending is None:
@@ -161,15 +164,21 @@ class Processor:
         return outcome
 
     def pending_writes(self) -> list[PendingWrite]:
-        """The states changed since written, serialized now; each stays pending until
-        :meth:`written` is called for it (and again if it changed since)."""
-        return [PendingWrite(customer_id, state.to_bytes(), partition, change)
-                for customer_id, (state, partition, change) in self._dirty.items()]
+        """The states changed since last handed out, serialized now. Each stays dirty until
+        :meth:`written` is called for it; one handed out again is one that changed since."""
+        handed = self._handed
+        writes = []
+        for customer_id, (state, partition, change) in self._dirty.items():
+            if handed.get(customer_id) != change:
+                handed[customer_id] = change
+                writes.append(PendingWrite(customer_id, state.to_bytes(), partition, change))
+        return writes
 
     def written(self, write: PendingWrite) -> None:
         pending = self._dirty.get(write.customer_id)
         if pending is not None and pending[2] == write.change:
             del self._dirty[write.customer_id]
+            del self._handed[write.customer_id]
             self._applied.pop(write.customer_id, None)
 
     def outputs(self, outcome: Outcome, customer_id: str, *,

@@ -52,12 +52,29 @@ class _Table:
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.data[(partition, key)] = value
 
-    async def send_changelog(self, partition: int, key: bytes, value: bytes) -> Any:
-        self.log.append((self.name, (partition, key)))
-        return _done()
+    def changelog_record(self, partition: int, key: bytes, value: bytes) -> Any:
+        return _Out(f"{self.name}-changelog", key, value, None, partition)
+
+    def delivered(self, delivery: Any) -> None:
+        pass
 
     def persist_offsets(self) -> None:
         self.persisted += 1
+
+
+@dataclass
+class _Out:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    partition: int | None
+
+
+@dataclass
+class _Delivery:
+    future: asyncio.Future[None]
+    indices: list[int]
 
 
 def _done() -> asyncio.Future[None]:
@@ -80,21 +97,31 @@ class _Harness:
                            max_future_skew_s=86_400))
         self.fail_sends = 0
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None,
-                   partition: int | None, headers: Any) -> Any:
+    async def send(self, records: Any) -> list[_Delivery]:
+        """One delivery per record (a failed one fails before anything is recorded)."""
         if self.fail_sends:
             self.fail_sends -= 1
             raise ConnectionError("broker away")
-        self.sent.append((topic, key, value, partition, headers))
-        self.log.append(("send", topic))
-        return _done()
+        for record in records:
+            if record.topic.endswith("-changelog"):
+                self.log.append((record.topic.split("-")[0], (record.partition, record.key)))
+            else:
+                self.sent.append((record.topic, record.key, record.value, record.partition,
+                                  record.headers))
+                self.log.append(("send", record.topic))
+        return [_Delivery(_done(), [i]) for i in range(len(records))]
 
     def ack(self, topic: str, partition: int, first: int, last: int) -> None:
         self.acks.append((topic, partition, first, last))
         self.log.append(("ack", (topic, partition)))
 
     def run(self, fetch: dict[_TP, list[_Record]]) -> int:
-        return asyncio.run(self.pipeline.handle(fetch))
+        async def handle_and_drain() -> int:
+            handled = await self.pipeline.handle(fetch)
+            await self.pipeline.drain()
+            return handled
+
+        return asyncio.run(handle_and_drain())
 
 
 def _event(customer: str | None, n: int, event_type: str = "page_view",

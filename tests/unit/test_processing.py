@@ -108,7 +108,9 @@ def test_state_cache_skips_decoding_and_is_dropped_on_rebalance() -> None:
     assert store.reads == 2
 
 
-def test_a_failed_write_keeps_the_states_for_the_next_one() -> None:
+def test_a_state_handed_out_stays_dirty_until_written_and_is_not_handed_out_twice() -> None:
+    """The pipeline writes a fetch's states while the next fetch is scored: the next fetch
+    hands out only what changed since, and a write that fails is retried by whoever holds it."""
     store = _Store()
     processor = _processor(store)
     for n in range(3):
@@ -118,9 +120,12 @@ def test_a_failed_write_keeps_the_states_for_the_next_one() -> None:
     with pytest.raises(OSError):
         store.write_pending(processor)
     assert processor.dirty_customers == 3 and not store.data
-    store.fail_writes = False
-    assert store.write_pending(processor) == 3
-    assert sorted(key for _p, key in store.data) == [b"c-0", b"c-1", b"c-2"]
+    assert processor.pending_writes() == []  # all three are in flight already
+    processor.process("c-1", 0, make_event("c-1", "e-9", "page_view", NOW, {"url": "/"}), NOW)
+    [newer] = processor.pending_writes()
+    assert newer.customer_id == "c-1"
+    processor.written(newer)
+    assert processor.dirty_customers == 2
 
 
 class _FailOn:
