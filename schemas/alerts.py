@@ -42,3 +42,7 @@ class Alert(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     action: str
     context: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """The published JSON of this alert (the value of its ``cx.alerts.*`` record)."""
+        return self.__pydantic_serializer__.to_json(self)

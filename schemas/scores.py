@@ -19,3 +19,7 @@ class ScoreUpdate(BaseModel):
     explanation: list[Contribution] = Field(default_factory=list)
     event_time: AwareDatetime
     updated_at: AwareDatetime
+
+    def to_json(self) -> bytes:
+        """The published JSON of this update (the value of its ``cx.scores`` record)."""
+        return self.__pydantic_serializer__.to_json(self)
