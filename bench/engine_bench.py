@@ -86,9 +86,9 @@ def _run_once(engine: Engine, events: list[EventBase], now: datetime) -> dict[st
         state_bytes += len(data)
         if out.alerts or out.score_update is not None:
             for alert in out.alerts:
-                alert.model_dump_json()
+                alert.to_json()
             if out.score_update is not None:
-                out.score_update.model_dump_json()
+                out.score_update.to_json()
             publish_s += clock() - t3
             alerts += len(out.alerts)
             updates += out.score_update is not None

@@ -16,9 +16,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from schemas.alerts import Alert
 from schemas.events import EventBase
+from schemas.records import AlertRecord, ScoreUpdateRecord
 from schemas.scores import ScoreUpdate
 
 Row = tuple[Any, ...]
@@ -151,12 +153,23 @@ def event_row(event: EventBase, sentiment: float | None, *, ingested_at: datetim
     )
 
 
+def _model_json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 def _explanation(contributions: Sequence[Any]) -> str:
-    return _json([c.model_dump(mode="json") for c in contributions])
+    # Records (dataclasses) encode natively; pydantic Contributions through _model_json.
+    return orjson.dumps(contributions, default=_model_json).decode("utf-8")
 
 
-def score_row(update: ScoreUpdate, *, ingested_at: datetime) -> Row:
-    """The customer_scores row of a score update; explanation as a JSON list."""
+def score_row(update: ScoreUpdateRecord | ScoreUpdate, *, ingested_at: datetime) -> Row:
+    """The customer_scores row of a score update; explanation as a JSON list.
+
+    ``update``: ``schemas.records.decode_score_update`` of the published bytes (or the pydantic
+    model, slower to build).
+    """
     return (
         update.customer_id,
         float(update.experience_score),
@@ -172,8 +185,11 @@ def score_row(update: ScoreUpdate, *, ingested_at: datetime) -> Row:
     )
 
 
-def alert_row(alert: Alert, *, ingested_at: datetime) -> Row:
-    """The alerts row of an alert; explanation and context as JSON."""
+def alert_row(alert: AlertRecord | Alert, *, ingested_at: datetime) -> Row:
+    """The alerts row of an alert; explanation and context as JSON.
+
+    ``alert``: ``schemas.records.decode_alert`` of the published bytes (or the pydantic model).
+    """
     return (
         alert.alert_id,
         alert.rule,

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.alerts import Alert, Contribution
 from schemas.events import (
     EVENT_TYPES,
     CartAbandonEvent,
@@ -40,7 +39,7 @@ from schemas.events import (
     SurveyAnswerEvent,
     derive_stage,
 )
-from schemas.scores import ScoreUpdate
+from schemas.records import AlertRecord, ContributionRecord, ScoreUpdateRecord
 from streams.core import policy
 from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer
 from streams.core.policy import PolicyEvent
@@ -113,10 +112,7 @@ def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-# Model(**fields) is validate_python(fields) behind a keyword-argument wrapper; these run for
-# every score update and alert, so they call the validator directly (same instance).
-_validate_score_update = ScoreUpdate.__pydantic_validator__.validate_python
-_validate_alert = Alert.__pydantic_validator__.validate_python
+_STAGE_BY_VALUE = {stage._value_: stage for stage in JourneyStage}
 
 
 def _dt(t: float) -> datetime:
@@ -136,9 +132,9 @@ class _Explainer:
         self._st = st
         self._half_life_s = half_life_s
         self._top = top
-        self._value: list[Contribution] | None = None
+        self._value: list[ContributionRecord] | None = None
 
-    def __call__(self) -> list[Contribution]:
+    def __call__(self) -> list[ContributionRecord]:
         if self._value is None:
             st = self._st
             self._value = explanation(st, st.score, self._half_life_s, self._top)
@@ -176,8 +172,8 @@ class Outcome:
     state: CustomerState
     duplicate: bool = False
     late_dropped: bool = False  # older than watermark - grace_s: nothing changed
-    score_update: ScoreUpdate | None = None
-    alerts: list[Alert] = field(default_factory=list)
+    score_update: ScoreUpdateRecord | None = None
+    alerts: list[AlertRecord] = field(default_factory=list)
     policy_events: list[PolicyEvent] = field(default_factory=list)
 
 
@@ -504,21 +500,19 @@ class Engine:
             )
             return
         policy.record(st, c.rule, c.kind, c.event_time)
-        alert = _validate_alert(  # Alert(**fields)
-            {
-                "alert_id": alert_id(c.rule, customer_id, c.evidence),
-                "rule": c.rule,
-                "kind": c.kind,
-                "customer_id": customer_id,
-                "event_time": _dt(c.event_time),
-                "emitted_at": now,
-                "experience_score": round(st.score, 2),
-                "churn_risk": round(st.risk, 4),
-                "explanation": explain(),
-                "evidence": c.evidence,
-                "action": c.action,
-                "context": c.context,
-            }
+        alert = AlertRecord(
+            alert_id=alert_id(c.rule, customer_id, c.evidence),
+            rule=c.rule,
+            kind=c.kind,
+            customer_id=customer_id,
+            event_time=_dt(c.event_time),
+            emitted_at=now,
+            experience_score=round(st.score, 2),
+            churn_risk=round(st.risk, 4),
+            explanation=explain(),
+            evidence=c.evidence,
+            action=c.action,
+            context=c.context,
         )
         if d.action == "emit":
             out.alerts.append(alert)
@@ -527,8 +521,7 @@ class Engine:
         out.policy_events.append(
             PolicyEvent(c.rule, c.kind, "quiet_hours", "deferred", alert.alert_id, alert.event_time)
         )
-        payload = alert.model_dump(mode="json", exclude={"emitted_at"})
-        timed_insert(st.deferred, (d.release_t, payload), MAX_DEFERRED)
+        timed_insert(st.deferred, (d.release_t, alert.to_payload()), MAX_DEFERRED)
 
     def _release(
         self,
@@ -561,7 +554,7 @@ class Engine:
             ready_d = [d for d in st.deferred if due(d[0])]
             st.deferred = [d for d in st.deferred if not due(d[0])]
             for release_t, payload in ready_d:
-                alert = Alert.model_validate({**payload, "emitted_at": now})
+                alert = AlertRecord.from_payload(payload, now)
                 # The customer may have turned angry during the quiet hours: re-check on release.
                 if policy.suppressed_by_support(st, release_t, self.rules.policy):
                     out.policy_events.append(
@@ -579,7 +572,7 @@ class Engine:
 
     def _publish(
         self, st: CustomerState, customer_id: str, now: datetime, explain: _Explainer | None
-    ) -> ScoreUpdate:
+    ) -> ScoreUpdateRecord:
         """The score update of the state as it is now (``process`` decides when to publish)."""
         stage = st.stage
         assert stage is not None and st.watermark is not None
@@ -587,16 +580,13 @@ class Engine:
         st.pub_score, st.pub_risk, st.pub_stage = st.score, st.risk, stage
         if explain is None:
             explain = self._explainer(st)
-        # ScoreUpdate(**fields), without the keyword-argument wrapper of BaseModel.__init__.
-        return _validate_score_update(
-            {
-                "customer_id": customer_id,
-                "experience_score": round(st.score, 2),
-                "churn_risk": round(st.risk, 4),
-                "journey_stage": stage,
-                "previous_stage": previous,
-                "explanation": explain(),
-                "event_time": _dt(st.watermark),
-                "updated_at": now,
-            }
+        return ScoreUpdateRecord(
+            customer_id=customer_id,
+            experience_score=round(st.score, 2),
+            churn_risk=round(st.risk, 4),
+            journey_stage=_STAGE_BY_VALUE[stage],
+            previous_stage=None if previous is None else _STAGE_BY_VALUE[previous],
+            explanation=explain(),
+            event_time=_dt(st.watermark),
+            updated_at=now,
         )

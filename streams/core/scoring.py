@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from schemas.alerts import Contribution
 from schemas.events import STAGE_ORDER, JourneyStage
+from schemas.records import ContributionRecord
 from streams.core.signals import Signal
 from streams.core.state import MAX_SIGNALS, CustomerState
 
@@ -24,7 +24,6 @@ STAGE_WINDOW_S = 30 * 86_400
 _STAGE_VALUES_FURTHEST_FIRST = tuple(stage._value_ for stage in reversed(STAGE_ORDER))
 _STAGE_BY_VALUE = {stage._value_: stage for stage in STAGE_ORDER}
 _AWARENESS: str = JourneyStage.awareness._value_
-_validate_contribution = Contribution.__pydantic_validator__.validate_python
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -72,7 +71,7 @@ def add_signals(
 
 def explanation(
     state: CustomerState, score: float, half_life_s: float, top: int = 5
-) -> list[Contribution]:
+) -> list[ContributionRecord]:
     """The ``top`` signals that move the score most, with signed contributions in score points.
 
     Contributions are the decayed weights scaled by ``(score - 50) / S`` so that, while no
@@ -92,9 +91,8 @@ def explanation(
         for i, (t, wt, name, eid) in enumerate(state.signals)
     ]
     ranked.sort()
-    # Contribution(**fields), without the keyword-argument wrapper of BaseModel.__init__.
     return [
-        _validate_contribution({"signal": name, "contribution": round(c, 2), "event_id": eid})
+        ContributionRecord(name, round(c, 2), eid)
         for _size, _t, eid, name, _i, c in ranked[:top]
         if abs(c) >= 0.005
     ]

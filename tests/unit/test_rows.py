@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.alerts import Alert, AlertKind, Contribution
 from schemas.events import EventBase, JourneyStage, touchpoint_adapter
+from schemas.records import decode_alert, decode_score_update
 from schemas.scores import ScoreUpdate
 from sinks import rows as R
 
@@ -101,6 +102,8 @@ def test_score_row() -> None:
         event_time=NOW, updated_at=NOW + timedelta(milliseconds=5),
     )
     row = R.as_dict(R.CUSTOMER_SCORES, R.score_row(update, ingested_at=NOW))
+    decoded = decode_score_update(update.model_dump_json().encode())
+    assert R.score_row(decoded, ingested_at=NOW) == tuple(row.values())
     assert row["customer_id"] == "c7" and row["churn_risk"] == 0.82
     assert row["previous_stage"] == ""
     assert row["updated_ms"] - row["event_time_ms"] == 5
@@ -114,12 +117,17 @@ def test_alert_row() -> None:
         alert_id="a1", rule="detractor_followup", kind=AlertKind.support, customer_id="c1",
         event_time=NOW, emitted_at=NOW + timedelta(seconds=2), experience_score=20,
         churn_risk=0.9, evidence=["e1", "e2"], action="call", context={"score": 3},
+        explanation=[Contribution(signal="x", contribution=1.5, event_id="e2")],
     )
     row = R.as_dict(R.ALERTS, R.alert_row(alert, ingested_at=NOW))
+    decoded = decode_alert(alert.model_dump_json().encode())
+    assert R.alert_row(decoded, ingested_at=NOW) == tuple(row.values())
     assert row["kind"] == "support" and row["evidence"] == ["e1", "e2"]
     assert row["emitted_at"] - row["event_time"] == 2
     assert orjson.loads(row["context"]) == {"score": 3}
-    assert orjson.loads(row["explanation"]) == []
+    assert orjson.loads(row["explanation"]) == [
+        {"signal": "x", "contribution": 1.5, "event_id": "e2"}
+    ]
 
 
 def test_dead_letter_row_keeps_raw_bytes() -> None:
