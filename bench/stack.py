@@ -1,8 +1,9 @@
 """A benchmark's own slice of the real services: unique topics, consumer groups, ClickHouse
-database and state dir, and the worker run as a user runs it (``cxsignals worker``).
+database and state dirs, and the pipeline run as a user runs it: ``cxsignals worker`` (one or
+more, one consumer group) and ``cxsignals sink``, each its own process pinned with taskset.
 
 Everything is bounded in time, and :meth:`BenchStack.cleanup` removes what the stack created
-(worker stopped, topics and consumer groups deleted with kafka-python's admin client, database
+(processes stopped, topics and consumer groups deleted with kafka-python's admin client, database
 dropped, state dir removed) also after a failure; it never touches names outside its prefix.
 """
 
@@ -19,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +87,14 @@ def dir_bytes(path: Path) -> int:
 
 
 @dataclass
-class Worker:
+class Proc:
+    """One process of the pipeline under test: ``cxsignals worker`` or ``cxsignals sink``."""
+
+    role: str
     proc: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int
+    cpu: int | None
     started_s: float
     ready_s: float = 0.0
 
@@ -97,27 +102,43 @@ class Worker:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.pid}"
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def metrics(self, timeout_s: float = 5.0) -> dict[str, float]:
-        """Every sample of its /metrics summed over labels, by sample name."""
+    def check_alive(self) -> None:
+        """RuntimeError with the tail of its log when the process has exited."""
+        if not self.alive():
+            raise RuntimeError(f"{self.role} exited with {self.proc.returncode}:\n"
+                               f"{self.log()[-3000:]}")
+
+    def samples(self, timeout_s: float = 5.0) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of its /metrics as (name, labels, value)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
             text = response.read().decode()
+        return [(sample.name, dict(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples]
+
+    def metrics(self, timeout_s: float = 5.0) -> dict[str, float]:
+        """Every sample of its /metrics summed over labels, by sample name."""
         sums: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+        for name, _labels, value in self.samples(timeout_s):
+            sums[name] = sums.get(name, 0.0) + value
         return sums
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM (Faust shuts down cleanly, flushing RocksDB), SIGKILL after ``timeout_s``."""
+        """SIGTERM (the worker shuts down cleanly, flushing RocksDB; the sink leaves its group
+        without committing the batch in flight), SIGKILL after ``timeout_s``."""
         if self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -138,7 +159,7 @@ class BenchStack:
     label: str
     extra_env: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    workers: list[Worker] = field(default_factory=list)
+    procs: list[Proc] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -184,28 +205,50 @@ class BenchStack:
         self.cli("topics", "create")
         self.cli("migrate")
 
-    def start_worker(self, cpu: int | None, ready_timeout_s: float = READY_TIMEOUT_S) -> Worker:
-        """Start ``cxsignals worker`` pinned to ``cpu`` and wait until it logs Ready."""
-        port = free_port()
-        log_path = self.tmp / f"{self.prefix}-worker-{len(self.workers)}.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                pinned([*CLI, "worker", "--loglevel", "info"], cpu),
-                env={**os.environ, **self.env(), "CX_METRICS_PORT": str(port)},
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-            )
-        worker = Worker(proc=proc, log_path=log_path, metrics_port=port,
-                        started_s=time.monotonic())
-        self.workers.append(worker)
+    def worker_state_dir(self, index: int) -> Path:
+        return self.state_dir / f"worker-{index}"
+
+    def start(self, worker_cpus: Sequence[int | None], sink_cpu: int | None,
+              ready_timeout_s: float = READY_TIMEOUT_S) -> tuple[list[Proc], Proc]:
+        """Start one ``cxsignals worker`` per entry of ``worker_cpus`` (pinned there; one group,
+        each its own state dir and metrics port) and one ``cxsignals sink`` pinned to
+        ``sink_cpu``, all at once, and wait until each logged Ready."""
+        sink = self._spawn("sink", "sink", sink_cpu, {})
+        workers = [
+            self._spawn("worker", f"worker-{i}", cpu, {
+                "CX_METRICS_PORT": "{port}", "CX_SINK_METRICS_PORT": "0",
+                "CX_STATE_DIR": str(self.worker_state_dir(i)),
+            })
+            for i, cpu in enumerate(worker_cpus)
+        ]
+        pending = [sink, *workers]
 
         def ready() -> bool:
-            if not worker.alive():
-                raise RuntimeError(f"worker exited with {proc.returncode}:\n{worker.log()[-3000:]}")
-            return "Ready" in worker.log()
+            for proc in list(pending):
+                proc.check_alive()
+                if "Ready" in proc.log():
+                    proc.ready_s = time.monotonic()
+                    pending.remove(proc)
+            return not pending
 
-        wait_for(ready, ready_timeout_s, "the worker to report Ready")
-        worker.ready_s = time.monotonic()
-        return worker
+        wait_for(ready, ready_timeout_s, "the worker(s) and the sink to report Ready")
+        return workers, sink
+
+    def _spawn(self, role: str, label: str, cpu: int | None, env: dict[str, str]) -> Proc:
+        port = free_port()
+        env = {"CX_SINK_METRICS_PORT": "{port}", **env}
+        log_path = self.tmp / f"{self.prefix}-{label}-{len(self.procs)}.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(
+                pinned([*CLI, role, "--loglevel", "info"], cpu),
+                env={**os.environ, **self.env(),
+                     **{k: v.format(port=port) for k, v in env.items()}},
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
+        started = Proc(role=role, proc=proc, log_path=log_path, metrics_port=port, cpu=cpu,
+                       started_s=time.monotonic())
+        self.procs.append(started)
+        return started
 
     def clickhouse(self) -> Any:
         from clickhouse_driver import Client
@@ -219,11 +262,11 @@ class BenchStack:
         """Stop workers, delete this stack's topics and groups, drop its database, remove its
         state. Best effort: returns what could not be removed instead of raising."""
         problems: list[str] = []
-        for worker in self.workers:
+        for proc in self.procs:
             try:
-                worker.stop()
+                proc.stop()
             except Exception as exc:  # keep cleaning up the rest
-                problems.append(f"worker {worker.pid}: {exc}")
+                problems.append(f"{proc.name}: {exc}")
         problems += _delete_kafka(self.kafka_bootstrap, self.prefix)
         try:
             from clickhouse_driver import Client

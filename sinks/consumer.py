@@ -32,9 +32,8 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from schemas.alerts import Alert
 from schemas.limits import MAX_MESSAGE_BYTES
-from schemas.scores import ScoreUpdate
+from schemas.records import decode_alert, decode_score_update
 from sinks import metrics
 from sinks.batch import BatchBuffer
 from sinks.clickhouse import ClickHouseWriter
@@ -104,11 +103,11 @@ class RowBuilder:
         return build(record, now)
 
     def score(self, record: ConsumerRecord, now: datetime) -> Rows:
-        update = ScoreUpdate.model_validate_json(record.value)
+        update = decode_score_update(record.value or b"")
         return [(CUSTOMER_SCORES, score_row(update, ingested_at=now))]
 
     def alert(self, record: ConsumerRecord, now: datetime) -> Rows:
-        alert = Alert.model_validate_json(record.value)
+        alert = decode_alert(record.value or b"")
         return [(ALERTS, alert_row(alert, ingested_at=now))]
 
     def touchpoint(self, record: ConsumerRecord, now: datetime) -> Rows:
