@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA = "cxsignals-bench/1"
 
-# Goals of issue 7; the table marks each figure against them.
-TARGET_E2E_EVENTS_PER_S = 20_000.0
-TARGET_RATIO_TO_CEILING = 0.3
+# Goals of issue 12 (end to end, latency, engine) and of issue 7 (sink alone, decode); the table
+# marks each figure against them.
+TARGET_E2E_EVENTS_PER_S = 15_000.0
+TARGET_RATIO_TO_CEILING = 0.2
 TARGET_ALERT_P99_MS = 250.0
+TARGET_ROW_P99_MS = 1_000.0
+TARGET_ENGINE_EVENTS_PER_S = 40_000.0
 TARGET_SINK_ROWS_PER_S = 200_000.0
 TARGET_DECODE_US = 5.0
 
@@ -136,6 +139,11 @@ class Params(BaseModel):
     touchpoint_partitions: int = Field(ge=1)
     worker_cpu: int | None = Field(None, description="core the worker is pinned to (taskset)")
     harness_cpu: int | None = None
+    workers: int = Field(1, ge=1, description="worker processes (one consumer group)")
+    worker_cpus: list[int | None] = Field(
+        default_factory=list, description="core of each worker process (None: not pinned)")
+    sink_cpu: int | None = Field(
+        None, description="core of the sink process: the harness's, off the worker's core")
     services_moved: list[str] = Field(
         default_factory=list,
         description="local services (deploy/local pid files) kept off the worker's core for the "
@@ -143,7 +151,10 @@ class Params(BaseModel):
     )
     latency_s: float = Field(gt=0)
     latency_warmup_s: float = Field(ge=0)
-    latency_rate_per_s: float | None = Field(None, description="forced rate; None = half of e2e")
+    latency_rate_per_s: float | None = Field(
+        None, description="forced rate of the half-load run; None = half of e2e")
+    latency_loads: list[float] = Field(
+        default_factory=lambda: [0.5], description="latency runs, as fractions of the e2e rate")
     poll_ms: int = Field(ge=1)
     sink_rows: int = Field(ge=0)
     decode_n: int = Field(ge=0)
@@ -166,8 +177,32 @@ class Ceiling(BaseModel):
     events_per_cpu_s: float | None = Field(None, description="events / CPU seconds used")
 
 
+class ProcessFigures(BaseModel):
+    """One process of a phase: a worker (``cxsignals worker``) or the sink (``cxsignals sink``).
+
+    A worker's events are the ones its counters handled; the sink's are the touchpoint rows it
+    wrote (``cx_clickhouse_rows_written_total{table="touchpoint_events"}``), with the CPU it
+    also spent on the scores, alerts and dead letters of the same span. CPU time is user +
+    system of all its threads (/proc/<pid>/stat)."""
+
+    role: str
+    pid: int
+    cpu: int | None = Field(None, description="core it was pinned to")
+    startup_s: float | None = Field(None, description="process start to Ready")
+    events: int | None = Field(None, description="in the measured span")
+    seconds: float | None = Field(None, description="the measured span")
+    events_per_s: float | None = None
+    cpu_s: float | None = Field(None, description="CPU seconds used in the measured span")
+    cpu_utilization: float | None = Field(None, description="CPU s / wall s")
+    events_per_cpu_s: float | None = None
+    loop_lag_max_s: float | None = Field(
+        None, description="cx_event_loop_lag_max_seconds at the end: longest stall since start")
+    peak_rss_bytes: int | None = None
+
+
 class EndToEnd(BaseModel):
-    """One worker on a pre-filled topic: scoring, RocksDB + changelog, alerts, ClickHouse."""
+    """Worker(s) and sink on a pre-filled topic: scoring, RocksDB + changelog, alerts, ClickHouse.
+    Worker figures (rates, CPU) are over all worker processes together."""
 
     events: int
     customers: int
@@ -179,7 +214,8 @@ class EndToEnd(BaseModel):
     window_s: float | None = None
     ratio_to_ceiling: float | None = None
     cpu_utilization: float | None = Field(None, description="worker CPU s / wall s, in window")
-    events_per_cpu_s: float | None = Field(None, description="in window; robust to contention")
+    events_per_cpu_s: float | None = Field(
+        None, description="per worker CPU second, in window; robust to contention")
     ratio_to_ceiling_cpu: float | None = Field(None, description="events per CPU s vs ceiling's")
     handled: int = Field(description="processed + dead letters + duplicates, per the counters")
     dead_letters: int
@@ -189,10 +225,17 @@ class EndToEnd(BaseModel):
     clickhouse_seconds_to_all_rows: float | None = Field(description="Ready to the last row")
     clickhouse_rows_per_s: float | None = Field(description="valid rows / Ready to last row")
     timed_out: bool = False
+    workers: int = Field(1, ge=1, description="worker processes")
+    sink_events_per_cpu_s: float | None = Field(
+        None, description="touchpoint rows per sink CPU second, Ready to the last row")
+    worker_loop_lag_max_s: float | None = Field(None, description="the largest of the workers'")
+    sink_loop_lag_max_s: float | None = None
+    processes: list[ProcessFigures] = Field(
+        default_factory=list, description="each worker, then the sink")
 
 
 class Latency(BaseModel):
-    """A fresh worker fed at a fixed rate by the simulator's rate-limited publisher."""
+    """Fresh worker(s) and sink fed at a fixed rate by the simulator's rate-limited publisher."""
 
     rate_per_s: float
     published: int
@@ -204,12 +247,20 @@ class Latency(BaseModel):
     row_samples: int
     rows_not_seen: int
     poll_ms: int
+    load_fraction: float | None = Field(None, description="rate_per_s / the e2e rate")
+    published_per_s: float | None = Field(
+        None, description="rate the publisher achieved (below rate_per_s when it fell behind)")
+    worker_loop_lag_max_s: float | None = Field(None, description="the largest of the workers'")
+    sink_loop_lag_max_s: float | None = None
+    processes: list[ProcessFigures] = Field(
+        default_factory=list, description="each worker, then the sink, over the publish span")
 
 
 class Resources(BaseModel):
-    """Of the end-to-end worker."""
+    """Of the end-to-end worker(s): the largest peak RSS, their state dirs together."""
 
     peak_rss_bytes: int | None = None
+    sink_peak_rss_bytes: int | None = None
     state_dir_bytes: int | None = None
     customers_in_state: int | None = None
     state_dir_bytes_per_customer: float | None = None
@@ -231,7 +282,8 @@ class BenchResult(BaseModel):
     params: Params
     ceiling: Ceiling | None = None
     end_to_end: EndToEnd | None = None
-    latency: Latency | None = None
+    latency: Latency | None = Field(None, description="at half the e2e rate")
+    latency_80: Latency | None = Field(None, description="at 80 % of the e2e rate")
     sink: dict[str, Any] | None = None
     decode: dict[str, float] | None = None
     engine: dict[str, float] | None = None
@@ -266,6 +318,10 @@ def _num(value: float | None, digits: int = 0, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def _ms(seconds: float | None) -> str:
+    return _num(None if seconds is None else seconds * 1000, 1, "ms")
+
+
 def _vs(value: float | None, target: float, *, lower_is_better: bool = False) -> str:
     if value is None:
         return ""
@@ -284,7 +340,8 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                      f"{_num(c.events_per_cpu_s, 0)} per CPU s"))
     if result.end_to_end is not None:
         e = result.end_to_end
-        rows.append(("2 e2e sustained (counters)", _num(e.events_per_s_metrics, 0, "ev/s"),
+        many = f" ({e.workers} workers)" if e.workers > 1 else ""
+        rows.append((f"2 e2e sustained (counters){many}", _num(e.events_per_s_metrics, 0, "ev/s"),
                      _vs(e.events_per_s_metrics, TARGET_E2E_EVENTS_PER_S)))
         rows.append(("2 e2e sustained (group lag)", _num(e.events_per_s_lag, 0, "ev/s"), ""))
         rows.append(("2 e2e / ceiling", _num(e.ratio_to_ceiling, 3),
@@ -295,18 +352,34 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         rows.append(("2 e2e all handled after Ready", _num(e.seconds_to_all_handled, 1, "s"), ""))
         rows.append(("2 ClickHouse all rows after Ready",
                      _num(e.clickhouse_seconds_to_all_rows, 1, "s"), ""))
-        rows.append(("2 store loop (average)", _num(e.clickhouse_rows_per_s, 0, "rows/s"), ""))
-    if result.latency is not None:
-        lat = result.latency
+        rows.append(("2 sink rows (average)", _num(e.clickhouse_rows_per_s, 0, "rows/s"), ""))
+        sink_use = next((p.cpu_utilization for p in e.processes if p.role == "sink"), None)
+        rows.append(("2 sink per CPU second", _num(e.sink_events_per_cpu_s, 0, "ev/s"),
+                     f"CPU use {_num(sink_use, 2)}"))
+        rows.append(("2 worker event-loop lag max", _ms(e.worker_loop_lag_max_s), ""))
+        rows.append(("2 sink event-loop lag max", _ms(e.sink_loop_lag_max_s), ""))
+        if e.workers > 1:
+            for i, w in enumerate(p for p in e.processes if p.role == "worker"):
+                rows.append((f"2 worker {i} (cpu {w.cpu})", _num(w.events_per_s, 0, "ev/s"),
+                             f"{_num(w.events_per_cpu_s, 0)} per CPU s, "
+                             f"CPU use {_num(w.cpu_utilization, 2)}"))
+    for lat, tag in ((result.latency, ""), (result.latency_80, " (80%)")):
+        if lat is None:
+            continue
         a, r = lat.event_to_alert, lat.event_to_row
-        rows.append(("3 latency load", _num(lat.rate_per_s, 0, "ev/s"), ""))
-        rows.append(("3 publish->alert p50", _num(a.p50_ms, 1, "ms"), f"n={a.count}"))
-        rows.append(("3 publish->alert p99", _num(a.p99_ms, 1, "ms"),
+        published = f"published {_num(lat.published_per_s, 0, 'ev/s')}"
+        rows.append((f"3 latency load{tag}", _num(lat.rate_per_s, 0, "ev/s"), published))
+        rows.append((f"3 publish->alert p50{tag}", _num(a.p50_ms, 1, "ms"), f"n={a.count}"))
+        rows.append((f"3 publish->alert p99{tag}", _num(a.p99_ms, 1, "ms"),
                      _vs(a.p99_ms, TARGET_ALERT_P99_MS, lower_is_better=True)))
-        rows.append(("3 publish->alert max", _num(a.max_ms, 1, "ms"), ""))
-        rows.append(("3 publish->ClickHouse row p50", _num(r.p50_ms, 1, "ms"), f"n={r.count}"))
-        rows.append(("3 publish->ClickHouse row p99", _num(r.p99_ms, 1, "ms"), ""))
-        rows.append(("3 publish->ClickHouse row max", _num(r.max_ms, 1, "ms"), ""))
+        rows.append((f"3 publish->alert max{tag}", _num(a.max_ms, 1, "ms"), ""))
+        rows.append((f"3 publish->ClickHouse row p50{tag}", _num(r.p50_ms, 1, "ms"),
+                     f"n={r.count}"))
+        rows.append((f"3 publish->ClickHouse row p99{tag}", _num(r.p99_ms, 1, "ms"),
+                     _vs(r.p99_ms, TARGET_ROW_P99_MS, lower_is_better=True)))
+        rows.append((f"3 publish->ClickHouse row max{tag}", _num(r.max_ms, 1, "ms"), ""))
+        rows.append((f"3 event-loop lag max{tag}", _ms(lat.worker_loop_lag_max_s),
+                     f"sink {_ms(lat.sink_loop_lag_max_s)}"))
     if result.sink is not None:
         rate = result.sink.get("rows_per_s")
         rows.append(("4 sink alone", _num(rate, 0, "rows/s"),
@@ -316,11 +389,15 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         rows.append(("5 decode + validate", _num(us, 2, "us/event"),
                      _vs(us, TARGET_DECODE_US, lower_is_better=True)))
     if result.engine is not None:
-        rows.append(("  engine alone", _num(result.engine.get("events_per_s"), 0, "ev/s"), ""))
+        rate = result.engine.get("events_per_s")
+        rows.append(("  engine alone", _num(rate, 0, "ev/s"),
+                     _vs(rate, TARGET_ENGINE_EVENTS_PER_S)))
     if result.resources is not None:
         res = result.resources
         mib = None if res.peak_rss_bytes is None else res.peak_rss_bytes / 2**20
-        rows.append(("6 worker peak RSS", _num(mib, 1, "MiB"), ""))
+        sink_mib = None if res.sink_peak_rss_bytes is None else res.sink_peak_rss_bytes / 2**20
+        rows.append(("6 worker peak RSS", _num(mib, 1, "MiB"),
+                     f"sink {_num(sink_mib, 1, 'MiB')}"))
         rows.append(("6 RocksDB dir / customer", _num(res.state_dir_bytes_per_customer, 0, "B"),
                      f"{res.customers_in_state or 0:,} customers"))
         rows.append(("6 state value mean", _num(res.mean_state_value_bytes, 0, "B"), ""))

@@ -259,8 +259,8 @@ class BenchStack:
                       settings={"max_query_size": 4 * 1024 * 1024})
 
     def cleanup(self) -> list[str]:
-        """Stop workers, delete this stack's topics and groups, drop its database, remove its
-        state. Best effort: returns what could not be removed instead of raising."""
+        """Stop its processes, delete this stack's topics and groups, drop its database, remove
+        its state. Best effort: returns what could not be removed instead of raising."""
         problems: list[str] = []
         for proc in self.procs:
             try:

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from schemas.topics import TopicNames
 from streams import metrics
 from streams.core.deadletter import dead_letter_headers
-from streams.core.identity import route
+from streams.core.identity import resolve
 from streams.core.validation import ErrorCode, Invalid, validate_event
 from streams.partitioner import customer_partition
 from streams.processing import Output, PendingWrite, Processor
@@ -116,6 +116,9 @@ class ScoringPipeline:
         self._links: dict[str, tuple[str, int]] = {}  # anonymous id -> (customer, partition)
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
+        self._lag = metrics.BatchObserver(metrics.processing_lag)
+        self._score = metrics.BatchObserver(metrics.experience_score)
+        self._risk = metrics.BatchObserver(metrics.churn_risk)
         self.tick_partitions: Callable[[], Sequence[int]] = lambda: ()
         # The previous fetch's durable phase, still in flight while this one is scored.
         self._inflight: asyncio.Future[None] | None = None
@@ -150,6 +153,8 @@ class ScoringPipeline:
         self._ticks(now, outputs)
         for event_type, n in counts.items():
             metrics.child(metrics.events_processed, event_type).inc(n)
+        for observer in (self._lag, self._score, self._risk):
+            observer.flush()
         writes = self.processor.pending_writes()
         links, self._links = self._links, {}
         acks = [(tp.topic, tp.partition, records[0].offset, records[-1].offset)
@@ -187,11 +192,9 @@ class ScoringPipeline:
         if isinstance(result, Invalid):
             outputs.append(self._dead_letter(record, result, now))
             return
-        decision = route(result, record.key, self._linked_customer)
-        if decision.link is not None:
-            anonymous, customer = decision.link
-            self._remember_link(anonymous, customer, record.partition)
-        customer_id = decision.customer_id
+        customer_id, link = resolve(result, self._linked_customer)
+        if link is not None:
+            self._remember_link(link[0], link[1], record.partition)
         partition = customer_partition(customer_id, self.limits.partitions)
         if partition != record.partition and not keyed:
             outputs.append(Output(self.keyed_topic, customer_id.encode(), record.value,
@@ -204,10 +207,10 @@ class ScoringPipeline:
             return
         event_type = result.event_type
         counts[event_type] = counts.get(event_type, 0) + 1
-        metrics.processing_lag.observe(max(0.0, (now - result.occurred_at).total_seconds()))
+        self._lag.observe(max(0.0, (now - result.occurred_at).total_seconds()))
         state = outcome.state
-        metrics.experience_score.observe(state.score)
-        metrics.churn_risk.observe(state.risk)
+        self._score.observe(state.score)
+        self._risk.observe(state.risk)
         if outcome.alerts or outcome.score_update is not None or outcome.policy_events:
             outputs.extend(self.processor.outputs(outcome, customer_id,
                                                   kafka_ts_s=record.timestamp / 1000))

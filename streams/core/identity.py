@@ -1,36 +1,28 @@
-"""Identity stitching: which customer an event belongs to, and whether it must be re-keyed.
+"""Identity stitching: which customer an event belongs to, and which link it teaches.
 
 An event carrying both ``customer_id`` and ``anonymous_id`` links them; later events with only
-that anonymous_id count for the customer. Pure: the caller passes the link lookup.
+that anonymous_id count for the customer. Where the event is scored is not decided here: the
+pipeline scores it on the partition the project's partitioner gives the customer (see
+:mod:`streams.partitioner`). Pure: the caller passes the link lookup.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
-from schemas.events import EventBase
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    customer_id: str
-    """The id whose state the event updates (a customer id, or an unlinked anonymous id)."""
-    forward: bool
-    """True when the message key is not ``customer_id``: re-key it to reach that state."""
-    link: tuple[str, str] | None
-    """``(anonymous_id, customer_id)`` to remember, when the event links them."""
+Link = tuple[str, str]
+"""``(anonymous_id, customer_id)``: a link to remember."""
 
 
-def route(
-    event: EventBase, message_key: bytes | None, linked_customer: Callable[[str], str | None]
-) -> Route:
-    link = None
-    if event.customer_id is not None:
-        customer = event.customer_id
-        if event.anonymous_id is not None and event.anonymous_id != customer:
-            link = (event.anonymous_id, customer)
-    else:
-        anonymous = event.anonymous_id or ""
-        customer = linked_customer(anonymous) or anonymous
-    return Route(customer, message_key != customer.encode(), link)
+def resolve(event: Any, linked_customer: Callable[[str], str | None]) -> tuple[str, Link | None]:
+    """The id whose state the event updates (a customer id, or an unlinked anonymous id), and
+    the link the event teaches, if any. A plain tuple: this runs once per event."""
+    customer = event.customer_id
+    if customer is not None:
+        anonymous = event.anonymous_id
+        if anonymous is not None and anonymous != customer:
+            return customer, (anonymous, customer)
+        return customer, None
+    anonymous = event.anonymous_id or ""
+    return linked_customer(anonymous) or anonymous, None
