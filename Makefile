@@ -56,7 +56,7 @@ lint: install ## ruff + mypy
 	$(BIN)/mypy cxsignals streams schemas sinks bench
 
 .PHONY: bench
-bench: setup ## Benchmark against the real local Kafka and ClickHouse (writes bench/results/)
+bench: setup ## Benchmark worker and sink processes on the local Kafka and ClickHouse (BENCH_ARGS="--quick", "--workers 2"; writes bench/results/)
 	$(BIN)/python -m bench.run
 
 .PHONY: schemas

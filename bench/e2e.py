@@ -4,21 +4,31 @@ at a fixed load. Each phase runs against the real Kafka and ClickHouse inside a
 
 What is measured, precisely:
 
-- Throughput: a worker starts on a topic already holding N simulator events. Its own counters
-  (``cx_events_processed_total + cx_dead_letters_total + cx_duplicates_skipped_total``) and the
-  committed offsets of its consumer group on the touchpoints topic are sampled every second;
-  the sustained rate is taken between 10 % and 95 % of N (:func:`bench.report.sustained_rate`).
-  The store loop's figure is the valid events over the time from Ready until ``count()`` of
-  ``touchpoint_events`` reached them (it writes in steps of up to a batch a second).
-- Latency: a fresh worker gets simulator events at a fixed rate from the rate-limited publisher
-  (kafka-python). *Publish time* is the event's Kafka record timestamp (CreateTime, set by the
-  producer when ``send`` is called). *Alert time* is the alert record's timestamp, set by the
-  worker's producer when it hands the alert over; the triggering event is the newest event of
-  the alert's evidence (rules put the event being processed last in it); ``cart_recovery``
-  alerts fire on a deadline, not on a publish, and are counted apart. *Row visible* is the wall
-  time of the first poll (every ``poll_ms``) of ``touchpoint_events`` that returns a sampled
-  event id, so it over-states the true moment by up to ``poll_ms``. Events published during the
-  first ``warmup_s`` are left out of both distributions.
+- Throughput: one or more ``cxsignals worker`` processes (one consumer group) and one
+  ``cxsignals sink`` start together on a topic already holding N simulator events; time 0 is
+  when the last of them logged Ready. The workers' counters (``cx_events_processed_total +
+  cx_dead_letters_total + cx_duplicates_skipped_total``, summed), the committed offsets of
+  their consumer group on the touchpoints topic and each process's CPU time are sampled every
+  ``SAMPLE_EVERY_S``; the sustained rate is taken between 10 % and 95 % of N
+  (:func:`bench.report.sustained_rate`), and each worker's CPU and events in that window give
+  its events per CPU second. The sink's rate is the valid events over the time from 0 until
+  ``count()`` of ``touchpoint_events`` reached them (it writes in batches of up to
+  ``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``, too coarse for a steady window), and its
+  events per CPU second are the touchpoint rows it wrote over the CPU it used from its own
+  Ready to that moment (including the scores, alerts and dead letters it wrote meanwhile).
+  Each process's event-loop lag max is read from its /metrics (``cx_event_loop_lag_max_seconds``,
+  the longest stall since it started) before it is stopped.
+- Latency: fresh worker(s) and sink get simulator events at a fixed rate from the rate-limited
+  publisher (kafka-python), once at half and once at 80 % of the e2e rate (each run with its
+  own topics, processes and database). *Publish time* is the event's Kafka record timestamp
+  (CreateTime, set by the producer when ``send`` is called). *Alert time* is the alert record's
+  timestamp, set by the worker's producer when it hands the alert over; the triggering event is
+  the newest event of the alert's evidence (rules put the event being processed last in it);
+  ``cart_recovery`` alerts fire on a deadline, not on a publish, and are counted apart. *Row
+  visible* is the wall time of the first poll (every ``poll_ms``) of ``touchpoint_events`` that
+  returns a sampled event id (written by the sink), so it over-states the true moment by up to
+  ``poll_ms``. Events published during the first ``warmup_s`` are left out of both
+  distributions. Each process's CPU and event-loop lag max are reported for the run too.
 """
 
 from __future__ import annotations
@@ -27,20 +37,27 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from tqdm import tqdm
 
-from bench.report import EndToEnd, Latency, Resources, latency_stats, sustained_rate
+from bench.report import (
+    EndToEnd,
+    Latency,
+    ProcessFigures,
+    Resources,
+    latency_stats,
+    sustained_rate,
+)
 from bench.stack import (
     BenchStack,
     GroupLag,
-    Worker,
+    Proc,
     cpu_seconds,
     dir_bytes,
     peak_rss_bytes,
@@ -49,9 +66,11 @@ from bench.stack import (
 from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.journeys import SimConfig, generate
 from cxsignals.simulator.publisher import publish
+from sinks.rows import TOUCHPOINT_EVENTS
 
+N = TypeVar("N", int, float)
 PREFILL_EVENT_GAP_S = 0.02  # event time of the pre-filled backlog: 50 events per second
-SAMPLE_EVERY_S = 1.0
+SAMPLE_EVERY_S = 0.25  # the default size is drained in well under 10 s
 MAX_ROW_SAMPLES = 2_000  # event ids polled in ClickHouse: one IN list, well under max_query_size
 NO_TRIGGER_RULES = frozenset({"cart_recovery"})  # fired by a deadline, not by a publish
 
@@ -101,41 +120,86 @@ class Throughput:
     samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int | None,
-                   timeout_s: float, on_worker: Callable[[Worker, float], None] | None = None
-                   ) -> Throughput:
-    """Start one worker on the pre-filled topic and follow it until every event is handled and
-    every valid event is a ClickHouse row, or ``timeout_s`` after Ready (then ``timed_out``).
-    ``on_worker(worker, fraction_handled)`` is called after each sample (the profiler hook)."""
+def _sink_rows(sink: Proc) -> int:
+    """Touchpoint rows the sink wrote so far, by its own counter."""
+    return int(sum(value for name, labels, value in sink.samples()
+                   if name == "cx_clickhouse_rows_written_total"
+                   and labels.get("table") == TOUCHPOINT_EVENTS))
+
+
+def _loop_lag_max(proc: Proc) -> float | None:
+    try:
+        value = proc.metrics().get("cx_event_loop_lag_max_seconds")
+    except OSError:  # gone or not answering: the figure is missing, the phase goes on
+        return None
+    return None if value is None else round(value, 4)
+
+
+def _max(values: Sequence[N | None]) -> N | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _figures(proc: Proc, *, events: float | None, seconds: float | None,
+             cpu_s: float | None, loop_lag_max_s: float | None,
+             peak_rss: int | None = None) -> ProcessFigures:
+    return ProcessFigures(
+        role=proc.role, pid=proc.pid, cpu=proc.cpu,
+        startup_s=round(proc.ready_s - proc.started_s, 2) if proc.ready_s else None,
+        events=None if events is None else int(events),
+        seconds=None if seconds is None else round(seconds, 2),
+        events_per_s=round(events / seconds, 1) if events is not None and seconds else None,
+        cpu_s=None if cpu_s is None else round(cpu_s, 2),
+        cpu_utilization=round(cpu_s / seconds, 3) if cpu_s is not None and seconds else None,
+        events_per_cpu_s=round(events / cpu_s, 1) if events is not None and cpu_s else None,
+        loop_lag_max_s=loop_lag_max_s, peak_rss_bytes=peak_rss,
+    )
+
+
+def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int,
+                   worker_cpus: list[int | None], sink_cpu: int | None, timeout_s: float,
+                   on_worker: Callable[[Proc, float], None] | None = None) -> Throughput:
+    """Start ``len(worker_cpus)`` workers and the sink on the pre-filled topic and follow them
+    until every event is handled and every valid event is a ClickHouse row, or ``timeout_s``
+    after Ready (then ``timed_out``). ``on_worker(first_worker, fraction_handled)`` is called
+    after each sample (the profiler hook). Raises RuntimeError when a process dies."""
     settings = stack.settings()
     started = time.monotonic()
-    worker = stack.start_worker(cpu)
-    startup_s = worker.ready_s - started
+    workers, sink = stack.start(worker_cpus, sink_cpu)
+    procs = [*workers, sink]
+    ready_s = max(p.ready_s for p in procs)
+    startup_s = ready_s - started
     lag = GroupLag(settings.kafka_bootstrap_servers, settings.app_id, [fill.topic])
     client = stack.clickhouse()
     by_metrics: list[tuple[float, float]] = []
     by_lag: list[tuple[float, float]] = []
     by_rows: list[tuple[float, float]] = []
-    by_cpu: list[tuple[float, float]] = []
+    by_sink: list[tuple[float, float]] = []
+    handled_of: list[list[tuple[float, float]]] = [[] for _ in workers]
+    cpu_of: list[list[tuple[float, float]]] = [[] for _ in procs]
+    rss: list[int | None] = [None for _ in procs]
     all_handled_s = all_rows_s = None
-    rss = None
-    metrics: dict[str, float] = {}
+    metrics: list[dict[str, float]] = [{} for _ in workers]
     rows = 0
-    bar = tqdm(total=fill.events, unit=" ev", unit_scale=True, desc="worker", mininterval=0.5,
+    bar = tqdm(total=fill.events, unit=" ev", unit_scale=True, desc="workers", mininterval=0.5,
                dynamic_ncols=True)
     try:
         while True:
-            if not worker.alive():
-                raise RuntimeError(f"worker died:\n{worker.log()[-3000:]}")
-            now_s = time.monotonic() - worker.ready_s
-            metrics = worker.metrics()
-            handled = _handled(metrics)
+            for proc in procs:
+                proc.check_alive()
+            now_s = time.monotonic() - ready_s
+            metrics = [w.metrics() for w in workers]
+            for series, m in zip(handled_of, metrics, strict=True):
+                series.append((now_s, _handled(m)))
+            handled = sum(_handled(m) for m in metrics)
             committed, _lag = lag.sample()
             rows = _rows(client)
-            rss = peak_rss_bytes(worker.pid) or rss
-            used_s = cpu_seconds(worker.pid)
-            if used_s is not None:
-                by_cpu.append((now_s, used_s))
+            by_sink.append((now_s, _sink_rows(sink)))
+            for i, proc in enumerate(procs):
+                rss[i] = peak_rss_bytes(proc.pid) or rss[i]
+                used_s = cpu_seconds(proc.pid)
+                if used_s is not None:
+                    cpu_of[i].append((now_s, used_s))
             by_metrics.append((now_s, handled))
             by_lag.append((now_s, committed))
             by_rows.append((now_s, rows))
@@ -146,18 +210,30 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
             if all_rows_s is None and rows >= fill.valid:
                 all_rows_s = now_s
             if on_worker is not None:
-                on_worker(worker, handled / fill.events)
+                on_worker(workers[0], handled / fill.events)
             if (all_handled_s is not None and all_rows_s is not None) or now_s > timeout_s:
                 break
-            time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - worker.ready_s - now_s)))
+            time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - ready_s - now_s)))
     finally:
         bar.close()
         lag.close()
+    lags = [_loop_lag_max(p) for p in procs]
     ev = sustained_rate(by_metrics, fill.events)
     lg = sustained_rate(by_lag, fill.events)
-    cpu_in_window = _delta_between(by_cpu, ev.start_s, ev.end_s) if ev else None
-    # The store loop writes batches of up to CX_SINK_BATCH_ROWS a second, so its row count moves
-    # in steps: a whole-run average (valid rows / time from Ready to the last row) says more.
+    figures: list[ProcessFigures] = []
+    for i, worker in enumerate(workers):
+        cpu_s = _delta_between(cpu_of[i], ev.start_s, ev.end_s) if ev else None
+        done = _delta_between(handled_of[i], ev.start_s, ev.end_s) if ev else None
+        figures.append(_figures(worker, events=done, seconds=ev.seconds if ev else None,
+                                cpu_s=cpu_s,
+                                loop_lag_max_s=lags[i], peak_rss=rss[i]))
+    worker_cpus_s = [f.cpu_s for f in figures]
+    worker_cpu_s = None if None in worker_cpus_s else sum(c or 0.0 for c in worker_cpus_s)
+    figures.append(_sink_figures(sink, by_sink, cpu_of[-1], all_rows_s, ready_s, lags[-1],
+                                 rss[-1]))
+    # The sink writes batches of up to CX_SINK_BATCH_ROWS every CX_SINK_BATCH_MS, so its row
+    # count moves in steps: a whole-run average (valid rows / time from Ready to the last row)
+    # says more.
     rows_per_s = round(fill.valid / all_rows_s, 1) if all_rows_s else None
     e2e = EndToEnd(
         events=fill.events, customers=customers, valid_events=fill.valid,
@@ -166,23 +242,44 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int, cpu: int
         events_per_s_metrics=ev and round(ev.per_s, 1),
         events_per_s_lag=lg and round(lg.per_s, 1),
         window_s=ev and round(ev.seconds, 1),
-        cpu_utilization=round(cpu_in_window / ev.seconds, 3) if ev and cpu_in_window else None,
-        events_per_cpu_s=(round((ev.end_count - ev.start_count) / cpu_in_window, 1)
-                          if ev and cpu_in_window else None),
-        handled=_handled(metrics),
-        dead_letters=int(metrics.get("cx_dead_letters_total", 0)),
-        alerts=int(metrics.get("cx_alerts_emitted_total", 0)),
-        score_updates=int(metrics.get("cx_scores_published_total", 0)),
+        cpu_utilization=(round(worker_cpu_s / ev.seconds, 3)
+                         if ev and worker_cpu_s else None),
+        events_per_cpu_s=(round((ev.end_count - ev.start_count) / worker_cpu_s, 1)
+                          if ev and worker_cpu_s else None),
+        handled=sum(_handled(m) for m in metrics),
+        dead_letters=int(sum(m.get("cx_dead_letters_total", 0) for m in metrics)),
+        alerts=int(sum(m.get("cx_alerts_emitted_total", 0) for m in metrics)),
+        score_updates=int(sum(m.get("cx_scores_published_total", 0) for m in metrics)),
         clickhouse_rows=rows,
         clickhouse_seconds_to_all_rows=all_rows_s and round(all_rows_s, 1),
         clickhouse_rows_per_s=rows_per_s,
         timed_out=all_handled_s is None or all_rows_s is None,
+        workers=len(workers), sink_events_per_cpu_s=figures[-1].events_per_cpu_s,
+        worker_loop_lag_max_s=_max(lags[:-1]), sink_loop_lag_max_s=lags[-1],
+        processes=figures,
     )
-    worker.stop()  # a clean stop flushes RocksDB before its size is read
-    resources = state_resources(stack.state_dir, rss)
+    for proc in procs:
+        proc.stop()  # a clean stop flushes RocksDB before its size is read
+    resources = state_resources(stack.state_dir, _max(rss[:-1]))
+    resources.sink_peak_rss_bytes = rss[-1]
     client.disconnect()
     return Throughput(e2e, resources, {"metrics": by_metrics, "lag": by_lag, "rows": by_rows,
-                                       "cpu": by_cpu})
+                                       "sink_rows": by_sink})
+
+
+def _sink_figures(sink: Proc, rows: list[tuple[float, float]], cpu: list[tuple[float, float]],
+                  all_rows_s: float | None, ready_s: float, loop_lag_max_s: float | None,
+                  peak_rss: int | None) -> ProcessFigures:
+    """The sink from its own Ready (it may start reading before the workers are Ready; idle
+    time costs no CPU) to the sample that saw the last touchpoint row, or the last sample."""
+    if not rows or not cpu or sink.ready_cpu_s is None:
+        return _figures(sink, events=None, seconds=None, cpu_s=None,
+                        loop_lag_max_s=loop_lag_max_s, peak_rss=peak_rss)
+    end_s = all_rows_s if all_rows_s is not None else rows[-1][0]
+    written, used = dict(rows).get(end_s), dict(cpu).get(end_s)
+    return _figures(sink, events=written, seconds=end_s + ready_s - sink.ready_s,
+                    cpu_s=None if used is None else used - sink.ready_cpu_s,
+                    loop_lag_max_s=loop_lag_max_s, peak_rss=peak_rss)
 
 
 def _delta_between(samples: list[tuple[float, float]], start_s: float, end_s: float
@@ -296,13 +393,15 @@ def _event_id(value: bytes) -> str | None:
     return None
 
 
-def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warmup_s: float,
-                customers: int, seed: int, cpu: int | None, poll_ms: int,
+def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | None,
+                duration_s: float, warmup_s: float, customers: int, seed: int,
+                worker_cpus: list[int | None], sink_cpu: int | None, poll_ms: int,
                 settle_timeout_s: float = 90.0) -> Latency:
-    """Feed a fresh worker at ``rate_per_s`` for ``duration_s``; see the module docstring for
-    what the two latencies are. Raises RuntimeError if the worker dies."""
+    """Feed fresh workers and a fresh sink at ``rate_per_s`` for ``duration_s``; see the module
+    docstring for what the two latencies are. Raises RuntimeError if a process dies."""
     settings = stack.settings()
-    worker = stack.start_worker(cpu)
+    workers, sink = stack.start(worker_cpus, sink_cpu)
+    procs = [*workers, sink]
     total = max(1, int(rate_per_s * duration_s))
     config = SimConfig(customers=customers, seed=seed + 1, total_events=total,
                        start=datetime.now(timezone.utc).replace(microsecond=0),
@@ -312,6 +411,9 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warm
     sample = ids[:: max(1, len(ids) // MAX_ROW_SAMPLES)]
     poller = RowPoller(stack.clickhouse(), sample, poll_ms)
     poller.start()
+    began_s = time.monotonic()
+    cpu_before = [cpu_seconds(p.pid) for p in procs]
+    rows_before = _sink_rows(sink)
     try:
         stats = publish(iter(messages), bootstrap_servers=settings.kafka_bootstrap_servers,
                         topic=settings.topic_touchpoints, rate_per_s=rate_per_s, progress=True,
@@ -320,18 +422,30 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warm
             raise RuntimeError(f"latency publish: {stats.summary()}")
 
         def settled() -> bool:
-            if not worker.alive():
-                raise RuntimeError(f"worker died:\n{worker.log()[-3000:]}")
-            return _handled(worker.metrics()) >= total and not poller.pending
+            for proc in procs:
+                proc.check_alive()
+            handled = sum(_handled(w.metrics()) for w in workers)
+            return handled >= total and not poller.pending
 
         with contextlib.suppress(TimeoutError):  # what arrived in time is still measured
-            wait_for(settled, settle_timeout_s, "the worker and ClickHouse to catch up", 0.5)
+            wait_for(settled, settle_timeout_s, "the workers and ClickHouse to catch up", 0.5)
         time.sleep(1.0)  # alerts handed over last are delivered by the producer's next flush
     finally:
         poller.stop.set()
         poller.join(timeout=10)
     if poller.error is not None:
         raise RuntimeError(f"ClickHouse poller failed: {poller.error}")
+    seconds = time.monotonic() - began_s
+    lags = [_loop_lag_max(p) for p in procs]
+    events = [float(_handled(w.metrics())) for w in workers] + [_sink_rows(sink) - rows_before]
+    figures = []
+    for proc, before, done, lag_max in zip(procs, cpu_before, events, lags, strict=True):
+        after = cpu_seconds(proc.pid)
+        used = None if before is None or after is None else after - before
+        figures.append(_figures(proc, events=done, seconds=seconds, cpu_s=used,
+                                loop_lag_max_s=lag_max, peak_rss=peak_rss_bytes(proc.pid)))
+    for proc in procs:
+        proc.stop()
 
     published = {i: ts for _k, v, ts in read_topic(settings.kafka_bootstrap_servers,
                                                    settings.topic_touchpoints)
@@ -340,6 +454,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warm
     to_row = [seen - published[i] for i, seen in poller.seen_ms.items()
               if i in published and published[i] >= cutoff_ms]
     to_alert: list[float] = []
+    by_rule: dict[str, list[float]] = {}
     alerts = no_trigger = 0
     for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
         for _key, value, ts in read_topic(settings.kafka_bootstrap_servers, topic):
@@ -352,9 +467,13 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, duration_s: float, warm
             trigger_ms = max(triggers)
             if trigger_ms >= cutoff_ms:
                 to_alert.append(ts - trigger_ms)
+                by_rule.setdefault(str(alert.get("rule")), []).append(ts - trigger_ms)
     return Latency(
         rate_per_s=round(rate_per_s, 1), published=stats.sent, measured_after_s=warmup_s,
         event_to_alert=latency_stats(to_alert), event_to_row=latency_stats(to_row),
+        event_to_alert_by_rule={rule: latency_stats(v) for rule, v in sorted(by_rule.items())},
         alerts_seen=alerts, alerts_without_trigger=no_trigger, row_samples=len(sample),
-        rows_not_seen=len(poller.pending), poll_ms=poll_ms,
+        rows_not_seen=len(poller.pending), poll_ms=poll_ms, load_fraction=load_fraction,
+        published_per_s=round(stats.rate_per_s, 1), worker_loop_lag_max_s=_max(lags[:-1]),
+        sink_loop_lag_max_s=lags[-1], processes=figures,
     )

@@ -242,6 +242,8 @@ class Latency(BaseModel):
     measured_after_s: float = Field(description="events published in the first seconds skipped")
     event_to_alert: LatencyStats
     event_to_row: LatencyStats
+    event_to_alert_by_rule: dict[str, LatencyStats] = Field(
+        default_factory=dict, description="publish->alert of each rule that fired")
     alerts_seen: int
     alerts_without_trigger: int = Field(description="deadline alerts (no publish to measure)")
     row_samples: int
@@ -253,7 +255,7 @@ class Latency(BaseModel):
     worker_loop_lag_max_s: float | None = Field(None, description="the largest of the workers'")
     sink_loop_lag_max_s: float | None = None
     processes: list[ProcessFigures] = Field(
-        default_factory=list, description="each worker, then the sink, over the publish span")
+        default_factory=list, description="each worker, then the sink: publish start to settled")
 
 
 class Resources(BaseModel):

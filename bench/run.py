@@ -1,15 +1,20 @@
-"""``make bench``: every figure of issue 7 in one run, against the real local Kafka and ClickHouse.
+"""``make bench``: every figure of issues 7 and 12 in one run, against the real local Kafka and
+ClickHouse.
 
 Phases (``--phases`` picks some; all by default):
 
 1. ceiling  - aiokafka getmany + validate_event over the pre-filled topic (one pinned core)
-2. e2e      - one ``cxsignals worker`` (pinned with taskset) on the pre-filled topic: sustained
-              events/s from its counters and its group's committed offsets, ClickHouse catch-up
-3. latency  - a fresh worker fed at half the e2e rate: publish->alert and publish->row
+2. e2e      - ``cxsignals worker`` (pinned with taskset to the worker's core; ``--workers N``
+              starts N in one group) and ``cxsignals sink`` (a separate process, pinned to the
+              harness's core, with the services) on the pre-filled topic: sustained events/s
+              from the workers' counters and their group's committed offsets, events per CPU
+              second and event-loop lag max of each process, ClickHouse catch-up
+3. latency  - fresh workers and sink fed at half and at 80 % of the e2e rate: publish->alert
+              and publish->row, each process's event-loop lag max
 4. sink     - ``bench.sink_bench.bench_sink`` (ClickHouse writer alone)
 5. decode   - ``bench.decode_bench.bench_decode`` (decode + validate, us/event)
 6. engine   - ``bench.engine_bench.bench_engine`` (scoring engine alone)
-Peak RSS and state size per customer come from the e2e worker.
+Peak RSS and state size per customer come from the e2e worker(s).
 
 Prints a table and writes ``bench/results/<UTC stamp>-<git short sha>.json``
 (:class:`bench.report.BenchResult`). Every topic, consumer group, database and state dir the run
@@ -50,18 +55,21 @@ from bench.report import (
     result_path,
     table_rows,
 )
-from bench.stack import BenchStack, Worker, pinned, services_off_cpu
+from bench.stack import BenchStack, Proc, pinned, services_off_cpu
 from cxsignals.settings import REPO_ROOT, Settings
 
 PHASES = ("ceiling", "e2e", "latency", "sink", "decode", "engine")
-# The default fits in about 10 minutes on a 2-core machine where one worker handles a few hundred
-# events/s; --full is issue 7's size (500,000 events for 50,000 customers), see
-# docs/performance.md for its duration.
+# Latency runs: result field -> fraction of the e2e rate.
+LATENCY_LOADS = {"latency": 0.5, "latency_80": 0.8}
+# The default takes about 5 minutes on a 2-core machine where one worker drains 10,000-20,000
+# events/s (most of it spent generating and publishing the latency runs' events); --full is
+# issue 7's size (500,000 events for 50,000 customers), see docs/performance.md for its duration.
+# --quick still drains enough events for a few seconds of steady rate.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"events": 20_000, "customers": 2_000, "sink_rows": 100_000, "decode_n": 50_000,
-              "latency_s": 30.0},
+    "quick": {"events": 50_000, "customers": 5_000, "sink_rows": 100_000, "decode_n": 50_000,
+              "latency_s": 15.0},
     "default": {"events": 100_000, "customers": 10_000, "sink_rows": 500_000,
-                "decode_n": 200_000, "latency_s": 60.0},
+                "decode_n": 200_000, "latency_s": 30.0},
     "full": {"events": 500_000, "customers": 50_000, "sink_rows": 1_000_000,
              "decode_n": 200_000, "latency_s": 60.0},
 }
@@ -73,6 +81,7 @@ examples:
   make bench BENCH_ARGS="--full"                       # 500,000 events for 50,000 customers
   make bench BENCH_ARGS="--phases decode,engine,sink"  # micro-benchmarks only
   make bench BENCH_ARGS="--profile-s 30"               # also py-spy the e2e worker
+  make bench BENCH_ARGS="--workers 2"                  # two worker processes, one group
 
 Needs the services (make services). py-spy for --profile-s: .venv/bin/pip install py-spy.
 """
@@ -100,11 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of deliberately bad events in the pre-fill (0.001; a ninth "
                              "of them are 1 MiB too_large messages)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--latency-s", type=float, default=None, help="publish time (60 s)")
+    parser.add_argument("--latency-s", type=float, default=None,
+                        help="publish time of each latency run (30 s)")
     parser.add_argument("--latency-warmup-s", type=float, default=5.0,
                         help="events published in the first seconds are not measured (5)")
     parser.add_argument("--latency-rate", type=float, default=None,
-                        help="events/s for the latency phase (default: half the e2e rate)")
+                        help="events/s of the half-load latency run, the 80%% run gets 1.6x "
+                             "(default: half the e2e rate)")
     parser.add_argument("--poll-ms", type=int, default=100,
                         help="ClickHouse poll interval for row visibility (100)")
     parser.add_argument("--sink-rows", type=int, default=None, help="rows written (500000)")
@@ -113,8 +124,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine-customers", type=int, default=2_000)
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes in the e2e and latency phases, one consumer "
+                             "group (1)")
     parser.add_argument("--worker-cpu", type=int, default=0,
-                        help="core the worker and the ceiling consumer are pinned to (0)")
+                        help="core the worker and the ceiling consumer are pinned to (0); the "
+                             "sink goes to another core, with the harness")
+    parser.add_argument("--worker-cpus", default=None,
+                        help="comma-separated core of each worker (default: the worker's core, "
+                             "then the next cores in turn)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything to a core")
     parser.add_argument("--timeout-s", type=float, default=None,
                         help="e2e limit after the worker is Ready (120 + events/500)")
@@ -131,7 +149,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown phases {unknown}; choose from {', '.join(PHASES)}")
     if args.events < 1 or args.customers < 1:
         parser.error("--events and --customers must be >= 1")
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
+    if args.worker_cpus is not None:
+        try:
+            args.worker_cpus = [int(c) for c in args.worker_cpus.split(",") if c.strip()]
+        except ValueError:
+            parser.error("--worker-cpus takes core numbers, e.g. 0,1")
+        if len(args.worker_cpus) != args.workers:
+            parser.error(f"--worker-cpus names {len(args.worker_cpus)} cores for "
+                         f"{args.workers} workers")
     return args
+
+
+def worker_cores(args: argparse.Namespace, worker_cpu: int | None, nproc: int
+                 ) -> list[int | None]:
+    """The core of each worker: ``--worker-cpus``, else the worker's core and then the next
+    cores in turn; all None when nothing is pinned."""
+    if worker_cpu is None:
+        return [None] * args.workers
+    if args.worker_cpus is not None:
+        return list(args.worker_cpus)
+    return [(worker_cpu + i) % nproc for i in range(args.workers)]
 
 
 # ---------------------------------------------------------------------------- facts
@@ -205,14 +244,14 @@ def run_ceiling(stack: BenchStack, topic: str, events: int, cpu: int | None,
 
 
 class Profiler:
-    """Starts py-spy once on the e2e worker when enough of the backlog is handled."""
+    """Starts py-spy once on the (first) e2e worker when enough of the backlog is handled."""
 
     def __init__(self, out: Path, duration_s: float, cpu: int | None) -> None:
         self.out, self.duration_s, self.cpu = out, duration_s, cpu
         self.thread: threading.Thread | None = None
         self.error: str | None = None
 
-    def __call__(self, worker: Worker, fraction: float) -> None:
+    def __call__(self, worker: Proc, fraction: float) -> None:
         if self.thread is None and fraction >= 0.15:
             say(f"py-spy: sampling the worker (pid {worker.pid}) for {self.duration_s:.0f} s")
             self.thread = threading.Thread(target=self._record, args=(worker.pid,), daemon=True)
@@ -258,12 +297,16 @@ def run(args: argparse.Namespace) -> BenchResult:
     if harness_cpu is not None:
         # The harness (publishers, pollers, micro-benchmarks) stays off the worker's core.
         os.sched_setaffinity(0, {harness_cpu})
+    # The sink shares the harness's core (and the services'): it never takes the worker's.
+    sink_cpu = harness_cpu
     timeout_s = args.timeout_s or 120 + args.events / 500
     params = Params(
         events=args.events, customers=args.customers, bad_share=args.bad_share, seed=args.seed,
         touchpoint_partitions=base.touchpoint_partitions, worker_cpu=worker_cpu,
-        harness_cpu=harness_cpu, latency_s=args.latency_s,
-        latency_warmup_s=args.latency_warmup_s, latency_rate_per_s=args.latency_rate,
+        harness_cpu=harness_cpu, workers=args.workers,
+        worker_cpus=worker_cores(args, worker_cpu, nproc), sink_cpu=sink_cpu,
+        latency_s=args.latency_s, latency_warmup_s=args.latency_warmup_s,
+        latency_rate_per_s=args.latency_rate, latency_loads=list(LATENCY_LOADS.values()),
         poll_ms=args.poll_ms, sink_rows=args.sink_rows, decode_n=args.decode_n,
         engine_events=args.engine_events, engine_customers=args.engine_customers,
         sink_batch_rows=base.sink_batch_rows, sink_batch_ms=base.sink_batch_ms,
@@ -279,8 +322,9 @@ def run(args: argparse.Namespace) -> BenchResult:
     tmp = Path(tempfile.mkdtemp(prefix=f"cx-bench-{run_id}-"))
     stacks: list[BenchStack] = []
     say(f"run {run_id} at {git.short}{' (dirty)' if git.dirty else ''}: "
-        f"{args.events:,} events, {args.customers:,} customers; worker on cpu {worker_cpu}, "
-        f"harness on cpu {harness_cpu}; logs in {tmp}")
+        f"{args.events:,} events, {args.customers:,} customers; {args.workers} worker(s) on "
+        f"cpu {params.worker_cpus}, sink and harness on cpu {harness_cpu}; logs in {tmp}; "
+        f"load average {os.getloadavg()[0]:.2f}")
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):
             _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
@@ -322,7 +366,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
     from bench.e2e import Prefill, prefill, run_latency, run_throughput
 
     base = Settings()
-    worker_cpu, harness_cpu = result.params.worker_cpu, result.params.harness_cpu
+    params = result.params
+    worker_cpu, harness_cpu = params.worker_cpu, params.harness_cpu
     tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id)
     stacks.append(tput)
     fill: Prefill | None = None
@@ -334,8 +379,9 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                        bad_share=args.bad_share)
         say(f"pre-filled {fill.events:,} events ({fill.bad:,} bad) in {fill.seconds:.1f} s")
     # Throughput phases: the worker gets its core to itself (the local services move to the
-    # other cores). The latency phase leaves them where the OS puts them: there the publisher,
-    # the poller, Kafka and ClickHouse would otherwise crowd one core.
+    # other cores, where the sink and the harness run). The latency phase leaves them where the
+    # OS puts them: there the publisher, the poller, the sink, Kafka and ClickHouse would
+    # otherwise crowd one core.
     with services_off_cpu(worker_cpu if fill is not None else None,
                           REPO_ROOT / ".state") as moved:
         result.params.services_moved = moved
@@ -356,7 +402,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                                     harness_cpu)
 
             def e2e() -> None:
-                done = run_throughput(tput, filled, customers=args.customers, cpu=worker_cpu,
+                done = run_throughput(tput, filled, customers=args.customers,
+                                      worker_cpus=params.worker_cpus, sink_cpu=params.sink_cpu,
                                       timeout_s=timeout_s, on_worker=profiler)
                 e = done.end_to_end
                 c = result.ceiling
@@ -372,23 +419,31 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                         result.errors["profile"] = profiler.error
             _phase(result, "e2e", e2e)
     if "latency" in args.phases:
-        def latency() -> None:
-            rate = args.latency_rate
-            if rate is None:
-                e = result.end_to_end
-                if e is None or not e.events_per_s_metrics:
-                    raise RuntimeError("no e2e rate measured: pass --latency-rate")
-                rate = e.events_per_s_metrics / 2
-            lat = BenchStack(base.kafka_bootstrap_servers, url, tmp, "lat", run_id=run_id)
-            stacks.append(lat)
-            lat.create()
-            say(f"latency: fresh worker, {rate:,.0f} events/s for {args.latency_s:.0f} s")
-            result.latency = run_latency(
-                lat, rate_per_s=rate, duration_s=args.latency_s,
-                warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
-                cpu=worker_cpu, poll_ms=args.poll_ms,
-            )
-        _phase(result, "latency", latency)
+        for field, fraction in LATENCY_LOADS.items():
+            def latency(field: str = field, fraction: float = fraction) -> None:
+                if args.latency_rate is not None:  # stands for half the e2e rate
+                    reference = args.latency_rate / LATENCY_LOADS["latency"]
+                else:
+                    e = result.end_to_end
+                    if e is None or not e.events_per_s_metrics:
+                        raise RuntimeError("no e2e rate measured: pass --latency-rate")
+                    reference = e.events_per_s_metrics
+                rate = reference * fraction
+                lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
+                                 f"lat{round(fraction * 100)}", run_id=run_id)
+                stacks.append(lat)
+                lat.create()
+                say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "
+                    f"({fraction:.0%} of {reference:,.0f}) for {args.latency_s:.0f} s")
+                setattr(result, field, run_latency(
+                    lat, rate_per_s=rate, load_fraction=fraction, duration_s=args.latency_s,
+                    warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
+                    worker_cpus=params.worker_cpus, sink_cpu=params.sink_cpu,
+                    poll_ms=args.poll_ms,
+                ))
+                for problem in lat.cleanup():  # its topics, database and state go now
+                    say(f"cleanup: {problem}")
+            _phase(result, field, latency)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print()
     print(format_table(table_rows(result)))
+    for lat in (result.latency, result.latency_80):
+        if lat is not None and lat.event_to_alert_by_rule:
+            print(f"\npublish->alert by rule at {lat.rate_per_s:,.0f} ev/s (p50 / p99 / max ms):")
+            for rule, st in lat.event_to_alert_by_rule.items():
+                print(f"  {rule:24} n={st.count:<6} {st.p50_ms} / {st.p99_ms} / {st.max_ms}")
     if result.profile:
         print("\nworker main thread, top functions by self time (% of samples):")
         for line in result.profile[:15]:

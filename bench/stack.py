@@ -97,6 +97,7 @@ class Proc:
     cpu: int | None
     started_s: float
     ready_s: float = 0.0
+    ready_cpu_s: float | None = None  # CPU time it had used when it logged Ready
 
     @property
     def pid(self) -> int:
@@ -228,6 +229,7 @@ class BenchStack:
                 proc.check_alive()
                 if "Ready" in proc.log():
                     proc.ready_s = time.monotonic()
+                    proc.ready_cpu_s = cpu_seconds(proc.pid)
                     pending.remove(proc)
             return not pending
 

@@ -55,11 +55,11 @@ class Settings(BaseSettings):
     # /metrics of `cxsignals sink` (0 turns it off).
     sink_metrics_port: int = Field(9466, ge=0, le=65535)
     log_level: str = "info"
-    # Scoring batches: one fetch of at most batch_max_events messages is scored in one pass;
-    # its states are written once per customer, its outputs handed to Kafka and its offsets
-    # acked together. An idle fetch waits at most batch_max_ms.
-    batch_max_events: int = Field(2000, ge=1)
-    batch_max_ms: int = Field(20, ge=1)
+    # Scoring batches: one fetch of at most batch_max_events messages is scored in one pass and
+    # its outputs handed to Kafka together.
+    batch_max_events: int = Field(1000, ge=1)
+    # Checkpoints: states written once per customer, offsets acked (after the outputs).
+    checkpoint_interval_ms: int = Field(1000, ge=1)
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
@@ -101,7 +101,8 @@ class Settings(BaseSettings):
             topics=self.topics, touchpoint_partitions=self.touchpoint_partitions,
             replication_factor=self.replication_factor, store_url=self.store_url,
             state_dir=self.state_dir, batch_max_events=self.batch_max_events,
-            batch_max_ms=self.batch_max_ms, producer_linger_ms=self.producer_linger_ms,
+            checkpoint_interval_ms=self.checkpoint_interval_ms,
+            producer_linger_ms=self.producer_linger_ms,
             producer_batch_bytes=self.producer_batch_bytes, max_event_bytes=self.max_event_bytes,
             max_future_skew_s=self.max_future_skew_s, rules_path=self.rules_path,
             grace_s=self.grace_s, half_life_days=self.half_life_days,

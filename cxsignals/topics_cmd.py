@@ -7,8 +7,9 @@ import sys
 from dataclasses import dataclass
 
 from cxsignals.settings import Settings
+from schemas.limits import TOPIC_MAX_MESSAGE_BYTES as TOPIC_MAX_BYTES
 
-TOPIC_MAX_MESSAGE_BYTES = str(2 * 1024 * 1024)
+TOPIC_MAX_MESSAGE_BYTES = str(TOPIC_MAX_BYTES)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.touchpoint_partitions,
             {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         ),
+        # Internal: events re-keyed to their customer's partition (the worker also declares it).
+        TopicSpec(settings.topics.keyed(settings.app_id), settings.touchpoint_partitions, big),
     ]
 
 

@@ -123,14 +123,16 @@ def create_worker(config: WorkerConfig) -> Worker:
         processor, states, identities, BatchSender(app).send, _ack, config.topics,
         config.keyed_topic,
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
-                       max_future_skew_s=config.max_future_skew_s),
+                       max_future_skew_s=config.max_future_skew_s,
+                       checkpoint_s=config.checkpoint_interval_ms / 1000),
     )
     subscribe(app, touchpoints)
     subscribe(app, keyed)
     consumer.batch_topics = frozenset({config.topics.touchpoints, config.keyed_topic})
     consumer.batch_handler = pipeline.handle
     consumer.batch_drain = pipeline.drain
-    consumer.fetch_timeout_s = min(1.0, config.tick_interval_s)
+    consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,
+                                   config.tick_interval_s)
     _wire_health(app, config, pipeline, states, deadlines)
     return Worker(app=app, pipeline=pipeline, states=states, identities=identities)
 

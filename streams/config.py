@@ -23,11 +23,11 @@ class WorkerConfig:
     replication_factor: int = 1
     store_url: str = "rocksdb://"
     state_dir: Path = Path(".state/worker")
-    # A scoring batch is one fetch of at most this many messages: their states are written once
-    # per customer, their outputs handed over and their offsets acked together.
-    batch_max_events: int = 2000
-    # How long a fetch waits for messages when none are there.
-    batch_max_ms: int = 20
+    # A scoring batch is one fetch of at most this many messages, scored in one pass; its
+    # outputs are handed over together.
+    batch_max_events: int = 1000
+    # States are written (once per customer) and offsets acked at checkpoints this far apart.
+    checkpoint_interval_ms: int = 1000
     producer_linger_ms: int = 5
     producer_batch_bytes: int = 512 * 1024
     max_event_bytes: int = MAX_EVENT_BYTES

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -181,6 +182,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
                             assigned = self.assignment()
                             ours = {tp: recs for tp, recs in ours.items() if tp in assigned}
                             await handler(ours)
+                            # Faust's stall detector reads when a stream last took a message.
+                            inbound = self.app.monitor.stream_inbound_time
+                            now_s = time.monotonic()
+                            for tp in ours:
+                                inbound[tp] = now_s
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()

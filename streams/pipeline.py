@@ -7,18 +7,21 @@ gives its customer; any other (a producer with another partitioner, an event kno
 anonymous id, a mis-keyed one) goes through the keyed topic to that partition, so that one
 customer's state is never split. Then idle customers whose deadlines passed are ticked.
 
-Then, in this order (the fetch's durable phase, which runs while the next fetch is scored):
+Then, in this order (a durable phase, which runs while the next fetch is scored):
 
-1. every output (alerts, score updates, dead letters, forwarded events) is handed to the
-   producer, as one record batch per topic partition, and the pipeline waits until the broker
-   has each one;
-2. once the previous fetch is durable: every state changed by the fetch is written once per
-   customer (RocksDB and changelog) and every new identity link, and the pipeline waits for
+1. every output of the fetch (alerts, score updates, dead letters, forwarded events) is handed
+   to the producer, as one record batch per topic partition, and the phase waits until the
+   broker has each one;
+2. at a checkpoint (``checkpoint_s`` after the last, or ``checkpoint_events`` later), once the
+   previous phase is durable: every state changed since the last checkpoint is written once
+   per customer (RocksDB and changelog) with every new identity link, and the phase waits for
    the changelog records;
-3. the fetch's offsets are acked (Faust's commit loop commits them).
+3. the offsets of every fetch up to the checkpoint are acked (Faust's commit loop commits them).
 
-At most one fetch is scored while the previous one becomes durable; :meth:`ScoringPipeline.drain`
-waits for both (a revocation calls it before the partitions move).
+Alerts therefore leave with their fetch, while a customer seen many times between checkpoints
+costs one state write. At most one durable phase runs behind the scoring;
+:meth:`ScoringPipeline.drain` checkpoints and waits (a revocation calls it before the
+partitions move).
 
 Delivery guarantee: at least once, and a redelivery changes nothing. A state that marks an
 event as seen is stored only after that event's outputs are durable, so a redelivered event
@@ -99,6 +102,10 @@ class PipelineLimits:
     max_event_bytes: int
     max_future_skew_s: float
     ticks_per_fetch: int = 1000
+    # States are written (once per customer) and offsets acked at a checkpoint: after this
+    # long or this many events since the last one. Outputs go out with every fetch.
+    checkpoint_s: float = 1.0
+    checkpoint_events: int = 50_000
 
 
 class ScoringPipeline:
@@ -120,8 +127,12 @@ class ScoringPipeline:
         self._score = metrics.BatchObserver(metrics.experience_score)
         self._risk = metrics.BatchObserver(metrics.churn_risk)
         self.tick_partitions: Callable[[], Sequence[int]] = lambda: ()
-        # The previous fetch's durable phase, still in flight while this one is scored.
+        # The previous durable phase, still in flight while the next fetch is scored.
         self._inflight: asyncio.Future[None] | None = None
+        # Offsets handled since the last checkpoint: acked once their states are durable.
+        self._unacked: list[tuple[str, int, int, int]] = []
+        self._since_checkpoint = 0
+        self._checkpoint_at = time.monotonic()
 
     # -- one fetch ----------------------------------------------------------------------------
 
@@ -155,24 +166,46 @@ class ScoringPipeline:
             metrics.child(metrics.events_processed, event_type).inc(n)
         for observer in (self._lag, self._score, self._risk):
             observer.flush()
-        writes = self.processor.pending_writes()
-        links, self._links = self._links, {}
-        acks = [(tp.topic, tp.partition, records[0].offset, records[-1].offset)
-                for tp, records in fetch.items() if records]
-        if not (outputs or writes or links or acks):
-            return 0
+        self._unacked.extend((tp.topic, tp.partition, records[0].offset, records[-1].offset)
+                             for tp, records in fetch.items() if records)
         if handled:
             metrics.batch_messages.observe(handled)
-        previous = self._inflight
-        self._inflight = asyncio.ensure_future(
-            self._durable(previous, outputs, writes, links, acks, started))
-        if previous is not None:
-            await previous  # at most one fetch's durable phase runs behind the scoring
+            self._since_checkpoint += handled
+        limits = self.limits
+        checkpoint = (self._since_checkpoint >= limits.checkpoint_events
+                      or time.monotonic() - self._checkpoint_at >= limits.checkpoint_s)
+        await self._hand_over(outputs, checkpoint, started)
         return handled
 
+    async def _hand_over(self, outputs: list[Output], checkpoint: bool, started: float) -> None:
+        """Start the durable phase of a fetch's outputs and, at a checkpoint, of the states,
+        links and acks gathered since the last one."""
+        writes: list[PendingWrite] = []
+        link_records: list[Any] = []
+        acks: list[tuple[str, int, int, int]] = []
+        if checkpoint:
+            self._checkpoint_at = time.monotonic()
+            self._since_checkpoint = 0
+            writes = self.processor.pending_writes()
+            identities = self.identities
+            for anonymous, (customer, partition) in self._links.items():
+                key, value = anonymous.encode(), customer.encode()
+                identities.put(partition, key, value)  # visible to the next lookup at once
+                link_records.append(identities.changelog_record(partition, key, value))
+            self._links = {}
+            acks, self._unacked = self._unacked, []
+        if not (outputs or writes or link_records or acks):
+            return
+        previous = self._inflight
+        self._inflight = asyncio.ensure_future(
+            self._durable(previous, outputs, writes, link_records, acks, started))
+        if previous is not None:
+            await previous  # at most one durable phase runs behind the scoring
+
     async def drain(self) -> None:
-        """Return once every fetch handled so far is durable and acked (before a revocation
-        commits, and at shutdown)."""
+        """Checkpoint now and return once every fetch handled so far is durable and acked
+        (before a revocation commits)."""
+        await self._hand_over([], True, time.perf_counter())
         while self._inflight is not None:
             inflight = self._inflight
             await inflight
@@ -255,24 +288,20 @@ class ScoringPipeline:
                       on_sent=metrics.child(metrics.dead_letters, invalid.code.value).inc)
 
     async def _durable(self, previous: asyncio.Future[None] | None, outputs: list[Output],
-                       writes: list[PendingWrite], links: dict[str, tuple[str, int]],
+                       writes: list[PendingWrite], link_records: list[Any],
                        acks: list[tuple[str, int, int, int]], started: float) -> None:
-        """Outputs first, then (after the previous fetch is durable) states and links, then the
-        acks; returns when the broker has all of them."""
+        """Outputs first, then (after the previous phase is durable) states and links, then
+        the acks; returns when the broker has all of them."""
         if outputs:
             await self._deliver("send", outputs, _no_delivery)
         if previous is not None:
             await previous
-        records = []
+        records = link_records
         states, identities = self.states, self.identities
         for write in writes:
             key = write.customer_id.encode()
             states.put(write.partition, key, write.value)
             records.append(states.changelog_record(write.partition, key, write.value))
-        for anonymous, (customer, partition) in links.items():
-            key, value = anonymous.encode(), customer.encode()
-            identities.put(partition, key, value)
-            records.append(identities.changelog_record(partition, key, value))
         if records:
             def delivered(delivery: Delivery) -> None:
                 states.delivered(delivery)
@@ -309,7 +338,7 @@ class ScoringPipeline:
                 failed = pending
             for delivery in deliveries:
                 try:
-                    await delivery.future
+                    await _wait_logged(delivery, stage)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -332,6 +361,26 @@ class ScoringPipeline:
 
 def _no_delivery(delivery: Delivery) -> None:
     pass
+
+
+STUCK_LOG_S = 30.0
+
+
+async def _wait_logged(delivery: Delivery, stage: str) -> None:
+    """Wait for a delivery; say so every ``STUCK_LOG_S`` while the broker does not answer
+    (the producer keeps retrying meanwhile)."""
+    waited_s = 0.0
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.shield(delivery.future), STUCK_LOG_S)
+            return
+        except asyncio.TimeoutError:
+            waited_s += STUCK_LOG_S
+            metrics.batch_retries.labels("delivery").inc()
+            log.warning("batch %s: %d records to %s[%s] not acknowledged by the broker for "
+                        "%.0f s; still waiting", stage, len(delivery.indices),
+                        getattr(delivery, "topic", "?"), getattr(delivery, "partition", "?"),
+                        waited_s)
 
 
 def _has_header(headers: Any, name: str) -> bool:

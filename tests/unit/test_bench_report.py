@@ -23,6 +23,7 @@ from bench.report import (
     Latency,
     Machine,
     Params,
+    ProcessFigures,
     format_table,
     latency_stats,
     percentile,
@@ -30,7 +31,7 @@ from bench.report import (
     sustained_rate,
     table_rows,
 )
-from bench.run import PRESETS, parse_args
+from bench.run import LATENCY_LOADS, PRESETS, parse_args, worker_cores
 
 # ---------------------------------------------------------------------------- percentile
 
@@ -130,6 +131,60 @@ def test_result_json_round_trips_with_schema_tag() -> None:
     assert again == result
 
 
+def _process(role: str, pid: int, cpu: int, events_per_s: float) -> ProcessFigures:
+    return ProcessFigures(role=role, pid=pid, cpu=cpu, startup_s=2.0, events=10_000,
+                          seconds=10_000 / events_per_s, events_per_s=events_per_s, cpu_s=0.5,
+                          cpu_utilization=0.9, events_per_cpu_s=20_000.0, loop_lag_max_s=0.012)
+
+
+def _latency(rate: float, alert_p99_ms: float, fraction: float) -> Latency:
+    return Latency(rate_per_s=rate, published=1000, measured_after_s=1,
+                   event_to_alert=latency_stats([10.0, 20.0, alert_p99_ms]),
+                   event_to_row=latency_stats([300.0, 1_500.0]), alerts_seen=3,
+                   alerts_without_trigger=0, row_samples=2, rows_not_seen=0, poll_ms=100,
+                   event_to_alert_by_rule={"repeat_contact": latency_stats([alert_p99_ms])},
+                   load_fraction=fraction, published_per_s=rate * 0.99,
+                   worker_loop_lag_max_s=0.05, sink_loop_lag_max_s=0.2)
+
+
+def test_new_figures_round_trip_beside_the_old_names() -> None:
+    e2e = _e2e(12_000.0).model_copy(update={
+        "workers": 2, "sink_events_per_cpu_s": 30_000.0, "worker_loop_lag_max_s": 0.04,
+        "sink_loop_lag_max_s": 0.3,
+        "processes": [_process("worker", 11, 0, 6_000), _process("worker", 12, 1, 6_000),
+                      _process("sink", 13, 1, 12_000)],
+    })
+    result = _result(end_to_end=e2e, latency=_latency(6_000, 120.0, 0.5),
+                     latency_80=_latency(9_600, 300.0, 0.8))
+    doc = json.loads(result.to_json())
+    # Today's names keep their meaning: the worker(s) rate and the half-load latency.
+    assert doc["end_to_end"]["events_per_s_metrics"] == 12_000.0
+    assert doc["latency"]["load_fraction"] == 0.5
+    assert doc["latency_80"]["load_fraction"] == 0.8
+    assert doc["latency_80"]["event_to_alert_by_rule"]["repeat_contact"]["max_ms"] == 300.0
+    assert [p["role"] for p in doc["end_to_end"]["processes"]] == ["worker", "worker", "sink"]
+    assert doc["params"]["workers"] == 1  # defaults keep older documents readable
+    assert BenchResult.model_validate_json(result.to_json()) == result
+
+
+def test_a_document_without_the_new_fields_still_reads() -> None:
+    doc = json.loads(_result(end_to_end=_e2e(3_000.0),
+                             latency=_latency(1_500, 100.0, 0.5)).to_json())
+    for key in ("workers", "sink_events_per_cpu_s", "worker_loop_lag_max_s",
+                "sink_loop_lag_max_s", "processes"):
+        del doc["end_to_end"][key]
+    for key in ("load_fraction", "published_per_s", "worker_loop_lag_max_s",
+                "sink_loop_lag_max_s", "processes", "event_to_alert_by_rule"):
+        del doc["latency"][key]
+    for key in ("workers", "worker_cpus", "sink_cpu", "latency_loads"):
+        del doc["params"][key]
+    del doc["latency_80"]
+    old = BenchResult.model_validate(doc)
+    assert old.end_to_end is not None and old.end_to_end.workers == 1
+    assert old.latency_80 is None
+    assert "3 publish->alert p99" in {name for name, _v, _n in table_rows(old)}
+
+
 def test_result_rejects_a_malformed_document() -> None:
     doc = json.loads(_result().to_json())
     del doc["git"]
@@ -171,6 +226,29 @@ def test_table_marks_goals_and_failures() -> None:
     assert rows["5 decode + validate"][1].startswith("MISS")  # 7.5 us > 5 us
     assert rows["! sink"][0] == "FAILED"
     assert "4 sink alone" not in rows
+
+
+def test_table_shows_both_loads_each_process_and_loop_lag() -> None:
+    e2e = _e2e(12_000.0).model_copy(update={
+        "workers": 2, "sink_events_per_cpu_s": 30_000.0, "worker_loop_lag_max_s": 0.04,
+        "sink_loop_lag_max_s": 0.3,
+        "processes": [_process("worker", 11, 0, 5_000), _process("worker", 12, 1, 7_000),
+                      _process("sink", 13, 1, 12_000)],
+    })
+    result = _result(end_to_end=e2e, latency=_latency(6_000, 120.0, 0.5),
+                     latency_80=_latency(9_600, 300.0, 0.8))
+    rows = {name: (value, note) for name, value, note in table_rows(result)}
+    assert rows["2 e2e sustained (counters) (2 workers)"][1].startswith("MISS")  # < 15,000
+    assert rows["2 worker 0 (cpu 0)"][0] == "5,000 ev/s"
+    assert rows["2 worker 1 (cpu 1)"][0] == "7,000 ev/s"
+    assert rows["2 sink per CPU second"] == ("30,000 ev/s", "CPU use 0.90")
+    assert rows["2 worker event-loop lag max"][0] == "40.0 ms"
+    assert rows["2 sink event-loop lag max"][0] == "300.0 ms"
+    assert rows["3 publish->alert p99"][1].startswith("ok")
+    assert rows["3 publish->alert p99 (80%)"][1].startswith("MISS")
+    assert rows["3 publish->ClickHouse row p99 (80%)"][1].startswith("MISS")  # > 1,000 ms
+    assert rows["3 latency load (80%)"] == ("9,600 ev/s", "published 9,504 ev/s")
+    assert rows["3 event-loop lag max (80%)"] == ("50.0 ms", "sink 200.0 ms")
 
 
 def test_format_table_aligns_values() -> None:
@@ -220,3 +298,18 @@ def test_presets_fill_only_what_was_not_given() -> None:
     assert parse_args(["--phases", "decode, sink"]).phases == ["decode", "sink"]
     with pytest.raises(SystemExit):
         parse_args(["--phases", "nope"])
+
+
+def test_workers_and_their_cores() -> None:
+    assert LATENCY_LOADS == {"latency": 0.5, "latency_80": 0.8}
+    one = parse_args([])
+    assert one.workers == 1
+    assert worker_cores(one, 0, 2) == [0]
+    assert worker_cores(one, None, 2) == [None]
+    three = parse_args(["--workers", "3"])
+    assert worker_cores(three, 0, 2) == [0, 1, 0]
+    assert worker_cores(parse_args(["--workers", "2", "--worker-cpus", "0,0"]), 0, 2) == [0, 0]
+    with pytest.raises(SystemExit):
+        parse_args(["--workers", "2", "--worker-cpus", "0"])
+    with pytest.raises(SystemExit):
+        parse_args(["--workers", "0"])
