@@ -11,9 +11,10 @@ What is measured, precisely:
   their consumer group on the touchpoints topic and each process's CPU time are sampled every
   ``SAMPLE_EVERY_S``; the sustained rate is taken between 10 % and 95 % of N
   (:func:`bench.report.sustained_rate`), and each worker's CPU and events in that window give
-  its events per CPU second. The sink's rate is the valid events over the time from 0 until
-  ``count()`` of ``touchpoint_events`` reached them (it writes in batches of up to
-  ``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``, too coarse for a steady window), and its
+  its events per CPU second. The sink's rate is the valid events over the time from its own
+  Ready (before the workers') until ``count()`` of ``touchpoint_events`` reached them (it
+  writes in batches of up to ``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``, too coarse for a
+  steady window), and its
   events per CPU second are the touchpoint rows it wrote over the CPU it used from its own
   Ready to that moment (including the scores, alerts and dead letters it wrote meanwhile).
   Each process's event-loop lag max is read from its /metrics (``cx_event_loop_lag_max_seconds``,
@@ -232,9 +233,11 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int,
     figures.append(_sink_figures(sink, by_sink, cpu_of[-1], all_rows_s, ready_s, lags[-1],
                                  rss[-1]))
     # The sink writes batches of up to CX_SINK_BATCH_ROWS every CX_SINK_BATCH_MS, so its row
-    # count moves in steps: a whole-run average (valid rows / time from Ready to the last row)
-    # says more.
-    rows_per_s = round(fill.valid / all_rows_s, 1) if all_rows_s else None
+    # count moves in steps: a whole-run average (valid rows / time from the sink's Ready to the
+    # last row) says more. The sink is Ready before the workers and may drain the backlog before
+    # the first sample: then the span is an upper bound (the first sample's time).
+    sink_s = figures[-1].seconds if all_rows_s is not None else None
+    rows_per_s = round(fill.valid / sink_s, 1) if sink_s else None
     e2e = EndToEnd(
         events=fill.events, customers=customers, valid_events=fill.valid,
         startup_s=round(startup_s, 2),
@@ -251,7 +254,7 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int,
         alerts=int(sum(m.get("cx_alerts_emitted_total", 0) for m in metrics)),
         score_updates=int(sum(m.get("cx_scores_published_total", 0) for m in metrics)),
         clickhouse_rows=rows,
-        clickhouse_seconds_to_all_rows=all_rows_s and round(all_rows_s, 1),
+        clickhouse_seconds_to_all_rows=sink_s and round(sink_s, 1),
         clickhouse_rows_per_s=rows_per_s,
         timed_out=all_handled_s is None or all_rows_s is None,
         workers=len(workers), sink_events_per_cpu_s=figures[-1].events_per_cpu_s,

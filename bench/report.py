@@ -222,8 +222,10 @@ class EndToEnd(BaseModel):
     alerts: int
     score_updates: int
     clickhouse_rows: int = Field(description="touchpoint_events rows at the end (count())")
-    clickhouse_seconds_to_all_rows: float | None = Field(description="Ready to the last row")
-    clickhouse_rows_per_s: float | None = Field(description="valid rows / Ready to last row")
+    clickhouse_seconds_to_all_rows: float | None = Field(
+        description="the sink's Ready to the last row")
+    clickhouse_rows_per_s: float | None = Field(
+        description="valid rows / the sink's Ready to the last row")
     timed_out: bool = False
     workers: int = Field(1, ge=1, description="worker processes")
     sink_events_per_cpu_s: float | None = Field(
@@ -352,7 +354,7 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                      f"CPU use {_num(e.cpu_utilization, 2)}"))
         rows.append(("2 e2e / ceiling, per CPU second", _num(e.ratio_to_ceiling_cpu, 3), ""))
         rows.append(("2 e2e all handled after Ready", _num(e.seconds_to_all_handled, 1, "s"), ""))
-        rows.append(("2 ClickHouse all rows after Ready",
+        rows.append(("2 ClickHouse all rows after sink Ready",
                      _num(e.clickhouse_seconds_to_all_rows, 1, "s"), ""))
         rows.append(("2 sink rows (average)", _num(e.clickhouse_rows_per_s, 0, "rows/s"), ""))
         sink_use = next((p.cpu_utilization for p in e.processes if p.role == "sink"), None)
