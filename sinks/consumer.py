@@ -56,6 +56,8 @@ from streams.core.validation import ErrorCode, Invalid, validate_event
 
 log = logging.getLogger(__name__)
 STUBBORN_RETRY_S = 10.0
+YIELD_EVERY = 500  # records turned into rows between two event-loop turns
+FETCH_MAX_RECORDS = 5000
 Rows = Sequence[tuple[str, Row]]
 
 
@@ -168,6 +170,9 @@ class StoreLoop:
         consumer = self.consumer()
         await consumer.start()
         self.consumer_in_use = consumer
+        metrics.sink_up.set(1)
+        log.info("sink consuming %s as group %s: Ready", ", ".join(self.topics),
+                 self.config.group_id)
         try:
             while True:
                 await self.run_once(consumer)
@@ -180,7 +185,8 @@ class StoreLoop:
         if self._carry:
             records, self._carry = self._carry, []
             return records
-        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit)
+        fetched = await consumer.getmany(timeout_ms=timeout_ms,
+                                         max_records=min(limit, FETCH_MAX_RECORDS))
         return [record for batch in fetched.values() for record in batch]
 
     async def run_once(self, consumer: AIOKafkaConsumer) -> int:
@@ -194,7 +200,9 @@ class StoreLoop:
             records = await self._records(consumer, batch_rows - len(buffer), wait_ms)
             now = datetime.now(timezone.utc)
             now_ms = _now_ms()
-            for record in records:
+            for n, record in enumerate(records, 1):
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # rows of a big fetch: let the loop breathe
                 source = (record.topic, record.partition, record.offset)
                 rows = self._build(record, now)
                 if not rows:
@@ -292,7 +300,6 @@ async def serve(sink: StoreLoop, *, lag_interval_s: float = 5.0) -> None:
                         max(0, highwater - position))
 
     helpers = [asyncio.ensure_future(watch_loop_lag()), asyncio.ensure_future(lag())]
-    metrics.sink_up.set(1)
     try:
         await sink.run()
     finally:

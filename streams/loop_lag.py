@@ -10,9 +10,20 @@ from __future__ import annotations
 import asyncio
 import time
 
-from streams import metrics
+from prometheus_client import Gauge, Histogram
 
 INTERVAL_S = 0.05
+
+# Defined here, not in streams.metrics: the sink process exports these too, and nothing else of
+# the worker's.
+event_loop_lag = Histogram(
+    "cx_event_loop_lag_seconds",
+    "How much later than scheduled a periodic wake-up of the event loop ran (loop stalls)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+event_loop_lag_max = Gauge(
+    "cx_event_loop_lag_max_seconds", "The largest event-loop lag since the process started"
+)
 
 
 class _Max:
@@ -25,8 +36,8 @@ max_lag = _Max()
 async def watch_loop_lag(interval_s: float = INTERVAL_S) -> None:
     """Sleep ``interval_s`` again and again and record how much later than asked it woke."""
     clock = time.monotonic
-    observe = metrics.event_loop_lag.observe
-    gauge = metrics.event_loop_lag_max
+    observe = event_loop_lag.observe
+    gauge = event_loop_lag_max
     while True:
         started = clock()
         await asyncio.sleep(interval_s)

@@ -81,14 +81,6 @@ batch_flush_seconds = Histogram(
     "Duration of one scoring batch: scoring, outputs and states durable, acks",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
-event_loop_lag = Histogram(
-    "cx_event_loop_lag_seconds",
-    "How much later than scheduled a periodic wake-up of the event loop ran (loop stalls)",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-event_loop_lag_max = Gauge(
-    "cx_event_loop_lag_max_seconds", "The largest event-loop lag since the process started"
-)
 batch_retries = Counter(
     "cx_batch_retries_total", "Failed state writes or sends of a batch (each is retried)",
     ["stage"],

@@ -1,5 +1,6 @@
-"""Issue 5: no event missing and no duplicate in query results after a worker and sink crash (SIGKILL)
-or a ClickHouse outage, through the real broker, worker subprocesses and ClickHouse servers."""
+"""Issue 5: no event missing and no duplicate in query results after a worker and sink crash
+(SIGKILL) or a ClickHouse outage, through the real broker, worker and sink subprocesses and
+ClickHouse servers."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from sinks import metrics as sink_metrics
 from sinks.migrations import apply_migrations
-from streams import metrics
+from streams import loop_lag, metrics
 from tests.dashboards import (
     CLICKHOUSE_TYPE,
     PROMETHEUS_TYPE,
@@ -50,7 +50,8 @@ def _exported_sample_names() -> set[str]:
     """Series names the worker and the sink export, from the metric objects of
     streams/metrics.py and sinks/metrics.py."""
     names: set[str] = set()
-    for value in [*vars(metrics).values(), *vars(sink_metrics).values()]:
+    for value in [*vars(metrics).values(), *vars(sink_metrics).values(),
+                  *vars(loop_lag).values()]:
         if not isinstance(value, MetricWrapperBase):
             continue
         for family in value.describe():
