@@ -212,23 +212,20 @@ class ScoringPipeline:
             if self._inflight is inflight:
                 self._inflight = None
 
-    def _validate(self, value: bytes | None, now: datetime) -> Any:
-        limits = self.limits
-        return validate_event(value, now=now, max_bytes=limits.max_event_bytes,
-                              max_future_skew_s=limits.max_future_skew_s)
-
     def _one(self, record: Any, keyed: bool, now: datetime, outputs: list[Output],
              counts: dict[str, int]) -> None:
         if keyed and not record.value and _has_header(record.headers, LEGACY_TICK_HEADER):
             return  # deadlines are checked in place now
-        result = self._validate(record.value, now)
+        limits = self.limits
+        result: Any = validate_event(record.value, now=now, max_bytes=limits.max_event_bytes,
+                                     max_future_skew_s=limits.max_future_skew_s)
         if isinstance(result, Invalid):
             outputs.append(self._dead_letter(record, result, now))
             return
         customer_id, link = resolve(result, self._linked_customer)
         if link is not None:
             self._remember_link(link[0], link[1], record.partition)
-        partition = customer_partition(customer_id, self.limits.partitions)
+        partition = customer_partition(customer_id, limits.partitions)
         if partition != record.partition and not keyed:
             outputs.append(Output(self.keyed_topic, customer_id.encode(), record.value,
                                   partition=partition))
