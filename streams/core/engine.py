@@ -27,18 +27,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from schemas.events import (
-    EVENT_TYPES,
+from schemas.event_records import (
     CartAbandonEvent,
     CheckoutStartedEvent,
-    EventBase,
-    JourneyStage,
+    Event,
     PageViewEvent,
     PurchaseEvent,
     SupportContactEvent,
     SurveyAnswerEvent,
-    derive_stage,
+    from_model,
 )
+from schemas.events import EVENT_TYPES, EventBase, JourneyStage, derive_stage
 from schemas.records import AlertRecord, ContributionRecord, ScoreUpdateRecord
 from streams.core import policy
 from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer
@@ -216,9 +215,19 @@ class Engine:
     # ------------------------------------------------------------------ public API
 
     def process(
-        self, state: CustomerState | None, customer_id: str, event: EventBase, *, now: datetime
+        self,
+        state: CustomerState | None,
+        customer_id: str,
+        event: Event | EventBase,
+        *,
+        now: datetime,
     ) -> Outcome:
-        """Apply one event of ``customer_id``. See the module docstring for the guarantees."""
+        """Apply one event of ``customer_id``. See the module docstring for the guarantees.
+
+        ``event``: what ``validate_event`` returns; a pydantic contract model is converted first.
+        """
+        if not isinstance(event, Event):
+            event = from_model(event)
         # This runs for every event the worker consumes: the small helpers of scoring.py and
         # windows.py (advance_to, bucket_add/max, note_stage, score_of) are written inline here
         # with the same float operations in the same order, so the results are bit-identical.
@@ -300,7 +309,7 @@ class Engine:
                 event, self._weights, repeated_contact=repeated, sentiment=sentiment
             )
             self._apply_facts(st, event, event_type, t, sentiment)
-            stage = (js or derive_stage(event))._value_  # event.stage
+            stage = (js or derive_stage(event))._value_  # type: ignore[arg-type]  # event.stage
             plan_key = event_type
         daily = st.activity_daily
         if signals:
@@ -383,7 +392,7 @@ class Engine:
     def _apply_facts(
         self,
         st: CustomerState,
-        event: EventBase,
+        event: Event,
         event_type: str,
         t: float,
         sentiment: float | None,

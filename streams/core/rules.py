@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.alerts import AlertKind
-from schemas.events import (
-    EventBase,
+from schemas.event_records import (
+    Event,
     PageViewEvent,
     SupportContactEvent,
     SurveyAnswerEvent,
@@ -318,7 +318,7 @@ class Candidate:
 class EventFacts:
     """What the rules need to know about the event just applied."""
 
-    event: EventBase
+    event: Event
     t: float
     sentiment: float | None
     score_before: float
@@ -624,7 +624,7 @@ def rule_plan(rules: RuleSet, event_types: tuple[str, ...]) -> RulePlan:
 def evaluate_event(
     steps: tuple[Step, ...],
     st: CustomerState,
-    event: EventBase,
+    event: Event,
     t: float,
     sentiment: float | None,
     score_before: float,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import (
+from schemas.event_records import (
     AppErrorEvent,
     CartAbandonEvent,
-    EventBase,
+    Event,
     PageViewEvent,
     PaymentFailedEvent,
     PurchaseEvent,
@@ -56,7 +56,7 @@ Signal = tuple[str, float]
 SURVEY_LOW = {"nps": 0, "csat": 1, "ces": 1}
 
 
-def is_moment_of_truth(event: EventBase, w: SignalWeights) -> bool:
+def is_moment_of_truth(event: Event, w: SignalWeights) -> bool:
     """Checkout, payment and delivery touchpoints (substring match) and every payment failure."""
     if isinstance(event, PaymentFailedEvent):
         return True
@@ -67,7 +67,7 @@ def is_moment_of_truth(event: EventBase, w: SignalWeights) -> bool:
     return any(m in tp for m in w.moments_of_truth)
 
 
-def error_kind(event: EventBase) -> str | None:
+def error_kind(event: Event) -> str | None:
     """The kind of error counted by the friction_spike rule, or None."""
     if isinstance(event, PageViewEvent):
         status = event.properties.http_status
@@ -93,7 +93,7 @@ def survey_signal(event: SurveyAnswerEvent, w: SignalWeights) -> Signal:
 
 
 def event_signals(
-    event: EventBase,
+    event: Event,
     w: SignalWeights,
     *,
     repeated_contact: bool = False,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from schemas.events import EventBase
+from schemas.event_records import Event, from_model
 from streams.core.scoring import (
     add_signals,
     advance_to,
@@ -26,8 +26,8 @@ T0 = datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc)
 HALF_LIFE_S = 14 * 86_400
 
 
-def ev(typ: str, props: dict[str, Any], **kw: Any) -> EventBase:
-    return make_event("c", "e", typ, T0, props, **kw)
+def ev(typ: str, props: dict[str, Any], **kw: Any) -> Event:
+    return from_model(make_event("c", "e", typ, T0, props, **kw))
 
 
 def total(signals: list[tuple[str, float]]) -> float:
