@@ -222,7 +222,7 @@ def decode_event(value: bytes) -> Event:
     # Where msgspec is more lenient than pydantic, hand over to the contract: msgspec skips
     # unknown fields without checking their UTF-8 or depth, and rounds a fraction of a second
     # beyond microseconds where pydantic truncates it.
-    if value.count(b"{") + value.count(b"[") > _MAX_OPENERS:
+    if len(value) > _MAX_OPENERS and value.count(b"{") + value.count(b"[") > _MAX_OPENERS:
         raise msgspec.DecodeError("deeply nested")
     if not value.isascii():
         try:
@@ -230,12 +230,12 @@ def decode_event(value: bytes) -> Event:
         except UnicodeDecodeError:
             raise msgspec.DecodeError("not UTF-8") from None
     at = value.find(_OCCURRED_AT)
-    if at < 0 or value.rfind(_OCCURRED_AT) != at:
+    if at < 0 or value.find(_OCCURRED_AT, at + 13) >= 0:
         raise msgspec.DecodeError("occurred_at not written once and plainly")
-    start = value.find(b'"', at + len(_OCCURRED_AT))
+    start = value.find(b'"', at + 13)  # the value's opening quote
     dot = value.find(b".", start, value.find(b'"', start + 1))
     if dot >= 0 and value[dot + 1 : dot + 8].isdigit():
-        raise msgspec.DecodeError("occurred_at finer than microseconds")
+        raise msgspec.DecodeError("occurred_at finer than microseconds (or another number)")
     try:
         event: Event = _decode(value)
     except RecursionError:
