@@ -4,8 +4,9 @@ Two shapes, both plain Python containers so that the state serializes cheaply:
 
 * **Tumbling buckets** ``dict[int, float]`` keyed by ``floor(t / width_s)``: hourly buckets (the
   highest experience score seen in each hour, for the 24 h drop rule) and daily buckets (activity
-  counts, for the 7-day vs previous-28-day trend). Adding to a bucket is commutative, so buckets
-  are order-independent; a bucket older than its retention is deleted by :func:`bucket_prune`.
+  counts, for the 7-day vs previous-28-day trend), written by the engine. Adding to a bucket is
+  commutative, so buckets are order-independent; a bucket older than its retention is deleted by
+  :func:`bucket_prune`.
 * **Timed lists**: small lists of tuples sorted by event time (first tuple field), with a time
   retention and a hard length cap (oldest dropped first). A late event is inserted at its place
   with ``bisect``, so the list content does not depend on arrival order (until the cap bites).
@@ -24,30 +25,6 @@ DAY_S = 86_400
 WEEK_S = 7 * DAY_S
 
 T = TypeVar("T", bound=tuple[Any, ...])
-
-
-def bucket_index(t: float, width_s: int) -> int:
-    """Index of the tumbling bucket of width ``width_s`` that holds event time ``t``."""
-    return int(t // width_s)
-
-
-def bucket_add(buckets: dict[int, float], t: float, width_s: int, value: float = 1.0) -> None:
-    """Add ``value`` to the bucket holding ``t`` (commutative: order of calls does not matter)."""
-    key = int(t // width_s)
-    buckets[key] = buckets.get(key, 0.0) + value
-
-
-def bucket_max(buckets: dict[int, float], t: float, width_s: int, value: float) -> None:
-    """Keep the largest ``value`` seen in the bucket holding ``t``."""
-    key = int(t // width_s)
-    old = buckets.get(key)
-    if old is None or value > old:
-        buckets[key] = value
-
-
-def bucket_sum(buckets: Mapping[int, float], first: int, last: int) -> float:
-    """Sum of buckets with ``first <= index <= last``."""
-    return sum(v for k, v in buckets.items() if first <= k <= last)
 
 
 def bucket_prune(buckets: dict[int, float], min_index: int) -> None:

@@ -15,7 +15,7 @@ from streams.core.churn import (
     p_alive,
 )
 from streams.core.state import CustomerState
-from streams.core.windows import DAY_S, WEEK_S, bucket_add
+from streams.core.windows import DAY_S, WEEK_S
 
 P = BgNbdParams()
 ADJ = ChurnAdjustments()
@@ -85,10 +85,13 @@ def test_falling_activity_trend_raises_risk_rising_does_not() -> None:
         st = CustomerState(
             watermark=now, first_seen=T0, purchases=1, first_purchase=now, last_purchase=now
         )
+        daily = st.activity_daily
         for i in range(recent):
-            bucket_add(st.activity_daily, now - (i % 7) * DAY_S, DAY_S)
+            day = int((now - (i % 7) * DAY_S) // DAY_S)
+            daily[day] = daily.get(day, 0.0) + 1.0
         for i in range(previous):
-            bucket_add(st.activity_daily, now - (7 + i % 28) * DAY_S, DAY_S)
+            day = int((now - (7 + i % 28) * DAY_S) // DAY_S)
+            daily[day] = daily.get(day, 0.0) + 1.0
         return churn_risk(st, 50.0, P, ADJ)
 
     steady = with_activity(5, 20)

@@ -6,17 +6,12 @@ import random
 
 import pytest
 
-from schemas.events import JourneyStage, derive_stage, touchpoint_adapter
+from schemas.events import derive_stage, touchpoint_adapter
 from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer, churn_risk
 from streams.core.engine import _PAGE_VIEW_STAGE
-from streams.core.rules import (
-    EVENT_RULES,
-    PAGE_VIEW_ONLY_IF,
-    load_rules,
-    page_view_plan_key,
-    rule_plan,
-)
-from streams.core.scoring import current_stage, current_stage_value
+from streams.core.rule_evaluators import EVENT_RULES
+from streams.core.rule_plan import PAGE_VIEW_ONLY_IF, page_view_plan_key, rule_plan
+from streams.core.rules import load_rules
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 
@@ -54,18 +49,6 @@ def test_churn_scorer_is_bit_identical_to_churn_risk(
         st = _random_state(rng)
         score = rng.choice([0.0, 12.5, 49.99, 50.0, 80.0, rng.uniform(0, 100)])
         assert scorer(st, score) == churn_risk(st, score, p, adj)
-
-
-def test_current_stage_value_matches_current_stage() -> None:
-    rng = random.Random(3)
-    stages = [s.value for s in JourneyStage]
-    for _ in range(500):
-        w = 1_715_000_000.0
-        seen = {s: w - rng.uniform(0, 40 * DAY_S) for s in rng.sample(stages, rng.randint(0, 5))}
-        a = CustomerState(watermark=w, stage_seen=dict(seen))
-        b = CustomerState(watermark=w, stage_seen=dict(seen))
-        assert current_stage_value(a) == current_stage(b).value
-        assert a.stage_seen == b.stage_seen
 
 
 @pytest.mark.parametrize("product", [None, "sku-1"])
