@@ -17,7 +17,6 @@ Times are epoch seconds (float); nothing here reads the wall clock.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 HOUR_S = 3600
@@ -32,22 +31,6 @@ def bucket_prune(buckets: dict[int, float], min_index: int) -> None:
     if buckets and min(buckets) < min_index:  # usually nothing is that old
         for key in [k for k in buckets if k < min_index]:
             del buckets[key]
-
-
-def activity_trend(daily: Mapping[int, float], now_t: float) -> tuple[float, float]:
-    """(events in the last 7 days, events in the 28 days before them), by event-time day.
-
-    The last 7 days are the day of ``now_t`` and the 6 days before it.
-    """
-    today = int(now_t // DAY_S)
-    recent = previous = 0.0
-    for day, n in daily.items():  # one pass: this runs on every event
-        age = today - day
-        if 0 <= age <= 6:
-            recent += n
-        elif 7 <= age <= 34:
-            previous += n
-    return recent, previous
 
 
 def timed_insert(items: list[T], item: T, cap: int) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 from streams.core.windows import (
-    DAY_S,
-    activity_trend,
     bucket_prune,
     timed_between,
     timed_insert,
@@ -20,15 +18,6 @@ def test_bucket_prune() -> None:
     assert sorted(b) == [7, 8, 9]
     bucket_prune(b, 0)
     assert sorted(b) == [7, 8, 9]
-
-
-def test_activity_trend_splits_last_7_days_from_the_28_before() -> None:
-    now = 100 * DAY_S + 10
-    daily: dict[int, float] = {}
-    for day in range(100 - 40, 101):
-        daily[day] = daily.get(day, 0.0) + 1.0
-    recent, previous = activity_trend(daily, now)
-    assert (recent, previous) == (7, 28)
 
 
 def test_timed_insert_keeps_time_order_and_cap() -> None:
