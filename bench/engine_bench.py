@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python -m bench.engine_bench [n_events] [n_customers] [--profile]`` (as a
 module: ``bench/profile.py`` would shadow the standard library one for ``--profile``).
 
-The events are built (validated pydantic models) before the clock starts. Per event the loop
+The events are built (JSON bytes through ``validate_event``, as the worker gets them) before the
+clock starts. Per event the loop
 pays what the worker pays (streams/processing.py): ``CustomerState.from_bytes`` of the stored
 state, ``Engine.process``, ``to_bytes`` of the new state; ``events_per_s`` is that rate, and
-``*_us`` split it per event. The publish step (``model_dump_json`` of each alert and score
+``*_us`` split it per event. The publish step (``to_json`` of each alert and score
 update) is timed on its own and ``with_publish_events_per_s`` adds it. Figures are wall-clock
 rates of the best of ``repeats`` runs (the development box is shared), with the CPU time of that
 run alongside.
@@ -20,11 +21,14 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from schemas.events import EventBase, touchpoint_adapter
+import orjson
+
+from schemas.event_records import Event
 from streams.core.engine import Engine, EngineConfig
 from streams.core.rules import load_rules
 from streams.core.sentiment import VaderAnalyzer
 from streams.core.state import CustomerState
+from streams.core.validation import Invalid, validate_event
 
 _MIX: list[tuple[float, str, dict[str, Any]]] = [
     (0.55, "page_view", {"url": "/p", "product_id": "sku-1", "load_time_ms": 420}),
@@ -40,7 +44,7 @@ _MIX: list[tuple[float, str, dict[str, Any]]] = [
 ]
 
 
-def synthetic_events(n_events: int, n_customers: int, seed: int = 7) -> list[EventBase]:
+def synthetic_events(n_events: int, n_customers: int, seed: int = 7) -> list[Event]:
     """``n_events`` validated events over ``n_customers``, in event-time order."""
     rng = random.Random(seed)
     weights = [w for w, _t, _p in _MIX]
@@ -58,11 +62,13 @@ def synthetic_events(n_events: int, n_customers: int, seed: int = 7) -> list[Eve
             "event_type": typ,
             "properties": props,
         }
-        out.append(touchpoint_adapter.validate_python(doc))
+        event = validate_event(orjson.dumps(doc), now=t0 + timedelta(days=30))
+        assert not isinstance(event, Invalid), event
+        out.append(event)
     return out
 
 
-def _run_once(engine: Engine, events: list[EventBase], now: datetime) -> dict[str, float]:
+def _run_once(engine: Engine, events: list[Event], now: datetime) -> dict[str, float]:
     table: dict[str, bytes] = {}  # customer id -> encoded state, as the Faust table holds it
     alerts = updates = state_bytes = 0
     decode_s = process_s = encode_s = publish_s = 0.0

@@ -15,11 +15,13 @@ from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import orjson
 from pydantic import BaseModel
 
 from schemas.alerts import Alert
-from schemas.events import EventBase
+from schemas.event_records import Event, from_model
+from schemas.events import EventBase, derive_stage
 from schemas.records import AlertRecord, ScoreUpdateRecord
 from schemas.scores import ScoreUpdate
 
@@ -92,6 +94,10 @@ def epoch_ms(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+_dumps = orjson.dumps
+_to_builtins = msgspec.to_builtins
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode("utf-8")
 
@@ -104,51 +110,57 @@ def as_dict(table: str, row: Row) -> dict[str, Any]:
     return dict(zip(columns, row, strict=True))
 
 
-def event_row(event: EventBase, sentiment: float | None, *, ingested_at: datetime) -> Row:
-    """The touchpoint_events row of a validated event.
+def event_row(event: Event | EventBase, sentiment: float | None, *, ingested_at: datetime) -> Row:
+    """The touchpoint_events row of a validated event (what ``validate_event`` returns; a
+    pydantic contract model is converted first).
 
     ``sentiment`` is the comment's score in [-1, 1], or None when the event has no comment.
     """
-    props = getattr(event, "properties", None)
-    p: dict[str, Any] = props.model_dump(mode="json", exclude_none=True) if props else {}
-    event_type: str = getattr(event, "event_type", "")
-    survey = p.get("survey", "") if event_type == "survey_answer" else ""
-    wait_s = p.get("wait_s")
-    load_time_ms = p.get("load_time_ms")
-    cart_value = p.get("cart_value")
-    order_value = p.get("order_value")
+    if not isinstance(event, Event):
+        event = from_model(event)
+    p = event.properties  # type: ignore[attr-defined]
+    event_type = event.event_type
+    survey = p.survey if event_type == "survey_answer" else ""
+    wait_s = p.wait_s if event_type == "support_contact" else None
+    load_time_ms = http_status = product_id = None
+    if event_type == "page_view":
+        load_time_ms, http_status, product_id = p.load_time_ms, p.http_status, p.product_id
+    cart_value = getattr(p, "cart_value", None)
+    order_value = getattr(p, "order_value", None)
+    occurred_ms = epoch_ms(event.occurred_at)
+    js = event.journey_stage
     return (
         event.event_id,
         event_type,
         event.schema_version,
-        epoch_s(event.occurred_at),
-        epoch_ms(event.occurred_at),
+        occurred_ms // 1000,
+        occurred_ms,
         event.customer_id or "",
         event.anonymous_id or "",
         event.session_id or "",
-        event.channel.value,
+        event.channel._value_,
         event.touchpoint or "",
-        event.stage.value,
-        0 if event.journey_stage is not None else 1,
+        (js or derive_stage(event))._value_,  # type: ignore[arg-type]
+        0 if js is not None else 1,
         event.segment or "",
         event.timezone or "",
         survey,
-        int(p["score"]) if survey else 0,
-        p.get("cart_id", ""),
+        p.score if survey else 0,
+        getattr(p, "cart_id", None) or "",
         0.0 if cart_value is None else float(cart_value),
-        p.get("order_id", ""),
+        getattr(p, "order_id", None) or "",
         0.0 if order_value is None else float(order_value),
-        p.get("currency", ""),
-        1 if p.get("resolved") is True else 0,
+        getattr(p, "currency", None) or "",
+        1 if getattr(p, "resolved", None) is True else 0,
         float(ABSENT) if wait_s is None else float(wait_s),
         ABSENT if load_time_ms is None else int(load_time_ms),
-        int(p.get("http_status", 0)),
-        p.get("product_id", ""),
-        p.get("error_code", ""),
-        p.get("reason", ""),
+        0 if http_status is None else http_status,
+        product_id or "",
+        getattr(p, "error_code", None) or "",
+        getattr(p, "reason", None) or "",
         0.0 if sentiment is None else float(sentiment),
         0 if sentiment is None else 1,
-        _json(p),
+        _dumps(_to_builtins(p)).decode("utf-8"),  # without absent properties
         epoch_s(ingested_at),
     )
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 
 from streams.core.state import CustomerState
-from streams.core.windows import DAY_S, WEEK_S, activity_trend
+from streams.core.windows import DAY_S, WEEK_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,77 +52,12 @@ class ChurnAdjustments:
     trend_min_baseline: float = 4.0  # events in the previous 28 days needed to judge a trend
 
 
-def p_alive(x: int, t_x: float, age: float, p: BgNbdParams) -> float:
-    """BG/NBD probability alive (x = 0 handled as described in the module docstring).
-
-    ``t_x`` and ``age`` are in model time units with 0 <= t_x <= age. Computed in log space,
-    so large x does not overflow.
-    """
-    coef = p.a / (p.b + max(x - 1, 0))
-    log_term = math.log(coef) + (p.r + x) * math.log((p.alpha + age) / (p.alpha + t_x))
-    if log_term > 700:
-        return 0.0
-    return 1.0 / (1.0 + math.exp(log_term))
-
-
-def base_risk(state: CustomerState, p: BgNbdParams) -> float:
-    """1 - P(alive) at the state's watermark."""
-    assert state.watermark is not None
-    unit = p.time_unit_s
-    if state.purchases and state.first_purchase is not None and state.last_purchase is not None:
-        birth = state.first_purchase
-        x = state.purchases - 1
-        t_x = (state.last_purchase - birth) / unit
-    else:
-        birth = state.first_seen if state.first_seen is not None else state.watermark
-        x, t_x = 0, 0.0
-    age = max((state.watermark - birth) / unit, t_x)
-    return 1.0 - p_alive(x, t_x, age, p)
-
-
-def unresolved_contacts(state: CustomerState, window_s: float) -> int:
-    assert state.watermark is not None
-    horizon = state.watermark - window_s
-    return sum(1 for c in state.contacts if c[0] >= horizon and not c[1])
-
-
-def churn_risk(state: CustomerState, score: float, p: BgNbdParams, adj: ChurnAdjustments) -> float:
-    """Churn risk in [0, 1] at the state's watermark, for experience score ``score``.
-
-    Monotone: non-increasing in ``score``, in recent activity and in purchases made at the
-    watermark; non-decreasing in unresolved contacts and negative answers.
-    """
-    w = state.watermark
-    assert w is not None
-    keep = 1.0 - base_risk(state, p)
-    # Each factor below is skipped when it is exactly 1 (the usual case): same result, and this
-    # runs on every event.
-    if score < 50.0:
-        keep *= 1.0 - adj.low_score * ((50.0 - score) / 50.0)
-    if (
-        state.last_negative is not None
-        and w - state.last_negative <= adj.negative_window_days * DAY_S
-    ):
-        keep *= 1.0 - adj.negative_answer
-    if state.contacts:
-        open_n = unresolved_contacts(state, adj.unresolved_window_days * DAY_S)
-        if open_n:
-            keep *= 1.0 - min(adj.unresolved_max, adj.unresolved_each * open_n)
-    if state.activity_daily:
-        recent, previous = activity_trend(state.activity_daily, w)
-        if previous >= adj.trend_min_baseline:
-            expected = previous / 4.0
-            if recent < expected:
-                keep *= 1.0 - adj.falling_trend * (1.0 - recent / expected)
-    return min(1.0, max(0.0, 1.0 - keep))
-
-
 class ChurnScorer:
-    """``churn_risk`` with its parameters bound, for the engine's per-event call.
+    """Churn risk in [0, 1] at a state's watermark, for an experience score (the module
+    docstring gives the model); the parameter-only products are computed once.
 
-    Same float operations in the same order as ``churn_risk`` (and the ``base_risk``,
-    ``p_alive``, ``unresolved_contacts`` and ``activity_trend`` it calls), written as one
-    function with the parameter-only products computed once, so the result is bit-identical.
+    Monotone: non-increasing in the score, in recent activity and in purchases made at the
+    watermark; non-decreasing in unresolved contacts and negative answers.
     """
 
     __slots__ = (
@@ -153,10 +88,10 @@ class ChurnScorer:
         self._trend_min_baseline = adj.trend_min_baseline
 
     def __call__(self, state: CustomerState, score: float) -> float:
-        """``churn_risk(state, score, p, adj)``."""
+        """The churn risk of ``state`` at its watermark for experience score ``score``."""
         w = state.watermark
         assert w is not None
-        # base_risk / p_alive
+        # base risk: 1 - P(alive) of BG/NBD
         unit = self._unit
         first_purchase = state.first_purchase
         last_purchase = state.last_purchase

@@ -20,48 +20,39 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 import math
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
-from schemas.events import (
-    EVENT_TYPES,
+from schemas.event_records import (
     CartAbandonEvent,
     CheckoutStartedEvent,
-    EventBase,
-    JourneyStage,
+    Event,
     PageViewEvent,
     PurchaseEvent,
     SupportContactEvent,
     SurveyAnswerEvent,
-    derive_stage,
+    from_model,
 )
-from schemas.records import AlertRecord, ContributionRecord, ScoreUpdateRecord
+from schemas.events import EVENT_TYPES, EventBase, JourneyStage, derive_stage
+from schemas.records import AlertRecord, ScoreUpdateRecord
 from streams.core import policy
-from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer
+from streams.core.alert_ids import ALERT_NAMESPACE, alert_id
+from streams.core.churn import ChurnScorer
+from streams.core.engine_config import EngineConfig
+from streams.core.explanation import Explainer
+from streams.core.outcome import Outcome
 from streams.core.policy import PolicyEvent
-from streams.core.rules import (
-    Candidate,
-    CartRecoveryRule,
-    RuleSet,
-    cart_candidate,
-    evaluate_event,
-    is_negative_answer,
-    page_view_plan_key,
-    rule_plan,
-)
+from streams.core.rule_config import CartRecoveryRule, RuleSet
+from streams.core.rule_evaluators import Candidate, cart_candidate, is_negative_answer
+from streams.core.rule_plan import evaluate_event, page_view_plan_key, rule_plan
 from streams.core.scoring import (
     NEUTRAL,
     SATURATION_POINTS,
     add_signals,
     current_stage_value,
-    explanation,
 )
 from streams.core.sentiment import SentimentAnalyzer
-from streams.core.signals import Signal, SignalWeights, error_kind, event_signals
+from streams.core.signals import Signal, error_kind, event_signals
 from streams.core.state import (
     MAX_CONTACTS,
     MAX_DEFERRED,
@@ -83,7 +74,6 @@ from streams.core.windows import (
     timed_prune,
 )
 
-ALERT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cx-signals/alerts")
 ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
 SCORE_HOURS = 24  # experience_drop looks back at most 24 h
 CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
@@ -94,87 +84,11 @@ _NO_SIGNALS: list[Signal] = []  # never mutated
 _PAGE_VIEW_STAGE = (JourneyStage.awareness._value_, JourneyStage.consideration._value_)
 
 
-_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
-# RFC 4122 variant bits (10xx) applied to the hex digit that carries them.
-_VARIANT_DIGIT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
-    """Deterministic alert id: UUIDv5 of rule, customer and the triggering event ids.
-
-    Equal to ``str(uuid.uuid5(ALERT_NAMESPACE, "\\x1f".join([rule, customer_id, *evidence])))``
-    (RFC 4122 section 4.3: SHA-1 of namespace + name, version digit 5, variant bits 10),
-    written on the hex digest because it runs for every candidate alert, including the
-    suppressed ones, and going through ``uuid.UUID`` costs three times the SHA-1 itself.
-    """
-    name = "\x1f".join([rule, customer_id, *evidence]).encode()
-    h = hashlib.sha1(_NAMESPACE_BYTES + name).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
-
-
 _STAGE_BY_VALUE = {stage._value_: stage for stage in JourneyStage}
 
 
 def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc)
-
-
-class _Explainer:
-    """The explanation of the state as it is now, computed at most once and only if asked for.
-
-    Alerts and the score update of one event explain the same state; most events publish
-    neither, and a suppressed candidate needs none. Build a new one whenever the scores move.
-    """
-
-    __slots__ = ("_st", "_half_life_s", "_top", "_value")
-
-    def __init__(self, st: CustomerState, half_life_s: float, top: int) -> None:
-        self._st = st
-        self._half_life_s = half_life_s
-        self._top = top
-        self._value: list[ContributionRecord] | None = None
-
-    def __call__(self) -> list[ContributionRecord]:
-        if self._value is None:
-            st = self._st
-            self._value = explanation(st, st.score, self._half_life_s, self._top)
-        return self._value
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Scoring parameters. ``from_settings`` takes grace, half-life and publish step from env."""
-
-    grace_s: float = 3600.0
-    half_life_days: float = 14.0
-    score_publish_step: float = 2.0
-    bgnbd: BgNbdParams = field(default_factory=BgNbdParams)
-    churn: ChurnAdjustments = field(default_factory=ChurnAdjustments)
-    weights: SignalWeights = field(default_factory=SignalWeights)
-    explanation_top: int = 5
-
-    @property
-    def half_life_s(self) -> float:
-        return self.half_life_days * DAY_S
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> EngineConfig:
-        """Build from ``cxsignals.settings.Settings`` (grace_s, half_life_days, publish step)."""
-        return cls(
-            grace_s=float(settings.grace_s),
-            half_life_days=float(settings.half_life_days),
-            score_publish_step=float(settings.score_publish_step),
-        )
-
-
-@dataclass(slots=True)
-class Outcome:
-    state: CustomerState
-    duplicate: bool = False
-    late_dropped: bool = False  # older than watermark - grace_s: nothing changed
-    score_update: ScoreUpdateRecord | None = None
-    alerts: list[AlertRecord] = field(default_factory=list)
-    policy_events: list[PolicyEvent] = field(default_factory=list)
 
 
 class Engine:
@@ -216,12 +130,22 @@ class Engine:
     # ------------------------------------------------------------------ public API
 
     def process(
-        self, state: CustomerState | None, customer_id: str, event: EventBase, *, now: datetime
+        self,
+        state: CustomerState | None,
+        customer_id: str,
+        event: Event | EventBase,
+        *,
+        now: datetime,
     ) -> Outcome:
-        """Apply one event of ``customer_id``. See the module docstring for the guarantees."""
-        # This runs for every event the worker consumes: the small helpers of scoring.py and
-        # windows.py (advance_to, bucket_add/max, note_stage, score_of) are written inline here
-        # with the same float operations in the same order, so the results are bit-identical.
+        """Apply one event of ``customer_id``. See the module docstring for the guarantees.
+
+        ``event``: what ``validate_event`` returns; a pydantic contract model is converted first.
+        """
+        if not isinstance(event, Event):
+            event = from_model(event)
+        # This runs for every event the worker consumes: moving the watermark (decaying the
+        # score sum), the bucket updates, the stage record and the score formula are written
+        # inline rather than as small helpers.
         st = state if state is not None else CustomerState()
         t = event.occurred_at.timestamp()
         h = event_id_hash(event.event_id)
@@ -249,7 +173,7 @@ class Engine:
         if not hourly:
             hourly[int(t // HOUR_S)] = st.score  # a new customer starts neutral
         score_before, risk_before, spend_before = st.score, st.risk, st.spend
-        # advance_to(st, t, half_life)
+        # Move the watermark: the score sum is referenced to it, so it decays by the gap.
         if w0 is None:
             st.watermark = w = t
         elif t > w0:
@@ -300,7 +224,7 @@ class Engine:
                 event, self._weights, repeated_contact=repeated, sentiment=sentiment
             )
             self._apply_facts(st, event, event_type, t, sentiment)
-            stage = (js or derive_stage(event))._value_  # event.stage
+            stage = (js or derive_stage(event))._value_  # type: ignore[arg-type]  # event.stage
             plan_key = event_type
         daily = st.activity_daily
         if signals:
@@ -312,11 +236,12 @@ class Engine:
             day = int(t // DAY_S)
             daily[day] = daily.get(day, 0.0) + 1.0
         stage_seen = st.stage_seen
-        if stage_seen.get(stage, _NEG_INF) < t:  # note_stage
+        if stage_seen.get(stage, _NEG_INF) < t:
             stage_seen[stage] = t
         self._prune(st, w, w0)
 
-        score = NEUTRAL + NEUTRAL * math.tanh(st.score_sum / SATURATION_POINTS)  # score_of
+        # 0-100, 50 = neutral, about one point per point of score_sum near neutral
+        score = NEUTRAL + NEUTRAL * math.tanh(st.score_sum / SATURATION_POINTS)
         risk = self._churn_risk(st, score)
         peak = score_before
         if score < score_before:
@@ -338,7 +263,7 @@ class Engine:
             spend_before,
             product_key,
         )
-        hour = int(w // HOUR_S)  # bucket_max(score_hourly, w, HOUR_S, score)
+        hour = int(w // HOUR_S)  # the hour's highest score
         old = hourly.get(hour)
         if old is None or score > old:
             hourly[hour] = score
@@ -383,7 +308,7 @@ class Engine:
     def _apply_facts(
         self,
         st: CustomerState,
-        event: EventBase,
+        event: Event,
         event_type: str,
         t: float,
         sentiment: float | None,
@@ -468,8 +393,8 @@ class Engine:
                 break
             del seen[oldest]
 
-    def _explainer(self, st: CustomerState) -> _Explainer:
-        return _Explainer(st, self._half_life_s, self.config.explanation_top)
+    def _explainer(self, st: CustomerState) -> Explainer:
+        return Explainer(st, self._half_life_s, self.config.explanation_top)
 
     def _decide(
         self,
@@ -478,7 +403,7 @@ class Engine:
         c: Candidate,
         now: datetime,
         out: Outcome,
-        explain: _Explainer,
+        explain: Explainer,
     ) -> None:
         # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
         del c.evidence[:-MAX_EVIDENCE]
@@ -531,7 +456,7 @@ class Engine:
         inclusive: bool,
         now: datetime,
         out: Outcome,
-        explain: _Explainer | None = None,
+        explain: Explainer | None = None,
     ) -> None:
         """Fire cart deadlines and release deferred alerts that are due by event time ``upto``.
 
@@ -571,7 +496,7 @@ class Engine:
                     out.alerts.append(alert)
 
     def _publish(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: _Explainer | None
+        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None
     ) -> ScoreUpdateRecord:
         """The score update of the state as it is now (``process`` decides when to publish)."""
         stage = st.stage
@@ -590,3 +515,6 @@ class Engine:
             event_time=_dt(st.watermark),
             updated_at=now,
         )
+
+
+__all__ = ["ALERT_NAMESPACE", "Engine", "EngineConfig", "Outcome", "alert_id"]

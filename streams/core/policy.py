@@ -23,7 +23,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.alerts import AlertKind
-from streams.core.rules import PolicyConfig, QuietHours
+from streams.core.rule_config import PolicyConfig, QuietHours
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 

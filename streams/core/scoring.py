@@ -14,7 +14,6 @@ import math
 from collections.abc import Sequence
 
 from schemas.events import STAGE_ORDER, JourneyStage
-from schemas.records import ContributionRecord
 from streams.core.signals import Signal
 from streams.core.state import MAX_SIGNALS, CustomerState
 
@@ -22,29 +21,12 @@ NEUTRAL = 50.0
 SATURATION_POINTS = 50.0
 STAGE_WINDOW_S = 30 * 86_400
 _STAGE_VALUES_FURTHEST_FIRST = tuple(stage._value_ for stage in reversed(STAGE_ORDER))
-_STAGE_BY_VALUE = {stage._value_: stage for stage in STAGE_ORDER}
 _AWARENESS: str = JourneyStage.awareness._value_
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
     """Weight left after ``dt_s`` seconds of event time."""
     return 2.0 ** (-dt_s / half_life_s)
-
-
-def score_of(score_sum: float) -> float:
-    """Experience score for a decayed signal sum: monotone increasing, within (0, 100)."""
-    return NEUTRAL + NEUTRAL * math.tanh(score_sum / SATURATION_POINTS)
-
-
-def advance_to(state: CustomerState, new_watermark: float, half_life_s: float) -> None:
-    """Move the score reference forward to ``new_watermark`` (no-op if not later)."""
-    if state.watermark is None:
-        state.watermark = new_watermark
-        return
-    gap = new_watermark - state.watermark
-    if gap > 0:
-        state.score_sum *= decay(gap, half_life_s)
-        state.watermark = new_watermark
 
 
 def add_signals(
@@ -69,53 +51,14 @@ def add_signals(
         del state.signals[:excess]
 
 
-def explanation(
-    state: CustomerState, score: float, half_life_s: float, top: int = 5
-) -> list[ContributionRecord]:
-    """The ``top`` signals that move the score most, with signed contributions in score points.
-
-    Contributions are the decayed weights scaled by ``(score - 50) / S`` so that, while no
-    signal has been trimmed, they add up to ``score - 50``.
-    """
-    if state.watermark is None or not state.signals:
-        return []
-    w = state.watermark
-    s = state.score_sum
-    scale = (score - NEUTRAL) / s if abs(s) > 1e-9 else 1.0
-    # decay() written inline (2 ** ((t - w) / h) is bit-identical to 2 ** (-(w - t) / h)):
-    # this runs for every score update and emitted alert.
-    # Largest contribution first; ties by event time, event id, signal name, then list position
-    # (what a stable sort on the first four would do), so that tuples sort natively.
-    ranked = [
-        (-abs(c := wt * 2.0 ** ((t - w) / half_life_s) * scale), t, eid, name, i, c)
-        for i, (t, wt, name, eid) in enumerate(state.signals)
-    ]
-    ranked.sort()
-    return [
-        ContributionRecord(name, round(c, 2), eid)
-        for _size, _t, eid, name, _i, c in ranked[:top]
-        if abs(c) >= 0.005
-    ]
-
-
-def note_stage(state: CustomerState, stage: str, t: float) -> None:
-    """Remember that the customer was at ``stage`` at event time ``t``."""
-    if state.stage_seen.get(stage, -math.inf) < t:
-        state.stage_seen[stage] = t
-
-
-def current_stage(state: CustomerState) -> JourneyStage:
+def current_stage_value(state: CustomerState) -> str:
     """The furthest journey stage the customer reached in the last 30 days of event time.
 
     Furthest = latest in awareness < consideration < purchase < usage < loyalty. Using the
     furthest recent stage (not the stage of the last event) keeps the stage from flapping
     between page views and purchases, and lets it fall back once the customer goes quiet.
+    Returns the stage's value, as the state stores it.
     """
-    return _STAGE_BY_VALUE[current_stage_value(state)]
-
-
-def current_stage_value(state: CustomerState) -> str:
-    """``current_stage(state)._value_`` (what the state stores), without the enum round trip."""
     assert state.watermark is not None
     horizon = state.watermark - STAGE_WINDOW_S
     seen = state.stage_seen

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import (
+from schemas.event_records import (
     AppErrorEvent,
     CartAbandonEvent,
-    EventBase,
+    Event,
     PageViewEvent,
     PaymentFailedEvent,
     PurchaseEvent,
@@ -26,9 +26,11 @@ from schemas.events import (
 class SignalWeights:
     """Weights in score points. Survey tables are indexed by answer minus the scale's low end."""
 
-    nps: tuple[float, ...] = (-14, -13, -12, -11, -10, -9, -8, 0, 0, 6, 8)  # answers 0..10
-    csat: tuple[float, ...] = (-8, -4, 0, 3, 6)  # answers 1..5
-    ces: tuple[float, ...] = (-8, -5, -2, 0, 2, 4, 6)  # answers 1..7
+    # Floats, not ints: the state stores weights as floats, and a state must encode the same
+    # before and after a round trip. NPS answers 0..10:
+    nps: tuple[float, ...] = (-14.0, -13.0, -12.0, -11.0, -10.0, -9.0, -8.0, 0.0, 0.0, 6.0, 8.0)
+    csat: tuple[float, ...] = (-8.0, -4.0, 0.0, 3.0, 6.0)  # answers 1..5
+    ces: tuple[float, ...] = (-8.0, -5.0, -2.0, 0.0, 2.0, 4.0, 6.0)  # answers 1..7
     comment_per_unit: float = 8.0  # times VADER compound in [-1, 1]
     comment_neutral_abs: float = 0.05  # |compound| below this is neutral (VADER convention)
     page_5xx: float = -2.0
@@ -54,7 +56,7 @@ Signal = tuple[str, float]
 SURVEY_LOW = {"nps": 0, "csat": 1, "ces": 1}
 
 
-def is_moment_of_truth(event: EventBase, w: SignalWeights) -> bool:
+def is_moment_of_truth(event: Event, w: SignalWeights) -> bool:
     """Checkout, payment and delivery touchpoints (substring match) and every payment failure."""
     if isinstance(event, PaymentFailedEvent):
         return True
@@ -65,7 +67,7 @@ def is_moment_of_truth(event: EventBase, w: SignalWeights) -> bool:
     return any(m in tp for m in w.moments_of_truth)
 
 
-def error_kind(event: EventBase) -> str | None:
+def error_kind(event: Event) -> str | None:
     """The kind of error counted by the friction_spike rule, or None."""
     if isinstance(event, PageViewEvent):
         status = event.properties.http_status
@@ -91,7 +93,7 @@ def survey_signal(event: SurveyAnswerEvent, w: SignalWeights) -> Signal:
 
 
 def event_signals(
-    event: EventBase,
+    event: Event,
     w: SignalWeights,
     *,
     repeated_contact: bool = False,

@@ -4,8 +4,9 @@ Two shapes, both plain Python containers so that the state serializes cheaply:
 
 * **Tumbling buckets** ``dict[int, float]`` keyed by ``floor(t / width_s)``: hourly buckets (the
   highest experience score seen in each hour, for the 24 h drop rule) and daily buckets (activity
-  counts, for the 7-day vs previous-28-day trend). Adding to a bucket is commutative, so buckets
-  are order-independent; a bucket older than its retention is deleted by :func:`bucket_prune`.
+  counts, for the 7-day vs previous-28-day trend), written by the engine. Adding to a bucket is
+  commutative, so buckets are order-independent; a bucket older than its retention is deleted by
+  :func:`bucket_prune`.
 * **Timed lists**: small lists of tuples sorted by event time (first tuple field), with a time
   retention and a hard length cap (oldest dropped first). A late event is inserted at its place
   with ``bisect``, so the list content does not depend on arrival order (until the cap bites).
@@ -16,7 +17,6 @@ Times are epoch seconds (float); nothing here reads the wall clock.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 HOUR_S = 3600
@@ -26,51 +26,11 @@ WEEK_S = 7 * DAY_S
 T = TypeVar("T", bound=tuple[Any, ...])
 
 
-def bucket_index(t: float, width_s: int) -> int:
-    """Index of the tumbling bucket of width ``width_s`` that holds event time ``t``."""
-    return int(t // width_s)
-
-
-def bucket_add(buckets: dict[int, float], t: float, width_s: int, value: float = 1.0) -> None:
-    """Add ``value`` to the bucket holding ``t`` (commutative: order of calls does not matter)."""
-    key = int(t // width_s)
-    buckets[key] = buckets.get(key, 0.0) + value
-
-
-def bucket_max(buckets: dict[int, float], t: float, width_s: int, value: float) -> None:
-    """Keep the largest ``value`` seen in the bucket holding ``t``."""
-    key = int(t // width_s)
-    old = buckets.get(key)
-    if old is None or value > old:
-        buckets[key] = value
-
-
-def bucket_sum(buckets: Mapping[int, float], first: int, last: int) -> float:
-    """Sum of buckets with ``first <= index <= last``."""
-    return sum(v for k, v in buckets.items() if first <= k <= last)
-
-
 def bucket_prune(buckets: dict[int, float], min_index: int) -> None:
     """Delete buckets older than ``min_index``; the dicts hold a few dozen keys at most."""
     if buckets and min(buckets) < min_index:  # usually nothing is that old
         for key in [k for k in buckets if k < min_index]:
             del buckets[key]
-
-
-def activity_trend(daily: Mapping[int, float], now_t: float) -> tuple[float, float]:
-    """(events in the last 7 days, events in the 28 days before them), by event-time day.
-
-    The last 7 days are the day of ``now_t`` and the 6 days before it.
-    """
-    today = int(now_t // DAY_S)
-    recent = previous = 0.0
-    for day, n in daily.items():  # one pass: this runs on every event
-        age = today - day
-        if 0 <= age <= 6:
-            recent += n
-        elif 7 <= age <= 34:
-            previous += n
-    return recent, previous
 
 
 def timed_insert(items: list[T], item: T, cap: int) -> None:

@@ -7,11 +7,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 
 from schemas.events import EventBase
 from streams.core.engine import Engine, EngineConfig, Outcome
-from streams.core.state import MAX_SEEN_IDS, CustomerState
+from streams.core.state import MAX_SEEN_IDS, STATE_VERSION, CustomerState
 from tests.journeys import ALL_JOURNEYS, JOURNEY_BASE, Journey, build_engine, make_event
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -210,9 +212,43 @@ def test_state_round_trip_with_deferred_alert_and_pending_cart() -> None:
 
 
 def test_from_bytes_rejects_unknown_version() -> None:
-    data = CustomerState().to_bytes().replace(b'"v":1', b'"v":99')
+    fields = msgspec.msgpack.decode(CustomerState().to_bytes())
+    assert fields[0] == STATE_VERSION  # the version comes first
     with pytest.raises(ValueError, match="version"):
-        CustomerState.from_bytes(data)
+        CustomerState.from_bytes(_v1_bytes(CustomerState()).replace(b'"v":1', b'"v":99'))
+    with pytest.raises(ValueError, match="unsupported"):
+        CustomerState.from_bytes(msgspec.msgpack.encode([99, *fields[1:]]))
+
+
+def _v1_bytes(st: CustomerState) -> bytes:
+    """Format version 1 of a state (orjson, short keys), as engine v1 wrote it."""
+    return orjson.dumps(
+        {
+            "v": 1, "w": st.watermark, "fs": st.first_seen, "lag": st.lag_s, "tz": st.timezone,
+            "seg": st.segment, "ids": list(st.seen.items()), "s": st.score_sum,
+            "sig": st.signals, "sc": st.score, "rk": st.risk, "st": st.stage,
+            "sh": list(st.score_hourly.items()), "ps": st.pub_score, "pr": st.pub_risk,
+            "pst": st.pub_stage, "ad": list(st.activity_daily.items()), "ss": st.stage_seen,
+            "np": st.purchases, "fp": st.first_purchase, "lp": st.last_purchase,
+            "lpi": st.last_purchase_id, "sp": st.spend, "neg": st.last_negative,
+            "ct": st.contacts, "er": st.errors, "vw": st.views, "lc": st.last_cart,
+            "pc": st.pending_carts, "df": st.deferred, "lf": st.last_fired,
+            "dc": st.daily_counts, "lsa": st.last_support_alert,
+        }
+    )
+
+
+def test_from_bytes_reads_states_written_by_format_1(engine: Engine) -> None:
+    """Deployed changelogs hold version-1 states: they decode to the same state."""
+    events = [e for i, b in enumerate(ALL_JOURNEYS) for e in b(f"c-v1-{i}").events]
+    events.sort(key=lambda e: e.occurred_at)
+    state, _ = run(engine, events, "c-v1")
+    assert state.signals and state.contacts and state.deferred == [] and state.seen
+    old = _v1_bytes(state)
+    decoded = CustomerState.from_bytes(old)
+    assert decoded == state
+    assert decoded.to_bytes() == state.to_bytes()
+    assert len(state.to_bytes()) < len(old)  # the new format is no larger
 
 
 # Documented in docs/scoring.md ("State size"): worst case with 256-character ids everywhere.

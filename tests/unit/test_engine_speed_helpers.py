@@ -2,70 +2,13 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from schemas.events import JourneyStage, derive_stage, touchpoint_adapter
-from streams.core.churn import BgNbdParams, ChurnAdjustments, ChurnScorer, churn_risk
+from schemas.events import derive_stage, touchpoint_adapter
 from streams.core.engine import _PAGE_VIEW_STAGE
-from streams.core.rules import (
-    EVENT_RULES,
-    PAGE_VIEW_ONLY_IF,
-    load_rules,
-    page_view_plan_key,
-    rule_plan,
-)
-from streams.core.scoring import current_stage, current_stage_value
-from streams.core.state import CustomerState
-from streams.core.windows import DAY_S
-
-
-def _random_state(rng: random.Random) -> CustomerState:
-    w = 1_715_000_000.0 + rng.uniform(0, 90 * DAY_S)
-    st = CustomerState(watermark=w, first_seen=w - rng.uniform(0, 200 * DAY_S))
-    if rng.random() < 0.6:
-        st.purchases = rng.randint(1, 40)
-        st.first_purchase = w - rng.uniform(0, 300 * DAY_S)
-        st.last_purchase = rng.uniform(st.first_purchase, w)
-    if rng.random() < 0.3:
-        st.last_negative = w - rng.uniform(0, 60 * DAY_S)
-    for _ in range(rng.randint(0, 6)):
-        t = w - rng.uniform(0, 10 * DAY_S)
-        st.contacts.append((t, rng.random() < 0.5, "e", "c", "r"))
-    st.contacts.sort()
-    for _ in range(rng.randint(0, 30)):
-        day = int(w // DAY_S) - rng.randint(-1, 40)
-        st.activity_daily[day] = st.activity_daily.get(day, 0.0) + rng.randint(1, 5)
-    return st
-
-
-@pytest.mark.parametrize(
-    "params",
-    [(BgNbdParams(), ChurnAdjustments()), (BgNbdParams(r=0.5, a=2.0), ChurnAdjustments(0.9))],
-)
-def test_churn_scorer_is_bit_identical_to_churn_risk(
-    params: tuple[BgNbdParams, ChurnAdjustments],
-) -> None:
-    p, adj = params
-    scorer = ChurnScorer(p, adj)
-    rng = random.Random(5)
-    for _ in range(3000):
-        st = _random_state(rng)
-        score = rng.choice([0.0, 12.5, 49.99, 50.0, 80.0, rng.uniform(0, 100)])
-        assert scorer(st, score) == churn_risk(st, score, p, adj)
-
-
-def test_current_stage_value_matches_current_stage() -> None:
-    rng = random.Random(3)
-    stages = [s.value for s in JourneyStage]
-    for _ in range(500):
-        w = 1_715_000_000.0
-        seen = {s: w - rng.uniform(0, 40 * DAY_S) for s in rng.sample(stages, rng.randint(0, 5))}
-        a = CustomerState(watermark=w, stage_seen=dict(seen))
-        b = CustomerState(watermark=w, stage_seen=dict(seen))
-        assert current_stage_value(a) == current_stage(b).value
-        assert a.stage_seen == b.stage_seen
+from streams.core.rule_evaluators import EVENT_RULES
+from streams.core.rule_plan import PAGE_VIEW_ONLY_IF, page_view_plan_key, rule_plan
+from streams.core.rules import load_rules
 
 
 @pytest.mark.parametrize("product", [None, "sku-1"])

@@ -14,7 +14,8 @@ from jsonschema import Draft202012Validator
 
 from cxsignals import schema_cmd
 from cxsignals.settings import Settings
-from schemas.events import EVENT_TYPES, EventBase
+from schemas.event_records import Event
+from schemas.events import EVENT_TYPES
 from schemas.export import (
     ENVELOPE_FILE,
     SCHEMA_DIR,
@@ -97,7 +98,7 @@ def test_every_event_type_has_a_docs_example() -> None:
 def test_docs_example_is_valid_for_the_pipeline_and_the_schemas(example: dict[str, Any]) -> None:
     value = json.dumps(example).encode()
     result = validate_event(value, now=datetime.now(timezone.utc))
-    assert isinstance(result, EventBase), result
+    assert isinstance(result, Event), result
     for name in (f"{example['event_type']}.schema.json", ENVELOPE_FILE, TOUCHPOINT_FILE):
         errors = [error.message for error in validator(name).iter_errors(example)]
         assert errors == [], f"{name}: {errors}"
@@ -121,7 +122,7 @@ def test_survey_scales_are_in_the_schemas(survey_name: str, score: int, valid: b
     for name in ("survey_answer.schema.json", TOUCHPOINT_FILE):
         assert validator(name).is_valid(event) is valid, name
     pipeline = validate_event(json.dumps(event).encode(), now=datetime.now(timezone.utc))
-    assert isinstance(pipeline, EventBase) is valid
+    assert isinstance(pipeline, Event) is valid
 
 
 @pytest.mark.parametrize("name", ["survey_answer.schema.json", ENVELOPE_FILE, TOUCHPOINT_FILE])

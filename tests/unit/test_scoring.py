@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from schemas.events import EventBase
+from schemas.event_records import Event, from_model
+from streams.core.explanation import explanation
 from streams.core.scoring import (
+    NEUTRAL,
+    SATURATION_POINTS,
     add_signals,
-    advance_to,
-    current_stage,
+    current_stage_value,
     decay,
-    explanation,
-    note_stage,
-    score_of,
 )
 from streams.core.signals import SignalWeights, event_signals
 from streams.core.state import MAX_SIGNALS, CustomerState
@@ -26,8 +26,8 @@ T0 = datetime(2024, 5, 6, 12, 0, tzinfo=timezone.utc)
 HALF_LIFE_S = 14 * 86_400
 
 
-def ev(typ: str, props: dict[str, Any], **kw: Any) -> EventBase:
-    return make_event("c", "e", typ, T0, props, **kw)
+def ev(typ: str, props: dict[str, Any], **kw: Any) -> Event:
+    return from_model(make_event("c", "e", typ, T0, props, **kw))
 
 
 def total(signals: list[tuple[str, float]]) -> float:
@@ -109,40 +109,27 @@ def test_purchase_is_positive_and_clean_page_view_neutral() -> None:
     assert [n for n, _ in slow_error] == ["error_page", "slow_page"]
 
 
-def test_score_is_bounded_monotone_and_neutral_at_zero() -> None:
-    assert score_of(0.0) == 50.0
-    xs = [-1000.0, -50.0, -5.0, 0.0, 5.0, 50.0, 1000.0]
-    scores = [score_of(x) for x in xs]
-    assert scores == sorted(scores) and all(0.0 <= s <= 100.0 for s in scores)
-    assert score_of(-4.0) == pytest.approx(46.0, abs=0.05)  # about one point per point
-
-
 def test_signals_decay_with_the_half_life_in_event_time() -> None:
-    st = CustomerState()
-    t0 = T0.timestamp()
-    advance_to(st, t0, HALF_LIFE_S)
-    add_signals(st, t0, "e1", [("detractor", -10.0)], HALF_LIFE_S)
+    st = CustomerState(watermark=T0.timestamp())
+    add_signals(st, T0.timestamp(), "e1", [("detractor", -10.0)], HALF_LIFE_S)
     assert st.score_sum == pytest.approx(-10.0)
-    advance_to(st, t0 + HALF_LIFE_S, HALF_LIFE_S)
-    assert st.score_sum == pytest.approx(-5.0)
+    assert decay(HALF_LIFE_S, HALF_LIFE_S) == pytest.approx(0.5)
     assert decay(2 * HALF_LIFE_S, HALF_LIFE_S) == pytest.approx(0.25)
 
 
 def test_late_signal_is_added_already_decayed() -> None:
-    st = CustomerState()
     t0 = T0.timestamp()
-    advance_to(st, t0 + HALF_LIFE_S, HALF_LIFE_S)
+    st = CustomerState(watermark=t0 + HALF_LIFE_S)
     add_signals(st, t0, "late", [("x", -8.0)], HALF_LIFE_S)
     assert st.score_sum == pytest.approx(-4.0)
 
 
 def test_explanation_sums_to_score_minus_50_and_names_events() -> None:
-    st = CustomerState()
     t0 = T0.timestamp()
-    advance_to(st, t0 + 3600, HALF_LIFE_S)
+    st = CustomerState(watermark=t0 + 3600)
     add_signals(st, t0, "bad", [("nps_detractor", -12.0)], HALF_LIFE_S)
     add_signals(st, t0 + 3600, "good", [("purchase", 3.0)], HALF_LIFE_S)
-    score = score_of(st.score_sum)
+    score = NEUTRAL + NEUTRAL * math.tanh(st.score_sum / SATURATION_POINTS)
     expl = explanation(st, score, HALF_LIFE_S)
     assert [c.event_id for c in expl] == ["bad", "good"]
     assert expl[0].contribution < 0 < expl[1].contribution
@@ -150,9 +137,8 @@ def test_explanation_sums_to_score_minus_50_and_names_events() -> None:
 
 
 def test_signal_list_keeps_the_strongest_decayed_signals() -> None:
-    st = CustomerState()
     t0 = T0.timestamp()
-    advance_to(st, t0 + 10 * 86_400, HALF_LIFE_S)
+    st = CustomerState(watermark=t0 + 10 * 86_400)
     add_signals(st, t0, "old-big", [("big", -20.0)], HALF_LIFE_S)
     for i in range(MAX_SIGNALS + 5):
         add_signals(st, t0 + 86_400, f"small{i}", [("small", -0.1)], HALF_LIFE_S)
@@ -164,13 +150,12 @@ def test_stage_is_the_furthest_reached_in_30_days_and_falls_back() -> None:
     st = CustomerState()
     t0 = T0.timestamp()
     st.watermark = t0
-    note_stage(st, "consideration", t0)
-    note_stage(st, "purchase", t0)
-    note_stage(st, "awareness", t0)
-    assert current_stage(st).value == "purchase"
+    st.stage_seen.update({"consideration": t0, "purchase": t0, "awareness": t0})
+    assert current_stage_value(st) == "purchase"
     st.watermark = t0 + 31 * 86_400
-    note_stage(st, "awareness", st.watermark)
-    assert current_stage(st).value == "awareness"
+    st.stage_seen["awareness"] = st.watermark
+    assert current_stage_value(st) == "awareness"
+    assert set(st.stage_seen) == {"awareness"}  # stages older than 30 days are forgotten
 
 
 def test_explanation_empty_for_new_state() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from schemas.events import EVENT_TYPES, EventBase, SurveyAnswerEvent
+from schemas.event_records import Event, SurveyAnswerEvent
+from schemas.events import EVENT_TYPES
 from streams.core.validation import ErrorCode, Invalid, validate_event
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -49,7 +50,7 @@ def test_valid_event_is_typed_and_keeps_its_fields() -> None:
 
 def test_anonymous_only_event_is_valid() -> None:
     result = validate_event(encode(survey(customer_id=None, anonymous_id="a-1")), now=NOW)
-    assert isinstance(result, EventBase)
+    assert isinstance(result, Event)
     assert result.identity == "a-1"
 
 
@@ -211,12 +212,12 @@ def test_lower_bound_is_compared_in_utc() -> None:
     early = invalid(encode(survey(occurred_at="2000-01-01T00:30:00+01:00")))
     assert early.code is ErrorCode.bad_timestamp
     late = validate_event(encode(survey(occurred_at="1999-12-31T23:30:00-01:00")), now=NOW)
-    assert isinstance(late, EventBase)
+    assert isinstance(late, Event)
 
 
 def test_future_skew_bound_is_inclusive() -> None:
     at_limit = (NOW + timedelta(hours=24)).isoformat()
-    assert isinstance(validate_event(encode(survey(occurred_at=at_limit)), now=NOW), EventBase)
+    assert isinstance(validate_event(encode(survey(occurred_at=at_limit)), now=NOW), Event)
     beyond = (NOW + timedelta(hours=24, milliseconds=1)).isoformat()
     result = invalid(encode(survey(occurred_at=beyond)))
     assert result.code is ErrorCode.bad_timestamp
@@ -228,7 +229,7 @@ def test_future_skew_is_configurable_and_offsets_count() -> None:
     # 13:30+01:00 is 12:30Z: 30 minutes after NOW.
     value = encode(survey(occurred_at="2026-11-23T13:30:00+01:00"))
     assert invalid(value, max_future_skew_s=600).code is ErrorCode.bad_timestamp
-    assert isinstance(validate_event(value, now=NOW, max_future_skew_s=3600), EventBase)
+    assert isinstance(validate_event(value, now=NOW, max_future_skew_s=3600), Event)
 
 
 def test_too_large_is_checked_before_parsing() -> None:
@@ -246,7 +247,7 @@ def test_default_size_limit_is_one_mebibyte() -> None:
     event["pad"] = "x" * ((1 << 20) - base)
     value = encode(event)
     assert len(value) == 1 << 20
-    assert isinstance(validate_event(value, now=NOW), EventBase)
+    assert isinstance(validate_event(value, now=NOW), Event)
     event["pad"] += "x"
     assert invalid(encode(event)).code is ErrorCode.too_large
 

@@ -5,56 +5,19 @@ from __future__ import annotations
 import random
 
 from streams.core.windows import (
-    DAY_S,
-    HOUR_S,
-    activity_trend,
-    bucket_add,
-    bucket_index,
-    bucket_max,
     bucket_prune,
-    bucket_sum,
     timed_between,
     timed_insert,
     timed_prune,
 )
 
 
-def test_tumbling_buckets_are_order_independent() -> None:
-    times = [i * 977.0 for i in range(200)]
-    a: dict[int, float] = {}
-    b: dict[int, float] = {}
-    for t in times:
-        bucket_add(a, t, HOUR_S)
-    shuffled = list(times)
-    random.Random(1).shuffle(shuffled)
-    for t in shuffled:
-        bucket_add(b, t, HOUR_S)
-    assert a == b
-    assert sum(a.values()) == 200
-    assert bucket_index(3599.9, HOUR_S) == 0 and bucket_index(3600, HOUR_S) == 1
-
-
-def test_bucket_max_keeps_the_highest_value() -> None:
-    b: dict[int, float] = {}
-    for v in (40.0, 70.0, 55.0):
-        bucket_max(b, 10.0, HOUR_S, v)
-    assert b == {0: 70.0}
-
-
-def test_bucket_sum_and_prune() -> None:
+def test_bucket_prune() -> None:
     b = {i: 1.0 for i in range(10)}
-    assert bucket_sum(b, 3, 5) == 3
     bucket_prune(b, 7)
     assert sorted(b) == [7, 8, 9]
-
-
-def test_activity_trend_splits_last_7_days_from_the_28_before() -> None:
-    now = 100 * DAY_S + 10
-    daily: dict[int, float] = {}
-    for day in range(100 - 40, 101):
-        bucket_add(daily, day * DAY_S, DAY_S, 1.0)
-    recent, previous = activity_trend(daily, now)
-    assert (recent, previous) == (7, 28)
+    bucket_prune(b, 0)
+    assert sorted(b) == [7, 8, 9]
 
 
 def test_timed_insert_keeps_time_order_and_cap() -> None:

@@ -1,0 +1,304 @@
+"""What makes each alert rule fire: one pure function per rule.
+
+Each evaluator reads the state *after* the event was applied and the :class:`EventFacts`, and
+returns a :class:`Candidate` (an alert before policy) or None. :data:`EVENT_RULES` lists them in
+evaluation order (support rules first); :func:`cart_candidate` builds the alert of a pending
+cart whose deadline passed. docs/scoring.md describes every rule in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.alerts import AlertKind
+from schemas.event_records import (
+    Event,
+    PageViewEvent,
+    SupportContactEvent,
+    SurveyAnswerEvent,
+)
+from streams.core.rule_config import (
+    BrowseIntentRule,
+    CartRecoveryRule,
+    DetractorFollowUpParams,
+    DetractorFollowUpRule,
+    ExperienceDropRule,
+    FrictionSpikeRule,
+    HighValueAtRiskRule,
+    PromoterReferralRule,
+    RepeatContactRule,
+    WinBackRule,
+)
+from streams.core.signals import error_kind
+from streams.core.state import CustomerState, short_hash
+from streams.core.windows import DAY_S, HOUR_S, timed_between
+
+
+@dataclass(slots=True)
+class Candidate:
+    """An alert that a rule wants to send, before the policy decides."""
+
+    rule: str
+    kind: AlertKind
+    event_time: float
+    evidence: list[str]
+    action: str
+    context: dict[str, Any]
+
+
+@dataclass(slots=True)
+class EventFacts:
+    """What the rules need to know about the event just applied."""
+
+    event: Event
+    t: float
+    sentiment: float | None
+    score_before: float
+    score_after: float
+    # Highest score in the experience_drop window before this event; only computed when the
+    # event lowered the score (otherwise score_before: an event that does not lower the score
+    # does not raise experience_drop).
+    score_peak: float
+    risk_before: float
+    risk_after: float
+    spend_before: float
+    product_key: int | None = None  # short_hash of a viewed product id, already computed
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def is_negative_answer(
+    event: SurveyAnswerEvent, sentiment: float | None, p: DetractorFollowUpParams
+) -> bool:
+    """A detractor NPS, low CSAT or CES, or a strongly negative comment."""
+    sp = event.properties
+    limit = {"nps": p.max_nps, "csat": p.max_csat, "ces": p.max_ces}[sp.survey]
+    return sp.score <= limit or (sentiment is not None and sentiment <= p.max_sentiment)
+
+
+def _detractor_follow_up(
+    st: CustomerState, f: EventFacts, r: DetractorFollowUpRule
+) -> Candidate | None:
+    ev = f.event
+    if not isinstance(ev, SurveyAnswerEvent) or not is_negative_answer(ev, f.sentiment, r.params):
+        return None
+    sp = ev.properties
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=[ev.event_id],
+        action=(
+            f"Contact the customer within 24 h about their {sp.survey.upper()} answer "
+            f"({sp.score}); acknowledge the problem and offer a fix."
+        ),
+        context={
+            "survey": sp.survey,
+            "score": sp.score,
+            "sentiment": None if f.sentiment is None else round(f.sentiment, 3),
+            "touchpoint": ev.touchpoint,
+            "channel": ev.channel.value,
+        },
+    )
+
+
+def _repeat_contact(st: CustomerState, f: EventFacts, r: RepeatContactRule) -> Candidate | None:
+    if not isinstance(f.event, SupportContactEvent):
+        return None
+    window = timed_between(st.contacts, f.t - r.params.window_hours * HOUR_S, f.t)
+    if len(window) < r.params.min_contacts or all(c[1] for c in window):
+        return None
+    unresolved = [c for c in window if not c[1]]
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=[c[2] for c in window],
+        action=(
+            f"Escalate: {len(window)} support contacts in {r.params.window_hours:g} h, "
+            f"{len(unresolved)} unresolved. Assign one owner and resolve in a single contact."
+        ),
+        context={
+            "contacts": len(window),
+            "unresolved": len(unresolved),
+            "contact_ids": [c[3] for c in window],
+            "reasons": sorted({c[4] for c in window}),
+        },
+    )
+
+
+def _friction_spike(st: CustomerState, f: EventFacts, r: FrictionSpikeRule) -> Candidate | None:
+    if error_kind(f.event) is None:
+        return None
+    win = r.params.window_minutes * 60
+    near = timed_between(st.errors, f.t - win, f.t + win)
+    # The earliest window of length `win` that contains this event and enough errors.
+    for i, first in enumerate(near):
+        if first[0] > f.t:
+            break
+        inside = [e for e in near[i:] if e[0] <= first[0] + win]
+        if inside[-1][0] >= f.t and len(inside) >= r.params.min_errors:
+            kinds: dict[str, int] = {}
+            for e in inside:
+                kinds[e[2]] = kinds.get(e[2], 0) + 1
+            return Candidate(
+                rule=r.id,
+                kind=r.kind,
+                event_time=f.t,
+                evidence=[e[1] for e in inside],
+                action=(
+                    f"{len(inside)} errors or failed payments within "
+                    f"{r.params.window_minutes:g} min: check the customer's session and offer "
+                    "help completing what they were doing."
+                ),
+                context={"errors": len(inside), "by_kind": kinds, "first_at": _iso(first[0])},
+            )
+    return None
+
+
+def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) -> Candidate | None:
+    drop = f.score_peak - f.score_after
+    if drop < r.params.min_drop_points:
+        return None
+    assert st.watermark is not None
+    horizon = st.watermark - r.params.window_hours * HOUR_S
+    negatives = sorted((s[0], s[3]) for s in st.signals if s[1] < 0 and s[0] >= horizon)
+    evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [f.event.event_id]))[-10:]
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=evidence,
+        action=(
+            f"Experience score fell {drop:.0f} points within {r.params.window_hours} h: review the "
+            "listed events and reach out before the customer complains."
+        ),
+        context={"from_score": round(f.score_peak, 2), "to_score": round(f.score_after, 2)},
+    )
+
+
+def _high_value_at_risk(
+    st: CustomerState, f: EventFacts, r: HighValueAtRiskRule
+) -> Candidate | None:
+    p = r.params
+    now_true = st.spend >= p.min_spend and f.risk_after >= p.min_churn_risk
+    was_true = f.spend_before >= p.min_spend and f.risk_before >= p.min_churn_risk
+    if not now_true or was_true:
+        return None
+    evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=list(dict.fromkeys(evidence)),
+        action="High-value customer at risk of churning: assign an account manager to call.",
+        context={"lifetime_spend": round(st.spend, 2), "churn_risk": round(f.risk_after, 4)},
+    )
+
+
+def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Candidate | None:
+    ev = f.event
+    if not isinstance(ev, PageViewEvent) or ev.properties.product_id is None:
+        return None
+    product = ev.properties.product_id
+    win = r.params.window_minutes * 60
+    key = f.product_key if f.product_key is not None else short_hash(product)
+    views = [v for v in timed_between(st.views, f.t - win, f.t) if v[2] == key]
+    if len(views) < r.params.min_views:
+        return None
+    if st.last_cart is not None and st.last_cart >= views[0][0]:
+        return None
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=[v[1] for v in views],
+        action=f"Recommend product {product} (or similar) with a personalised message.",
+        context={"product_id": product, "views": len(views)},
+    )
+
+
+def _win_back(st: CustomerState, f: EventFacts, r: WinBackRule) -> Candidate | None:
+    p = r.params
+    if st.purchases < p.min_purchases or f.score_after < p.min_experience_score:
+        return None
+    if not f.risk_before < p.min_churn_risk <= f.risk_after:
+        return None
+    days = None if st.last_purchase is None else round((f.t - st.last_purchase) / DAY_S, 1)
+    evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=list(dict.fromkeys(evidence)),
+        action="Send a win-back offer: the customer is drifting away but had a good experience.",
+        context={"churn_risk": round(f.risk_after, 4), "days_since_last_purchase": days},
+    )
+
+
+def _promoter_referral(
+    st: CustomerState, f: EventFacts, r: PromoterReferralRule
+) -> Candidate | None:
+    ev = f.event
+    if not isinstance(ev, SurveyAnswerEvent) or ev.properties.survey != "nps":
+        return None
+    if ev.properties.score < r.params.min_nps or st.last_purchase is None:
+        return None
+    since = f.t - st.last_purchase
+    if not 0 <= since <= r.params.purchase_within_days * DAY_S or st.last_purchase_id is None:
+        return None
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=f.t,
+        evidence=[st.last_purchase_id, ev.event_id],
+        action="Ask for a referral or a public review while the customer is delighted.",
+        context={"nps": ev.properties.score, "purchase_event_id": st.last_purchase_id},
+    )
+
+
+Evaluator = Callable[[CustomerState, EventFacts, Any], "Candidate | None"]
+
+# Support rules first: a support alert raised by an event suppresses marketing from the same event.
+EVENT_RULES: tuple[tuple[str, Evaluator], ...] = (
+    ("detractor_follow_up", _detractor_follow_up),
+    ("repeat_contact", _repeat_contact),
+    ("friction_spike", _friction_spike),
+    ("experience_drop", _experience_drop),
+    ("high_value_at_risk", _high_value_at_risk),
+    ("browse_intent", _browse_intent),
+    ("win_back", _win_back),
+    ("promoter_referral", _promoter_referral),
+)
+
+
+# Event types that can make a rule fire; None = any event (through the scores).
+
+
+def cart_candidate(
+    cart: tuple[float, float, str, str, float, str], r: CartRecoveryRule
+) -> Candidate:
+    """The cart_recovery alert for a pending cart whose deadline passed without a purchase."""
+    due, t, event_id, cart_id, value, currency = cart
+    return Candidate(
+        rule=r.id,
+        kind=r.kind,
+        event_time=due,
+        evidence=[event_id],
+        action=(
+            f"Send a cart reminder for cart {cart_id} ({value:.2f} {currency}), e.g. with free "
+            "shipping."
+        ),
+        context={
+            "cart_id": cart_id,
+            "cart_value": value,
+            "currency": currency,
+            "abandoned_at": _iso(t),
+            "wait_minutes": r.params.wait_minutes,
+        },
+    )
