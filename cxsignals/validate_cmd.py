@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import BinaryIO, TextIO
 
 from cxsignals.settings import Settings
-from schemas.events import EventBase
+from schemas.event_records import Event
 from streams.core.validation import Invalid, validate_event
 
 EPILOG = """\
@@ -38,7 +38,7 @@ class LineResult:
     """The verdict on one non-blank input line (1-based ``line`` number)."""
 
     line: int
-    result: EventBase | Invalid
+    result: Event | Invalid
 
     def render(self) -> str:
         if isinstance(self.result, Invalid):
