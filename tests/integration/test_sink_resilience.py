@@ -109,3 +109,23 @@ def test_clickhouse_down_for_30s_mid_stream_loses_and_duplicates_nothing(
         _assert_exactly_once_in_results(clickhouse_client(stack, url), messages)
     finally:
         server.stop()
+
+
+def test_a_second_sink_joining_mid_stream_loses_and_duplicates_nothing(
+    stack: Stack, start_sink: Callable[..., WorkerProcess]
+) -> None:
+    """The sink scales by partitions on its own: a second one joins while the first writes,
+    the partitions are shared out, and every event is in ClickHouse once in query results."""
+    messages = _messages(2000, seed=13)
+    one = start_sink()
+    client = clickhouse_client(stack)
+    publisher = _publish_in_chunks(stack, messages, chunks=8, pause_s=0.5)
+    wait_until(
+        lambda: client.execute("SELECT count() FROM touchpoint_events")[0][0] > 0, 60,
+        "the first rows to land",
+    )
+    two = start_sink()
+    publisher.join(timeout=120)
+    _assert_exactly_once_in_results(client, messages)
+    assert "Setting newly assigned partitions" in two.log()
+    assert one.proc.poll() is None and two.proc.poll() is None
