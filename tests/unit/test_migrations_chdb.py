@@ -208,3 +208,18 @@ def test_bad_database_name_is_refused() -> None:
 
     with pytest.raises(MigrationError):
         apply_migrations(lambda sql: [], server_version=(18, 16), database="cx; DROP TABLE x")
+
+
+def test_migrations_ship_inside_the_sinks_package() -> None:
+    """An installed wheel has them: they live in the package and pyproject ships *.sql."""
+    from pathlib import Path
+
+    import sinks
+    from sinks.migrations import MIGRATIONS_DIR, load_migrations
+
+    package_dir = Path(sinks.__file__).resolve().parent
+    assert MIGRATIONS_DIR.resolve().parent == package_dir
+    names = [m.name for m in load_migrations()]
+    assert names and names == sorted(p.stem for p in MIGRATIONS_DIR.glob("*.sql"))
+    pyproject = (package_dir.parent / "pyproject.toml").read_text()
+    assert 'sinks = ["sql/*.sql"]' in pyproject
