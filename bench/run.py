@@ -379,9 +379,7 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                        bad_share=args.bad_share)
         say(f"pre-filled {fill.events:,} events ({fill.bad:,} bad) in {fill.seconds:.1f} s")
     # Throughput phases: the worker gets its core to itself (the local services move to the
-    # other cores, where the sink and the harness run). The latency phase leaves them where the
-    # OS puts them: there the publisher, the poller, the sink, Kafka and ClickHouse would
-    # otherwise crowd one core.
+    # other cores, where the sink and the harness run).
     with services_off_cpu(worker_cpu if fill is not None else None,
                           REPO_ROOT / ".state") as moved:
         result.params.services_moved = moved
@@ -418,32 +416,39 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                     if profiler.error:
                         result.errors["profile"] = profiler.error
             _phase(result, "e2e", e2e)
-    if "latency" in args.phases:
-        for field, fraction in LATENCY_LOADS.items():
-            def latency(field: str = field, fraction: float = fraction) -> None:
-                if args.latency_rate is not None:  # stands for half the e2e rate
-                    reference = args.latency_rate / LATENCY_LOADS["latency"]
-                else:
-                    e = result.end_to_end
-                    if e is None or not e.events_per_s_metrics:
-                        raise RuntimeError("no e2e rate measured: pass --latency-rate")
-                    reference = e.events_per_s_metrics
-                rate = reference * fraction
-                lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
-                                 f"lat{round(fraction * 100)}", run_id=run_id)
-                stacks.append(lat)
-                lat.create()
-                say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "
-                    f"({fraction:.0%} of {reference:,.0f}) for {args.latency_s:.0f} s")
-                setattr(result, field, run_latency(
-                    lat, rate_per_s=rate, load_fraction=fraction, duration_s=args.latency_s,
-                    warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
-                    worker_cpus=params.worker_cpus, sink_cpu=params.sink_cpu,
-                    poll_ms=args.poll_ms,
-                ))
-                for problem in lat.cleanup():  # its topics, database and state go now
-                    say(f"cleanup: {problem}")
-            _phase(result, field, latency)
+    # Latency phases: the worker keeps its core too (its latency is what is measured); the
+    # publisher (librdkafka), the poller, the sink and the services share the other cores.
+    with services_off_cpu(worker_cpu if "latency" in args.phases else None,
+                          REPO_ROOT / ".state") as moved_for_latency:
+        if moved_for_latency:
+            say(f"{', '.join(moved_for_latency)} kept off cpu {worker_cpu} for the latency "
+                "phases")
+        if "latency" in args.phases:
+            for field, fraction in LATENCY_LOADS.items():
+                def latency(field: str = field, fraction: float = fraction) -> None:
+                    if args.latency_rate is not None:  # stands for half the e2e rate
+                        reference = args.latency_rate / LATENCY_LOADS["latency"]
+                    else:
+                        e = result.end_to_end
+                        if e is None or not e.events_per_s_metrics:
+                            raise RuntimeError("no e2e rate measured: pass --latency-rate")
+                        reference = e.events_per_s_metrics
+                    rate = reference * fraction
+                    lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
+                                     f"lat{round(fraction * 100)}", run_id=run_id)
+                    stacks.append(lat)
+                    lat.create()
+                    say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "
+                        f"({fraction:.0%} of {reference:,.0f}) for {args.latency_s:.0f} s")
+                    setattr(result, field, run_latency(
+                        lat, rate_per_s=rate, load_fraction=fraction, duration_s=args.latency_s,
+                        warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
+                        worker_cpus=params.worker_cpus, sink_cpu=params.sink_cpu,
+                        poll_ms=args.poll_ms,
+                    ))
+                    for problem in lat.cleanup():  # its topics, database and state go now
+                        say(f"cleanup: {problem}")
+                _phase(result, field, latency)
 
 
 def main(argv: list[str] | None = None) -> int:
