@@ -21,7 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from schemas.event_records import (
     CartAbandonEvent,
@@ -34,16 +34,14 @@ from schemas.event_records import (
     from_model,
 )
 from schemas.events import EVENT_TYPES, EventBase, JourneyStage, derive_stage
-from schemas.records import AlertRecord, ScoreUpdateRecord
 from streams.core import policy
 from streams.core.alert_ids import ALERT_NAMESPACE, alert_id
+from streams.core.alerting import Alerting
 from streams.core.churn import ChurnScorer
 from streams.core.engine_config import EngineConfig
-from streams.core.explanation import Explainer
 from streams.core.outcome import Outcome
-from streams.core.policy import PolicyEvent
 from streams.core.rule_config import CartRecoveryRule, RuleSet
-from streams.core.rule_evaluators import Candidate, cart_candidate, is_negative_answer
+from streams.core.rule_evaluators import is_negative_answer
 from streams.core.rule_plan import evaluate_event, page_view_plan_key, rule_plan
 from streams.core.scoring import (
     NEUTRAL,
@@ -55,7 +53,6 @@ from streams.core.sentiment import SentimentAnalyzer
 from streams.core.signals import Signal, error_kind, event_signals
 from streams.core.state import (
     MAX_CONTACTS,
-    MAX_DEFERRED,
     MAX_ERRORS,
     MAX_PENDING_CARTS,
     MAX_SEEN_IDS,
@@ -77,18 +74,10 @@ from streams.core.windows import (
 ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
 SCORE_HOURS = 24  # experience_drop looks back at most 24 h
 CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
-MAX_EVIDENCE = 10  # event ids per alert
 _NEG_INF = -math.inf
 _NO_SIGNALS: list[Signal] = []  # never mutated
 # derive_stage of a page view, by whether it names a product
 _PAGE_VIEW_STAGE = (JourneyStage.awareness._value_, JourneyStage.consideration._value_)
-
-
-_STAGE_BY_VALUE = {stage._value_: stage for stage in JourneyStage}
-
-
-def _dt(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc)
 
 
 class Engine:
@@ -117,7 +106,7 @@ class Engine:
         )
         self._slow_load_ms = config.weights.slow_load_ms
         self._publish_step = config.score_publish_step
-        self._cooldown_s = {rule_id: rules.cooldown_s(rule_id) for rule_id in rules.enabled}
+        self._alerting = Alerting(config, rules, self._cart_rule)
         # Read on every event: plain attributes rather than property/config look-ups.
         self._grace_s = config.grace_s
         self._weights = config.weights
@@ -168,7 +157,7 @@ class Engine:
             # Deadlines that fell strictly before this event happened before it.
             pc, df = st.pending_carts, st.deferred
             if (pc and pc[0][0] < t) or (df and df[0][0] < t):
-                self._release(st, customer_id, t, False, now, out)
+                self._alerting.release(st, customer_id, t, False, now, out)
         hourly = st.score_hourly
         if not hourly:
             hourly[int(t // HOUR_S)] = st.score  # a new customer starts neutral
@@ -272,12 +261,12 @@ class Engine:
         # The explanation is built at most once, and only if an alert or update needs it.
         explain = None
         if candidates:
-            explain = self._explainer(st)
+            explain = self._alerting.explainer(st)
             for cand in candidates:
-                self._decide(st, customer_id, cand, now, out, explain)
+                self._alerting.decide(st, customer_id, cand, now, out, explain)
         pc, df = st.pending_carts, st.deferred
         if (pc and pc[0][0] <= w) or (df and df[0][0] <= w):
-            self._release(st, customer_id, w, True, now, out, explain)
+            self._alerting.release(st, customer_id, w, True, now, out, explain)
         # A score update when score or risk*100 moved more than the step, or the stage changed.
         pub_score, pub_risk, step = st.pub_score, st.pub_risk, self._publish_step
         if (
@@ -287,7 +276,7 @@ class Engine:
             or not abs(risk - pub_risk) * 100 <= step
             or stage != st.pub_stage
         ):
-            out.score_update = self._publish(st, customer_id, now, explain)
+            out.score_update = self._alerting.score_update(st, customer_id, now, explain)
         return out
 
     def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
@@ -300,7 +289,7 @@ class Engine:
         out = Outcome(state)
         if state.watermark is None:
             return out
-        self._release(state, customer_id, now.timestamp() - state.lag_s, True, now, out)
+        self._alerting.release(state, customer_id, now.timestamp() - state.lag_s, True, now, out)
         return out
 
     # ------------------------------------------------------------------ internals
@@ -392,129 +381,6 @@ class Engine:
             if seen[oldest] >= horizon and len(seen) <= MAX_SEEN_IDS:
                 break
             del seen[oldest]
-
-    def _explainer(self, st: CustomerState) -> Explainer:
-        return Explainer(st, self._half_life_s, self.config.explanation_top)
-
-    def _decide(
-        self,
-        st: CustomerState,
-        customer_id: str,
-        c: Candidate,
-        now: datetime,
-        out: Outcome,
-        explain: Explainer,
-    ) -> None:
-        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
-        del c.evidence[:-MAX_EVIDENCE]
-        d = policy.decide(
-            st, c.rule, c.kind, c.event_time, self._cooldown_s.get(c.rule, 0.0), self.rules.policy
-        )
-        if d.action == "suppressed":
-            # Most candidates end here (cooldowns): a policy event needs only the id and time.
-            assert d.reason is not None
-            out.policy_events.append(
-                PolicyEvent(
-                    c.rule,
-                    c.kind,
-                    d.reason,
-                    "suppressed",
-                    alert_id(c.rule, customer_id, c.evidence),
-                    _dt(c.event_time),
-                )
-            )
-            return
-        policy.record(st, c.rule, c.kind, c.event_time)
-        alert = AlertRecord(
-            alert_id=alert_id(c.rule, customer_id, c.evidence),
-            rule=c.rule,
-            kind=c.kind,
-            customer_id=customer_id,
-            event_time=_dt(c.event_time),
-            emitted_at=now,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
-            explanation=explain(),
-            evidence=c.evidence,
-            action=c.action,
-            context=c.context,
-        )
-        if d.action == "emit":
-            out.alerts.append(alert)
-            return
-        assert d.release_t is not None
-        out.policy_events.append(
-            PolicyEvent(c.rule, c.kind, "quiet_hours", "deferred", alert.alert_id, alert.event_time)
-        )
-        timed_insert(st.deferred, (d.release_t, alert.to_payload()), MAX_DEFERRED)
-
-    def _release(
-        self,
-        st: CustomerState,
-        customer_id: str,
-        upto: float,
-        inclusive: bool,
-        now: datetime,
-        out: Outcome,
-        explain: Explainer | None = None,
-    ) -> None:
-        """Fire cart deadlines and release deferred alerts that are due by event time ``upto``.
-
-        ``explain``: the explanation of the current state when the caller already has one.
-        """
-
-        def due(x: float) -> bool:
-            return x <= upto if inclusive else x < upto
-
-        if st.pending_carts and due(st.pending_carts[0][0]):
-            ready = [c for c in st.pending_carts if due(c[0])]
-            st.pending_carts = [c for c in st.pending_carts if not due(c[0])]
-            if self._cart_rule is not None:
-                if explain is None:
-                    explain = self._explainer(st)
-                for cart in ready:
-                    cand = cart_candidate(cart, self._cart_rule)
-                    self._decide(st, customer_id, cand, now, out, explain)
-        if st.deferred and due(st.deferred[0][0]):
-            ready_d = [d for d in st.deferred if due(d[0])]
-            st.deferred = [d for d in st.deferred if not due(d[0])]
-            for release_t, payload in ready_d:
-                alert = AlertRecord.from_payload(payload, now)
-                # The customer may have turned angry during the quiet hours: re-check on release.
-                if policy.suppressed_by_support(st, release_t, self.rules.policy):
-                    out.policy_events.append(
-                        PolicyEvent(
-                            alert.rule,
-                            alert.kind,
-                            "suppression",
-                            "suppressed",
-                            alert.alert_id,
-                            alert.event_time,
-                        )
-                    )
-                else:
-                    out.alerts.append(alert)
-
-    def _publish(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None
-    ) -> ScoreUpdateRecord:
-        """The score update of the state as it is now (``process`` decides when to publish)."""
-        stage = st.stage
-        assert stage is not None and st.watermark is not None
-        previous = st.pub_stage if st.pub_stage != stage else None
-        st.pub_score, st.pub_risk, st.pub_stage = st.score, st.risk, stage
-        if explain is None:
-            explain = self._explainer(st)
-        return ScoreUpdateRecord(
-            customer_id=customer_id,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
-            journey_stage=_STAGE_BY_VALUE[stage],
-            previous_stage=None if previous is None else _STAGE_BY_VALUE[previous],
-            explanation=explain(),
-            event_time=_dt(st.watermark),
-            updated_at=now,
-        )
 
 
 __all__ = ["ALERT_NAMESPACE", "Engine", "EngineConfig", "Outcome", "alert_id"]

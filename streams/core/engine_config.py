@@ -12,7 +12,11 @@ from streams.core.windows import DAY_S
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Scoring parameters. ``from_settings`` takes grace, half-life and publish step from env."""
+    """Scoring parameters, built with keywords by the worker.
+
+    ``from_settings`` (grace, half-life and publish step from the CLI settings object) is kept only
+    for the v1 worker in ``streams/processing.py``; drop it once that is gone.
+    """
 
     grace_s: float = 3600.0
     half_life_days: float = 14.0

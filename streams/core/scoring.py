@@ -1,4 +1,4 @@
-"""Experience score (0-100, 50 neutral) with event-time decay, its explanation, and journey stage.
+"""Experience score (0-100, 50 neutral) with event-time decay, and journey stage.
 
 The score keeps one number, ``score_sum`` S: the sum of every signal weight times
 ``2 ** (-(watermark - t) / half_life)``, referenced to the customer's watermark (highest event
