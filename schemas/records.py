@@ -64,10 +64,6 @@ class AlertRecord:
         """The published JSON (``Alert.model_dump_json()`` of the same values, as bytes)."""
         return _dumps(self, option=_OPTIONS)
 
-    def model_dump_json(self) -> str:
-        """``to_json`` as text: the pydantic name, for callers not yet moved to ``to_json``."""
-        return _dumps(self, option=_OPTIONS).decode()
-
     def to_payload(self) -> dict[str, Any]:
         """The JSON-ready dict without ``emitted_at``, as a deferred alert is kept in the state."""
         payload: dict[str, Any] = orjson.loads(_dumps(self, option=_OPTIONS))
@@ -96,10 +92,6 @@ class ScoreUpdateRecord:
     def to_json(self) -> bytes:
         """The published JSON (``ScoreUpdate.model_dump_json()`` of the same values, as bytes)."""
         return _dumps(self, option=_OPTIONS)
-
-    def model_dump_json(self) -> str:
-        """``to_json`` as text: the pydantic name, for callers not yet moved to ``to_json``."""
-        return _dumps(self, option=_OPTIONS).decode()
 
 
 _alert_decoder = msgspec.json.Decoder(AlertRecord)

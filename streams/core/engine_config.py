@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from streams.core.churn import BgNbdParams, ChurnAdjustments
 from streams.core.signals import SignalWeights
@@ -12,11 +11,7 @@ from streams.core.windows import DAY_S
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Scoring parameters, built with keywords by the worker.
-
-    ``from_settings`` (grace, half-life and publish step from the CLI settings object) is kept only
-    for the v1 worker in ``streams/processing.py``; drop it once that is gone.
-    """
+    """Scoring parameters, built with keywords by the worker (``streams.app.build_engine``)."""
 
     grace_s: float = 3600.0
     half_life_days: float = 14.0
@@ -29,12 +24,3 @@ class EngineConfig:
     @property
     def half_life_s(self) -> float:
         return self.half_life_days * DAY_S
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> EngineConfig:
-        """Build from ``cxsignals.settings.Settings`` (grace_s, half_life_days, publish step)."""
-        return cls(
-            grace_s=float(settings.grace_s),
-            half_life_days=float(settings.half_life_days),
-            score_publish_step=float(settings.score_publish_step),
-        )

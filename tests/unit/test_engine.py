@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from schemas.events import EventBase
-from streams.core.engine import Engine, EngineConfig, Outcome
+from streams.core.engine import Engine, Outcome
 from streams.core.state import MAX_SEEN_IDS, STATE_VERSION, CustomerState
 from tests.journeys import ALL_JOURNEYS, JOURNEY_BASE, Journey, build_engine, make_event
 
@@ -510,13 +510,3 @@ def test_worst_case_state_size_is_within_the_documented_bound(id_chars: int, bou
     print("worst-case state bytes", id_chars, len(data))
     assert len(data) <= bound
     assert CustomerState.from_bytes(data) == _worst_case_state(id_chars)
-
-
-def test_engine_config_from_settings() -> None:
-    from cxsignals.settings import Settings
-
-    settings = Settings(grace_s=120, half_life_days=7.0, score_publish_step=5.0)
-    config = EngineConfig.from_settings(settings)
-    assert (config.grace_s, config.half_life_days, config.score_publish_step) == (120, 7.0, 5.0)
-    assert config.half_life_s == 7 * 86_400
-    assert EngineConfig.from_settings(Settings()).grace_s == 3600

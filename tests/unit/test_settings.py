@@ -1,0 +1,44 @@
+"""The CLI reads settings once and hands each part what it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxsignals.settings import Settings
+from sinks.config import ClickHouseParams
+from streams.app import build_engine
+
+
+def test_the_worker_config_carries_the_scoring_settings_into_the_engine() -> None:
+    settings = Settings(grace_s=120, half_life_days=7.0, score_publish_step=5.0,
+                        topic_touchpoints="t.in", app_id="a1", touchpoint_partitions=6,
+                        checkpoint_interval_ms=250, state_dir=Path("/tmp/x"))
+    config = settings.worker_config()
+    engine = build_engine(config)
+    assert (engine.config.grace_s, engine.config.half_life_days,
+            engine.config.score_publish_step) == (120, 7.0, 5.0)
+    assert engine.config.half_life_s == 7 * 86_400
+    assert config.topics.touchpoints == "t.in" and config.keyed_topic == "a1.touchpoints.keyed"
+    assert config.touchpoint_partitions == 6 and config.checkpoint_interval_ms == 250
+    assert config.kafka_broker_url == "kafka://127.0.0.1:9092"
+
+
+def test_the_sink_config_has_its_own_group_and_the_clickhouse_target() -> None:
+    settings = Settings(app_id="a2", clickhouse_url="clickhouse://u:p%40ss@ch:9001/db1",
+                        topic_scores="s.out", sink_batch_ms=100)
+    config = settings.sink_config()
+    assert config.group_id == "a2-store" and config.batch_ms == 100
+    assert config.clickhouse == ClickHouseParams("ch", 9001, "u", "p@ss", "db1")
+    assert "p@ss" not in repr(config)
+    assert "s.out" in config.topics.outputs()
+
+
+def test_a_malformed_clickhouse_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError) as raised:
+        ClickHouseParams.from_url("http://user:s3cret@host:8123/db")
+    assert "s3cret" not in str(raised.value)
+    with pytest.raises(ValueError) as raised:
+        ClickHouseParams.from_url("clickhouse://user:s3cret@host:notaport/db")
+    assert "s3cret" not in str(raised.value)
