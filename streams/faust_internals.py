@@ -388,8 +388,12 @@ class BatchSender:
                 groups[(record.topic, partition)] = [index]
             else:
                 group.append(index)
-        deliveries = []
+        # Every record is appended (and stamped) now; the batches of different partitions are
+        # then submitted together: one partition waiting for its previous batch to drain does
+        # not hold the others back.
+        built: list[tuple[str, int, list[tuple[Any, list[int]]]]] = []
         for (topic, partition), indices in groups.items():
+            batches: list[tuple[Any, list[int]]] = []
             batch = producer.create_batch()
             in_batch: list[int] = []
             for index in indices:
@@ -399,14 +403,22 @@ class BatchSender:
                                 headers=headers) is None:
                     if not in_batch:
                         raise ValueError(f"a record for {topic} does not fit a record batch")
-                    deliveries.append(await self._submit(producer, batch, topic, partition,
-                                                         in_batch))
+                    batches.append((batch, in_batch))
                     batch, in_batch = producer.create_batch(), []
                     batch.append(timestamp=None, key=record.key, value=record.value,
                                  headers=headers)
                 in_batch.append(index)
-            deliveries.append(await self._submit(producer, batch, topic, partition, in_batch))
-        return deliveries
+            batches.append((batch, in_batch))
+            built.append((topic, partition, batches))
+        per_partition = await asyncio.gather(*(
+            self._submit_in_order(producer, topic, partition, batches)
+            for topic, partition, batches in built))
+        return [delivery for deliveries in per_partition for delivery in deliveries]
+
+    async def _submit_in_order(self, producer: Any, topic: str, partition: int,
+                               batches: list[tuple[Any, list[int]]]) -> list[Delivery]:
+        return [await self._submit(producer, batch, topic, partition, indices)
+                for batch, indices in batches]
 
     async def _submit(self, producer: Any, batch: Any, topic: str, partition: int,
                       indices: list[int]) -> Delivery:

@@ -19,7 +19,7 @@ Then, in this order (a durable phase, which runs while the next fetch is scored)
 3. the offsets of every fetch up to the checkpoint are acked (Faust's commit loop commits them).
 
 Alerts therefore leave with their fetch, while a customer seen many times between checkpoints
-costs one state write. At most one durable phase runs behind the scoring;
+costs one state write. At most ``durable_in_flight`` durable phases run behind the scoring;
 :meth:`ScoringPipeline.drain` checkpoints and waits (a revocation calls it before the
 partitions move).
 
@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -106,6 +107,8 @@ class PipelineLimits:
     # long or this many events since the last one. Outputs go out with every fetch.
     checkpoint_s: float = 1.0
     checkpoint_events: int = 50_000
+    # Durable phases that may wait for the broker while later fetches are scored.
+    durable_in_flight: int = 4
 
 
 class ScoringPipeline:
@@ -127,8 +130,9 @@ class ScoringPipeline:
         self._score = metrics.BatchObserver(metrics.experience_score)
         self._risk = metrics.BatchObserver(metrics.churn_risk)
         self.tick_partitions: Callable[[], Sequence[int]] = lambda: ()
-        # The previous durable phase, still in flight while the next fetch is scored.
+        # The latest durable phase (each waits for the one before it) and those not awaited yet.
         self._inflight: asyncio.Future[None] | None = None
+        self._pending: deque[asyncio.Future[None]] = deque()
         # Offsets handled since the last checkpoint: acked once their states are durable.
         self._unacked: list[tuple[str, int, int, int]] = []
         self._since_checkpoint = 0
@@ -199,8 +203,12 @@ class ScoringPipeline:
         previous = self._inflight
         self._inflight = asyncio.ensure_future(
             self._durable(previous, outputs, writes, link_records, acks, started))
-        if previous is not None:
-            await previous  # at most one durable phase runs behind the scoring
+        # A few durable phases may wait for the broker while the next fetches are scored: a
+        # slow acknowledgement then delays acks, not scoring. Beyond that, wait (bounded memory).
+        pending = self._pending
+        pending.append(self._inflight)
+        while pending and (pending[0].done() or len(pending) > self.limits.durable_in_flight):
+            await pending.popleft()
 
     async def drain(self) -> None:
         """Checkpoint now and return once every fetch handled so far is durable and acked
@@ -211,6 +219,8 @@ class ScoringPipeline:
             await inflight
             if self._inflight is inflight:
                 self._inflight = None
+        while self._pending:
+            await self._pending.popleft()
 
     def _one(self, record: Any, keyed: bool, now: datetime, outputs: list[Output],
              counts: dict[str, int]) -> None:
