@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     score_publish_step: float = Field(2.0, ge=0)
     tick_interval_s: float = Field(5.0, gt=0)
     # Decoded customer states kept in memory per worker (0 disables the cache).
-    state_cache_customers: int = Field(20_000, ge=0)
+    state_cache_customers: int = Field(10_000, ge=0)
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)

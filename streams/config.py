@@ -38,7 +38,7 @@ class WorkerConfig:
     score_publish_step: float = 2.0
     # How often idle customers' deadlines (cart recovery, deferred alerts) are checked.
     tick_interval_s: float = 5.0
-    state_cache_customers: int = 20_000
+    state_cache_customers: int = 10_000
 
     @property
     def keyed_topic(self) -> str:

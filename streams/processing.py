@@ -59,7 +59,7 @@ class Processor:
     """
 
     def __init__(self, engine: Engine, read_state: ReadState, topics: TopicNames, *,
-                 deadlines: DeadlineIndex | None = None, max_cached_states: int = 20_000) -> None:
+                 deadlines: DeadlineIndex | None = None, max_cached_states: int = 10_000) -> None:
         self.engine = engine
         self.read_state = read_state
         self.topics = topics
