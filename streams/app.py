@@ -64,8 +64,6 @@ class Worker:
 
     app: faust.App
     pipeline: ScoringPipeline
-    states: TablePartitions
-    identities: TablePartitions
 
 
 def _faust_app(config: WorkerConfig) -> faust.App:
@@ -115,13 +113,9 @@ def create_worker(config: WorkerConfig) -> Worker:
                           max_cached_states=config.state_cache_customers)
 
     consumer = batch_consumer(app)
-
-    def _ack(topic: str, partition: int, first: int, last: int) -> None:
-        consumer.ack_range(_tp(topic, partition), first, last)
-
     pipeline = ScoringPipeline(
-        processor, states, identities, BatchSender(app).send, _ack, config.topics,
-        config.keyed_topic,
+        processor, states, identities, BatchSender(app).send, consumer.ack_range,
+        config.topics, config.keyed_topic,
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s,
                        checkpoint_s=config.checkpoint_interval_ms / 1000),
@@ -134,13 +128,7 @@ def create_worker(config: WorkerConfig) -> Worker:
     consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,
                                    config.tick_interval_s)
     _wire_health(app, config, pipeline, states, deadlines)
-    return Worker(app=app, pipeline=pipeline, states=states, identities=identities)
-
-
-def _tp(topic: str, partition: int) -> Any:
-    from faust.types import TP
-
-    return TP(topic, partition)
+    return Worker(app=app, pipeline=pipeline)
 
 
 def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline,

@@ -66,19 +66,8 @@ def check_versions(installed: Callable[[str], str] = version) -> None:
         )
 
 
-class Record:
-    """One consumed Kafka record as the batch handler sees it (aiokafka's ConsumerRecord has
-    these attributes: topic, partition, offset, timestamp in ms, key, value, headers)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
+# Records per topic partition: aiokafka's ConsumerRecords (topic, partition, offset, timestamp in
+# ms, key, value, headers).
 Fetch = Mapping[TP, Sequence[Any]]
 BatchHandler = Callable[[Fetch], Awaitable[Any]]
 
@@ -102,11 +91,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Mark offsets ``first..last`` of ``tp`` (and any gap since the previous range, e.g.
         transaction markers) processed: Faust's commit loop commits them."""
         committed = self._committed_offset[tp]
-        start = self._next_ack.get(tp)
-        if start is None:
-            start = committed if committed is not None else first
-        if committed is not None and start < committed:
-            start = committed
+        start = self._next_ack.get(tp, first if committed is None else committed)
+        if committed is not None:
+            start = max(start, committed)
         if last < start:
             return
         offsets = range(start, last + 1)
@@ -296,9 +283,6 @@ class TablePartitions:
         topic = self.changelog_topic
         for partition, offset in offsets.items():
             self.store.set_persisted_offset(TP(topic, partition), offset)
-
-    def local_partitions(self) -> list[int]:
-        return list(self.store._dbs)
 
     def scan(self, partition: int, chunk: int = 500) -> Iterator[list[tuple[bytes, bytes]]]:
         """The partition's items in chunks (the caller yields to the event loop in between)."""

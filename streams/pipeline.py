@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
-# A tick header on the keyed topic: written by workers before 0.2 (ticks now run in place).
+# A tick on the keyed topic, as the v1 worker sent them (ticks now run in place): a deployed
+# keyed topic may still hold some after an upgrade.
 LEGACY_TICK_HEADER = "cx-tick"
 
 
@@ -93,8 +94,8 @@ class Delivery(Protocol):
 
 # Hands records to the producer (whole batches per topic partition); returns the deliveries.
 SendRecords = Callable[[Sequence[Any]], Awaitable[Sequence[Delivery]]]
-# (topic, partition, first offset, last offset)
-Ack = Callable[[str, int, int, int], None]
+# (the fetch's topic partition, first offset, last offset)
+Ack = Callable[[Any, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ class ScoringPipeline:
         self._inflight: asyncio.Future[None] | None = None
         self._pending: deque[asyncio.Future[None]] = deque()
         # Offsets handled since the last checkpoint: acked once their states are durable.
-        self._unacked: list[tuple[str, int, int, int]] = []
+        self._unacked: list[tuple[Any, int, int]] = []
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
 
@@ -170,7 +171,7 @@ class ScoringPipeline:
             metrics.child(metrics.events_processed, event_type).inc(n)
         for observer in (self._lag, self._score, self._risk):
             observer.flush()
-        self._unacked.extend((tp.topic, tp.partition, records[0].offset, records[-1].offset)
+        self._unacked.extend((tp, records[0].offset, records[-1].offset)
                              for tp, records in fetch.items() if records)
         if handled:
             metrics.batch_messages.observe(handled)
@@ -186,7 +187,7 @@ class ScoringPipeline:
         links and acks gathered since the last one."""
         writes: list[PendingWrite] = []
         link_records: list[Any] = []
-        acks: list[tuple[str, int, int, int]] = []
+        acks: list[tuple[Any, int, int]] = []
         if checkpoint:
             self._checkpoint_at = time.monotonic()
             self._since_checkpoint = 0
@@ -214,12 +215,7 @@ class ScoringPipeline:
         """Checkpoint now and return once every fetch handled so far is durable and acked
         (before a revocation commits)."""
         await self._hand_over([], True, time.perf_counter())
-        while self._inflight is not None:
-            inflight = self._inflight
-            await inflight
-            if self._inflight is inflight:
-                self._inflight = None
-        while self._pending:
+        while self._pending:  # every durable phase is here, in order
             await self._pending.popleft()
 
     def _one(self, record: Any, keyed: bool, now: datetime, outputs: list[Output],
@@ -296,7 +292,7 @@ class ScoringPipeline:
 
     async def _durable(self, previous: asyncio.Future[None] | None, outputs: list[Output],
                        writes: list[PendingWrite], link_records: list[Any],
-                       acks: list[tuple[str, int, int, int]], started: float) -> None:
+                       acks: list[tuple[Any, int, int]], started: float) -> None:
         """Outputs first, then (after the previous phase is durable) states and links, then
         the acks; returns when the broker has all of them."""
         if outputs:
@@ -321,8 +317,8 @@ class ScoringPipeline:
             states.persist_offsets()
             identities.persist_offsets()
         ack = self.ack
-        for topic, partition, first, last in acks:
-            ack(topic, partition, first, last)
+        for tp, first, last in acks:
+            ack(tp, first, last)
         metrics.batch_flush_seconds.observe(time.perf_counter() - started)
 
     async def _deliver(self, stage: str, records: Sequence[Any],
@@ -390,9 +386,5 @@ async def _wait_logged(delivery: Delivery, stage: str) -> None:
                         waited_s)
 
 
-def _has_header(headers: Any, name: str) -> bool:
-    if not headers:
-        return False
-    if isinstance(headers, Mapping):
-        return name in headers
-    return any(pair[0] == name for pair in headers)
+def _has_header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bool:
+    return any(pair[0] == name for pair in headers or ())

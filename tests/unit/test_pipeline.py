@@ -111,9 +111,9 @@ class _Harness:
                 self.log.append(("send", record.topic))
         return [_Delivery(_done(), [i]) for i in range(len(records))]
 
-    def ack(self, topic: str, partition: int, first: int, last: int) -> None:
-        self.acks.append((topic, partition, first, last))
-        self.log.append(("ack", (topic, partition)))
+    def ack(self, tp: _TP, first: int, last: int) -> None:
+        self.acks.append((tp.topic, tp.partition, first, last))
+        self.log.append(("ack", (tp.topic, tp.partition)))
 
     def run(self, fetch: dict[_TP, list[_Record]]) -> int:
         async def handle_and_drain() -> int:
