@@ -44,7 +44,11 @@ run: setup ## Set up everything, then run a worker and the event simulator (Ctrl
 
 .PHONY: test
 test: setup ## Run the whole test suite (unit + integration against the real services)
-	$(BIN)/pytest tests -q -p no:cacheprovider
+	$(BIN)/pytest tests -q -p no:cacheprovider -m "not chaos"
+
+.PHONY: chaos
+chaos: setup ## Run every fault test, the long loops too (kill -9, outages, rebalances; see docs/reliability.md)
+	$(BIN)/pytest tests/faults -q -p no:cacheprovider
 
 .PHONY: test-unit
 test-unit: install ## Run the unit tests only (no services needed)
