@@ -66,7 +66,8 @@ class Settings(BaseSettings):
 
     # Event contract.
     max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1)
-    max_future_skew_s: float = Field(24 * 3600, ge=0)
+    # Events stamped further ahead of receipt are dead-lettered as future_timestamp.
+    max_future_skew_s: float = Field(300.0, ge=0)
 
     # Scoring and alerting.
     rules_path: Path | None = None

@@ -21,10 +21,13 @@ class TopicSpec:
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics CX Signals needs. Touchpoints, DLQ and scores share a partition count so that
-    they stay co-partitioned by customer; cx.scores is compacted (latest score per customer)."""
+    they stay co-partitioned by customer; cx.scores is compacted (latest score per customer).
+    Touchpoints carry the broker's append time (``LogAppendTime``): the worker and the sink
+    judge an event's clock skew against it, whatever the producer's clock says."""
     big = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
     return [
-        TopicSpec(settings.topic_touchpoints, settings.touchpoint_partitions, big),
+        TopicSpec(settings.topic_touchpoints, settings.touchpoint_partitions,
+                  {**big, "message.timestamp.type": "LogAppendTime"}),
         TopicSpec(settings.topic_dlq, settings.touchpoint_partitions, big),
         TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {}),
         TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {}),

@@ -52,7 +52,7 @@ class SinkConfig:
     batch_ms: int = 250
     retry_max_s: float = 30.0
     max_event_bytes: int = MAX_EVENT_BYTES
-    max_future_skew_s: float = 24 * 3600
+    max_future_skew_s: float = 300.0
 
     @property
     def group_id(self) -> str:

@@ -31,7 +31,7 @@ class WorkerConfig:
     producer_linger_ms: int = 5
     producer_batch_bytes: int = 512 * 1024
     max_event_bytes: int = MAX_EVENT_BYTES
-    max_future_skew_s: float = 24 * 3600
+    max_future_skew_s: float = 300.0
     rules_path: Path | None = None
     grace_s: float = 3600.0
     half_life_days: float = 14.0

@@ -62,6 +62,8 @@ RETRY_MAX_S = 5.0
 # A tick on the keyed topic, as the v1 worker sent them (ticks now run in place): a deployed
 # keyed topic may still hold some after an upgrade.
 LEGACY_TICK_HEADER = "cx-tick"
+# Kafka's timestamp type of a record stamped by the broker (the touchpoint topic's setting).
+LOG_APPEND_TIME = 1
 
 
 class KeyValueTable(Protocol):
@@ -224,7 +226,9 @@ class ScoringPipeline:
             return  # deadlines are checked in place now
         limits = self.limits
         result: Any = validate_event(record.value, now=now, max_bytes=limits.max_event_bytes,
-                                     max_future_skew_s=limits.max_future_skew_s)
+                                     max_future_skew_s=limits.max_future_skew_s,
+                                     record_ts_ms=record.timestamp
+                                     if record.timestamp_type == LOG_APPEND_TIME else None)
         if isinstance(result, Invalid):
             outputs.append(self._dead_letter(record, result, now))
             return

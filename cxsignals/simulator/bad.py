@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 # The order is the round-robin order in which the generator picks codes: any 9 consecutive bad
-# messages cover every code.
+# messages cover every code (as many as there are codes).
 BAD_CODES: tuple[str, ...] = (
     "invalid_json",
     "not_an_object",
@@ -23,6 +23,7 @@ BAD_CODES: tuple[str, ...] = (
     "schema_violation",
     "missing_identity",
     "bad_timestamp",
+    "future_timestamp",
     "too_large",
     "invalid_utf8",
 )
@@ -84,8 +85,14 @@ def _missing_identity(event: Event, rng: random.Random) -> bytes:
 
 
 def _bad_timestamp(event: Event, rng: random.Random) -> bytes:
-    # Before 2000-01-01 or centuries ahead: wrong whatever the validator's wall clock says.
-    when = rng.choice(("1999-12-31T23:59:59Z", "1970-01-01T00:00:00.000Z", "2999-01-01T00:00:00Z"))
+    # Before 2000-01-01: wrong whatever the validator's wall clock says.
+    when = rng.choice(("1999-12-31T23:59:59Z", "1970-01-01T00:00:00.000Z"))
+    return orjson.dumps({**event, "occurred_at": when})
+
+
+def _future_timestamp(event: Event, rng: random.Random) -> bytes:
+    # Centuries ahead: beyond any allowed clock skew whatever the validator's wall clock says.
+    when = rng.choice(("2999-01-01T00:00:00Z", "2200-06-30T12:00:00+02:00"))
     return orjson.dumps({**event, "occurred_at": when})
 
 
@@ -109,6 +116,7 @@ _BUILDERS: dict[str, Callable[[Event, random.Random], bytes]] = {
     "schema_violation": _schema_violation,
     "missing_identity": _missing_identity,
     "bad_timestamp": _bad_timestamp,
+    "future_timestamp": _future_timestamp,
     "too_large": _too_large,
     "invalid_utf8": _invalid_utf8,
 }

@@ -136,7 +136,13 @@ class Engine:
         # score sum), the bucket updates, the stage record and the score formula are written
         # inline rather than as small helpers.
         st = state if state is not None else CustomerState()
+        # An event stamped ahead of the wall clock (within the allowed skew: a clock upstream
+        # runs fast) happens at receipt: the customer's event-time clock never passes the wall
+        # clock, so the customer's next on-time events are not late because of it.
         t = event.occurred_at.timestamp()
+        now_s = now.timestamp()
+        if t > now_s:
+            t = now_s
         h = event_id_hash(event.event_id)
         seen = st.seen
         if h in seen:
@@ -146,7 +152,7 @@ class Engine:
             return Outcome(st, late_dropped=True)
         out = Outcome(st)
         if w0 is None or t >= w0:
-            lag = now.timestamp() - t
+            lag = now_s - t
             st.lag_s = lag if lag > 0.0 else 0.0  # max(0.0, lag)
             tz = event.timezone
             if tz and tz != st.timezone and policy.is_valid_zone(tz):

@@ -27,7 +27,7 @@ from schemas.event_records import Event, decode_event, from_model
 from schemas.events import EVENT_MODELS, SUPPORTED_SCHEMA_VERSIONS, touchpoint_adapter
 
 DEFAULT_MAX_BYTES = 1 << 20
-DEFAULT_MAX_FUTURE_SKEW_S = 24 * 3600.0
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # The core validator behind touchpoint_adapter, without the keyword handling of
 # TypeAdapter.validate_json (~1 us per call): the contract's verdict on what msgspec leaves.
@@ -56,7 +56,11 @@ class ErrorCode(str, Enum):
     missing_identity = "missing_identity"
     """Neither ``customer_id`` nor ``anonymous_id`` is set."""
     bad_timestamp = "bad_timestamp"
-    """``occurred_at`` lies too far in the future or before 2000-01-01."""
+    """``occurred_at`` lies before 2000-01-01."""
+    future_timestamp = "future_timestamp"
+    """``occurred_at`` lies more than the allowed skew (``CX_MAX_FUTURE_SKEW_S``) after receipt:
+    a clock upstream is wrong. Receipt is the earlier of the reader's clock and the record's
+    Kafka timestamp, so the worker and a lagging sink judge a record alike."""
     too_large = "too_large"
     """The message is larger than the size limit; it is not parsed at all."""
     invalid_utf8 = "invalid_utf8"
@@ -81,6 +85,7 @@ def validate_event(
     now: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S,
+    record_ts_ms: int | None = None,
 ) -> Event | Invalid:
     """Parse and check one message value.
 
@@ -92,10 +97,13 @@ def validate_event(
 
     Checks, in order: size (before any parsing), JSON syntax and UTF-8, top-level object,
     ``event_type``, ``schema_version``, the per-type schema, identity, and the ``occurred_at``
-    range ``[2000-01-01, now + max_future_skew_s]``. A message in the contract's plain form is
-    parsed once, by msgspec, straight into the event Struct; anything else is parsed by the
-    pydantic contract, which accepts it (a lax form, converted) or names the error (classifying a
-    failure re-parses it with orjson). Both paths accept, reject and report exactly alike.
+    range ``[2000-01-01, receipt + max_future_skew_s]`` where receipt is the earlier of ``now``
+    and ``record_ts_ms`` (the broker's append time of the record, when the topic keeps it): a
+    reader that lags (a sink catching up) judges a record as one that kept up would. A message
+    in the contract's plain form is parsed once, by msgspec, straight into the event Struct;
+    anything else is parsed by the pydantic contract, which accepts it (a lax form, converted)
+    or names the error (classifying a failure re-parses it with orjson). Both paths accept,
+    reject and report exactly alike.
     """
     if now.tzinfo is None:
         raise ValueError("validate_event needs a timezone-aware `now`")
@@ -129,14 +137,24 @@ def validate_event(
                 f"occurred_at: {occurred_at.isoformat()} is before {EARLIEST_OCCURRED_AT.date()}",
             )
         if occurred_at > now + _skew(max_future_skew_s):
-            return Invalid(
-                ErrorCode.bad_timestamp,
-                f"occurred_at: {occurred_at.isoformat()} is more than {max_future_skew_s:g} s "
-                f"after the receive time {now.astimezone(timezone.utc).isoformat()}",
-            )
+            return _future(occurred_at, now, max_future_skew_s)
+        if record_ts_ms is not None and record_ts_ms > 0:
+            sent_at_s = record_ts_ms / 1000
+            if (occurred_at.timestamp() > sent_at_s + max_future_skew_s
+                    and sent_at_s < now.timestamp()):
+                return _future(occurred_at, datetime.fromtimestamp(sent_at_s, timezone.utc),
+                               max_future_skew_s)
         return event
     except Exception as exc:  # the contract is "never raises": a validator bug is a code too
         return Invalid(ErrorCode.internal_error, f"value: validator failed ({type(exc).__name__})")
+
+
+def _future(occurred_at: datetime, received: datetime, max_future_skew_s: float) -> Invalid:
+    return Invalid(
+        ErrorCode.future_timestamp,
+        f"occurred_at: {occurred_at.isoformat()} is more than {max_future_skew_s:g} s "
+        f"after the receive time {received.astimezone(timezone.utc).isoformat()}",
+    )
 
 
 @lru_cache(maxsize=16)

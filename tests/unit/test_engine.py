@@ -405,7 +405,7 @@ def test_tick_and_event_give_the_same_alert_id(engine: Engine) -> None:
     by_tick = engine.tick(s1, "c", now=t0 + timedelta(minutes=31)).alerts
     s2 = engine.process(None, "c", e, now=t0).state
     later = make_event("c", "b", "page_view", t0 + timedelta(minutes=31), {"url": "/"})
-    by_event = engine.process(s2, "c", later, now=t0).alerts
+    by_event = engine.process(s2, "c", later, now=t0 + timedelta(minutes=31)).alerts
     assert [a.alert_id for a in by_tick] == [a.alert_id for a in by_event]
     assert len(by_tick) == 1
 
@@ -510,3 +510,18 @@ def test_worst_case_state_size_is_within_the_documented_bound(id_chars: int, bou
     print("worst-case state bytes", id_chars, len(data))
     assert len(data) <= bound
     assert CustomerState.from_bytes(data) == _worst_case_state(id_chars)
+
+
+def test_an_event_stamped_ahead_of_the_wall_clock_never_makes_the_next_ones_late() -> None:
+    """Within the allowed skew an event is scored as if it happened on receipt: one fast clock
+    upstream must not push the customer's event-time clock past the wall clock."""
+    engine = build_engine(grace_s=60)
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    ahead = make_event("c", "fast-clock", "page_view", now + timedelta(minutes=4), {"url": "/"})
+    state = engine.process(None, "c", ahead, now=now).state
+    assert state.watermark == now.timestamp()
+    on_time = make_event("c", "real", "survey_answer", now + timedelta(seconds=1),
+                         {"survey": "nps", "score": 1})
+    outcome = engine.process(state, "c", on_time, now=now + timedelta(seconds=2))
+    assert not outcome.late_dropped
+    assert [a.rule for a in outcome.alerts] == ["detractor_follow_up"]

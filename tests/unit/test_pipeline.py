@@ -33,6 +33,7 @@ class _Record:
     key: bytes | None
     value: bytes | None
     timestamp: int = 0
+    timestamp_type: int = 0
     headers: tuple[tuple[str, bytes], ...] = ()
 
 

@@ -103,7 +103,7 @@ def test_settings_limits_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str
     settings = Settings().model_copy(update={"max_event_bytes": 400, "max_future_skew_s": 60})
     assert run([path], settings) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("1: bad_timestamp: occurred_at: ")
+    assert out[0].startswith("1: future_timestamp: occurred_at: ")
     assert out[1].startswith("2: too_large: value: ")
 
 

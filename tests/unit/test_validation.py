@@ -216,19 +216,35 @@ def test_lower_bound_is_compared_in_utc() -> None:
 
 
 def test_future_skew_bound_is_inclusive() -> None:
-    at_limit = (NOW + timedelta(hours=24)).isoformat()
+    at_limit = (NOW + timedelta(minutes=5)).isoformat()
     assert isinstance(validate_event(encode(survey(occurred_at=at_limit)), now=NOW), Event)
-    beyond = (NOW + timedelta(hours=24, milliseconds=1)).isoformat()
+    beyond = (NOW + timedelta(minutes=5, milliseconds=1)).isoformat()
     result = invalid(encode(survey(occurred_at=beyond)))
-    assert result.code is ErrorCode.bad_timestamp
+    assert result.code is ErrorCode.future_timestamp
     assert result.message.startswith("occurred_at: ")
-    assert "86400 s after the receive time 2026-11-23T12:00:00+00:00" in result.message
+    assert "300 s after the receive time 2026-11-23T12:00:00+00:00" in result.message
+
+
+def test_a_lagging_reader_judges_the_skew_by_the_brokers_append_time() -> None:
+    """The sink catching up an hour late must reject what the worker rejected on time."""
+    ahead = encode(survey(occurred_at=(NOW + timedelta(minutes=10)).isoformat()))
+    appended_ms = int(NOW.timestamp() * 1000)
+    an_hour_later = NOW + timedelta(hours=1)
+    assert isinstance(validate_event(ahead, now=an_hour_later), Event)
+    late_reader = validate_event(ahead, now=an_hour_later, record_ts_ms=appended_ms)
+    assert isinstance(late_reader, Invalid)
+    assert late_reader.code is ErrorCode.future_timestamp
+    assert "receive time 2026-11-23T12:00:00+00:00" in late_reader.message
+    # a broker clock ahead of the reader's changes nothing: the earlier of the two counts
+    on_time = encode(survey(occurred_at=(NOW + timedelta(minutes=4)).isoformat()))
+    assert isinstance(validate_event(on_time, now=NOW, record_ts_ms=appended_ms + 3_600_000),
+                      Event)
 
 
 def test_future_skew_is_configurable_and_offsets_count() -> None:
     # 13:30+01:00 is 12:30Z: 30 minutes after NOW.
     value = encode(survey(occurred_at="2026-11-23T13:30:00+01:00"))
-    assert invalid(value, max_future_skew_s=600).code is ErrorCode.bad_timestamp
+    assert invalid(value, max_future_skew_s=600).code is ErrorCode.future_timestamp
     assert isinstance(validate_event(value, now=NOW, max_future_skew_s=3600), Event)
 
 
@@ -266,6 +282,7 @@ def test_error_code_values_match_their_names() -> None:
         "schema_violation",
         "missing_identity",
         "bad_timestamp",
+        "future_timestamp",
         "too_large",
         "invalid_utf8",
     }
