@@ -24,7 +24,9 @@ from streams.core.deadletter import (
     HEADER_PREFIX,
     DeadLetterInfo,
     format_received_at,
+    original_value,
     parse_dead_letter_headers,
+    value_omitted,
 )
 from streams.core.validation import ErrorCode
 
@@ -277,6 +279,11 @@ def replay_dead_letters(
                         for name, value in letter.headers
                         if not name.startswith(HEADER_PREFIX) and isinstance(value, bytes)
                     ]
+                    omitted = value_omitted(letter.headers)
+                    if omitted is not None:  # never send a tombstone in its place
+                        outcome.failure(ValueError(f"value not kept: {omitted}"))
+                        progress.update(1)
+                        continue
                     try:
                         future = producer.send(
                             settings.topic_touchpoints,
@@ -492,7 +499,7 @@ def _dead_letter(record: Any) -> DeadLetter:
         offset=record.offset,
         timestamp_ms=record.timestamp,
         key=record.key,
-        value=record.value,
+        value=original_value(record.value, headers),
         headers=headers,
         info=parse_dead_letter_headers(headers),
     )

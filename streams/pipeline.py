@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from schemas.topics import TopicNames
 from streams import metrics
-from streams.core.deadletter import dead_letter_headers
+from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
 from streams.core.identity import resolve
 from streams.core.validation import ErrorCode, Invalid, validate_event
 from streams.partitioner import customer_partition
@@ -291,7 +291,8 @@ class ScoringPipeline:
     def _dead_letter(self, record: Any, invalid: Invalid, now: datetime) -> Output:
         headers = dead_letter_headers(invalid, topic=record.topic, partition=record.partition,
                                       offset=record.offset, received_at=now)
-        return Output(self.topics.dead_letters, record.key, record.value, headers,
+        value, headers = fit_dead_letter_value(record.value, headers)
+        return Output(self.topics.dead_letters, record.key, value, headers,
                       on_sent=metrics.child(metrics.dead_letters, invalid.code.value).inc)
 
     async def _durable(self, previous: asyncio.Future[None] | None, outputs: list[Output],

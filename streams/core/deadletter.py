@@ -4,16 +4,26 @@ A dead letter keeps the rejected message's key and value byte-for-byte; everythi
 knows about the rejection travels in Kafka headers named here, so the writer (the ingest agent)
 and the readers (``cxsignals dlq show/replay``, the ClickHouse sink) agree on one format.
 
+One exception keeps an oversize message from halting the worker: a value larger than
+:data:`MAX_DEAD_LETTER_VALUE_BYTES` (a ``too_large`` event that reached the worker compressed)
+is stored gzip-compressed, marked ``cx-value-encoding: gzip`` with its original size; if even
+that does not fit, the value is left out, marked ``cx-value-omitted`` with the reason, its size
+and SHA-256, and the original stays at its source offset (``cx-source-*``) until that topic's
+retention removes it. :func:`original_value` gives the original bytes back.
+
 Pure: no Faust or Kafka import; headers are ``(name, bytes)`` pairs, the form both aiokafka and
 kafka-python produce and accept.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from schemas.limits import MAX_EVENT_BYTES
 from streams.core.validation import Invalid
 
 HEADER_ERROR_CODE = "cx-error-code"
@@ -30,6 +40,11 @@ DEAD_LETTER_HEADERS: tuple[str, ...] = (
     HEADER_SOURCE_OFFSET,
     HEADER_RECEIVED_AT,
 )
+HEADER_VALUE_ENCODING = "cx-value-encoding"
+HEADER_ORIGINAL_BYTES = "cx-original-bytes"
+HEADER_VALUE_OMITTED = "cx-value-omitted"
+# The largest value a dead letter carries as is: far below the topic's and the producer's limit.
+MAX_DEAD_LETTER_VALUE_BYTES = MAX_EVENT_BYTES
 # Every header this pipeline adds starts with this; a replay drops them and keeps the rest.
 HEADER_PREFIX = "cx-"
 MAX_MESSAGE_CHARS = 1000
@@ -81,6 +96,47 @@ def dead_letter_headers(
         (HEADER_SOURCE_OFFSET, str(offset).encode()),
         (HEADER_RECEIVED_AT, format_received_at(received_at).encode()),
     ]
+
+
+def fit_dead_letter_value(
+    value: bytes | None, headers: list[tuple[str, bytes]], *,
+    limit: int = MAX_DEAD_LETTER_VALUE_BYTES,
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The value and headers to send for a dead letter whose value may exceed ``limit``: the
+    value as is when it fits, else gzip-compressed, else left out (see the module docstring).
+    ``headers`` is not modified."""
+    if value is None or len(value) <= limit:
+        return value, headers
+    size = str(len(value)).encode()
+    packed = gzip.compress(value, compresslevel=6, mtime=0)
+    if len(packed) <= limit:
+        return packed, [*headers, (HEADER_VALUE_ENCODING, b"gzip"), (HEADER_ORIGINAL_BYTES, size)]
+    reason = (f"{len(value)} bytes, {len(packed)} gzip-compressed, over the {limit}-byte limit "
+              f"of a dead letter; sha256 {hashlib.sha256(value).hexdigest()}; the original "
+              "stays at its source offset until that topic's retention removes it")
+    return None, [*headers, (HEADER_VALUE_OMITTED, reason.encode()), (HEADER_ORIGINAL_BYTES, size)]
+
+
+def original_value(value: bytes | None, headers: Headers | None) -> bytes | None:
+    """The rejected message's value as it was received (None when it was left out); a value
+    that says it is gzip-compressed but is not comes back as stored."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    if value is None or not any(name == HEADER_VALUE_ENCODING and raw == b"gzip"
+                                for name, raw in pairs):
+        return value
+    try:
+        return gzip.decompress(value)
+    except (OSError, EOFError):
+        return value
+
+
+def value_omitted(headers: Headers | None) -> str | None:
+    """Why the dead letter carries no value (None: it carries one)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for name, raw in pairs:
+        if name == HEADER_VALUE_OMITTED and isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+    return None
 
 
 def parse_dead_letter_headers(headers: Headers | None) -> DeadLetterInfo:

@@ -120,3 +120,55 @@ def test_naive_received_at_header_is_not_trusted() -> None:
 def test_repeated_header_last_value_wins() -> None:
     info = parse_dead_letter_headers([(HEADER_ERROR_CODE, b"a"), (HEADER_ERROR_CODE, b"b")])
     assert info.code == "b"
+
+
+def _headers() -> list[tuple[str, bytes]]:
+    from datetime import datetime, timezone
+
+    from streams.core.deadletter import dead_letter_headers
+    from streams.core.validation import ErrorCode, Invalid
+
+    return dead_letter_headers(Invalid(ErrorCode.too_large, "value: too big"), topic="t",
+                               partition=1, offset=7,
+                               received_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+def test_a_value_that_fits_is_kept_byte_for_byte() -> None:
+    from streams.core.deadletter import fit_dead_letter_value, original_value
+
+    headers = _headers()
+    value, sent = fit_dead_letter_value(b"x" * 100, headers, limit=100)
+    assert value == b"x" * 100 and sent == headers
+    assert original_value(value, sent) == b"x" * 100
+
+
+def test_an_oversize_value_is_compressed_and_given_back_whole() -> None:
+    """A 4 MB event that reached the worker gzip-compressed must not halt the dead-letter send."""
+    from streams.core.deadletter import (
+        MAX_DEAD_LETTER_VALUE_BYTES,
+        fit_dead_letter_value,
+        original_value,
+        value_omitted,
+    )
+
+    big = b'{"event_type":"page_view","padding":"' + b"ab" * 2_000_000 + b'"}'
+    value, headers = fit_dead_letter_value(big, _headers())
+    assert value is not None and len(value) <= MAX_DEAD_LETTER_VALUE_BYTES < len(big)
+    assert ("cx-value-encoding", b"gzip") in headers
+    assert ("cx-original-bytes", str(len(big)).encode()) in headers
+    assert original_value(value, headers) == big
+    assert value_omitted(headers) is None
+
+
+def test_an_incompressible_oversize_value_is_left_out_with_its_reason() -> None:
+    import hashlib
+    import os
+
+    from streams.core.deadletter import fit_dead_letter_value, original_value, value_omitted
+
+    noise = os.urandom(4096)
+    value, headers = fit_dead_letter_value(noise, _headers(), limit=1024)
+    assert value is None and original_value(value, headers) is None
+    reason = value_omitted(headers)
+    assert reason is not None and hashlib.sha256(noise).hexdigest() in reason
+    assert "4096 bytes" in reason and "source offset" in reason
