@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(5.0, gt=0)
     # Decoded customer states kept in memory per worker (0 disables the cache).
     state_cache_customers: int = Field(10_000, ge=0)
+    # A customer inactive this long is deleted from the worker's state (0 keeps states for ever).
+    state_ttl_days: float = Field(400.0, ge=0)
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)
@@ -109,6 +111,7 @@ class Settings(BaseSettings):
             grace_s=self.grace_s, half_life_days=self.half_life_days,
             score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
             state_cache_customers=self.state_cache_customers,
+            state_ttl_days=self.state_ttl_days,
         )
 
     def sink_config(self) -> SinkConfig:

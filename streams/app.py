@@ -31,6 +31,7 @@ from streams.core.rules import load_rules
 from streams.core.sentiment import VaderAnalyzer
 from streams.core.state import CustomerState
 from streams.deadlines import DeadlineIndex
+from streams.expiry import DAY_S, ExpiryIndex, last_active_s
 from streams.faust_internals import (
     BatchApp,
     BatchSender,
@@ -109,8 +110,9 @@ def create_worker(config: WorkerConfig) -> Worker:
     states = TablePartitions(state_table)
     identities = TablePartitions(identity_table)
     deadlines = DeadlineIndex()
+    expiry = ExpiryIndex(config.state_ttl_days * DAY_S)
     processor = Processor(build_engine(config), states.get, config.topics, deadlines=deadlines,
-                          max_cached_states=config.state_cache_customers)
+                          expiry=expiry, max_cached_states=config.state_cache_customers)
 
     consumer = batch_consumer(app)
     pipeline = ScoringPipeline(
@@ -127,13 +129,14 @@ def create_worker(config: WorkerConfig) -> Worker:
     consumer.batch_drain = pipeline.drain
     consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,
                                    config.tick_interval_s)
-    _wire_health(app, config, pipeline, states, deadlines)
+    _wire_health(app, config, pipeline, states, deadlines, expiry)
     return Worker(app=app, pipeline=pipeline)
 
 
 def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline,
-                 states: TablePartitions, deadlines: DeadlineIndex) -> None:
-    """Rebalance handling, deadline index rebuilds and the health metrics."""
+                 states: TablePartitions, deadlines: DeadlineIndex,
+                 expiry: ExpiryIndex) -> None:
+    """Rebalance handling, deadline and expiry index rebuilds and the health metrics."""
     processor = pipeline.processor
     source_topics = {config.topics.touchpoints, config.keyed_topic}
     owned: set[int] = set()
@@ -143,20 +146,23 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
     pipeline.tick_partitions = lambda: sorted(ready)
 
     async def rebuild(partition: int) -> None:
-        """Put the stored customers' deadlines of a newly owned partition into the index, a
-        chunk per event-loop turn (no stall); ticks for it start once it is complete."""
+        """Put the stored customers' deadlines and stale days of a newly owned partition into
+        the indexes, a chunk per event-loop turn (no stall); ticks for it start once it is
+        complete."""
         count = 0
         for chunk in states.scan(partition, REBUILD_CHUNK):
             for key, raw in chunk:
                 if raw:
-                    wake = CustomerState.from_bytes(raw).next_wakeup_s()
-                    deadlines.add_if_absent(partition, key.decode(), wake)
+                    state = CustomerState.from_bytes(raw)
+                    customer_id = key.decode()
+                    deadlines.add_if_absent(partition, customer_id, state.next_wakeup_s())
+                    expiry.add(partition, customer_id, last_active_s(state))
             count += len(chunk)
             await asyncio.sleep(0)
             if partition not in owned:
                 return
         ready.add(partition)
-        log.info("deadline index of partition %d rebuilt from %d stored states",
+        log.info("deadline and expiry indexes of partition %d rebuilt from %d stored states",
                  partition, count)
 
     @app.on_partitions_assigned.connect
@@ -166,6 +172,7 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
         now_owned = {tp.partition for tp in assigned if tp.topic in source_topics}
         for partition in owned - now_owned:
             deadlines.drop_partition(partition)
+            expiry.drop_partition(partition)
             ready.discard(partition)
             task = rebuilds.pop(partition, None)
             if task is not None:
@@ -208,5 +215,9 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
 
     @app.timer(interval=10.0, name="state-size")
     async def _state_size() -> None:
-        """Customers on this worker's partitions: RocksDB's key estimate, O(1), no scan."""
-        metrics.customers_in_state.set(states.estimated_keys(sorted(owned)))
+        """Customers on this worker's partitions, counted incrementally by the expiry index
+        (RocksDB's key estimate until the partitions' indexes are rebuilt)."""
+        if owned <= ready:
+            metrics.customers_in_state.set(len(expiry))
+        else:
+            metrics.customers_in_state.set(states.estimated_keys(sorted(owned)))

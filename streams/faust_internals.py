@@ -263,11 +263,18 @@ class TablePartitions:
                 return cast(bytes, value)
         return None
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.store._db_for_partition(partition).put(key, value)
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Store ``value`` (None: delete the key)."""
+        db = self.store._db_for_partition(partition)
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
 
-    def changelog_record(self, partition: int, key: bytes, value: bytes) -> ChangelogRecord:
-        """The changelog record of a write (send it with :class:`BatchSender`)."""
+    def changelog_record(self, partition: int, key: bytes,
+                         value: bytes | None) -> ChangelogRecord:
+        """The changelog record of a write (send it with :class:`BatchSender`); a value of None
+        is a tombstone, which recovery and compaction turn into a deletion."""
         return ChangelogRecord(self.changelog_topic, key, value, None, partition)
 
     def delivered(self, delivery: Delivery) -> None:

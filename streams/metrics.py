@@ -66,6 +66,10 @@ consumer_lag = Gauge(
     "High-water mark minus the worker's position",
     ["topic", "partition"],
 )
+states_expired = Counter(
+    "cx_states_expired_total",
+    "Customer states deleted after CX_STATE_TTL_DAYS without activity (tombstoned)",
+)
 customers_in_state = Gauge(
     "cx_customers_in_state", "Customers whose state this worker holds (assigned partitions)"
 )

@@ -5,7 +5,8 @@ For each record of a fetch, in partition order: validate it once from bytes, fin
 only when it arrived on the partition that :func:`streams.partitioner.customer_partition`
 gives its customer; any other (a producer with another partitioner, an event known by an
 anonymous id, a mis-keyed one) goes through the keyed topic to that partition, so that one
-customer's state is never split. Then idle customers whose deadlines passed are ticked.
+customer's state is never split. Then idle customers whose deadlines passed are ticked, and
+customers inactive for the state TTL are expired (deleted, with a changelog tombstone).
 
 Then, in this order (a durable phase, which runs while the next fetch is scored):
 
@@ -74,9 +75,9 @@ class KeyValueTable(Protocol):
 
     def get_any(self, key: bytes) -> bytes | None: ...
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
 
-    def changelog_record(self, partition: int, key: bytes, value: bytes) -> Any: ...
+    def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any: ...
 
     def delivered(self, delivery: Any) -> None: ...
 
@@ -270,6 +271,9 @@ class ScoringPipeline:
                     continue
                 if outcome is not None:
                     outputs.extend(processor.outputs(outcome, customer_id, kafka_ts_s=None))
+            for customer_id in processor.expiry.pop_due(partition, now_s, max(0, budget)):
+                budget -= 1
+                processor.expire(customer_id, partition, now)
             if budget <= 0:
                 return
 

@@ -22,6 +22,7 @@ from streams import metrics
 from streams.core.engine import Engine, Outcome
 from streams.core.state import CustomerState
 from streams.deadlines import DeadlineIndex
+from streams.expiry import ExpiryIndex, last_active_s
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,11 @@ class Output:
 
 @dataclass(slots=True)
 class PendingWrite:
-    """A customer's serialized state to store in ``partition``; ``change`` numbers the change."""
+    """A customer's serialized state to store in ``partition`` (None: delete it, an expired
+    customer); ``change`` numbers the change."""
 
     customer_id: str
-    value: bytes
+    value: bytes | None
     partition: int
     change: int
 
@@ -56,26 +58,35 @@ class Processor:
     Failure behaviour: when the engine raises half-way through an event, the customer's state
     is rebuilt from the stored one and the events applied since the last write (their outputs
     were already taken), and the error is raised to the caller, which dead-letters the event.
+
+    Bounded state: a customer inactive for the TTL of ``expiry`` is deleted by :meth:`expire`
+    (a pending write of None: a RocksDB delete and a changelog tombstone).
     """
 
     def __init__(self, engine: Engine, read_state: ReadState, topics: TopicNames, *,
-                 deadlines: DeadlineIndex | None = None, max_cached_states: int = 10_000) -> None:
+                 deadlines: DeadlineIndex | None = None, expiry: ExpiryIndex | None = None,
+                 max_cached_states: int = 10_000) -> None:
         self.engine = engine
         self.read_state = read_state
         self.topics = topics
         self.deadlines = deadlines if deadlines is not None else DeadlineIndex()
+        self.expiry = expiry if expiry is not None else ExpiryIndex(0)
         # Decoded states of recently seen customers. Only this worker changes the states of its
         # partitions, so the cache is exact while the assignment holds; forget_states() drops
         # it on every rebalance.
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self.max_cached_states = max_cached_states
-        # Changed since written: customer id -> (state, partition, change number).
-        self._dirty: dict[str, tuple[CustomerState, int, int]] = {}
+        # Changed since written: customer id -> (state, partition, change number); a state of
+        # None is a deletion (an expired customer).
+        self._dirty: dict[str, tuple[CustomerState | None, int, int]] = {}
         self._changes = 0
         # The change number of each dirty state already handed out for writing.
         self._handed: dict[str, int] = {}
         # The events applied to each dirty state, to rebuild it if the engine fails half-way.
         self._applied: dict[str, list[Any]] = {}
+        # Expired customers whose deletion is not stored yet -> the change that deleted them:
+        # a rebuild starts from nothing, not from the stored (stale) state.
+        self._deleted: dict[str, int] = {}
 
     def forget_states(self) -> None:
         """Drop the decoded-state cache (partitions moved: the store is the truth again).
@@ -115,7 +126,8 @@ class Processor:
         applied = self._applied.pop(customer_id, [])
         if pending is None:
             return
-        raw = self.read_state(partition, customer_id.encode())
+        deleted = customer_id in self._deleted
+        raw = None if deleted else self.read_state(partition, customer_id.encode())
         state = CustomerState.from_bytes(raw) if raw else None
         try:
             for event in applied:
@@ -127,19 +139,25 @@ class Processor:
         if state is not None:
             self._changed(customer_id, partition, state)
             self._applied[customer_id] = applied
+        elif deleted:  # the deletion is still to be stored
+            self._changes += 1
+            self._dirty[customer_id] = (None, partition, self._changes)
+            self._applied[customer_id] = []
 
     def process(self, customer_id: str, partition: int, event: Any,
                 now: datetime) -> Outcome | None:
         """Apply one valid event; None when it was a redelivery (nothing changes)."""
+        state = self._load(customer_id, partition)
+        active_before = last_active_s(state)
         try:
-            outcome = self.engine.process(self._load(customer_id, partition), customer_id,
-                                          event, now=now)
+            outcome = self.engine.process(state, customer_id, event, now=now)
         except Exception:
             self._rebuild(customer_id, partition, now)
             raise
         if outcome.duplicate:
             metrics.duplicates_skipped.inc()
             return None
+        self.expiry.moved(partition, customer_id, active_before, last_active_s(outcome.state))
         self._changed(customer_id, partition, outcome.state)
         applied = self._applied.get(customer_id)
         if applied is None:
@@ -163,6 +181,25 @@ class Processor:
         self._changed(customer_id, partition, outcome.state)
         return outcome
 
+    def expire(self, customer_id: str, partition: int, now: datetime) -> bool:
+        """Delete the customer's state if they were inactive for the TTL (True), else track
+        them again for the day they go stale (False). The deletion is a pending write."""
+        state = self._load(customer_id, partition)
+        if state is None:
+            return False
+        active_s = last_active_s(state)
+        if active_s is not None and active_s + self.expiry.ttl_s > now.timestamp():
+            self.expiry.add(partition, customer_id, active_s)
+            return False
+        self._states.pop(customer_id, None)
+        self.deadlines.set(partition, customer_id, None)
+        self._changes += 1
+        self._dirty[customer_id] = (None, partition, self._changes)
+        self._applied[customer_id] = []
+        self._deleted[customer_id] = self._changes
+        metrics.states_expired.inc()
+        return True
+
     def pending_writes(self) -> list[PendingWrite]:
         """The states changed since last handed out, serialized now. Each stays dirty until
         :meth:`written` is called for it; one handed out again is one that changed since."""
@@ -171,10 +208,14 @@ class Processor:
         for customer_id, (state, partition, change) in self._dirty.items():
             if handed.get(customer_id) != change:
                 handed[customer_id] = change
-                writes.append(PendingWrite(customer_id, state.to_bytes(), partition, change))
+                value = state.to_bytes() if state is not None else None
+                writes.append(PendingWrite(customer_id, value, partition, change))
         return writes
 
     def written(self, write: PendingWrite) -> None:
+        deleted = self._deleted.get(write.customer_id)
+        if deleted is not None and write.change >= deleted:
+            del self._deleted[write.customer_id]
         pending = self._dirty.get(write.customer_id)
         if pending is not None and pending[2] == write.change:
             del self._dirty[write.customer_id]

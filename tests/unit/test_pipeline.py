@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.topics import TopicNames
 from streams.core.deadletter import parse_dead_letter_headers
+from streams.expiry import DAY_S, ExpiryIndex
 from streams.partitioner import customer_partition
 from streams.pipeline import PipelineLimits, ScoringPipeline
 from streams.processing import Processor
@@ -50,10 +51,13 @@ class _Table:
     def get_any(self, key: bytes) -> bytes | None:
         return next((v for (_p, k), v in self.data.items() if k == key), None)
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.data[(partition, key)] = value
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.data.pop((partition, key), None)
+        else:
+            self.data[(partition, key)] = value
 
-    def changelog_record(self, partition: int, key: bytes, value: bytes) -> Any:
+    def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any:
         return _Out(f"{self.name}-changelog", key, value, None, partition)
 
     def delivered(self, delivery: Any) -> None:
@@ -89,9 +93,11 @@ class _Harness:
         self.log: list[tuple[str, Any]] = []
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None, Any]] = []
         self.acks: list[tuple[str, int, int, int]] = []
+        self.changelog: list[tuple[int | None, bytes | None, bytes | None]] = []
         self.states = _Table(self.log, "state")
         self.identities = _Table(self.log, "identity")
-        processor = Processor(build_engine(), self.states.get, TOPICS)
+        processor = Processor(build_engine(), self.states.get, TOPICS,
+                              expiry=ExpiryIndex(400 * DAY_S))
         self.pipeline = ScoringPipeline(
             processor, self.states, self.identities, self.send, self.ack, TOPICS, KEYED,
             PipelineLimits(partitions=PARTITIONS, max_event_bytes=1 << 20,
@@ -106,6 +112,7 @@ class _Harness:
         for record in records:
             if record.topic.endswith("-changelog"):
                 self.log.append((record.topic.split("-")[0], (record.partition, record.key)))
+                self.changelog.append((record.partition, record.key, record.value))
             else:
                 self.sent.append((record.topic, record.key, record.value, record.partition,
                                   record.headers))
@@ -228,3 +235,24 @@ def test_an_anonymous_event_follows_its_link_to_the_customers_partition() -> Non
         assert not forwarded  # already where the customer's state is
     else:
         assert forwarded == [(KEYED, customer.encode(), anon_event, home, None)]
+
+
+def test_a_customer_inactive_for_the_ttl_is_tombstoned_in_store_and_changelog() -> None:
+    h = _Harness()
+    customer = "c-ttl"
+    home = customer_partition(customer, PARTITIONS)
+    h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 1))]))
+    assert (home, customer.encode()) in h.states.data
+    h.pipeline.tick_partitions = lambda: [home]
+    outputs: list[Any] = []
+
+    async def expire_and_drain(now: datetime) -> None:
+        h.pipeline._ticks(now, outputs)
+        await h.pipeline.drain()
+
+    asyncio.run(expire_and_drain(datetime.now(timezone.utc) + timedelta(days=300)))
+    assert (home, customer.encode()) in h.states.data  # not stale yet
+    asyncio.run(expire_and_drain(datetime.now(timezone.utc) + timedelta(days=402)))
+    assert (home, customer.encode()) not in h.states.data
+    assert h.changelog[-1] == (home, customer.encode(), None)
+    assert not outputs

@@ -34,7 +34,11 @@ class _Store:
         for write in writes:
             if self.fail_writes:
                 raise OSError("disk full")
-            self.data[(write.partition, write.customer_id.encode())] = write.value
+            key = (write.partition, write.customer_id.encode())
+            if write.value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = write.value
             self.writes += 1
             processor.written(write)
         return len(writes)
