@@ -1,0 +1,188 @@
+"""Issue 13 item 4, worker side: the broker goes away and comes back.
+
+Each test runs its own Kafka 3.9.1 broker (tests/faults/private_kafka.py) so that it can stop it
+without disturbing the shared one; ClickHouse (only for `cxsignals migrate`) is the shared one.
+
+* the worker started while the broker is down waits (one log line per attempt, backed off;
+  /healthz 503 naming kafka) and starts by itself once the broker is up;
+* the broker stopped mid-stream for 10 s (60 s under ``make chaos``), then restarted: every
+  event is scored, every expected alert is sent, and the worker's log stays small during the
+  outage. Figures (CPU seconds, log lines during the outage, recovery time) are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from tests.faults.private_kafka import PrivateKafka, private_kafka  # noqa: F401 (fixture)
+from tests.integration.conftest import Stack, WorkerProcess, consume_all, publish
+from tests.integration.services import REPO, free_port, http_get, wait_until
+from tests.journeys import ALL_JOURNEYS, Journey
+
+# Log lines a worker may write while the broker is away, per second of outage, plus a constant
+# for the stop and the recovery (rebalance, "connected again", a summary of collapsed repeats).
+# A backed-off reconnect logs about one line per attempt per connection (consumer, producer,
+# coordinator: a handful), collapsed to one per message and 30 s window by the log filter;
+# the old worker wrote ~4,400 lines per second of outage.
+LOG_LINES_PER_OUTAGE_S = 3
+LOG_LINES_CONSTANT = 120
+
+
+def _metric_total(worker: WorkerProcess, name: str) -> float:
+    total = 0.0
+    for line in http_get(worker.metrics_url).splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _cpu_s(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _journeys(stack: Stack, tag: str, copies: int) -> list[Journey]:
+    return [build(f"{stack.run_id}-{tag}-{n}-{build.__name__}")
+            for n in range(copies) for build in ALL_JOURNEYS]
+
+
+def _events(journeys: list[Journey]) -> list[tuple[bytes | None, bytes]]:
+    return [(j.customer_id.encode(), p) for j in journeys for p in j.payloads()]
+
+
+def _alert_ids(bootstrap: str, stack: Stack, expect: int) -> Counter[str]:
+    settings = stack.settings()
+    ids: Counter[str] = Counter()
+    for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
+        for record in consume_all(bootstrap, topic, expect=expect, timeout_s=10, settle_s=1):
+            ids[orjson.loads(record.value)["alert_id"]] += 1  # type: ignore[attr-defined]
+    return ids
+
+
+def _log_lines(worker: WorkerProcess) -> int:
+    return worker.log().count("\n")
+
+
+def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: PrivateKafka,
+            outage_s: float) -> None:
+    broker.start()
+    bootstrap = broker.bootstrap
+    topic = stack.settings().topic_touchpoints
+    worker = start_worker(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    before, during, after = (_journeys(stack, tag, 20) for tag in ("before", "during", "after"))
+    expected = {a for j in before + during + after for a in j.expected_alert_ids().values()}
+    publish(bootstrap, topic, _events(before))
+    wait_until(lambda: _metric_total(worker, "cx_events_processed_total")
+               >= len(_events(before)), 60, "the first events to be scored")
+    # Mid-stream: the broker goes while the worker scores and sends these.
+    publish(bootstrap, topic, _events(during))
+    lines_0, cpu_0 = _log_lines(worker), _cpu_s(worker.proc.pid)
+    broker.stop()
+    stopped_at = time.monotonic()
+    time.sleep(outage_s)
+    lines_1, cpu_1 = _log_lines(worker), _cpu_s(worker.proc.pid)
+    broker.start()
+    back_at = time.monotonic()
+    publish(bootstrap, topic, _events(after))
+    total = len(_events(before)) + len(_events(during)) + len(_events(after))
+    wait_until(lambda: _metric_total(worker, "cx_events_processed_total")
+               + _metric_total(worker, "cx_duplicates_skipped_total") >= total, 180,
+               "every event to be scored after the broker came back")
+    recovered_s = time.monotonic() - back_at
+    outage_lines = lines_1 - lines_0
+    ids = _alert_ids(bootstrap, stack, len(expected))
+    missing = expected - set(ids)
+    duplicated = sum(n - 1 for n in ids.values() if n > 1)
+    assert worker.proc.poll() is None, "the worker exited during the outage"
+    print(f"\nbroker down {time.monotonic() - stopped_at - recovered_s:.1f} s "
+          f"(asked {outage_s:.0f} s): worker CPU {cpu_1 - cpu_0:.2f} s, "
+          f"{outage_lines} log lines, {len(worker.log().encode()) // 1024} KiB log in all; "
+          f"every event scored {recovered_s:.1f} s after the broker was back; alerts "
+          f"expected {len(expected)}, missing {len(missing)}, duplicate records {duplicated}; "
+          f"scored {_metric_total(worker, 'cx_events_processed_total'):.0f} of {total}")
+    assert not missing, f"{len(missing)} expected alerts never sent"
+    assert set(ids) == expected
+    assert _metric_total(worker, "cx_events_processed_total") == total
+    bound = LOG_LINES_CONSTANT + LOG_LINES_PER_OUTAGE_S * outage_s
+    assert outage_lines <= bound, (
+        f"{outage_lines} log lines in a {outage_s:.0f} s outage (bound {bound:.0f})")
+
+
+def test_broker_stopped_ten_seconds_mid_stream_loses_nothing_and_logs_little(
+    stack: Stack, start_worker: Callable[..., WorkerProcess], private_kafka: PrivateKafka  # noqa: F811
+) -> None:
+    _outage(stack, start_worker, private_kafka, 10.0)
+
+
+@pytest.mark.chaos
+def test_broker_stopped_a_minute_mid_stream(
+    stack: Stack, start_worker: Callable[..., WorkerProcess], private_kafka: PrivateKafka  # noqa: F811
+) -> None:
+    _outage(stack, start_worker, private_kafka, 60.0)
+
+
+def _healthz(port: int) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:  # noqa: S310
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_worker_started_while_the_broker_is_down_waits_then_processes_everything(
+    stack: Stack, private_kafka: PrivateKafka  # noqa: F811
+) -> None:
+    broker = private_kafka
+    env = stack.env(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap)
+    # The topics exist (as `cxsignals topics create` left them in a deployment); the broker
+    # then goes away before the worker starts.
+    broker.start()
+    setup = subprocess.run([sys.executable, "-m", "cxsignals.cli", "topics", "create"],
+                           env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=120, check=False, cwd=REPO)
+    assert setup.returncode == 0, setup.stderr
+    broker.stop()
+    port = free_port()
+    log_path = stack.tmp / "worker-broker-down.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cxsignals.cli", "worker", "--loglevel", "info"],
+            env={**os.environ, **env, "CX_METRICS_PORT": str(port)},
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+    worker = WorkerProcess(proc=proc, log_path=log_path, metrics_port=port)
+    try:
+        time.sleep(12)
+        assert proc.poll() is None, f"the worker exited:\n{worker.log()[-3000:]}"
+        status, body = _healthz(port)
+        assert status == 503
+        problems = body["problems"]
+        assert isinstance(problems, dict) and "kafka" in problems
+        waiting = [line for line in worker.log().splitlines() if "waiting for Kafka" in line]
+        # One line per attempt, backed off (1, 2, 4, 8 s ...): a handful in 12 s, not a flood.
+        assert 2 <= len(waiting) <= 8, worker.log()[-3000:]
+        assert _log_lines(worker) < 60, worker.log()[-3000:]
+
+        broker.start()
+        journeys = _journeys(stack, "late", 10)
+        events = _events(journeys)
+        publish(broker.bootstrap, env["CX_TOPIC_TOUCHPOINTS"], events)
+        wait_until(lambda: "Ready" in worker.log(), 60, "the worker to start")
+        wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= len(events),
+                   60, "every event to be scored")
+        assert _healthz(port)[0] == 200
+        expected = {a for j in journeys for a in j.expected_alert_ids().values()}
+        assert set(_alert_ids(broker.bootstrap, stack, len(expected))) == expected
+    finally:
+        worker.stop()
