@@ -16,7 +16,9 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import signal
+import threading
 from typing import Any
 
 from cxsignals.settings import Settings
@@ -24,6 +26,9 @@ from cxsignals.settings import Settings
 log = logging.getLogger("cxsignals")
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+# A stop exits by then at the latest (the open batch gets 5 s to be durable, 2 s to commit).
+STOP_DEADLINE_S = 9.5
+_stop_timer: threading.Timer | None = None
 
 
 def _wait_for_kafka(settings: Settings, health: Any) -> bool:
@@ -53,6 +58,24 @@ def _wait_for_kafka(settings: Settings, health: Any) -> bool:
     if ok:
         health.clear("kafka")
     return ok
+
+
+def _arm_stop_deadline(deadline_s: float = STOP_DEADLINE_S) -> None:
+    """After SIGTERM/SIGINT, exit at the latest ``deadline_s`` later. A stop normally takes
+    ~1 s; with the broker unreachable Faust's producer flush and group leave would wait for it
+    forever. Whatever was not committed by then is processed again by the next owner."""
+    def expire() -> None:
+        log.error("stop did not finish within %.1f s (is Kafka reachable?): exiting now; "
+                  "uncommitted messages will be processed again. stopped: messages consumed %s",
+                  deadline_s, json.dumps(_consumed()))
+        logging.shutdown()
+        os._exit(1)
+
+    global _stop_timer
+    if _stop_timer is None:
+        _stop_timer = threading.Timer(deadline_s, expire)
+        _stop_timer.daemon = True
+        _stop_timer.start()
 
 
 def _consumed() -> dict[str, int]:
@@ -95,6 +118,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             log_limit.install(logger)  # Faust replaced the handlers
+
+        def _on_sigterm(self) -> None:
+            _arm_stop_deadline()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            _arm_stop_deadline()
+            super()._on_sigint()
 
     faust_worker = Worker(
         worker.app,

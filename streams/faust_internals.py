@@ -80,8 +80,9 @@ async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0) -> str | 
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s + 1)
         return None
-    except (asyncio.TimeoutError, OSError, Exception) as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except Exception as exc:  # any failure is a reason to report, never to crash
+        text, name = str(exc), type(exc).__name__
+        return text if text.startswith(name) else f"{name}: {text}" if text else name
     finally:
         await client.close()
 
@@ -123,7 +124,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # A graceful stop waits this long for the open batch's outputs and states to be durable,
     # then this long for the offset commit; what is not committed is redelivered.
-    stop_drain_timeout_s: float = 6.0
+    stop_drain_timeout_s: float = 5.0
     stop_commit_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:  # mode.Service hook, after __init__
@@ -157,6 +158,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         log.info("stop: open batch flushed and offsets committed in %.2f s",
                  time.monotonic() - started_s)
         return True
+
+    def _new_consumer_thread(self) -> Any:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def ack_range(self, tp: TP, first: int, last: int) -> None:
         """Mark offsets ``first..last`` of ``tp`` (and any gap since the previous range, e.g.
@@ -294,8 +298,58 @@ class BatchConsumer(faust_aiokafka.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
 
+METADATA_BACKOFF_FIRST_S = 0.25
+METADATA_BACKOFF_MAX_S = 2.0
+
+
+def back_off_metadata_updates(client: Any, first_s: float = METADATA_BACKOFF_FIRST_S,
+                              max_s: float = METADATA_BACKOFF_MAX_S) -> None:
+    """Make an ``AIOKafkaClient`` wait after a failed metadata update, ``first_s`` doubling to
+    ``max_s``, back to ``first_s`` after a success.
+
+    aiokafka 0.14 retries without any pause while no broker answers: the producer's sender waits
+    only for the next metadata update when a leader is unknown, and a refused connection fails
+    that update at once (and forces the next one). With the broker down that is a busy loop:
+    ~900 "Unable connect" / "Unable to update metadata" lines per second and a full core
+    (measured; docs/reliability.md). Every waiter of the update (sender, fetcher, coordinator)
+    now waits for the backoff instead; a broker that comes back is seen within ``max_s``."""
+    update = client._metadata_update
+    delay_s = first_s
+
+    async def backed_off(cluster_metadata: Any, topics: Any) -> Any:
+        nonlocal delay_s
+        ok = await update(cluster_metadata, topics)
+        if ok:
+            delay_s = first_s
+        else:
+            await asyncio.sleep(delay_s)
+            delay_s = min(max_s, delay_s * 2)
+        return ok
+
+    client._metadata_update = backed_off
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose aiokafka client backs off failed metadata updates."""
+
+    def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
+        consumer = super()._create_consumer(loop)
+        back_off_metadata_updates(consumer._client)
+        return consumer
+
+
+class BatchProducer(faust_aiokafka.Producer):
+    """Faust's producer whose aiokafka client backs off failed metadata updates."""
+
+    def _new_producer(self, transactional_id: str | None = None) -> Any:
+        producer = super()._new_producer(transactional_id)
+        back_off_metadata_updates(producer.client)
+        return producer
+
+
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
+    Producer = BatchProducer
 
 
 class BatchApp(faust.App):

@@ -6,7 +6,8 @@ they come from the same logger with the same level and the same message template
 arguments may differ: another node id, another error text). The first of a window passes; the
 rest of that window are dropped and counted; the first one after the window passes with
 ``(N similar suppressed in the last W s)`` appended. A dropped record's traceback is dropped
-with it. Records of other templates are never held back. Thread-safe (aiokafka's consumer runs
+with it. Records of other templates are never held back, nor CX Signals' own (``OWN_LOGGERS``:
+they are backed off where they are logged). Thread-safe (aiokafka's consumer runs
 on its own thread).
 """
 
@@ -18,13 +19,18 @@ import time
 from collections.abc import Callable
 
 DEFAULT_WINDOW_S = 30.0
+# CX Signals' own lines are never collapsed: they are rate-limited where they are logged (one
+# per backed-off attempt), and each says something the operator needs.
+OWN_LOGGERS = ("cxsignals", "streams", "sinks", "schemas")
 
 
 class RepeatFilter(logging.Filter):
     def __init__(self, window_s: float = DEFAULT_WINDOW_S, min_level: int = logging.DEBUG,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 exempt: tuple[str, ...] = OWN_LOGGERS) -> None:
         super().__init__()
         self.window_s = window_s
+        self.exempt = exempt
         self.min_level = min_level
         self._clock = clock
         self._lock = threading.Lock()
@@ -41,7 +47,7 @@ class RepeatFilter(logging.Filter):
         return passed
 
     def _decide(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.min_level:
+        if record.levelno < self.min_level or record.name.startswith(self.exempt):
             return True
         key = (record.name, record.levelno, str(record.msg))
         now = self._clock()

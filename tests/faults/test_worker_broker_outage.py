@@ -12,6 +12,7 @@ without disturbing the shared one; ClickHouse (only for `cxsignals migrate`) is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -88,12 +89,14 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
     # Mid-stream: the broker goes while the worker scores and sends these.
     publish(bootstrap, topic, _events(during))
     lines_0, cpu_0 = _log_lines(worker), _cpu_s(worker.proc.pid)
+    stopping_at = time.monotonic()
     broker.stop()
-    stopped_at = time.monotonic()
     time.sleep(outage_s)
-    lines_1, cpu_1 = _log_lines(worker), _cpu_s(worker.proc.pid)
     broker.start()
     back_at = time.monotonic()
+    # From the stop to the broker answering again (its shutdown and start-up included).
+    down_s = back_at - stopping_at
+    lines_1, cpu_1 = _log_lines(worker), _cpu_s(worker.proc.pid)
     publish(bootstrap, topic, _events(after))
     total = len(_events(before)) + len(_events(during)) + len(_events(after))
     wait_until(lambda: _metric_total(worker, "cx_events_processed_total")
@@ -105,8 +108,8 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
     missing = expected - set(ids)
     duplicated = sum(n - 1 for n in ids.values() if n > 1)
     assert worker.proc.poll() is None, "the worker exited during the outage"
-    print(f"\nbroker down {time.monotonic() - stopped_at - recovered_s:.1f} s "
-          f"(asked {outage_s:.0f} s): worker CPU {cpu_1 - cpu_0:.2f} s, "
+    print(f"\nbroker away {down_s:.1f} s (stopped for {outage_s:.0f} s, plus its shutdown "
+          f"and start-up): worker CPU {cpu_1 - cpu_0:.2f} s, "
           f"{outage_lines} log lines, {len(worker.log().encode()) // 1024} KiB log in all; "
           f"every event scored {recovered_s:.1f} s after the broker was back; alerts "
           f"expected {len(expected)}, missing {len(missing)}, duplicate records {duplicated}; "
@@ -114,20 +117,20 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
     assert not missing, f"{len(missing)} expected alerts never sent"
     assert set(ids) == expected
     assert _metric_total(worker, "cx_events_processed_total") == total
-    bound = LOG_LINES_CONSTANT + LOG_LINES_PER_OUTAGE_S * outage_s
+    bound = LOG_LINES_CONSTANT + LOG_LINES_PER_OUTAGE_S * down_s
     assert outage_lines <= bound, (
-        f"{outage_lines} log lines in a {outage_s:.0f} s outage (bound {bound:.0f})")
+        f"{outage_lines} log lines in a {down_s:.0f} s outage (bound {bound:.0f})")
 
 
 def test_broker_stopped_ten_seconds_mid_stream_loses_nothing_and_logs_little(
-    stack: Stack, start_worker: Callable[..., WorkerProcess], private_kafka: PrivateKafka  # noqa: F811
+    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
 ) -> None:
     _outage(stack, start_worker, private_kafka, 10.0)
 
 
 @pytest.mark.chaos
 def test_broker_stopped_a_minute_mid_stream(
-    stack: Stack, start_worker: Callable[..., WorkerProcess], private_kafka: PrivateKafka  # noqa: F811
+    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
 ) -> None:
     _outage(stack, start_worker, private_kafka, 60.0)
 
@@ -186,3 +189,51 @@ def test_worker_started_while_the_broker_is_down_waits_then_processes_everything
         assert set(_alert_ids(broker.bootstrap, stack, len(expected))) == expected
     finally:
         worker.stop()
+
+
+def test_sigterm_while_the_broker_is_down_exits_within_ten_seconds_and_loses_nothing(
+    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
+) -> None:
+    """The broker goes away, then the worker is told to stop: it cannot commit, so it must not
+    wait forever for the broker (Faust's producer flush and group leave would); it exits by its
+    deadline, and the next worker processes what was not committed."""
+    broker = private_kafka
+    broker.start()
+    topic = stack.settings().topic_touchpoints
+    worker = start_worker(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap)
+    journeys = _journeys(stack, "stop", 20)
+    events = _events(journeys)
+    publish(broker.bootstrap, topic, events)
+    wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= len(events), 60,
+               "the events to be scored")
+    broker.stop()
+    time.sleep(2)
+    started = time.monotonic()
+    worker.proc.send_signal(15)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        worker.proc.wait(timeout=30)
+    took_s = time.monotonic() - started
+    print(f"\nSIGTERM with the broker down: exit after {took_s:.1f} s "
+          f"(code {worker.proc.returncode})")
+    assert worker.proc.returncode is not None and took_s < 10.0, (
+        f"still running {took_s:.0f} s after SIGTERM:\n{worker.log()[-3000:]}")
+
+    broker.start()
+    start_worker(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap)
+    expected = {a for j in journeys for a in j.expected_alert_ids().values()}
+    assert set(_alert_ids(broker.bootstrap, stack, len(expected))) == expected
+    # Whatever the stopped worker had not committed, the new one handled (as a duplicate or
+    # for the first time): its group offsets reach the end.
+    from kafka import KafkaAdminClient
+
+    def committed() -> int:
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        try:
+            offsets = admin.list_group_offsets(stack.settings().app_id)
+        finally:
+            admin.close()
+        return sum(m.offset for tp, m in offsets.get(stack.settings().app_id, {}).items()
+                   if tp.topic == topic)
+
+    wait_until(lambda: committed() == len(events), 60,
+               "the new worker to commit up to the end of the topic")

@@ -73,3 +73,42 @@ def test_a_new_group_starts_from_the_first_record() -> None:
     fake = _consumer(committed=None)
     BatchConsumer.ack_range(fake, tp, 0, 9)
     assert _commit_offset(fake, tp) == 10
+
+
+def test_fetched_records_left_out_of_a_paused_partition_are_fetched_again() -> None:
+    """Records of a partition paused between the fetch and the hand-over were not processed:
+    the consumer must go back to them, or the next range's ack would close the gap over them."""
+    fetched, paused, revoked, other = TP("t", 0), TP("t", 1), TP("t", 2), TP("changelog", 0)
+    rec = SimpleNamespace
+    records = {fetched: [rec(offset=5), rec(offset=6)], paused: [rec(offset=40), rec(offset=41)],
+               revoked: [rec(offset=7)], other: [rec(offset=1)]}
+    fake = SimpleNamespace(batch_topics=frozenset({"t"}),
+                           assignment=lambda: {fetched, paused, other})
+    ours = {fetched: records[fetched]}
+    assert BatchConsumer.skipped_starts(fake, records, ours) == {paused: 40}
+
+
+def test_wait_for_broker_backs_off_and_names_the_reason() -> None:
+    import asyncio
+
+    from streams.faust_internals import probe_broker, wait_for_broker
+    from tests.integration.services import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    reason = asyncio.run(probe_broker(bootstrap, timeout_s=1))
+    assert reason is not None and "KafkaConnectionError" in reason
+    waits: list[tuple[int, float]] = []
+
+    def on_wait(why: str, attempt: int, retry_in_s: float) -> None:
+        assert "KafkaConnectionError" in why
+        waits.append((attempt, retry_in_s))
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(wait_for_broker(bootstrap, on_wait, first_s=0.05, max_s=0.2),
+                                   1.0)
+
+    asyncio.run(main())
+    assert [a for a, _ in waits] == list(range(1, len(waits) + 1))
+    delays = [d for _, d in waits]
+    assert delays[:3] == [0.05, 0.1, 0.2] and max(delays) == 0.2
