@@ -23,7 +23,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from tests.integration.conftest import Stack, WorkerProcess, consume_all
+from tests.integration.conftest import Stack, WorkerProcess
 from tests.integration.services import http_get, wait_until
 from tests.journeys import ALL_JOURNEYS, Journey
 
@@ -108,13 +108,27 @@ def _group_offsets(stack: Stack, topic: str) -> tuple[int, int]:
     return sum(max(0, o) for o in committed.values()), sum(ends.values())
 
 
-def _alert_ids(stack: Stack) -> Counter[str]:
+def _alert_ids(stack: Stack, expect: int) -> Counter[str]:
+    """Alert ids on both alert topics: read until ``expect`` arrived, then 2 s more (repeats)."""
+    from kafka import KafkaConsumer
+
     settings = stack.settings()
+    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
+                             bootstrap_servers=stack.endpoints.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=500)
     ids: Counter[str] = Counter()
-    for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
-        for record in consume_all(stack.endpoints.kafka_bootstrap, topic, expect=10**9,
-                                  timeout_s=4):
-            ids[orjson.loads(record.value)["alert_id"]] += 1  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(ids.values()) < expect:
+            for record in consumer:
+                ids[orjson.loads(record.value)["alert_id"]] += 1
+        settle = time.monotonic() + 2
+        while time.monotonic() < settle:
+            for record in consumer:
+                ids[orjson.loads(record.value)["alert_id"]] += 1
+    finally:
+        consumer.close()
     return ids
 
 
@@ -163,7 +177,7 @@ def _restart_loop(stack: Stack, start_worker: Callable[..., WorkerProcess],
     stop_times.append(took_s)
     total_consumed = consumed_by_stopped + consumed.get(topic, 0)
     committed, end = _group_offsets(stack, topic)
-    ids = _alert_ids(stack)
+    ids = _alert_ids(stack, len(expected))
     missing = expected - set(ids)
     duplicated = {a: n for a, n in ids.items() if n > 1}
     print(f"\n{iterations} SIGTERM+restart iterations: {published} events, "
