@@ -26,8 +26,8 @@ from cxsignals.settings import Settings
 log = logging.getLogger("cxsignals")
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-# A stop exits by then at the latest (the open batch gets 5 s to be durable, 2 s to commit).
-STOP_DEADLINE_S = 9.5
+# A stop exits by then at the latest (the open batch gets 4 s to be durable, 2 s to commit).
+STOP_DEADLINE_S = 8.5
 _stop_timer: threading.Timer | None = None
 
 

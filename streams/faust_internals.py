@@ -124,7 +124,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     # A graceful stop waits this long for the open batch's outputs and states to be durable,
     # then this long for the offset commit; what is not committed is redelivered.
-    stop_drain_timeout_s: float = 5.0
+    stop_drain_timeout_s: float = 4.0
     stop_commit_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:  # mode.Service hook, after __init__
