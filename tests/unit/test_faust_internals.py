@@ -112,3 +112,38 @@ def test_wait_for_broker_backs_off_and_names_the_reason() -> None:
     assert [a for a, _ in waits] == list(range(1, len(waits) + 1))
     delays = [d for _, d in waits]
     assert delays[:3] == [0.05, 0.1, 0.2] and max(delays) == 0.2
+
+
+def _stopping_consumer(drain_s: float, calls: list[str]) -> Any:
+    import asyncio
+
+    async def drain() -> None:
+        await asyncio.sleep(drain_s)
+        calls.append("drain")
+
+    async def commit() -> bool:
+        calls.append("commit")
+        return True
+
+    return SimpleNamespace(batch_lock=asyncio.Lock(), batch_drain=drain, commit=commit,
+                           stop_drain_timeout_s=0.2, stop_commit_timeout_s=0.2,
+                           _finishing=False)
+
+
+def test_a_graceful_stop_drains_then_commits_and_takes_no_further_fetch() -> None:
+    import asyncio
+
+    calls: list[str] = []
+    fake = _stopping_consumer(0.01, calls)
+    assert asyncio.run(BatchConsumer.finish_batches(fake)) is True
+    assert calls == ["drain", "commit"]
+    assert fake._finishing  # the fetch loop hands nothing more to the pipeline
+
+
+def test_a_stop_that_cannot_drain_in_time_commits_nothing() -> None:
+    import asyncio
+
+    calls: list[str] = []
+    fake = _stopping_consumer(5.0, calls)
+    assert asyncio.run(BatchConsumer.finish_batches(fake)) is False
+    assert calls == []  # not durable: not committed, processed again by the next owner
