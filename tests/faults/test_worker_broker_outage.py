@@ -205,13 +205,13 @@ def test_worker_started_while_the_broker_is_down_waits_then_processes_everything
         worker.stop()
 
 
-def test_sigterm_while_the_broker_is_down_exits_within_ten_seconds_and_loses_nothing(
-    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
-) -> None:
+def _sigterm_with_the_broker_down(stack: Stack, broker: PrivateKafka,
+                                  start_worker: Callable[..., WorkerProcess],
+                                  restart: bool) -> None:
     """The broker goes away, then the worker is told to stop: it cannot commit, so it must not
     wait forever for the broker (Faust's producer flush and group leave would); it exits by its
-    deadline, and the next worker processes what was not committed."""
-    broker = private_kafka
+    deadline, and (``restart``) the next worker processes what was not committed. The restart
+    waits for the old member's session to expire (Faust's default 60 s): chaos only."""
     broker.start()
     topic = stack.settings().topic_touchpoints
     worker = start_worker(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap)
@@ -231,13 +231,13 @@ def test_sigterm_while_the_broker_is_down_exits_within_ten_seconds_and_loses_not
           f"(code {worker.proc.returncode})")
     assert worker.proc.returncode is not None and took_s < 10.0, (
         f"still running {took_s:.0f} s after SIGTERM:\n{worker.log()[-3000:]}")
+    if not restart:
+        return
 
     broker.start()
     start_worker(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap)
     expected = {a for j in journeys for a in j.expected_alert_ids().values()}
     assert set(_alert_ids(broker.bootstrap, stack, len(expected))) == expected
-    # Whatever the stopped worker had not committed, the new one handled (as a duplicate or
-    # for the first time): its group offsets reach the end.
     from kafka import KafkaAdminClient
 
     def committed() -> int:
@@ -249,5 +249,18 @@ def test_sigterm_while_the_broker_is_down_exits_within_ten_seconds_and_loses_not
         return sum(m.offset for tp, m in offsets.get(stack.settings().app_id, {}).items()
                    if tp.topic == topic)
 
-    wait_until(lambda: committed() == len(events), 60,
+    wait_until(lambda: committed() == len(events), 120,
                "the new worker to commit up to the end of the topic")
+
+
+def test_sigterm_while_the_broker_is_down_exits_within_ten_seconds(
+    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
+) -> None:
+    _sigterm_with_the_broker_down(stack, private_kafka, start_worker, restart=False)
+
+
+@pytest.mark.chaos
+def test_sigterm_while_the_broker_is_down_then_restart_loses_nothing(
+    stack: Stack, private_kafka: PrivateKafka, start_worker: Callable[..., WorkerProcess]  # noqa: F811
+) -> None:
+    _sigterm_with_the_broker_down(stack, private_kafka, start_worker, restart=True)
