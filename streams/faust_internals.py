@@ -13,7 +13,14 @@ standbys, offset commits); the scoring path does not iterate Faust streams. This
   worker stopped, and no message is skipped (Faust's stream path acks the messages it skips
   during a rebalance; ours never acks what it did not process);
 * reads and writes a table's RocksDB partition and its changelog directly
-  (:class:`TablePartitions`), as ``Table.__setitem__`` would but without a current event.
+  (:class:`TablePartitions`), as ``Table.__setitem__`` would but without a current event;
+* stops gracefully (:meth:`BatchApp._stop_consumer` -> :meth:`BatchConsumer.finish_batches`):
+  on SIGTERM/SIGINT no further fetch is handed over, the open batch finishes and is made
+  durable, and exactly its offsets are committed before Faust stops the fetcher and leaves the
+  group;
+* backs off aiokafka's failed metadata updates (:func:`back_off_metadata_updates`), which
+  otherwise spin while the broker is down, and probes the broker (:func:`probe_broker`,
+  :func:`wait_for_broker`) for start-up and /healthz.
 
 Everything here is checked against exact versions at start-up (:func:`check_versions`): an
 upgrade of faust-streaming or aiokafka is one file to read.
