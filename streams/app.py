@@ -38,8 +38,10 @@ from streams.faust_internals import (
     TablePartitions,
     batch_consumer,
     check_versions,
+    probe_broker,
     subscribe,
 )
+from streams.health import Health
 from streams.loop_lag import watch_loop_lag
 from streams.pipeline import PipelineLimits, ScoringPipeline
 from streams.processing import Processor
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "customer-state"
 IDENTITY_TABLE = "identities"
 REBUILD_CHUNK = 500
+KAFKA_PROBE_S = 5.0
 
 
 def build_engine(config: WorkerConfig) -> Engine:
@@ -95,8 +98,10 @@ def _faust_app(config: WorkerConfig) -> faust.App:
     )
 
 
-def create_worker(config: WorkerConfig) -> Worker:
-    """Build the worker's Faust app, topics, tables, pipeline and timers."""
+def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
+    """Build the worker's Faust app, topics, tables, pipeline and timers. ``health`` (served
+    as /healthz by the CLI) gets the ``kafka`` problem while the broker does not answer, and
+    loses ``starting`` once partitions are assigned and the tables recovered."""
     check_versions()
     app = _faust_app(config)
     partitions = config.touchpoint_partitions
@@ -129,13 +134,13 @@ def create_worker(config: WorkerConfig) -> Worker:
     consumer.batch_drain = pipeline.drain
     consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,
                                    config.tick_interval_s)
-    _wire_health(app, config, pipeline, states, deadlines, expiry)
+    _wire_health(app, config, pipeline, states, deadlines, expiry, health or Health())
     return Worker(app=app, pipeline=pipeline)
 
 
 def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline,
-                 states: TablePartitions, deadlines: DeadlineIndex,
-                 expiry: ExpiryIndex) -> None:
+                 states: TablePartitions, deadlines: DeadlineIndex, expiry: ExpiryIndex,
+                 health: Health) -> None:
     """Rebalance handling, deadline and expiry index rebuilds and the health metrics."""
     processor = pipeline.processor
     source_topics = {config.topics.touchpoints, config.keyed_topic}
@@ -184,6 +189,7 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
     @app.on_rebalance_complete.connect
     async def _on_recovered(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """Tables recovered: rebuild the index of the partitions that are new to us."""
+        health.clear("starting")
         for partition in sorted(owned - ready):
             if partition not in rebuilds or rebuilds[partition].done():
                 rebuilds[partition] = asyncio.ensure_future(rebuild(partition))
@@ -195,6 +201,21 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
     @app.task
     async def _loop_lag() -> None:
         await watch_loop_lag()
+
+    @app.timer(interval=KAFKA_PROBE_S, name="kafka-health")
+    async def _kafka_health() -> None:
+        """/healthz names the broker while it does not answer (aiokafka reconnects by
+        itself, backed off; the pipeline retries its deliveries meanwhile)."""
+        reason = await probe_broker(config.kafka_bootstrap_servers, timeout_s=KAFKA_PROBE_S / 2)
+        if reason is None:
+            if "kafka" in health.problems():
+                log.info("Kafka answers again")
+            health.clear("kafka")
+        else:
+            if "kafka" not in health.problems():
+                log.warning("Kafka at %s does not answer: %s", config.kafka_bootstrap_servers,
+                            reason)
+            health.problem("kafka", reason)
 
     @app.timer(interval=5.0, name="consumer-lag")
     async def _consumer_lag() -> None:

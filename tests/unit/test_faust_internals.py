@@ -73,3 +73,77 @@ def test_a_new_group_starts_from_the_first_record() -> None:
     fake = _consumer(committed=None)
     BatchConsumer.ack_range(fake, tp, 0, 9)
     assert _commit_offset(fake, tp) == 10
+
+
+def test_fetched_records_left_out_of_a_paused_partition_are_fetched_again() -> None:
+    """Records of a partition paused between the fetch and the hand-over were not processed:
+    the consumer must go back to them, or the next range's ack would close the gap over them."""
+    fetched, paused, revoked, other = TP("t", 0), TP("t", 1), TP("t", 2), TP("changelog", 0)
+    rec = SimpleNamespace
+    records = {fetched: [rec(offset=5), rec(offset=6)], paused: [rec(offset=40), rec(offset=41)],
+               revoked: [rec(offset=7)], other: [rec(offset=1)]}
+    fake = SimpleNamespace(batch_topics=frozenset({"t"}),
+                           assignment=lambda: {fetched, paused, other})
+    ours = {fetched: records[fetched]}
+    assert BatchConsumer.skipped_starts(fake, records, ours) == {paused: 40}
+
+
+def test_wait_for_broker_backs_off_and_names_the_reason() -> None:
+    import asyncio
+
+    from streams.faust_internals import probe_broker, wait_for_broker
+    from tests.integration.services import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    reason = asyncio.run(probe_broker(bootstrap, timeout_s=1))
+    assert reason is not None and "KafkaConnectionError" in reason
+    waits: list[tuple[int, float]] = []
+
+    def on_wait(why: str, attempt: int, retry_in_s: float) -> None:
+        assert "KafkaConnectionError" in why
+        waits.append((attempt, retry_in_s))
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(wait_for_broker(bootstrap, on_wait, first_s=0.05, max_s=0.2),
+                                   1.0)
+
+    asyncio.run(main())
+    assert [a for a, _ in waits] == list(range(1, len(waits) + 1))
+    delays = [d for _, d in waits]
+    assert delays[:3] == [0.05, 0.1, 0.2] and max(delays) == 0.2
+
+
+def _stopping_consumer(drain_s: float, calls: list[str]) -> Any:
+    import asyncio
+
+    async def drain() -> None:
+        await asyncio.sleep(drain_s)
+        calls.append("drain")
+
+    async def commit() -> bool:
+        calls.append("commit")
+        return True
+
+    return SimpleNamespace(batch_lock=asyncio.Lock(), batch_drain=drain, commit=commit,
+                           stop_drain_timeout_s=0.2, stop_commit_timeout_s=0.2,
+                           _finishing=False)
+
+
+def test_a_graceful_stop_drains_then_commits_and_takes_no_further_fetch() -> None:
+    import asyncio
+
+    calls: list[str] = []
+    fake = _stopping_consumer(0.01, calls)
+    assert asyncio.run(BatchConsumer.finish_batches(fake)) is True
+    assert calls == ["drain", "commit"]
+    assert fake._finishing  # the fetch loop hands nothing more to the pipeline
+
+
+def test_a_stop_that_cannot_drain_in_time_commits_nothing() -> None:
+    import asyncio
+
+    calls: list[str] = []
+    fake = _stopping_consumer(5.0, calls)
+    assert asyncio.run(BatchConsumer.finish_batches(fake)) is False
+    assert calls == []  # not durable: not committed, processed again by the next owner
