@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from aiokafka import ConsumerRecord
 
 from sinks.config import SinkConfig
@@ -93,7 +94,9 @@ def test_a_rejected_row_becomes_a_sink_dead_letter_with_its_record_and_the_error
     assert info.received_at == now
 
 
-def test_a_stuck_dependency_logs_rarely_and_health_names_it(caplog: object) -> None:
+def test_a_stuck_dependency_logs_rarely_and_health_names_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     from sinks.consumer import STUCK_LOG_EVERY_S, Stuck
@@ -102,13 +105,14 @@ def test_a_stuck_dependency_logs_rarely_and_health_names_it(caplog: object) -> N
     clock = [0.0]
     health = Health()
     stuck = Stuck("clickhouse", health, clock=lambda: clock[0])
-    with caplog.at_level(logging.INFO, logger="sinks.consumer"):  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="sinks.consumer"):
         for _ in range(600):  # ten minutes of attempts one second apart
             stuck.failed("cannot connect to ClickHouse: refused", 1.0)
             clock[0] += 1.0
         assert health.problems() == {"clickhouse": "cannot connect to ClickHouse: refused"}
         stuck.ok()
-    lines = [r for r in caplog.records if r.name == "sinks.consumer"]  # type: ignore[attr-defined]
+    lines = [r for r in caplog.records if r.name == "sinks.consumer"]
     assert len(lines) == 600 // STUCK_LOG_EVERY_S + 1
-    assert "stuck for 0s" in lines[0].getMessage() and "is back after 600s" in lines[-1].getMessage()
+    assert "stuck for 0s" in lines[0].getMessage()
+    assert "is back after 600s" in lines[-1].getMessage()
     assert health.ok
