@@ -20,6 +20,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         level=(args.loglevel or settings.log_level).upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     )
+    # clickhouse-driver logs every failed connect with a traceback; the sink says once (then
+    # at most every 30 s) what it waits for.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     config = settings.sink_config()
     health = Health()
     if settings.sink_metrics_port:

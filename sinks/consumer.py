@@ -161,8 +161,9 @@ class PrometheusObserver:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:300] if text else ""
+    """The error's text on one line, without a server stack trace, at most 300 characters."""
+    text = " ".join(str(error).split("Stack trace", 1)[0].split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def sink_dead_letter(
