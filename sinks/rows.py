@@ -11,6 +11,7 @@ No I/O, no clock: ``ingested_at`` is passed in.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime, timezone
@@ -118,8 +119,8 @@ def out_of_range(table: str, columns: Sequence[Sequence[Any]]) -> dict[int, str]
     """Rows (by position) holding a value their column's type cannot hold, with the reason.
 
     ``columns`` in :data:`TABLE_COLUMNS` order (what ``to_columns`` returns). Cheap when all
-    values fit: one ``min``/``max`` per integer column (a generator for the two Float32 ones,
-    where NaN, which fits, must not hide a neighbour). A column whose values are not numbers is
+    values fit: one ``min``/``max`` per column (plus a ``sum`` for Float32 ones, so that a NaN,
+    which fits, cannot hide a neighbour that does not). A column whose values are not numbers is
     left to the server (its error then quarantines the row).
     """
     bad: dict[int, str] = {}
@@ -130,10 +131,11 @@ def out_of_range(table: str, columns: Sequence[Sequence[Any]]) -> dict[int, str]
             continue
         low, high = TYPE_RANGES[ch_type]
         try:
-            if ch_type == "Float32":
-                fits = not any(v > high or v < low for v in column)
-            else:
-                fits = low <= min(column) and max(column) <= high
+            fits = low <= min(column) and max(column) <= high
+            if fits and ch_type == "Float32":
+                # min/max are unreliable around a NaN (which fits): a finite sum proves that
+                # there is none (nor an infinity), else look at every value.
+                fits = math.isfinite(sum(column)) or not any(v > high or v < low for v in column)
         except TypeError:
             continue
         if fits:
