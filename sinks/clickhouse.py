@@ -212,7 +212,10 @@ class ClickHouseWriter:
             if not rows:
                 continue
             width = len(TABLE_COLUMNS[table])
-            bad = out_of_range(table, to_columns(rows, width))
+            try:
+                bad = out_of_range(table, to_columns(rows, width))
+            except ValueError:  # a row of the wrong width: the bisection below isolates it
+                bad = {}
             for index, reason in sorted(bad.items()):
                 stats.rejected.append(Rejected(table, index, VALUE_OUT_OF_RANGE, reason))
             if bad:

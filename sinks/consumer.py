@@ -428,6 +428,8 @@ class StoreLoop:
                 consumer.resume(*consumer.assignment())
             error = future.exception()
             if error is None:
+                if failures:
+                    self.health.clear("sink")
                 return future.result()
             if isinstance(error, RetryStopped):
                 raise error

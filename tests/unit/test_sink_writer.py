@@ -137,3 +137,11 @@ def test_too_many_partitions_is_bisected_when_it_still_happens() -> None:
     client = Strict()
     stats = _writer(client).write({R.ALERTS: rows})
     assert stats.rejected == [] and sum(len(i) for i in client.inserts) == 40
+
+
+def test_a_row_of_the_wrong_width_is_isolated_not_a_stuck_batch() -> None:
+    rows = [_alert(n) for n in range(8)]
+    rows[5] = rows[5][:-1]
+    client = ScriptedClient()
+    stats = _writer(client).write({R.ALERTS: rows})
+    assert [r.index for r in stats.rejected] == [5] and stats.rows[R.ALERTS] == 7
