@@ -201,7 +201,7 @@ class Publisher(threading.Thread):
 
 @pytest.mark.parametrize(
     "outage_s",
-    [pytest.param(60, id="60s"), pytest.param(600, id="10min", marks=pytest.mark.chaos)],
+    [pytest.param(60, id="60s"), pytest.param(600, id="10min", marks=[pytest.mark.chaos, pytest.mark.timeout(1800)])],
 )
 def test_clickhouse_down_mid_stream_sink_pauses_then_catches_up(
     outage_s: int, stack: Stack, start_sink: Callable[..., WorkerProcess],
