@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     topic_alerts_marketing: str = _DEFAULT_TOPICS.alerts_marketing
     topic_alerts_support: str = _DEFAULT_TOPICS.alerts_support
     topic_scores: str = _DEFAULT_TOPICS.scores
+    topic_sink_dlq: str = _DEFAULT_TOPICS.sink_dead_letters
     touchpoint_partitions: int = Field(4, ge=1)
     alert_partitions: int = Field(2, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -83,7 +84,9 @@ class Settings(BaseSettings):
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)
     sink_batch_ms: int = Field(250, ge=1)
-    sink_retry_max_s: float = Field(30.0, gt=0)
+    # Longest wait between two attempts to reach ClickHouse (or Kafka) while it is away: also the
+    # longest delay before the sink notices that it is back.
+    sink_retry_max_s: float = Field(5.0, gt=0)
 
     @property
     def clickhouse(self) -> ClickHouseParams:
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
             touchpoints=self.topic_touchpoints, dead_letters=self.topic_dlq,
             alerts_marketing=self.topic_alerts_marketing,
             alerts_support=self.topic_alerts_support, scores=self.topic_scores,
+            sink_dead_letters=self.topic_sink_dlq,
         )
 
     def worker_config(self) -> WorkerConfig:
@@ -140,6 +144,7 @@ def namespaced_env(
         "CX_TOPIC_ALERTS_MARKETING": f"{prefix}.alerts.marketing",
         "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
         "CX_TOPIC_SCORES": f"{prefix}.scores",
+        "CX_TOPIC_SINK_DLQ": f"{prefix}.sink.dlq",
         "CX_STATE_DIR": str(state_dir),
     }
 

@@ -13,20 +13,24 @@ log = logging.getLogger("cxsignals")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from prometheus_client import start_http_server
-
     from sinks.consumer import build_sink, serve
+    from streams.health import Health, serve_health
 
     logging.basicConfig(
         level=(args.loglevel or settings.log_level).upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     )
+    # clickhouse-driver logs every failed connect with a traceback; the sink says once (then
+    # at most every 30 s) what it waits for.
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     config = settings.sink_config()
+    health = Health()
     if settings.sink_metrics_port:
-        start_http_server(settings.sink_metrics_port, addr=args.metrics_host)
+        # /healthz (503 naming what the sink waits for: clickhouse, kafka, sink_dlq) + /metrics
+        serve_health(health, settings.sink_metrics_port, addr=args.metrics_host)
 
     async def main() -> None:
-        task = asyncio.ensure_future(serve(build_sink(config)))
+        task = asyncio.ensure_future(serve(build_sink(config, health)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
@@ -50,7 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Consume the touchpoint, alert, score and dead-letter topics with its own consumer "
             "group and write them to ClickHouse, committing offsets only after ClickHouse "
-            "acknowledged the rows. Scales by partitions: start more sinks with the same "
+            "acknowledged the rows (rows ClickHouse can never take go to the sink dead-letter "
+            "topic first). Waits for ClickHouse and Kafka while they are away (/healthz says "
+            "why). Scales by partitions: start more sinks with the same "
             "CX_APP_ID. Stops cleanly on Ctrl-C or SIGTERM."
         ),
         epilog="example: CX_SINK_METRICS_PORT=9467 cxsignals sink  (a second sink on one host)",
@@ -58,5 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--loglevel", default=None, help="debug, info, warning (default: CX_LOG_LEVEL)"
     )
-    parser.add_argument("--metrics-host", default="127.0.0.1", help="bind address of /metrics")
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="bind address of /metrics and /healthz"
+    )
     parser.set_defaults(func=_run)

@@ -29,6 +29,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_touchpoints, settings.touchpoint_partitions,
                   {**big, "message.timestamp.type": "LogAppendTime"}),
         TopicSpec(settings.topic_dlq, settings.touchpoint_partitions, big),
+        # Rows ClickHouse refused, with the original record (of any of the sink's topics).
+        TopicSpec(settings.topic_sink_dlq, settings.touchpoint_partitions, big),
         TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {}),
         TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {}),
         TopicSpec(

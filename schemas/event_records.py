@@ -22,6 +22,9 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from schemas.events import (
+    FLOAT32_MAX,
+    INT32_MAX,
+    INT64_MAX,
     MAX_COMMENT_CHARS,
     SURVEY_SCALES,
     Channel,
@@ -51,7 +54,7 @@ class _Props(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class PageViewProps(_Props, frozen=True):
     url: _text(1, 4096)  # type: ignore[valid-type]
-    load_time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    load_time_ms: Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)] | None = None
     http_status: Annotated[int, msgspec.Meta(ge=100, le=599)] | None = None
     product_id: NonEmpty | None = None
 
@@ -66,7 +69,7 @@ class CartAbandonProps(_Props, frozen=True):
     cart_id: NonEmpty
     cart_value: Money
     currency: Currency
-    items: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    items: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None = None
 
 
 class PurchaseProps(_Props, frozen=True):
@@ -93,7 +96,7 @@ class SupportContactProps(_Props, frozen=True):
     contact_id: NonEmpty
     reason: _text(1, 256)  # type: ignore[valid-type]
     resolved: bool
-    wait_s: Annotated[float, msgspec.Meta(ge=0, le=_MAX_FLOAT)] | None = None
+    wait_s: Annotated[float, msgspec.Meta(ge=0, le=FLOAT32_MAX)] | None = None
 
 
 class SurveyAnswerProps(_Props, frozen=True):

@@ -29,6 +29,16 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
 Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
+# Numeric bounds = what the ClickHouse column of each field holds (sinks/sql), so that a valid
+# event always inserts (docs/events.md, "Numeric bounds").
+INT32_MAX = 2**31 - 1
+"""``load_time_ms`` is stored in an Int32 column."""
+INT64_MAX = 2**63 - 1
+"""Integers without a column of their own (``items``) are kept inside the ``properties`` JSON,
+which orjson writes and ClickHouse's JSONExtractInt reads up to Int64."""
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite Float32: ``wait_s`` is stored in a Float32 column."""
+
 
 class Channel(str, Enum):
     web = "web"
@@ -57,7 +67,7 @@ class _Props(BaseModel):
 
 class PageViewProps(_Props):
     url: Annotated[str, Field(min_length=1, max_length=4096)]
-    load_time_ms: Annotated[int, Field(ge=0)] | None = None
+    load_time_ms: Annotated[int, Field(ge=0, le=INT32_MAX)] | None = None
     http_status: Annotated[int, Field(ge=100, le=599)] | None = None
     product_id: NonEmpty | None = None
 
@@ -72,7 +82,7 @@ class CartAbandonProps(_Props):
     cart_id: NonEmpty
     cart_value: Money
     currency: Currency
-    items: Annotated[int, Field(ge=0)] | None = None
+    items: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
 
 
 class PurchaseProps(_Props):
@@ -99,7 +109,7 @@ class SupportContactProps(_Props):
     contact_id: NonEmpty
     reason: Annotated[str, Field(min_length=1, max_length=256)]
     resolved: bool
-    wait_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    wait_s: Annotated[float, Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False)] | None = None
 
 
 SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}

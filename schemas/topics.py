@@ -1,7 +1,8 @@
 """The pipeline's topics by role, with their default names (defined once here).
 
 Operators rename topics with ``CX_TOPIC_<ROLE>`` (for example ``CX_TOPIC_TOUCHPOINTS``,
-``CX_TOPIC_DLQ``); the internal re-keying topic is always ``<app id>.touchpoints.keyed``.
+``CX_TOPIC_DLQ``, ``CX_TOPIC_SINK_DLQ``); the internal re-keying topic is always
+``<app id>.touchpoints.keyed``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ class TopicNames:
     alerts_marketing: str = "cx.alerts.marketing"
     alerts_support: str = "cx.alerts.support"
     scores: str = "cx.scores"
+    # Rows ClickHouse cannot take, with the record they came from (written by the sink only).
+    sink_dead_letters: str = "cx.sink.dlq"
 
     def keyed(self, app_id: str) -> str:
         """The internal topic that re-keys events by customer id (same partition count as the

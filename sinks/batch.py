@@ -3,23 +3,28 @@
 Rows with the same dedup key (see :data:`sinks.rows.DEDUP_KEYS`) inside one batch are kept
 once (the last one wins), so a redelivery that falls inside a batch never reaches ClickHouse
 twice, not even the materialized rollups. The buffer also remembers, per Kafka topic and
-partition, the highest offset it holds: the position to commit after the batch is written.
-Time is passed in (``now_ms``), never read, so the buffer is deterministic under test.
+partition, the highest offset it holds: the position to commit after the batch is written, and
+per row the origin it was built from (the consumed record, opaque here), so that a row ClickHouse
+rejects can be dead-lettered with the record it came from. Time is passed in (``now_ms``),
+never read, so the buffer is deterministic under test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sinks.rows import DEDUP_KEYS, Row
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A drained batch: rows per table, and the highest offset per (topic, partition)."""
+    """A drained batch: rows per table, each row's origin (same positions; None when the row
+    was added without one), and the highest offset per (topic, partition)."""
 
     rows: dict[str, list[Row]] = field(default_factory=dict)
+    origins: dict[str, list[Any]] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     added: int = 0
 
@@ -60,8 +65,8 @@ class BatchBuffer:
 
     def _reset(self) -> None:
         # A dict per table keeps insertion order and replaces a duplicate key in place.
-        self._rows: dict[str, dict[Hashable, Row]] = {}
-        self._unkeyed: dict[str, list[Row]] = {}
+        self._rows: dict[str, dict[Hashable, tuple[Row, Any]]] = {}
+        self._unkeyed: dict[str, list[tuple[Row, Any]]] = {}
         self._offsets: dict[tuple[str, int], int] = {}
         self._size = 0
         self._added = 0
@@ -77,18 +82,20 @@ class BatchBuffer:
         *,
         now_ms: int,
         source: tuple[str, int, int] | None = None,
+        origin: Any = None,
     ) -> None:
-        """Add a row; ``source`` = (topic, partition, offset) of the message it came from."""
+        """Add a row; ``source`` = (topic, partition, offset) of the message it came from,
+        ``origin`` = that message (kept with the row until the batch is drained)."""
         key_of = self._keys.get(table)
         if key_of is None:
-            self._unkeyed.setdefault(table, []).append(row)
+            self._unkeyed.setdefault(table, []).append((row, origin))
             self._size += 1
         else:
             table_rows = self._rows.setdefault(table, {})
             key = key_of(row)
             if key not in table_rows:
                 self._size += 1
-            table_rows[key] = row
+            table_rows[key] = (row, origin)
         self._added += 1
         if self._first_ms is None:
             self._first_ms = now_ms
@@ -120,9 +127,17 @@ class BatchBuffer:
 
     def drain(self) -> Batch:
         """Hand over everything held and empty the buffer."""
-        rows: dict[str, list[Row]] = {t: list(r.values()) for t, r in self._rows.items() if r}
+        rows: dict[str, list[Row]] = {}
+        origins: dict[str, list[Any]] = {}
+        for table, held in self._rows.items():
+            if held:
+                pairs = list(held.values())
+                rows[table] = [row for row, _ in pairs]
+                origins[table] = [origin for _, origin in pairs]
         for table, unkeyed in self._unkeyed.items():
-            rows.setdefault(table, []).extend(unkeyed)
-        batch = Batch(rows=rows, offsets=dict(self._offsets), added=self._added)
+            rows.setdefault(table, []).extend(row for row, _ in unkeyed)
+            origins.setdefault(table, []).extend(origin for _, origin in unkeyed)
+        batch = Batch(rows=rows, origins=origins, offsets=dict(self._offsets),
+                      added=self._added)
         self._reset()
         return batch

@@ -1,16 +1,31 @@
-"""ClickHouseWriter: one columnar insert per table per batch, retried until ClickHouse has it.
+"""ClickHouseWriter: columnar inserts per table per batch, retried until ClickHouse has them;
+rows ClickHouse can never take are handed back instead of halting the batch.
 
 Delivery guarantee: at least once into ClickHouse, exactly once in query results. ``write``
-returns only after every table's rows of the batch were acknowledged by the server; the caller
-commits the batch's Kafka offsets after that and never before. Transient failures (connection
-refused or reset, timeouts, overload codes) are retried with the identical rows per the
-:class:`~sinks.retry.RetryPolicy` (the production policy never gives up), reconnecting each
-time; tables already written in this call are not sent again. A failure the policy does not
-retry (a schema mismatch, a bad value) is raised unchanged: nothing is skipped, the batch stays
-uncommitted and the worker stops. A redelivered batch (crash or rebalance between the insert and
-the offset commit) is collapsed by the ReplacingMergeTree tables, so ``count()`` with FINAL
-equals ``uniqExact(event_id)``; the materialized hourly rollups count such a batch twice (see
-docs/clickhouse.md).
+returns only after every row of the batch was either acknowledged by the server or rejected
+(``WriteStats.rejected``: the row's table, its position and the ClickHouse error); the caller
+delivers the rejected rows somewhere durable (the sink dead-letter topic) and commits the
+batch's Kafka offsets after that, never before.
+
+Failure behaviour (classes of :func:`sinks.retry.classify`):
+
+- transient and operator errors (ClickHouse unreachable, timeouts, overload, too many parts,
+  a missing table or wrong credentials) are retried with the identical rows per the
+  :class:`~sinks.retry.RetryPolicy` (the production policy never gives up), reconnecting each
+  time; inserts already acknowledged in this call are not sent again.
+- permanent errors (a value a column cannot hold, too many partitions in one insert block, an
+  unknown code): the failed insert is bisected until the smallest failing rows are found; those
+  are rejected, all the others are written.
+- Before any insert, each column's values are checked against its type's range
+  (:func:`sinks.rows.out_of_range`): rows that cannot fit are rejected without a round trip.
+- Each table's rows are split so that no insert touches more than
+  :data:`~sinks.rows.MAX_PARTITIONS_PER_INSERT` monthly partitions.
+
+A redelivered batch (crash or rebalance between the insert and the offset commit) is collapsed
+by the ReplacingMergeTree tables, so ``count()`` with FINAL equals ``uniqExact(event_id)``; the
+materialized hourly rollups count such a batch twice (see docs/clickhouse.md). The same holds
+for the rows of a failed multi-partition insert that the server had already written before the
+error: they are sent again with their half.
 
 ``write`` blocks (clickhouse-driver is synchronous): call it from a worker thread, e.g.
 ``await loop.run_in_executor(None, writer.write, rows)``, and call ``stop()`` at shutdown to end
@@ -25,8 +40,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sinks.retry import RetryPolicy
-from sinks.rows import TABLE_COLUMNS, Row
+from sinks.retry import RetriesExhausted, RetryPolicy, RetryStopped, error_code
+from sinks.rows import (
+    TABLE_COLUMNS,
+    VALUE_OUT_OF_RANGE,
+    Row,
+    out_of_range,
+    split_by_partition,
+)
 
 
 class WriterObserver(Protocol):
@@ -62,13 +83,27 @@ class NullObserver:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row ClickHouse cannot take: its table, its position in that table's rows of the batch,
+    the ClickHouse error code (0 if the error had none) and the error text."""
+
+    table: str
+    index: int
+    code: int
+    message: str
+
+
 @dataclass
 class WriteStats:
-    """What one ``write`` did: rows per table, insert attempts, failed attempts, wall time."""
+    """What one ``write`` did: rows written per table, rows rejected, insert attempts, failed
+    attempts that were retried, inserts that failed permanently (bisection steps), wall time."""
 
     rows: dict[str, int] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
     attempts: int = 0
     retries: int = 0
+    bisections: int = 0
     seconds: float = 0.0
 
     @property
@@ -148,11 +183,27 @@ class ClickHouseWriter:
         self.stop()
         self.client.disconnect()
 
-    def write(self, batch: Mapping[str, Sequence[Row]]) -> WriteStats:
-        """Insert every table's rows, one columnar insert per table; return when all are in.
+    def ping(self) -> None:
+        """Return once ClickHouse answers ``SELECT 1`` on the writer's database, retrying
+        per the policy (the production policy waits forever; ``stop()`` ends the wait)."""
 
-        Raises RetryStopped after ``stop()``, RetriesExhausted from a bounded policy, or the
-        first non-transient error; the batch must then not be committed.
+        def attempt() -> None:
+            try:
+                self.client.execute("SELECT 1")
+            except Exception:
+                self.client.disconnect()
+                raise
+
+        def on_retry(failures: int, error: BaseException, delay_s: float) -> None:
+            self.observer.retry("(connect)", failures, error, delay_s)
+
+        self.retry.call(attempt, on_retry=on_retry, stop=self._stop)
+
+    def write(self, batch: Mapping[str, Sequence[Row]]) -> WriteStats:
+        """Insert every table's rows; return when each row is in ClickHouse or rejected.
+
+        Raises RetryStopped after ``stop()`` or RetriesExhausted from a bounded policy; the
+        batch must then not be committed.
         """
         stats = WriteStats()
         started = self._clock()
@@ -161,12 +212,61 @@ class ClickHouseWriter:
             if not rows:
                 continue
             width = len(TABLE_COLUMNS[table])
-            columns = to_columns(rows, width)
-            sql = insert_sql(self.database, table)
-            self._insert(table, sql, columns, len(rows), stats)
-            stats.rows[table] = len(rows)
+            try:
+                bad = out_of_range(table, to_columns(rows, width))
+            except ValueError:  # a row of the wrong width: the bisection below isolates it
+                bad = {}
+            for index, reason in sorted(bad.items()):
+                stats.rejected.append(Rejected(table, index, VALUE_OUT_OF_RANGE, reason))
+            if bad:
+                positions = [i for i in range(len(rows)) if i not in bad]
+                fitting: Sequence[Row] = [rows[i] for i in positions]
+            else:
+                positions, fitting = list(range(len(rows))), rows
+            written = 0
+            for group in split_by_partition(table, fitting):
+                group_rows = fitting if len(group) == len(fitting) else [fitting[i] for i in group]
+                written += self._insert_or_bisect(
+                    table, group_rows, [positions[i] for i in group], stats
+                )
+            stats.rows[table] = written
         stats.seconds = self._clock() - started
         return stats
+
+    def _insert_or_bisect(
+        self, table: str, rows: Sequence[Row], positions: list[int], stats: WriteStats
+    ) -> int:
+        """Insert ``rows``; on a permanent error, halve until the failing rows are alone and
+        reject those. Return the number of rows written."""
+        width = len(TABLE_COLUMNS[table])
+        sql = insert_sql(self.database, table)
+        written = 0
+        pending: list[tuple[Sequence[Row], list[int]]] = [(rows, positions)]
+        while pending:
+            part, where = pending.pop()
+            try:
+                self._insert(table, sql, to_columns(part, width), len(part), stats)
+            except Exception as error:
+                if not self._permanent(error):
+                    raise
+                stats.bisections += 1
+                if len(part) == 1:
+                    stats.rejected.append(
+                        Rejected(table, where[0], error_code(error), _text(error))
+                    )
+                    continue
+                half = len(part) // 2
+                # Right half pushed first: the left one is tried first (stable order).
+                pending.append((part[half:], where[half:]))
+                pending.append((part[:half], where[:half]))
+                continue
+            written += len(part)
+        return written
+
+    def _permanent(self, error: BaseException) -> bool:
+        if isinstance(error, RetryStopped | RetriesExhausted):
+            return False
+        return not self.retry.is_retryable(error)
 
     def _insert(
         self, table: str, sql: str, columns: list[Sequence[Any]], count: int, stats: WriteStats
@@ -190,3 +290,9 @@ class ClickHouseWriter:
             self.observer.retry(table, failures, error, delay_s)
 
         self.retry.call(attempt, on_retry=on_retry, stop=self._stop)
+
+
+def _text(error: BaseException) -> str:
+    """The error's type and text without a server stack trace, at most 1,000 characters."""
+    text = f"{type(error).__name__}: {error}".split("Stack trace", 1)[0].strip()
+    return text if len(text) <= 1000 else text[:997] + "..."

@@ -50,7 +50,7 @@ class SinkConfig:
     clickhouse: ClickHouseParams = field(default_factory=ClickHouseParams)
     batch_rows: int = 50_000
     batch_ms: int = 250
-    retry_max_s: float = 30.0
+    retry_max_s: float = 5.0
     max_event_bytes: int = MAX_EVENT_BYTES
     max_future_skew_s: float = 300.0
 

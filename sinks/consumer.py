@@ -6,39 +6,51 @@ its own: start more sinks with the same ``CX_APP_ID``.
 Delivery guarantee: at least once into ClickHouse, exactly once in query results (the tables
 are ReplacingMergeTree keyed by event_id / alert_id; see docs/clickhouse.md). The sink has its
 own consumer group (``<app id>-store``) and commits a batch's offsets explicitly, only after
-ClickHouse acknowledged every table's insert of that batch. A rebalance during a write makes the
-commit fail: the new owner of those partitions writes the batch again and the table engines
-collapse the repeat.
+every row of the batch is durable somewhere: acknowledged by ClickHouse, or (a row ClickHouse can
+never take) acknowledged by the broker on the sink dead-letter topic (``cx.sink.dlq``) with the
+record it came from. A rebalance during a write makes the commit fail: the new owner of those
+partitions writes the batch again and the table engines collapse the repeat.
 
-Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), one columnar insert
-per table per batch.
+Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), columnar inserts
+per table per batch (split by month so that no insert touches more than 100 partitions).
 
-Failure behaviour: a failed insert is retried with the identical rows, with bounded exponential
-backoff and jitter, for as long as it takes (an error the writer does not classify as transient
-is retried too, every ``STUBBORN_RETRY_S``, and logged as such). Meanwhile the loop pauses its
-partitions and consumes nothing new but stays in its group, so the pipeline catches up when
-ClickHouse returns. A crash or rebalance before the commit redelivers the batch; the table
-engines collapse the duplicates. Nothing is skipped.
+Failure behaviour (nothing halts, nothing is skipped):
+
+- ClickHouse unreachable, slow or misconfigured (start-up or mid-stream): retried with
+  exponential backoff up to ``CX_SINK_RETRY_MAX_S`` between attempts, forever. Meanwhile the loop
+  pauses its partitions and consumes nothing new (Kafka is the buffer, memory stays bounded by
+  one batch) but stays in its group; ``/healthz`` answers 503 naming ``clickhouse`` and why, a
+  log line says what is stuck (then at most every ``STUCK_LOG_EVERY_S``), and
+  ``cx_sink_stuck_seconds{what="clickhouse"}`` grows. When ClickHouse is back the backlog is
+  written in full batches.
+- Kafka unreachable at start-up: the same wait, named ``kafka``.
+- A row ClickHouse can never take (sinks/clickhouse.py bisects to find it): delivered to the
+  sink dead-letter topic (headers: source topic/partition/offset, table, ClickHouse code and
+  message) before the batch's offsets are committed; every other row is written.
+- A record the sink cannot turn into a row is stored as a ``processing_error`` dead letter row.
+- A crash or rebalance before the commit redelivers the batch; the table engines collapse the
+  duplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.records import decode_alert, decode_score_update
 from sinks import metrics
-from sinks.batch import BatchBuffer
-from sinks.clickhouse import ClickHouseWriter
+from sinks.batch import Batch, BatchBuffer
+from sinks.clickhouse import ClickHouseWriter, Rejected, WriteStats
 from sinks.config import SinkConfig
-from sinks.retry import RetryPolicy
+from sinks.retry import RetryPolicy, RetryStopped
 from sinks.rows import (
     ALERTS,
     CUSTOMER_SCORES,
@@ -50,22 +62,84 @@ from sinks.rows import (
     event_row,
     score_row,
 )
-from streams.core.deadletter import parse_dead_letter_headers
+from streams.core.deadletter import (
+    HEADER_ERROR_CODE,
+    HEADER_ERROR_MESSAGE,
+    HEADER_PREFIX,
+    HEADER_RECEIVED_AT,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    format_received_at,
+    parse_dead_letter_headers,
+)
 from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer
-from streams.core.validation import ErrorCode, Invalid, validate_event
+from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
+from streams.health import Health
 
 log = logging.getLogger(__name__)
-STUBBORN_RETRY_S = 10.0
+STUCK_LOG_EVERY_S = 30.0
 YIELD_EVERY = 500  # records turned into rows between two event-loop turns
 FETCH_MAX_RECORDS = 5000
 Rows = Sequence[tuple[str, Row]]
 
 
+# Sink dead letters: the rejected row's record, key and value unchanged, its own headers kept
+# but for the pipeline's (``cx-``) ones, and these (besides the shared cx-error-*/cx-source-*).
+SINK_REJECTED_CODE = "clickhouse_rejected"
+HEADER_SINK_TABLE = "cx-sink-table"
+HEADER_CLICKHOUSE_CODE = "cx-clickhouse-code"
+HEADER_VALUE_DROPPED_BYTES = "cx-value-dropped-bytes"
+
+
+class Stuck:
+    """What the sink waits for (``clickhouse``, ``kafka``, ``sink_dlq``): sets the health
+    problem and the stuck gauge, and logs the first failure, then at most every
+    ``STUCK_LOG_EVERY_S``, then the recovery; so a 10-minute outage writes about 20 lines."""
+
+    def __init__(self, what: str, health: Health, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.what = what
+        self.health = health
+        self.clock = clock
+        self.since: float | None = None
+        self.failures = 0
+        self._logged = 0.0
+
+    def failed(self, reason: str, delay_s: float) -> None:
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+            self._logged = now - STUCK_LOG_EVERY_S
+        self.failures += 1
+        waited = now - self.since
+        self.health.problem(self.what, reason)
+        metrics.sink_stuck_seconds.labels(self.what).set(waited)
+        if now - self._logged >= STUCK_LOG_EVERY_S:
+            self._logged = now
+            log.warning("%s stuck for %.0fs (%d failed attempts, next in %.1fs): %s",
+                        self.what, waited, self.failures, delay_s, reason)
+
+    def ok(self) -> None:
+        if self.since is None:
+            return
+        log.info("%s is back after %.0fs (%d failed attempts)", self.what,
+                 self.clock() - self.since, self.failures)
+        self.since, self.failures = None, 0
+        self.health.clear(self.what)
+        metrics.sink_stuck_seconds.labels(self.what).set(0)
+
+
 class PrometheusObserver:
-    """Feeds the writer's events into the sink's Prometheus metrics."""
+    """Feeds the writer's events into the sink's Prometheus metrics and its health."""
+
+    def __init__(self, health: Health | None = None, where: str = "ClickHouse") -> None:
+        self.stuck = Stuck("clickhouse", health if health is not None else Health())
+        self.where = where
 
     def rows_written(self, table: str, rows: int) -> None:
         metrics.clickhouse_rows.labels(table).inc(rows)
+        self.stuck.ok()
 
     def insert_seconds(self, table: str, seconds: float) -> None:
         metrics.clickhouse_insert_seconds.labels(table).observe(seconds)
@@ -75,11 +149,48 @@ class PrometheusObserver:
 
     def retry(self, table: str, failures: int, error: BaseException, delay_s: float) -> None:
         metrics.clickhouse_retries.labels(table).inc()
-        log.warning("insert into %s failed (%s: %s); retry %d in %.1fs",
-                    table, type(error).__name__, error, failures, delay_s)
+        doing = "connect to" if table == "(connect)" else f"insert into {table} on"
+        self.stuck.failed(f"cannot {doing} {self.where}: {type(error).__name__}: "
+                          f"{_first_line(error)}", delay_s)
+
+    def connected(self) -> None:
+        self.stuck.ok()
 
     def failure(self, table: str, error: BaseException) -> None:
         metrics.clickhouse_failures.labels(table).inc()
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's text on one line, without a server stack trace, at most 300 characters."""
+    text = " ".join(str(error).split("Stack trace", 1)[0].split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def sink_dead_letter(
+    record: ConsumerRecord | None, rejected: Rejected, *, received_at: datetime
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the sink dead letter for a row ClickHouse rejected."""
+    message = rejected.message
+    if len(message) > 1000:
+        message = message[:997] + "..."
+    topic = record.topic if record is not None else ""
+    partition = record.partition if record is not None else -1
+    offset = record.offset if record is not None else -1
+    kept = [(k, v or b"") for k, v in (record.headers if record is not None else ())
+            if not k.startswith(HEADER_PREFIX)]
+    headers = kept + [
+        (HEADER_ERROR_CODE, SINK_REJECTED_CODE.encode()),
+        (HEADER_ERROR_MESSAGE, message.encode("utf-8", "backslashreplace")),
+        (HEADER_SOURCE_TOPIC, topic.encode("utf-8", "backslashreplace")),
+        (HEADER_SOURCE_PARTITION, str(partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(offset).encode()),
+        (HEADER_RECEIVED_AT, format_received_at(received_at).encode()),
+        (HEADER_SINK_TABLE, rejected.table.encode()),
+        (HEADER_CLICKHOUSE_CODE, str(rejected.code).encode()),
+    ]
+    key = record.key if record is not None else None
+    value = (record.value or b"") if record is not None else b""
+    return key, value, headers
 
 
 class RowBuilder:
@@ -116,7 +227,9 @@ class RowBuilder:
         config = self.config
         value: bytes = record.value or b""
         result = validate_event(value, now=now, max_bytes=config.max_event_bytes,
-                                max_future_skew_s=config.max_future_skew_s)
+                                max_future_skew_s=config.max_future_skew_s,
+                                record_ts_ms=record.timestamp
+                                if record.timestamp_type == LOG_APPEND_TIME else None)
         if isinstance(result, Invalid):
             return [(DEAD_LETTERS, dead_letter_row(
                 code=result.code.value, message=result.message, topic=record.topic,
@@ -142,16 +255,20 @@ class RowBuilder:
 
 
 class StoreLoop:
-    """Consume, batch, write, then commit; see the module docstring for the guarantees."""
+    """Consume, batch, write, dead-letter, then commit; see the module docstring for the
+    guarantees."""
 
     def __init__(self, config: SinkConfig, build: Callable[[ConsumerRecord, datetime], Rows],
-                 writer: ClickHouseWriter) -> None:
+                 writer: ClickHouseWriter, health: Health | None = None) -> None:
         self.config = config
         self.build = build
         self.writer = writer
+        self.health = health if health is not None else Health()
         self.topics = (config.topics.touchpoints, *config.topics.outputs())
         self._carry: list[ConsumerRecord] = []
         self.consumer_in_use: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.backoff = RetryPolicy(initial_delay_s=0.5, max_delay_s=config.retry_max_s)
 
     def consumer(self) -> AIOKafkaConsumer:
         config = self.config
@@ -166,19 +283,71 @@ class StoreLoop:
             fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024 * 1024),
         )
 
+    def dead_letter_producer(self) -> AIOKafkaProducer:
+        """Delivers rows ClickHouse rejected: acks from all in-sync replicas, idempotent, and
+        records as large as any the sink consumes."""
+        return AIOKafkaProducer(
+            bootstrap_servers=self.config.kafka_bootstrap_servers,
+            client_id=f"{self.config.group_id}-dlq",
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+        )
+
     async def run(self) -> None:
-        consumer = self.consumer()
-        await consumer.start()
-        self.consumer_in_use = consumer
-        metrics.sink_up.set(1)
-        log.info("sink consuming %s as group %s: Ready", ", ".join(self.topics),
-                 self.config.group_id)
+        """Wait for ClickHouse, then for Kafka (each as long as it takes, visible in /healthz
+        and the log), then consume until cancelled."""
+        consumer: AIOKafkaConsumer | None = None
         try:
+            await self._wait_for_clickhouse()
+            consumer, self.producer = await self._connect_kafka()
+            self.consumer_in_use = consumer
+            metrics.sink_up.set(1)
+            log.info("sink consuming %s as group %s: Ready", ", ".join(self.topics),
+                     self.config.group_id)
             while True:
                 await self.run_once(consumer)
         finally:
-            await consumer.stop()
             self.writer.close()
+            if consumer is not None:
+                await consumer.stop()
+            if self.producer is not None:
+                await self.producer.stop()
+
+    async def _wait_for_clickhouse(self) -> None:
+        ch = self.config.clickhouse
+        log.info("connecting to ClickHouse at %s:%s/%s", ch.host, ch.port, ch.database)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.writer.ping)
+        observer = self.writer.observer
+        if isinstance(observer, PrometheusObserver):
+            observer.connected()
+        log.info("ClickHouse at %s:%s/%s answers", ch.host, ch.port, ch.database)
+
+    async def _connect_kafka(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        """Start the consumer and the dead-letter producer, retrying with backoff while the
+        broker cannot be reached (``/healthz``: 503 ``kafka``)."""
+        stuck = Stuck("kafka", self.health)
+        bootstrap = self.config.kafka_bootstrap_servers
+        failures = 0
+        while True:
+            consumer, producer = self.consumer(), self.dead_letter_producer()
+            try:
+                await consumer.start()
+                await producer.start()
+            except KafkaError as exc:
+                failures += 1
+                metrics.sink_kafka_retries.labels("start").inc()
+                for client in (consumer, producer):
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+                delay = self.backoff.delay_s(failures)
+                stuck.failed(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: "
+                             f"{_first_line(exc)}", delay)
+                await asyncio.sleep(delay)
+                continue
+            stuck.ok()
+            return consumer, producer
 
     async def _records(self, consumer: AIOKafkaConsumer, limit: int,
                        timeout_ms: int) -> list[ConsumerRecord]:
@@ -190,7 +359,8 @@ class StoreLoop:
         return [record for batch in fetched.values() for record in batch]
 
     async def run_once(self, consumer: AIOKafkaConsumer) -> int:
-        """Collect one batch (size or age), write it, commit it; return the records handled."""
+        """Collect one batch (size or age), write it, dead-letter the rows ClickHouse cannot
+        take, commit it; return the records handled."""
         batch_rows, batch_ms = self.config.batch_rows, self.config.batch_ms
         buffer = BatchBuffer(max_rows=batch_rows, max_age_ms=batch_ms)
         handled = 0
@@ -208,7 +378,7 @@ class StoreLoop:
                 if not rows:
                     buffer.mark(source, now_ms=now_ms)
                 for table, row in rows:
-                    buffer.add(table, row, now_ms=now_ms, source=source)
+                    buffer.add(table, row, now_ms=now_ms, source=source, origin=record)
             handled += len(records)
             if len(buffer) >= batch_rows or _now_ms() - started_ms >= batch_ms:
                 break
@@ -216,7 +386,9 @@ class StoreLoop:
         if not batch.offsets:
             return handled
         if batch.rows:
-            await self._write(consumer, batch.rows)
+            stats = await self._write(consumer, batch.rows)
+            if stats.rejected:
+                await self._dead_letter(batch, stats.rejected)
         offsets = {TopicPartition(t, p): o + 1 for (t, p), o in batch.offsets.items()}
         try:
             await consumer.commit(offsets)
@@ -238,43 +410,121 @@ class StoreLoop:
                 received_at=now, raw=record.value or b"", ingested_at=now,
             ))]
 
-    async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]]) -> None:
+    async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]]) -> WriteStats:
+        """Write the batch from a worker thread; meanwhile keep the partitions paused (a
+        rebalance may hand us new ones: they are paused too) and stay in the group."""
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             future = loop.run_in_executor(None, self.writer.write, rows)
-            assigned = consumer.assignment()
-            consumer.pause(*assigned)
             try:
                 while not future.done():
+                    consumer.pause(*consumer.assignment())
                     await asyncio.wait({future}, timeout=1.0)
                     if not future.done():
-                        # Stay in the group while ClickHouse is away; a rebalance may hand us
-                        # new, unpaused partitions: keep what they return for the next batch.
+                        # getmany keeps us within max_poll_interval_ms; paused partitions
+                        # return nothing, a partition assigned since may return one fetch.
                         fetched = await consumer.getmany(timeout_ms=0)
                         self._carry.extend(r for batch in fetched.values() for r in batch)
             finally:
                 consumer.resume(*consumer.assignment())
             error = future.exception()
             if error is None:
-                return
-            log.error("ClickHouse write failed with an error the writer does not retry (%s: %s);"
-                      " retrying in %.0fs, the batch stays uncommitted",
-                      type(error).__name__, error, STUBBORN_RETRY_S)
-            await asyncio.sleep(STUBBORN_RETRY_S)
+                if failures:
+                    self.health.clear("sink")
+                return future.result()
+            if isinstance(error, RetryStopped):
+                raise error
+            # Not a ClickHouse error (those are retried or bisected by the writer): a bug.
+            # Retry the batch, never skip it.
+            failures += 1
+            delay = self.backoff.delay_s(failures)
+            log.error("writing the batch failed unexpectedly (%s: %s); retrying in %.1fs, the "
+                      "batch stays uncommitted", type(error).__name__, error, delay)
+            self.health.problem("sink", f"write failed: {type(error).__name__}")
+            await asyncio.sleep(delay)
+
+    async def _dead_letter(self, batch: Batch, rejected: list[Rejected]) -> None:
+        """Deliver each rejected row's record to the sink dead-letter topic and wait for the
+        broker's acknowledgement of every one (retried as long as it takes)."""
+        producer = self.producer
+        if producer is None:
+            raise RuntimeError("the dead-letter producer is not started")
+        topic = self.config.topics.sink_dead_letters
+        now = datetime.now(timezone.utc)
+        pending = []
+        for item in rejected:
+            origins = batch.origins.get(item.table) or []
+            record = origins[item.index] if item.index < len(origins) else None
+            pending.append((item, *sink_dead_letter(record, item, received_at=now)))
+        stuck = Stuck("sink_dlq", self.health)
+        failures = 0
+        while pending:
+            futures = []
+            for _item, key, value, headers in pending:
+                try:
+                    futures.append(await producer.send(topic, value=value, key=key,
+                                                       headers=headers))
+                except KafkaError as exc:
+                    futures.append(_failed(exc))
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            retry = []
+            for entry, result in zip(pending, results, strict=True):
+                item, key, value, headers = entry
+                if not isinstance(result, BaseException):
+                    metrics.sink_dead_lettered_rows.labels(item.table, str(item.code)).inc()
+                    log.warning("row of %s from %s rejected by ClickHouse (code %d: %s): sent "
+                                "to %s", item.table, _where(headers), item.code,
+                                item.message[:300], topic)
+                    continue
+                if isinstance(result, MessageSizeTooLargeError) and value:
+                    # Larger than the dead-letter topic takes: keep the headers, say so.
+                    headers = [*headers, (HEADER_VALUE_DROPPED_BYTES, str(len(value)).encode())]
+                    log.error("dead letter of %d bytes too large for %s: sent without its value",
+                              len(value), topic)
+                    value = b""
+                retry.append((item, key, value, headers))
+                last = result
+            pending = retry
+            if pending:
+                failures += 1
+                metrics.sink_kafka_retries.labels("sink_dlq").inc()
+                delay = self.backoff.delay_s(failures)
+                stuck.failed(f"cannot deliver {len(pending)} dead letters to {topic}: "
+                             f"{type(last).__name__}: {_first_line(last)}", delay)
+                await asyncio.sleep(delay)
+        stuck.ok()
+
+
+async def _failed_coro(exc: BaseException) -> None:
+    raise exc
+
+
+def _failed(exc: BaseException) -> asyncio.Future[None]:
+    return asyncio.ensure_future(_failed_coro(exc))
+
+
+def _where(headers: list[tuple[str, bytes]]) -> str:
+    found = dict(headers)
+    return (f"{found.get(HEADER_SOURCE_TOPIC, b'').decode(errors='replace')}"
+            f"[{found.get(HEADER_SOURCE_PARTITION, b'').decode()}]"
+            f"@{found.get(HEADER_SOURCE_OFFSET, b'').decode()}")
 
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
-def build_sink(config: SinkConfig) -> StoreLoop:
+def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:
     """The sink with its ClickHouse writer (retried forever) and its own sentiment analyzer."""
+    health = health if health is not None else Health()
     ch = config.clickhouse
     writer = ClickHouseWriter.from_params(
         host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(), retry=RetryPolicy(max_delay_s=config.retry_max_s),
+        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.host}:{ch.port}"),
+        retry=RetryPolicy(max_delay_s=config.retry_max_s),
     )
-    return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer)
+    return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer, health)
 
 
 async def serve(sink: StoreLoop, *, lag_interval_s: float = 5.0) -> None:

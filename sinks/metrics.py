@@ -26,7 +26,9 @@ clickhouse_retries = Counter(
     "cx_clickhouse_insert_retries_total", "Insert attempts that failed and were retried", ["table"]
 )
 clickhouse_failures = Counter(
-    "cx_clickhouse_insert_failures_total", "Failed insert attempts (each is retried)", ["table"]
+    "cx_clickhouse_insert_failures_total",
+    "Failed insert attempts (retried, or bisected when permanent)",
+    ["table"],
 )
 sink_processing_errors = Counter(
     "cx_sink_processing_errors_total",
@@ -37,4 +39,19 @@ sink_lag = Gauge(
     "cx_sink_consumer_lag_messages",
     "High-water mark minus the sink's position",
     ["topic", "partition"],
+)
+sink_dead_lettered_rows = Counter(
+    "cx_sink_dead_lettered_rows_total",
+    "Rows ClickHouse cannot take, delivered to the sink dead-letter topic (code: ClickHouse's)",
+    ["table", "code"],
+)
+sink_stuck_seconds = Gauge(
+    "cx_sink_stuck_seconds",
+    "How long the sink has been retrying what is named (clickhouse, kafka, sink_dlq); 0 = not",
+    ["what"],
+)
+sink_kafka_retries = Counter(
+    "cx_sink_kafka_retries_total",
+    "Failed attempts to reach Kafka: start-up (start) or dead-letter delivery (sink_dlq)",
+    ["what"],
 )

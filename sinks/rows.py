@@ -11,6 +11,8 @@ No I/O, no clock: ``ingested_at`` is passed in.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -67,6 +69,113 @@ DEDUP_COLUMNS: dict[str, tuple[str, ...]] = {
     ALERTS: ("alert_id",),
     DEAD_LETTERS: ("source_topic", "source_partition", "source_offset"),
 }
+
+
+# The numeric columns of each table with their ClickHouse type (as in sinks/sql; a test compares
+# them). Float64 and String columns hold whatever a row carries and are not listed. The writer
+# checks a batch's columns against these ranges before the insert (:func:`out_of_range`): a
+# value that does not fit is that row's permanent error, never a stuck batch.
+NUMERIC_COLUMNS: dict[str, dict[str, str]] = {
+    TOUCHPOINT_EVENTS: {
+        "schema_version": "UInt16", "occurred_at": "DateTime", "occurred_ms": "UInt64",
+        "stage_derived": "UInt8", "score": "Int16", "resolved": "UInt8", "wait_s": "Float32",
+        "load_time_ms": "Int32", "http_status": "UInt16", "sentiment": "Float32",
+        "has_sentiment": "UInt8", "ingested_at": "DateTime",
+    },
+    CUSTOMER_SCORES: {
+        "event_time": "DateTime", "event_time_ms": "UInt64", "updated_at": "DateTime",
+        "updated_ms": "UInt64", "ingested_at": "DateTime",
+    },
+    ALERTS: {"event_time": "DateTime", "emitted_at": "DateTime", "ingested_at": "DateTime"},
+    DEAD_LETTERS: {
+        "received_at": "DateTime", "source_partition": "Int32", "source_offset": "Int64",
+        "raw_size": "UInt32", "ingested_at": "DateTime",
+    },
+}
+FLOAT32_MAX = 3.4028234663852886e38
+TYPE_RANGES: dict[str, tuple[int | float, int | float]] = {
+    "UInt8": (0, 2**8 - 1), "UInt16": (0, 2**16 - 1), "UInt32": (0, 2**32 - 1),
+    "UInt64": (0, 2**64 - 1), "Int16": (-(2**15), 2**15 - 1), "Int32": (-(2**31), 2**31 - 1),
+    "Int64": (-(2**63), 2**63 - 1), "DateTime": (0, 2**32 - 1),
+    "Float32": (-FLOAT32_MAX, FLOAT32_MAX),
+}
+VALUE_OUT_OF_RANGE = 321
+"""ClickHouse's VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE: the code given to rows the sink's own range
+check rejects before the insert."""
+
+# Each table is PARTITION BY toYYYYMM(<this DateTime column>) in UTC (a test reads the DDL).
+PARTITION_COLUMNS: dict[str, str] = {
+    TOUCHPOINT_EVENTS: "occurred_at",
+    CUSTOMER_SCORES: "updated_at",
+    ALERTS: "event_time",
+    DEAD_LETTERS: "received_at",
+}
+MAX_PARTITIONS_PER_INSERT = 100
+"""ClickHouse's default ``max_partitions_per_insert_block`` (servers from 19.x on refuse an
+insert block that touches more partitions, code 252)."""
+
+
+def out_of_range(table: str, columns: Sequence[Sequence[Any]]) -> dict[int, str]:
+    """Rows (by position) holding a value their column's type cannot hold, with the reason.
+
+    ``columns`` in :data:`TABLE_COLUMNS` order (what ``to_columns`` returns). Cheap when all
+    values fit: one ``min``/``max`` per column (plus a ``sum`` for Float32 ones, so that a NaN,
+    which fits, cannot hide a neighbour that does not). A column whose values are not numbers is
+    left to the server (its error then quarantines the row).
+    """
+    bad: dict[int, str] = {}
+    names = TABLE_COLUMNS[table]
+    for name, ch_type in NUMERIC_COLUMNS[table].items():
+        column = columns[names.index(name)]
+        if not column:
+            continue
+        low, high = TYPE_RANGES[ch_type]
+        try:
+            fits = low <= min(column) and max(column) <= high
+            if fits and ch_type == "Float32":
+                # min/max are unreliable around a NaN (which fits): a finite sum proves that
+                # there is none (nor an infinity), else look at every value.
+                fits = math.isfinite(sum(column)) or not any(v > high or v < low for v in column)
+        except TypeError:
+            continue
+        if fits:
+            continue
+        for index, value in enumerate(column):
+            if value > high or value < low:
+                bad.setdefault(
+                    index, f"column {name}: {value!r} is outside {ch_type} [{low}, {high}]"
+                )
+    return bad
+
+
+def _month(epoch_s: int) -> int:
+    moment = time.gmtime(epoch_s)
+    return moment.tm_year * 12 + moment.tm_mon - 1
+
+
+def split_by_partition(
+    table: str, rows: Sequence[Row], limit: int = MAX_PARTITIONS_PER_INSERT
+) -> list[list[int]]:
+    """Positions of ``rows`` in groups whose rows fall in at most ``limit`` months of the
+    table's partition column, so that no insert block touches more partitions than a server
+    accepts. One group, found with a ``min``/``max``, when the rows span fewer months than that
+    (the normal case: every row in the current month); otherwise the months in order, ``limit``
+    per group.
+    """
+    if not rows:
+        return []
+    position = TABLE_COLUMNS[table].index(PARTITION_COLUMNS[table])
+    stamps = [row[position] for row in rows]
+    if _month(max(stamps)) - _month(min(stamps)) < limit:
+        return [list(range(len(rows)))]
+    by_month: dict[int, list[int]] = {}
+    for index, stamp in enumerate(stamps):
+        by_month.setdefault(_month(stamp), []).append(index)
+    months = sorted(by_month)
+    return [
+        [index for month in months[start:start + limit] for index in by_month[month]]
+        for start in range(0, len(months), limit)
+    ]
 
 
 def _key_function(table: str) -> Callable[[Row], Hashable]:

@@ -52,7 +52,7 @@ from schemas.topics import TopicNames
 from streams import metrics
 from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
 from streams.core.identity import resolve
-from streams.core.validation import ErrorCode, Invalid, validate_event
+from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
 from streams.partitioner import customer_partition
 from streams.processing import Output, PendingWrite, Processor
 
@@ -63,8 +63,6 @@ RETRY_MAX_S = 5.0
 # A tick on the keyed topic, as the v1 worker sent them (ticks now run in place): a deployed
 # keyed topic may still hold some after an upgrade.
 LEGACY_TICK_HEADER = "cx-tick"
-# Kafka's timestamp type of a record stamped by the broker (the touchpoint topic's setting).
-LOG_APPEND_TIME = 1
 
 
 class KeyValueTable(Protocol):

@@ -29,6 +29,9 @@ from schemas.events import EVENT_MODELS, SUPPORTED_SCHEMA_VERSIONS, touchpoint_a
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_FUTURE_SKEW_S = 300.0
 EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# Kafka's timestamp type of a record stamped by the broker (the touchpoint topic's setting):
+# only such a timestamp is passed as ``record_ts_ms``.
+LOG_APPEND_TIME = 1
 # The core validator behind touchpoint_adapter, without the keyword handling of
 # TypeAdapter.validate_json (~1 us per call): the contract's verdict on what msgspec leaves.
 _validate_json: Callable[[bytes], Any] = touchpoint_adapter.validator.validate_json

@@ -458,3 +458,51 @@ def test_migrate_command_applies_and_reports_unreachable(
     closed = f"clickhouse://default:@127.0.0.1:{_closed_port()}/{name}"
     assert args.func(args, Settings(clickhouse_url=closed)) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+# --- issue 13: nothing halts the writer on the real server --------------------------------
+
+
+def test_a_batch_of_120_months_is_written_in_blocks_of_at_most_100_partitions(
+    admin: Client, database: str
+) -> None:
+    """18.16 has no max_partitions_per_insert_block; the split is the same as on modern
+    servers (tests/unit/test_sink_chdb.py shows those refuse one block of 120 months)."""
+    rows = []
+    for n in range(120):
+        event = touchpoint_adapter.validate_python({
+            "event_id": f"m{n}", "schema_version": 1, "customer_id": "c1", "channel": "web",
+            "occurred_at": datetime(2015 + n // 12, n % 12 + 1, 3, tzinfo=timezone.utc),
+            "event_type": "page_view", "properties": {"url": "/"}})
+        rows.append(R.event_row(event, None, ingested_at=NOW))
+    recorder = Recorder()
+    stats = _writer(database, observer=recorder).write({R.TOUCHPOINT_EVENTS: rows})
+    assert stats.rejected == [] and len(recorder.inserts) == 2
+    assert admin.execute(
+        f"SELECT count(), uniqExact(toYYYYMM(occurred_at)) FROM {database}.touchpoint_events"
+    ) == [(120, 120)]
+
+
+def test_rows_the_server_cannot_take_are_bisected_out_and_the_rest_is_written(
+    admin: Client, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the writer's own range check switched off, clickhouse-driver's TypeMismatchError
+    (the error of issue 13) reaches the bisection: exactly the bad rows are rejected."""
+    import sinks.clickhouse as writer_module
+
+    monkeypatch.setattr(writer_module, "out_of_range", lambda table, columns: {})
+    rows = _event_rows(_events(1000, seed=7))
+    load = R.TABLE_COLUMNS[R.TOUCHPOINT_EVENTS].index("load_time_ms")
+    wait = R.TABLE_COLUMNS[R.TOUCHPOINT_EVENTS].index("wait_s")
+    bad = {17: (load, 10**15), 400: (wait, 1e300), 401: (load, -(2**40))}
+    for index, (position, value) in bad.items():
+        row = list(rows[index])
+        row[position] = value
+        rows[index] = tuple(row)
+    stats = _writer(database).write({R.TOUCHPOINT_EVENTS: rows})
+    assert sorted(r.index for r in stats.rejected) == sorted(bad)
+    assert {r.code for r in stats.rejected} == {53}
+    assert stats.rows[R.TOUCHPOINT_EVENTS] == 997
+    assert stats.attempts <= 1 + 3 * 2 * 10
+    stored = {e for (e,) in admin.execute(f"SELECT event_id FROM {database}.touchpoint_events")}
+    assert stored == {row[0] for n, row in enumerate(rows) if n not in bad}

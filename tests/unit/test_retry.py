@@ -8,7 +8,14 @@ import threading
 import pytest
 from clickhouse_driver import errors as ch_errors
 
-from sinks.retry import RetriesExhausted, RetryPolicy, RetryStopped, is_transient
+from sinks.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    RetryStopped,
+    classify,
+    error_code,
+    is_transient,
+)
 
 
 class VirtualTime:
@@ -162,3 +169,48 @@ def test_classifier_follows_the_cause_chain() -> None:
 def test_invalid_policies_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+_TOO_MANY_PARTITIONS = ch_errors.ServerException(
+    "DB::Exception: Too many partitions for single INSERT block (more than 100). The limit is "
+    "controlled by 'max_partitions_per_insert_block' setting.", code=252)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "transient"),
+        (ch_errors.NetworkError("Code: 210"), "transient"),
+        (ch_errors.ServerException("Too many parts (300). Merges are processing significantly "
+                                   "slower than inserts.", code=252), "transient"),
+        (_TOO_MANY_PARTITIONS, "permanent"),
+        (ch_errors.ServerException("Unknown table", code=60), "operator"),
+        (ch_errors.ServerException("Database it_x doesn't exist", code=81), "operator"),
+        (ch_errors.ServerException("Authentication failed", code=516), "operator"),
+        (ch_errors.TypeMismatchError("Column a: 'i' format requires ..."), "permanent"),
+        (ch_errors.ServerException("Cannot parse input", code=27), "permanent"),
+        (ch_errors.ServerException("Value out of range", code=321), "permanent"),
+        (ch_errors.ServerException("Something new", code=12345), "permanent"),
+        (ValueError("bad row"), "permanent"),
+    ],
+)
+def test_errors_are_transient_operator_or_permanent(error: BaseException, expected: str) -> None:
+    """Issue 13: 252 'too many partitions in one insert block' is permanent (it was retried
+    forever); a missing table is never blamed on a row; an unknown code is permanent."""
+    assert classify(error) == expected
+
+
+def test_the_default_policy_retries_operator_errors_and_raises_permanent_ones() -> None:
+    vt = VirtualTime()
+    flaky = Flaky(3, ch_errors.ServerException("Unknown table", code=60))
+    assert _policy(vt).call(flaky) == 4
+    vt = VirtualTime()
+    with pytest.raises(ch_errors.ServerException):
+        _policy(vt).call(Flaky(1, _TOO_MANY_PARTITIONS))
+    assert vt.sleeps == []
+
+
+def test_error_code_reads_server_and_client_codes() -> None:
+    assert error_code(ch_errors.TypeMismatchError("x")) == 53
+    assert error_code(_TOO_MANY_PARTITIONS) == 252
+    assert error_code(ValueError("x")) == 0

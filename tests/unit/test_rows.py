@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -167,3 +169,80 @@ def test_epoch_conversions_are_exact(moment: datetime) -> None:
     expected_ms = (utc - epoch) // timedelta(milliseconds=1)
     assert R.epoch_ms(moment) == expected_ms
     assert R.epoch_s(moment) == expected_ms // 1000
+
+
+# --- issue 13: every numeric value fits its column; inserts split by partition ---------------
+
+_SQL = Path(__file__).resolve().parents[2] / "sinks" / "sql"
+
+
+def _ddl(table: str) -> str:
+    for path in sorted(_SQL.glob("*.sql")):
+        text = path.read_text()
+        match = re.search(rf"CREATE TABLE IF NOT EXISTS {{db}}\.{table}\s*\((.*?)\)\s*ENGINE"
+                          r"(.*?);", text, re.S)
+        if match:
+            return match.group(1) + "\nENGINE" + match.group(2)
+    raise AssertionError(f"no DDL for {table}")
+
+
+@pytest.mark.parametrize("table", list(R.TABLE_COLUMNS))
+def test_numeric_column_types_and_partition_keys_are_the_ddls(table: str) -> None:
+    ddl = _ddl(table)
+    declared = dict(re.findall(r"^\s*(\w+) (\w+)", ddl.split("\nENGINE")[0], re.M))
+    numeric = {name: kind for name, kind in declared.items()
+               if kind not in ("String", "Float64", "Array")}
+    assert R.NUMERIC_COLUMNS[table] == numeric
+    assert f"PARTITION BY toYYYYMM({R.PARTITION_COLUMNS[table]})" in ddl
+
+
+def _columns(table: str, rows: list[tuple]) -> list:
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+def test_out_of_range_names_each_row_that_does_not_fit_its_column() -> None:
+    event = _event("page_view", {"url": "/", "load_time_ms": 10})
+    good = R.event_row(event, None, ingested_at=NOW)
+    cols = R.TABLE_COLUMNS[R.TOUCHPOINT_EVENTS]
+    load, wait = cols.index("load_time_ms"), cols.index("wait_s")
+
+    def with_(position: int, value: object) -> tuple:
+        row = list(good)
+        row[position] = value
+        return tuple(row)
+
+    rows = [good, with_(load, 10**15), good, with_(wait, 1e300), with_(wait, float("nan")),
+            with_(load, 2**31 - 1), with_(cols.index("occurred_at"), -1)]
+    bad = R.out_of_range(R.TOUCHPOINT_EVENTS, _columns(R.TOUCHPOINT_EVENTS, rows))
+    assert sorted(bad) == [1, 3, 6]
+    assert "load_time_ms" in bad[1] and "Int32" in bad[1]
+    assert "wait_s" in bad[3] and "Float32" in bad[3]
+    assert R.out_of_range(R.TOUCHPOINT_EVENTS, _columns(R.TOUCHPOINT_EVENTS, [good])) == {}
+
+
+def _alert_at(moment: datetime, n: int) -> tuple:
+    alert = decode_alert(Alert(
+        alert_id=f"a{n}", rule="r", kind=AlertKind.support, customer_id="c", event_time=moment,
+        emitted_at=moment, experience_score=50, churn_risk=0.5, action="x",
+    ).to_json())
+    return R.alert_row(alert, ingested_at=NOW)
+
+
+def test_rows_of_one_month_stay_one_insert() -> None:
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    rows = [_alert_at(start + timedelta(minutes=n), n) for n in range(500)]
+    assert R.split_by_partition(R.ALERTS, rows) == [list(range(500))]
+
+
+def test_rows_of_120_months_are_split_into_inserts_of_at_most_100_months() -> None:
+    rows = [_alert_at(datetime(2010 + n // 12, n % 12 + 1, 15, tzinfo=timezone.utc), n)
+            for n in range(120)]
+    rows.reverse()
+    groups = R.split_by_partition(R.ALERTS, rows)
+    assert sorted(i for g in groups for i in g) == list(range(120))
+    position = R.TABLE_COLUMNS[R.ALERTS].index("event_time")
+    months = [{datetime.fromtimestamp(rows[i][position], timezone.utc).strftime("%Y%m")
+               for i in g} for g in groups]
+    assert [len(m) for m in months] == [100, 20]
+    assert R.split_by_partition(R.ALERTS, rows, limit=1000) == [list(range(120))]
+    assert len(R.split_by_partition(R.ALERTS, rows, limit=1)) == 120

@@ -42,3 +42,20 @@ def test_a_malformed_clickhouse_url_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError) as raised:
         ClickHouseParams.from_url("clickhouse://user:s3cret@host:notaport/db")
     assert "s3cret" not in str(raised.value)
+
+
+def test_the_sink_dead_letter_topic_is_a_setting_namespaced_and_created(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cxsignals.settings import namespaced_env
+    from cxsignals.topics_cmd import TOPIC_MAX_MESSAGE_BYTES, topic_specs
+
+    assert Settings().sink_config().topics.sink_dead_letters == "cx.sink.dlq"
+    monkeypatch.setenv("CX_TOPIC_SINK_DLQ", "ops.sink.rejects")
+    settings = Settings()
+    assert settings.sink_config().topics.sink_dead_letters == "ops.sink.rejects"
+    (spec,) = [s for s in topic_specs(settings) if s.name == "ops.sink.rejects"]
+    assert spec.config["max.message.bytes"] == TOPIC_MAX_MESSAGE_BYTES  # holds any record
+    env = namespaced_env("p1", kafka_bootstrap="k:1", clickhouse_url="clickhouse://h:1/cx",
+                         database="d", state_dir=Path("/tmp/s"))
+    assert env["CX_TOPIC_SINK_DLQ"] == "p1.sink.dlq"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from aiokafka import ConsumerRecord
 
 from sinks.config import SinkConfig
@@ -68,3 +69,50 @@ def test_row_builder_stores_alerts_from_the_alert_topics() -> None:
     assert name == ALERTS
     assert as_dict(name, row)["alert_id"] == alert.alert_id
     assert len(row) == len(TABLE_COLUMNS[ALERTS])
+
+
+def test_a_rejected_row_becomes_a_sink_dead_letter_with_its_record_and_the_error() -> None:
+    from sinks.clickhouse import Rejected
+    from sinks.consumer import sink_dead_letter
+    from streams.core.deadletter import parse_dead_letter_headers
+
+    original = [("trace-id", b"t-1"), ("cx-error-code", b"processing_error")]
+    record = _record("cx.alerts.support", b'{"alert_id":"a"}', original, offset=42)
+    now = datetime(2026, 11, 23, 10, 15, tzinfo=timezone.utc)
+    key, value, headers = sink_dead_letter(
+        record, Rejected(ALERTS, 3, 321, "column event_time: -1 is outside DateTime"),
+        received_at=now)
+    assert (key, value) == (b"k", b'{"alert_id":"a"}')
+    found = dict(headers)
+    assert found["trace-id"] == b"t-1"  # the record's own headers stay, the pipeline's go
+    assert found["cx-error-code"] == b"clickhouse_rejected"
+    assert found["cx-sink-table"] == b"alerts" and found["cx-clickhouse-code"] == b"321"
+    info = parse_dead_letter_headers(headers)
+    assert (info.source_topic, info.source_partition, info.source_offset) == (
+        "cx.alerts.support", 1, 42)
+    assert info.message is not None and "event_time" in info.message
+    assert info.received_at == now
+
+
+def test_a_stuck_dependency_logs_rarely_and_health_names_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from sinks.consumer import STUCK_LOG_EVERY_S, Stuck
+    from streams.health import Health
+
+    clock = [0.0]
+    health = Health()
+    stuck = Stuck("clickhouse", health, clock=lambda: clock[0])
+    with caplog.at_level(logging.INFO, logger="sinks.consumer"):
+        for _ in range(600):  # ten minutes of attempts one second apart
+            stuck.failed("cannot connect to ClickHouse: refused", 1.0)
+            clock[0] += 1.0
+        assert health.problems() == {"clickhouse": "cannot connect to ClickHouse: refused"}
+        stuck.ok()
+    lines = [r for r in caplog.records if r.name == "sinks.consumer"]
+    assert len(lines) == 600 // STUCK_LOG_EVERY_S + 1
+    assert "stuck for 0s" in lines[0].getMessage()
+    assert "is back after 600s" in lines[-1].getMessage()
+    assert health.ok

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from schemas.event_records import Event, from_model
 from schemas.events import (
     EVENT_MODELS,
+    FLOAT32_MAX,
+    INT32_MAX,
+    INT64_MAX,
     SURVEY_SCALES,
     Channel,
     JourneyStage,
@@ -70,7 +73,7 @@ PROPERTIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "page_view": st.fixed_dictionaries(
         {"url": st.text(min_size=1, max_size=100)},
         optional={
-            "load_time_ms": st.integers(0, 10**7),
+            "load_time_ms": st.integers(0, INT32_MAX),  # the Int32 column's maximum
             "http_status": st.integers(100, 599),
             "product_id": ids,
         },
@@ -80,7 +83,7 @@ PROPERTIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "cart_abandon": st.fixed_dictionaries(
         {"cart_id": ids, "cart_value": money, "currency": currency},
-        optional={"items": st.integers(0, 1000)},
+        optional={"items": st.integers(0, INT64_MAX)},
     ),
     "purchase": st.fixed_dictionaries(
         {"order_id": ids, "order_value": money, "currency": currency}, optional={"cart_id": ids}
@@ -94,7 +97,7 @@ PROPERTIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     ),
     "support_contact": st.fixed_dictionaries(
         {"contact_id": ids, "reason": st.text(min_size=1, max_size=60), "resolved": st.booleans()},
-        optional={"wait_s": st.floats(0, 1e6, allow_nan=False, allow_infinity=False)},
+        optional={"wait_s": st.floats(0, FLOAT32_MAX, allow_nan=False, allow_infinity=False)},
     ),
     "survey_answer": st.sampled_from(sorted(SURVEY_SCALES)).flatmap(
         lambda survey: st.fixed_dictionaries(
