@@ -32,20 +32,22 @@ from tests.integration.conftest import Stack, clickhouse_client
 log = logging.getLogger("chaos")
 
 
-def traffic(events: int, customers: int, seed: int) -> list[SimMessage]:
+def traffic(events: int, customers: int, seed: int) -> tuple[datetime, list[SimMessage]]:
     """Seeded simulator traffic, all of it in the past (event time 0.5 s apart on average, so
-    event time runs ahead of wall time like a backfill), without the events known only by an
-    anonymous id (their customer depends on cross-partition timing: see streams/recompute.py)."""
+    event time runs ahead of wall time like a backfill; it starts at a midnight UTC, so the
+    same seed gives the same messages all day), without the events known only by an anonymous
+    id (their customer depends on cross-partition timing: see streams/recompute.py). Returns
+    the start and the messages."""
     gap_s = 0.5
-    start = (datetime.now(timezone.utc) - timedelta(seconds=events * gap_s * 1.5 + 3600)
-             ).replace(microsecond=0)
+    start = (datetime.now(timezone.utc) - timedelta(seconds=events * gap_s * 1.5, days=1)
+             ).replace(hour=0, minute=0, second=0, microsecond=0)
     kept = []
     for message in generate(SimConfig(customers=customers, seed=seed, start=start,
                                       total_events=events, event_gap_s=gap_s, bad_share=0.01)):
         if not message.is_bad and orjson.loads(message.value).get("customer_id") is None:
             continue
         kept.append(message)
-    return kept
+    return start, kept
 
 
 def worker_env(stack: Stack, **extra: str) -> dict[str, str]:

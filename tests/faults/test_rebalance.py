@@ -52,14 +52,15 @@ def _rebalance_cycles(stack: Stack, start_worker: Callable[..., WorkerProcess],
                       seed: int) -> None:
     started = time.monotonic()
     stack.extra_env["CX_TOUCHPOINT_PARTITIONS"] = "4"
-    messages = traffic(events, customers, seed)
+    start, messages = traffic(events, customers, seed)
     worker = start_worker(**worker_env(stack, CX_STATE_DIR=str(stack.tmp / "state-0")))
     start_sink()
     publisher = PacedPublisher(stack, messages, rate_per_s)
     publisher.start()
     publish_s = len(messages) / rate_per_s
     lines = [f"rebalance 1 -> 2 -> 1 x{cycles}: {len(messages)} messages, {customers} "
-             f"customers, seed {seed}, {rate_per_s:.0f}/s, 4 partitions"]
+             f"customers, seed {seed}, start {start:%Y-%m-%dT%H:%M:%SZ}, {rate_per_s:.0f}/s, "
+             "4 partitions"]
     t0 = time.monotonic()
     scored = 0.0
     cycle_s = publish_s / cycles
@@ -97,6 +98,8 @@ def _rebalance_cycles(stack: Stack, start_worker: Callable[..., WorkerProcess],
     want = comparable(state)
     assert (view["score"], view["risk"], view["purchases"], view["watermark"]) == (
         want["score"], want["risk"], want["purchases"], want["watermark"])
+    text = cli("state", "show", customer)
+    assert text.returncode == 0 and f"score {state.score:.2f}" in text.stdout  # type: ignore[attr-defined]
     absent = cli("state", "show", "c-never-seen")
     assert absent.returncode == 1 and "no state" in absent.stderr  # type: ignore[attr-defined]
     lines.append(f"  total {time.monotonic() - started:.0f} s")
