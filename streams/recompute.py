@@ -61,6 +61,8 @@ class Recomputed:
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # customer id -> the latest score update as a dict, without updated_at
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # customer id -> how many score updates were published for it
+    score_counts: dict[str, int] = field(default_factory=dict)
     valid_event_ids: set[str] = field(default_factory=set)
     invalid: int = 0
     duplicates: int = 0
@@ -99,6 +101,7 @@ def recompute(engine: Engine, values: Iterable[bytes | None], config: WorkerConf
             out.alerts[alert.alert_id] = alert_payload(alert.to_json())
         if outcome.score_update is not None:
             out.scores[customer] = score_payload(outcome.score_update.to_json())
+            out.score_counts[customer] = out.score_counts.get(customer, 0) + 1
     return out
 
 

@@ -219,12 +219,20 @@ def verify(stack: Stack, expected: Recomputed) -> Verdict:
 
     # Latest score update per customer (the last record of its key).
     latest: dict[str, dict[str, Any]] = {}
+    history: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
     for record in read_topic(stack, settings.topic_scores):
-        latest[record.key.decode()] = score_payload(record.value)
+        customer = record.key.decode()
+        latest[customer] = score_payload(record.value)
+        history.setdefault(customer, []).append((record.partition, record.offset,
+                                                 latest[customer]))
     if latest != expected.scores:
         differ = [c for c in expected.scores if latest.get(c) != expected.scores[c]]
         problems.append(f"latest score update differs for {len(differ)} customers, e.g. "
                         f"{differ[:3]}; {len(set(latest) - set(expected.scores))} unexpected")
+        for customer in differ[:3]:
+            problems.append(f"  {customer}: expected {expected.score_counts.get(customer)} "
+                            f"updates, the last {expected.scores[customer]}")
+            problems.extend(f"    live [{p}]@{o}: {u}" for p, o, u in history.get(customer, []))
 
     # States: the changelog's last record per customer (what a restarted worker restores).
     entries = read_changelog(stack.endpoints.kafka_bootstrap, changelog_topic(settings.app_id))

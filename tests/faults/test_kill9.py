@@ -83,6 +83,7 @@ def test_kill9_worker_and_sink_twice_each_lose_and_corrupt_nothing(
 
 
 @pytest.mark.chaos
+@pytest.mark.timeout(1800)
 def test_kill9_loop_200k_events_five_kills_each(
     stack: Stack, start_worker: Callable[..., WorkerProcess],
     start_sink: Callable[..., WorkerProcess],

@@ -119,6 +119,7 @@ def test_rebalance_one_two_one_loses_and_repeats_nothing(
 
 
 @pytest.mark.chaos
+@pytest.mark.timeout(1800)
 def test_rebalance_one_two_one_five_cycles(
     stack: Stack, start_worker: Callable[..., WorkerProcess],
     start_sink: Callable[..., WorkerProcess], cli: Callable[..., object],
