@@ -199,7 +199,7 @@ def verify(stack: Stack, expected: Recomputed) -> Verdict:
     records = [r for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support)
                for r in read_topic(stack, topic)]
     v.alert_records = len(records)
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for record in records:
         payload = alert_payload(record.value)
         alert_id = payload["alert_id"]
@@ -241,12 +241,20 @@ def verify(stack: Stack, expected: Recomputed) -> Verdict:
     if set(live) != set(expected.states):
         problems.append(f"changelog customers: {len(set(expected.states) - set(live))} missing, "
                         f"{len(set(live) - set(expected.states))} unexpected")
-    mismatched = Counter()
+    mismatched: Counter[str] = Counter()
+    examples: list[str] = []
     for customer, state in expected.states.items():
         if customer in live:
-            mismatched.update(state_differences(live[customer], state))
+            fields = state_differences(live[customer], state)
+            mismatched.update(fields)
+            if fields and len(examples) < 5:
+                got = live[customer]
+                examples.append(f"  {customer}: changelog has {len(got.seen)} events up to "
+                                f"{got.watermark}, expected {len(state.seen)} up to "
+                                f"{state.watermark}")
     if mismatched:
         problems.append(f"state fields differing (customers per field): {dict(mismatched)}")
+        problems.extend(examples)
     return v
 
 
