@@ -38,7 +38,7 @@ from tests.faults.chaos_support import (
     write_report,
 )
 from tests.integration.conftest import Stack, WorkerProcess
-from tests.integration.services import http_get
+from tests.integration.services import http_get, wait_until
 
 
 def _metric(worker: WorkerProcess, name: str) -> float:
@@ -72,9 +72,12 @@ def _rebalance_cycles(stack: Stack, start_worker: Callable[..., WorkerProcess],
             stack, CX_STATE_DIR=str(stack.tmp / f"state-{cycle + 1}")))
         joined_s = time.monotonic() - t0
         lines.append(f"  t={joined_s:6.1f} s worker {cycle + 1} joined (ready)")
-        time.sleep(max(8.0, (cycle + 0.6) * cycle_s - joined_s))
+        wait_until(lambda: _metric(second, "cx_events_processed_total") > 0, 120,  # noqa: B023
+                   f"worker {cycle + 1} to score its first event")
+        lines.append(f"  t={time.monotonic() - t0:6.1f} s worker {cycle + 1} scored its first "
+                     "event")
+        time.sleep(max(8.0, (cycle + 0.6) * cycle_s - (time.monotonic() - t0)))
         assert _metric(worker, "cx_rebalances_total") >= 2, "no rebalance on the older worker"
-        assert _metric(second, "cx_events_processed_total") > 0, "the new worker scored nothing"
         scored += _metric(worker, "cx_events_processed_total")
         worker.stop()
         lines.append(f"  t={time.monotonic() - t0:6.1f} s worker {cycle} stopped (SIGTERM, exit "
