@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.validate_cmd",
     "cxsignals.schema_cmd",
     "cxsignals.dlq_cmd",
+    "cxsignals.state_cmd",
 )
 
 
