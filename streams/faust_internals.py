@@ -523,6 +523,12 @@ class BatchSender:
     def __init__(self, app: faust.App) -> None:
         self.app = app
         self._round_robin = 0
+        # Turns that keep concurrent calls in call order: aiokafka's accumulator does not
+        # (a caller waiting for a full partition queue is re-checked after the drain, and a
+        # later caller may append first). A call waits for the previous call to reserve its
+        # partitions' turns, and each partition's batch for the previous holder of the turn.
+        self._call_turn: asyncio.Future[None] | None = None
+        self._turns: dict[tuple[str, int], asyncio.Future[None]] = {}
 
     def _producer(self) -> Any:
         return cast(Any, self.app.producer)._ensure_producer()
@@ -535,6 +541,22 @@ class BatchSender:
         return len(partitions)
 
     async def send(self, records: Sequence[OutRecord]) -> list[Delivery]:
+        """Hand ``records`` over; concurrent calls reach each partition in call order."""
+        loop = asyncio.get_running_loop()
+        previous_call, my_call = self._call_turn, loop.create_future()
+        self._call_turn = my_call
+        try:
+            if previous_call is not None:
+                await asyncio.shield(previous_call)
+            return await self._send(records, my_call)
+        finally:
+            if not my_call.done():
+                my_call.set_result(None)
+            if self._call_turn is my_call:
+                self._call_turn = None
+
+    async def _send(self, records: Sequence[OutRecord],
+                    my_call: asyncio.Future[None]) -> list[Delivery]:
         producer = self._producer()
         groups: dict[tuple[str, int], list[int]] = {}
         counts: dict[str, int] = {}
@@ -577,15 +599,33 @@ class BatchSender:
                 in_batch.append(index)
             batches.append((batch, in_batch))
             built.append((topic, partition, batches))
+        # Reserve every partition's turn now, then let the next call reserve its own.
+        loop = asyncio.get_running_loop()
+        turns = []
+        for topic, partition, _batches in built:
+            tp = (topic, partition)
+            mine = loop.create_future()
+            turns.append((self._turns.get(tp), mine))
+            self._turns[tp] = mine
+        my_call.set_result(None)
         per_partition = await asyncio.gather(*(
-            self._submit_in_order(producer, topic, partition, batches)
-            for topic, partition, batches in built))
+            self._submit_in_order(producer, topic, partition, batches, previous, mine)
+            for (topic, partition, batches), (previous, mine) in zip(built, turns, strict=True)))
         return [delivery for deliveries in per_partition for delivery in deliveries]
 
     async def _submit_in_order(self, producer: Any, topic: str, partition: int,
-                               batches: list[tuple[Any, list[int]]]) -> list[Delivery]:
-        return [await self._submit(producer, batch, topic, partition, indices)
-                for batch, indices in batches]
+                               batches: list[tuple[Any, list[int]]],
+                               previous: asyncio.Future[None] | None,
+                               mine: asyncio.Future[None]) -> list[Delivery]:
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            return [await self._submit(producer, batch, topic, partition, indices)
+                    for batch, indices in batches]
+        finally:
+            mine.set_result(None)
+            if self._turns.get((topic, partition)) is mine:
+                del self._turns[(topic, partition)]
 
     async def _submit(self, producer: Any, batch: Any, topic: str, partition: int,
                       indices: list[int]) -> Delivery:

@@ -14,9 +14,9 @@ Then, in this order (a durable phase, which runs while the next fetch is scored)
    to the producer, as one record batch per topic partition, and the phase waits until the
    broker has each one;
 2. at a checkpoint (``checkpoint_s`` after the last, or ``checkpoint_events`` later), once the
-   previous phase is durable: every state changed since the last checkpoint is written once
-   per customer (RocksDB and changelog) with every new identity link, and the phase waits for
-   the changelog records;
+   previous phase is durable: every state changed since the last checkpoint goes to the
+   changelog once per customer, with every new identity link, and once the broker has them
+   they are stored in RocksDB (never ahead of the changelog);
 3. the offsets of every fetch up to the checkpoint are acked (Faust's commit loop commits them).
 
 Alerts therefore leave with their fetch, while a customer seen many times between checkpoints
@@ -126,6 +126,8 @@ class ScoringPipeline:
         self.keyed_topic = keyed_topic
         self.limits = limits
         self._links: dict[str, tuple[str, int]] = {}  # anonymous id -> (customer, partition)
+        # Links handed to the changelog but not stored locally yet.
+        self._links_in_flight: dict[str, tuple[str, int]] = {}
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
         self._lag = metrics.BatchObserver(metrics.processing_lag)
@@ -196,8 +198,9 @@ class ScoringPipeline:
             identities = self.identities
             for anonymous, (customer, partition) in self._links.items():
                 key, value = anonymous.encode(), customer.encode()
-                identities.put(partition, key, value)  # visible to the next lookup at once
                 link_records.append(identities.changelog_record(partition, key, value))
+                # stored once the changelog has it; looked up from here meanwhile
+                self._links_in_flight[anonymous] = (customer, partition)
             self._links = {}
             acks, self._unacked = self._unacked, []
         if not (outputs or writes or link_records or acks):
@@ -234,6 +237,14 @@ class ScoringPipeline:
         customer_id, link = resolve(result, self._linked_customer)
         if link is not None:
             self._remember_link(link[0], link[1], record.partition)
+        elif result.customer_id is None and customer_id != result.anonymous_id:
+            # A visitor's event that followed a link: if it was scored as the visitor's own
+            # before the link was learnt (this is a redelivery), it is a duplicate.
+            anonymous = result.anonymous_id
+            home = customer_partition(anonymous, limits.partitions)
+            if home == record.partition and self.processor.has_seen(anonymous, home, result):
+                metrics.duplicates_skipped.inc()
+                return
         partition = customer_partition(customer_id, limits.partitions)
         if partition != record.partition and not keyed:
             outputs.append(Output(self.keyed_topic, customer_id.encode(), record.value,
@@ -278,7 +289,7 @@ class ScoringPipeline:
     # -- identity links -------------------------------------------------------------------------
 
     def _linked_customer(self, anonymous_id: str) -> str | None:
-        pending = self._links.get(anonymous_id)
+        pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
         if pending is not None:
             return pending[0]
         linked = self.identities.get_any(anonymous_id.encode())
@@ -306,20 +317,29 @@ class ScoringPipeline:
             await self._deliver("send", outputs, _no_delivery)
         if previous is not None:
             await previous
-        records = link_records
+        records = list(link_records)
         states, identities = self.states, self.identities
         for write in writes:
-            key = write.customer_id.encode()
-            states.put(write.partition, key, write.value)
-            records.append(states.changelog_record(write.partition, key, write.value))
+            records.append(states.changelog_record(write.partition, write.customer_id.encode(),
+                                                   write.value))
         if records:
             def delivered(delivery: Delivery) -> None:
                 states.delivered(delivery)
                 identities.delivered(delivery)
 
             await self._deliver("state", records, delivered)
+            # Stored locally only once the changelog has them: a kill -9 in between leaves the
+            # local store behind the changelog (recovery replays it), never ahead of it (the
+            # redelivered events would be seen as duplicates and never reach the changelog).
+            in_flight = self._links_in_flight
+            for record in link_records:
+                identities.put(record.partition, record.key, record.value)
+                anonymous = record.key.decode()
+                if in_flight.get(anonymous, (None,))[0] == record.value.decode():
+                    del in_flight[anonymous]
             processor = self.processor
             for write in writes:
+                states.put(write.partition, write.customer_id.encode(), write.value)
                 processor.written(write)
             states.persist_offsets()
             identities.persist_offsets()

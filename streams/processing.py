@@ -20,7 +20,7 @@ from schemas.alerts import AlertKind
 from schemas.topics import TopicNames
 from streams import metrics
 from streams.core.engine import Engine, Outcome
-from streams.core.state import CustomerState
+from streams.core.state import CustomerState, event_id_hash
 from streams.deadlines import DeadlineIndex
 from streams.expiry import ExpiryIndex, last_active_s
 
@@ -143,6 +143,11 @@ class Processor:
             self._changes += 1
             self._dirty[customer_id] = (None, partition, self._changes)
             self._applied[customer_id] = []
+
+    def has_seen(self, customer_id: str, partition: int, event: Any) -> bool:
+        """Whether the customer's state has already applied ``event`` (by its id)."""
+        state = self._load(customer_id, partition)
+        return state is not None and event_id_hash(event.event_id) in state.seen
 
     def process(self, customer_id: str, partition: int, event: Any,
                 now: datetime) -> Outcome | None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-import pytest
-
 from streams.faust_internals import BatchSender
 from streams.processing import Output
 from tests.integration.conftest import Stack
@@ -63,10 +61,6 @@ async def _send_in_phases(bootstrap: str, topic: str) -> list[int]:
         await consumer.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "streams/faust_internals.py BatchSender.send: concurrent calls (overlapping durable phases) "
-    "may append their batches for one partition out of call order; fix: chain submissions per "
-    "topic partition in call order"))
 def test_records_of_overlapping_durable_phases_keep_their_order(stack: Stack) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 

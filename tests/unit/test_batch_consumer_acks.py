@@ -60,6 +60,15 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
         transport=SimpleNamespace(app=SimpleNamespace(should_stop=False)),
     )
     fake._split = partial(BatchConsumer._split, fake)
+    fake._finishing = False
+    fake.skipped_starts = partial(BatchConsumer.skipped_starts, fake)
+    fake._seek_back_skipped = partial(BatchConsumer._seek_back_skipped, fake)
+    fake.sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        fake.sought.append((tp, offset))
+
+    fake.seek = seek
     fake.assignment = lambda: {SOURCE, CHANGELOG}
     fake.ack_range = partial(BatchConsumer.ack_range, fake)
     pending = list(fetches)

@@ -3,11 +3,11 @@ to a customer was learnt between its first delivery and the redelivery (a kill -
 checkpoint that stored the link, before Faust committed the offsets; or a rebalance that hands
 the partition over from an older commit).
 
-Today the redelivered event resolves to the linked customer, whose state has never seen it, so
-it is scored a second time (it was first scored as the anonymous id's own state): the customer's
-counts and score move, and alerts an uninterrupted run never raises can be emitted. Found by the
-offline recomputation (tests/unit/test_recompute.py traffic with anonymous visitors, replayed
-from a crash point: one extra alert in 3,000 events).
+Before the fix, the redelivered event resolved to the linked customer, whose state had never
+seen it, so it was scored a second time (it was first scored as the anonymous id's own state):
+the customer's counts and score moved, and alerts an uninterrupted run never raises could be
+emitted. Found by the offline recomputation (tests/unit/test_recompute.py traffic with
+anonymous visitors, replayed from a crash point: one extra alert in 3,000 events).
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from streams.partitioner import customer_partition
 from tests.unit.test_pipeline import KEYED, PARTITIONS, TOPICS, _event, _fetch, _Harness
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "streams/pipeline.py ScoringPipeline._one resolves a redelivered anonymous event to the "
-    "customer linked since its first delivery and scores it again; fix: before following a "
-    "link, skip the event when the anonymous id's own state has it as seen"))
 def test_an_anonymous_event_redelivered_after_its_link_was_learnt_is_not_scored_again() -> None:
     h = _Harness()
     customer = "c-stitched"
@@ -43,12 +39,6 @@ def test_an_anonymous_event_redelivered_after_its_link_was_learnt_is_not_scored_
     assert forwarded == [], "the redelivered event was forwarded to be scored for the customer"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "streams/pipeline.py ScoringPipeline._durable puts a state into RocksDB before its "
-    "changelog record is delivered; after a kill -9 in between, the local state is ahead of "
-    "the changelog, the redelivered events are duplicates, the state is never written again, "
-    "and the offsets are committed past events the changelog does not hold; fix: put into "
-    "RocksDB only after the changelog delivery (before Processor.written)"))
 def test_a_state_stored_locally_but_not_in_the_changelog_reaches_the_changelog_on_redelivery(
 ) -> None:
     """kill -9 between the RocksDB put and the changelog acknowledgement: the restarted worker
