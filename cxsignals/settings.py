@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(1000, ge=1)
     # Checkpoints: states written once per customer, offsets acked (after the outputs).
     checkpoint_interval_ms: int = Field(1000, ge=1)
+    # A worker that stops answering (kill -9, lost host) loses its partitions after this long.
+    session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
@@ -115,7 +117,7 @@ class Settings(BaseSettings):
             grace_s=self.grace_s, half_life_days=self.half_life_days,
             score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
             state_cache_customers=self.state_cache_customers,
-            state_ttl_days=self.state_ttl_days,
+            state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
         )
 
     def sink_config(self) -> SinkConfig:

@@ -93,6 +93,10 @@ def _faust_app(config: WorkerConfig) -> faust.App:
         producer_max_batch_size=config.producer_batch_bytes,
         broker_max_poll_records=config.batch_max_events,
         broker_commit_interval=1.0,
+        # A worker that died without leaving the group (kill -9, lost host) holds its
+        # partitions until the session times out: Faust's default is 60 s.
+        broker_session_timeout=config.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, config.session_timeout_s / 3),
         table_cleanup_interval=300.0,
         logging_config=None,
     )

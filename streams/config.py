@@ -39,6 +39,8 @@ class WorkerConfig:
     # How often idle customers' deadlines (cart recovery, deferred alerts) are checked.
     tick_interval_s: float = 5.0
     state_cache_customers: int = 10_000
+    # How long the group waits for a silent worker before moving its partitions.
+    session_timeout_s: float = 10.0
     # Customers inactive this long are deleted (0: kept for ever).
     state_ttl_days: float = 400.0
 
