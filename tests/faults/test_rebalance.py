@@ -86,7 +86,7 @@ def _rebalance_cycles(stack: Stack, start_worker: Callable[..., WorkerProcess],
     drained_s = wait_drained(stack, 240)
     scored += _metric(worker, "cx_events_processed_total")
     lines.append(f"  published in {time.monotonic() - t0:.1f} s, drained {drained_s:.1f} s "
-                 f"later; events scored by all workers {scored:.0f}")
+                 f"later; events scored by all workers >= {scored:.0f}")
     expected = expected_outcome(stack)
     verdict = verify(stack, expected)
     lines.append("  " + verdict.summary())
@@ -107,7 +107,8 @@ def _rebalance_cycles(stack: Stack, start_worker: Callable[..., WorkerProcess],
     lines.append(f"  total {time.monotonic() - started:.0f} s")
     write_report(stack, "rebalance", lines)
     assert expected.alerts, "the traffic raised no alert: the test would prove nothing"
-    assert scored >= len(expected.valid_event_ids) - expected.duplicates
+    # (``scored`` reads each stopped worker's counter shortly before its stop, so it may miss
+    # the last few events: every event being scored is what the states' equality proves.)
     assert not verdict.problems, "\n".join(verdict.problems)
 
 
