@@ -264,3 +264,14 @@ def write_report(stack: Stack, name: str, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return path
+
+
+def conclude(stack: Stack, name: str, lines: list[str], expected: Recomputed,
+             verdict: Verdict, started_s: float) -> None:
+    """Write the run's figures, then fail on any difference from the recomputation."""
+    lines.append("  " + verdict.summary())
+    lines.extend(f"  PROBLEM: {p}" for p in verdict.problems)
+    lines.append(f"  total {time.monotonic() - started_s:.0f} s")
+    write_report(stack, name, lines)
+    assert expected.alerts, "the traffic raised no alert: the test would prove nothing"
+    assert not verdict.problems, "\n".join(verdict.problems)

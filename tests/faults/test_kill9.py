@@ -17,12 +17,12 @@ import pytest
 
 from tests.faults.chaos_support import (
     PacedPublisher,
+    conclude,
     expected_outcome,
     traffic,
     verify,
     wait_drained,
     worker_env,
-    write_report,
 )
 from tests.integration.conftest import Stack, WorkerProcess
 
@@ -64,13 +64,7 @@ def _kill9_loop(stack: Stack, start_worker: Callable[..., WorkerProcess],
     drained_s = wait_drained(stack, drain_timeout_s)
     lines.append(f"  drained {drained_s:.1f} s after the last message")
     expected = expected_outcome(stack)
-    verdict = verify(stack, expected)
-    lines.append("  " + verdict.summary())
-    lines.extend(f"  PROBLEM: {p}" for p in verdict.problems)
-    lines.append(f"  total {time.monotonic() - started:.0f} s")
-    write_report(stack, "kill9", lines)
-    assert expected.alerts, "the traffic raised no alert: the test would prove nothing"
-    assert not verdict.problems, "\n".join(verdict.problems)
+    conclude(stack, "kill9", lines, expected, verify(stack, expected), started)
 
 
 def test_kill9_worker_and_sink_twice_each_lose_and_corrupt_nothing(

@@ -12,7 +12,7 @@ import orjson
 
 from streams.core.deadletter import original_value
 from tests.integration.conftest import Stack, WorkerProcess, consume_all
-from tests.integration.services import http_get, wait_until
+from tests.integration.services import wait_until
 from tests.journeys import make_event
 
 
@@ -33,10 +33,6 @@ def _publish(stack: Stack, messages: list[tuple[bytes, bytes]], **config: object
     finally:
         producer.close()
 
-
-def _metric(worker: WorkerProcess, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in http_get(worker.metrics_url).splitlines()
-               if line.startswith(name))
 
 
 def _alerts(stack: Stack, expect: int) -> list[dict[str, object]]:
@@ -68,7 +64,7 @@ def test_a_4_mb_event_sent_compressed_is_dead_lettered_whole_and_alerts_keep_flo
     assert headers["cx-error-code"] == b"too_large"
     assert headers["cx-value-encoding"] == b"gzip"
     assert original_value(letter.value, letter.headers) == big  # type: ignore[attr-defined]
-    assert _metric(worker, "cx_batch_retries_total") == 0
+    assert worker.metric("cx_batch_retries_total") == 0
 
 
 def test_a_clock_20_h_ahead_is_dead_lettered_and_never_makes_real_events_late(
@@ -92,9 +88,9 @@ def test_a_clock_20_h_ahead_is_dead_lettered_and_never_makes_real_events_late(
     alerts = _alerts(stack, expect=2)
     assert sorted((a["customer_id"], a["rule"]) for a in alerts) == [
         ("fast", "detractor_follow_up"), ("skewed", "detractor_follow_up")]
-    wait_until(lambda: _metric(worker, "cx_events_processed_total") >= 5, 30,
+    wait_until(lambda: worker.metric("cx_events_processed_total") >= 5, 30,
                "the five accepted events to be scored")
-    assert _metric(worker, "cx_late_events_dropped_total") == 0
+    assert worker.metric("cx_late_events_dropped_total") == 0
     letters = consume_all(stack.endpoints.kafka_bootstrap, stack.settings().topic_dlq,
                           expect=1, timeout_s=30, settle_s=1)
     assert [dict(r.headers)["cx-error-code"] for r in letters] == [  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from tests.integration.conftest import (
     consume_all,
     publish,
 )
-from tests.integration.services import http_get, wait_until
+from tests.integration.services import wait_until
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -47,10 +47,6 @@ def _alert(alert_id: str, event_time: datetime) -> tuple[bytes, bytes]:
     }
     return b"c-x", json.dumps(alert).encode()
 
-
-def _metric(url: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in http_get(url).splitlines()
-               if line.startswith(name))
 
 
 def _committed_to_the_end(stack: Stack, topics: list[str]) -> bool:
@@ -116,8 +112,7 @@ def test_poison_values_and_rows_never_halt_the_sink(
     assert headers["cx-source-topic"] == settings.topic_alerts_support.encode()
     assert headers["cx-source-offset"] == b"0"
     assert b"event_time" in headers["cx-error-message"]
-    assert _metric(sink.metrics_url, 'cx_sink_dead_lettered_rows_total{code="321",table="alerts"}'
-                   ) == 1
+    assert sink.metric("cx_sink_dead_lettered_rows_total", 'code="321"', 'table="alerts"') == 1
 
     topics = [settings.topic_touchpoints, settings.topic_alerts_support]
     wait_until(lambda: _committed_to_the_end(stack, topics), 30,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from tests.integration.conftest import Stack, WorkerProcess, consume_all, publish
-from tests.integration.services import http_get, wait_until
+from tests.integration.services import wait_until
 from tests.journeys import make_event
 
 TTL_S = 20.0
@@ -22,10 +22,6 @@ def _view(customer: str, n: int) -> tuple[bytes, bytes]:
     return customer.encode(), json.dumps(event.model_dump(mode="json", exclude_none=True)).encode()
 
 
-def _metric(worker: WorkerProcess, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in http_get(worker.metrics_url).splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
-
 
 def test_inactive_customers_are_tombstoned_and_active_ones_kept(
     stack: Stack, start_worker: Callable[..., WorkerProcess]
@@ -35,7 +31,7 @@ def test_inactive_customers_are_tombstoned_and_active_ones_kept(
     topic = stack.settings().topic_touchpoints
     bootstrap = stack.endpoints.kafka_bootstrap
     publish(bootstrap, topic, [_view("idle", 0), _view("busy", 0)])
-    wait_until(lambda: _metric(worker, "cx_events_processed_total") >= 2, 30, "two events")
+    wait_until(lambda: worker.metric("cx_events_processed_total") >= 2, 30, "two events")
     started = time.monotonic()
     n = 0
     # "busy" stays active (an event every 4 s) while "idle" goes stale
@@ -43,22 +39,22 @@ def test_inactive_customers_are_tombstoned_and_active_ones_kept(
         n += 1
         publish(bootstrap, topic, [_view("busy", n)])
         time.sleep(4)
-    assert _metric(worker, "cx_states_expired_total") == 1
+    assert worker.metric("cx_states_expired_total") == 1
     changelog = f"{stack.settings().app_id}-customer-state-changelog"
     records = consume_all(bootstrap, changelog, expect=10_000, timeout_s=10)
     last = {r.key: r.value for r in records}  # type: ignore[attr-defined]
     assert last[b"idle"] is None, "no tombstone for the idle customer"
     assert last[b"busy"] is not None
-    wait_until(lambda: _metric(worker, "cx_customers_in_state") == 1, 20,
+    wait_until(lambda: worker.metric("cx_customers_in_state") == 1, 20,
                "the state-size gauge to count the one customer left")
 
     # A restarted worker recovers without the expired customer: by now "busy" goes stale too,
     # and it is the only one the restarted worker expires (a resurrected "idle" would be two).
     worker.stop()
     restarted = start_worker(CX_STATE_TTL_DAYS=str(TTL_S / 86_400), CX_TICK_INTERVAL_S="1")
-    wait_until(lambda: _metric(restarted, "cx_states_expired_total") >= 1, 60,
+    wait_until(lambda: restarted.metric("cx_states_expired_total") >= 1, 60,
                "the restarted worker to expire the customer who went quiet")
-    wait_until(lambda: _metric(restarted, "cx_customers_in_state") == 0, 30,
+    wait_until(lambda: restarted.metric("cx_customers_in_state") == 0, 30,
                "the state-size gauge to reach 0")
     time.sleep(2)
-    assert _metric(restarted, "cx_states_expired_total") == 1
+    assert restarted.metric("cx_states_expired_total") == 1

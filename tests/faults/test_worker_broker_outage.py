@@ -23,12 +23,11 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 
-import orjson
 import pytest
 
 from tests.faults.private_kafka import PrivateKafka, private_kafka  # noqa: F401 (fixture)
-from tests.integration.conftest import Stack, WorkerProcess, publish
-from tests.integration.services import REPO, free_port, http_get, wait_until
+from tests.integration.conftest import Stack, WorkerProcess, alert_id_counts, publish
+from tests.integration.services import REPO, free_port, wait_until
 from tests.journeys import ALL_JOURNEYS, Journey
 
 # Log lines a worker may write while the broker is away, per second of outage, plus a constant
@@ -39,13 +38,6 @@ from tests.journeys import ALL_JOURNEYS, Journey
 LOG_LINES_PER_OUTAGE_S = 3
 LOG_LINES_CONSTANT = 120
 
-
-def _metric_total(worker: WorkerProcess, name: str) -> float:
-    total = 0.0
-    for line in http_get(worker.metrics_url).splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _cpu_s(pid: int) -> float:
@@ -64,25 +56,7 @@ def _events(journeys: list[Journey]) -> list[tuple[bytes | None, bytes]]:
 
 def _alert_ids(bootstrap: str, stack: Stack, expect: int) -> Counter[str]:
     """Alert ids on both alert topics (read together until ``expect`` arrived, then 1 s more)."""
-    from kafka import KafkaConsumer
-
-    settings = stack.settings()
-    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
-                             bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
-    ids: Counter[str] = Counter()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(ids.values()) < expect:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-        settle = time.monotonic() + 1
-        while time.monotonic() < settle:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-    finally:
-        consumer.close()
-    return ids
+    return alert_id_counts(stack, expect=expect, settle_s=1, bootstrap=bootstrap)
 
 
 def _log_lines(worker: WorkerProcess) -> int:
@@ -98,7 +72,7 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
     before, during, after = (_journeys(stack, tag, 20) for tag in ("before", "during", "after"))
     expected = {a for j in before + during + after for a in j.expected_alert_ids().values()}
     publish(bootstrap, topic, _events(before))
-    wait_until(lambda: _metric_total(worker, "cx_events_processed_total")
+    wait_until(lambda: worker.metric("cx_events_processed_total")
                >= len(_events(before)), 60, "the first events to be scored")
     # Mid-stream: the broker goes while the worker scores and sends these.
     publish(bootstrap, topic, _events(during))
@@ -113,8 +87,8 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
     lines_1, cpu_1 = _log_lines(worker), _cpu_s(worker.proc.pid)
     publish(bootstrap, topic, _events(after))
     total = len(_events(before)) + len(_events(during)) + len(_events(after))
-    wait_until(lambda: _metric_total(worker, "cx_events_processed_total")
-               + _metric_total(worker, "cx_duplicates_skipped_total") >= total, 180,
+    wait_until(lambda: worker.metric("cx_events_processed_total")
+               + worker.metric("cx_duplicates_skipped_total") >= total, 180,
                "every event to be scored after the broker came back")
     recovered_s = time.monotonic() - back_at
     outage_lines = lines_1 - lines_0
@@ -127,10 +101,10 @@ def _outage(stack: Stack, start_worker: Callable[..., WorkerProcess], broker: Pr
           f"{outage_lines} log lines, {len(worker.log().encode()) // 1024} KiB log in all; "
           f"every event scored {recovered_s:.1f} s after the broker was back; alerts "
           f"expected {len(expected)}, missing {len(missing)}, duplicate records {duplicated}; "
-          f"scored {_metric_total(worker, 'cx_events_processed_total'):.0f} of {total}")
+          f"scored {worker.metric('cx_events_processed_total'):.0f} of {total}")
     assert not missing, f"{len(missing)} expected alerts never sent"
     assert set(ids) == expected
-    assert _metric_total(worker, "cx_events_processed_total") == total
+    assert worker.metric("cx_events_processed_total") == total
     bound = LOG_LINES_CONSTANT + LOG_LINES_PER_OUTAGE_S * down_s
     assert outage_lines <= bound, (
         f"{outage_lines} log lines in a {down_s:.0f} s outage (bound {bound:.0f})")
@@ -196,7 +170,7 @@ def test_worker_started_while_the_broker_is_down_waits_then_processes_everything
         events = _events(journeys)
         publish(broker.bootstrap, env["CX_TOPIC_TOUCHPOINTS"], events)
         wait_until(lambda: "Ready" in worker.log(), 60, "the worker to start")
-        wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= len(events),
+        wait_until(lambda: worker.metric("cx_events_processed_total") >= len(events),
                    60, "every event to be scored")
         assert _healthz(port)[0] == 200
         expected = {a for j in journeys for a in j.expected_alert_ids().values()}
@@ -218,7 +192,7 @@ def _sigterm_with_the_broker_down(stack: Stack, broker: PrivateKafka,
     journeys = _journeys(stack, "stop", 20)
     events = _events(journeys)
     publish(broker.bootstrap, topic, events)
-    wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= len(events), 60,
+    wait_until(lambda: worker.metric("cx_events_processed_total") >= len(events), 60,
                "the events to be scored")
     broker.stop()
     time.sleep(2)

@@ -20,11 +20,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import orjson
 import pytest
 
-from tests.integration.conftest import Stack, WorkerProcess
-from tests.integration.services import http_get, wait_until
+from tests.integration.conftest import Stack, WorkerProcess, alert_id_counts
+from tests.integration.services import wait_until
 from tests.journeys import ALL_JOURNEYS, Journey
 
 COPIES_PER_ITERATION = 40  # 720 events, 200 alerts per iteration
@@ -36,13 +35,6 @@ CHAOS_ITERATIONS = 12
 
 STOPPED_LINE = re.compile(r"stopped: messages consumed (\{.*\})")
 
-
-def _metric_total(worker: WorkerProcess, name: str) -> float:
-    total = 0.0
-    for line in http_get(worker.metrics_url).splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _interleaved(journeys: list[Journey]) -> list[tuple[bytes, bytes]]:
@@ -110,26 +102,7 @@ def _group_offsets(stack: Stack, topic: str) -> tuple[int, int]:
 
 def _alert_ids(stack: Stack, expect: int) -> Counter[str]:
     """Alert ids on both alert topics: read until ``expect`` arrived, then 2 s more (repeats)."""
-    from kafka import KafkaConsumer
-
-    settings = stack.settings()
-    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
-                             bootstrap_servers=stack.endpoints.kafka_bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500)
-    ids: Counter[str] = Counter()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(ids.values()) < expect:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-        settle = time.monotonic() + 2
-        while time.monotonic() < settle:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-    finally:
-        consumer.close()
-    return ids
+    return alert_id_counts(stack, expect=expect, settle_s=2)
 
 
 def _restart_loop(stack: Stack, start_worker: Callable[..., WorkerProcess],
@@ -152,8 +125,8 @@ def _restart_loop(stack: Stack, start_worker: Callable[..., WorkerProcess],
                                      daemon=True)
         publisher.start()
         # Mid-stream: once the worker has scored some of this iteration's events.
-        target = _metric_total(worker, "cx_events_processed_total") + len(events) // 3
-        wait_until(lambda w=worker, t=target: _metric_total(w, "cx_events_processed_total")
+        target = worker.metric("cx_events_processed_total") + len(events) // 3
+        wait_until(lambda w=worker, t=target: w.metric("cx_events_processed_total")
                    >= t, 60, "a third of the iteration to be scored")
         took_s, consumed = _stop(worker)
         stop_times.append(took_s)
@@ -166,7 +139,7 @@ def _restart_loop(stack: Stack, start_worker: Callable[..., WorkerProcess],
         published += len(events)
         worker = start_worker()
         rest = published - consumed_by_stopped
-        wait_until(lambda w=worker, r=rest: _metric_total(w, "cx_messages_consumed_total")
+        wait_until(lambda w=worker, r=rest: w.metric("cx_messages_consumed_total")
                    >= r, 90,
                    f"iteration {iteration}: the restarted worker to consume the rest")
 

@@ -11,11 +11,13 @@ import sys
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from cxsignals.settings import Settings, namespaced_env
@@ -119,6 +121,18 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, *labels: str) -> float:
+        """The sum of the samples of metric ``name`` (the exact name) whose labels include
+        every one of ``labels`` (``'rule="x"'``), from the process's /metrics."""
+        from tests.integration.services import http_get
+
+        total = 0.0
+        for line in http_get(self.metrics_url).splitlines():
+            sample = line.split("{", 1)[0].split(" ", 1)[0]
+            if sample == name and all(label in line for label in labels):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
         if self.proc.poll() is not None:
@@ -228,6 +242,32 @@ def clickhouse_client(stack: Stack, url: str | None = None) -> Any:
     params = ClickHouseParams.from_url(f"{server}/{stack.database}")
     return Client(host=params.host, port=params.port, user=params.user,
                   password=params.password, database=params.database)
+
+
+def alert_id_counts(stack: Stack, *, expect: int, settle_s: float,
+                    bootstrap: str | None = None, timeout_s: float = 30) -> Counter[str]:
+    """How often each alert id is on the two alert topics (read together until ``expect``
+    records arrived, then ``settle_s`` more seconds so that repeats are seen too)."""
+    from kafka import KafkaConsumer
+
+    settings = stack.settings()
+    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
+                             bootstrap_servers=bootstrap or stack.endpoints.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=500)
+    ids: Counter[str] = Counter()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and sum(ids.values()) < expect:
+            for record in consumer:
+                ids[orjson.loads(record.value)["alert_id"]] += 1
+        settle = time.monotonic() + settle_s
+        while time.monotonic() < settle:
+            for record in consumer:
+                ids[orjson.loads(record.value)["alert_id"]] += 1
+    finally:
+        consumer.close()
+    return ids
 
 
 def consume_all(
