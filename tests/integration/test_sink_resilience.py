@@ -1,6 +1,6 @@
 """Issue 5: no event missing and no duplicate in query results after a worker and sink crash
-(SIGKILL) or a ClickHouse outage, through the real broker, worker and sink subprocesses and
-ClickHouse servers."""
+(SIGKILL) or a second sink joining, through the real broker, worker and sink subprocesses and
+ClickHouse. (ClickHouse outages: tests/faults/test_sink_outages.py.)"""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import orjson
 
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from tests.integration.conftest import Stack, WorkerProcess, clickhouse_client, publish
-from tests.integration.services import PrivateClickHouse, http_get, wait_until
+from tests.integration.services import wait_until
 
 
 def _messages(n: int, seed: int) -> list[SimMessage]:
@@ -78,37 +77,6 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     start_sink()
     publisher.join(timeout=120)
     _assert_exactly_once_in_results(client, messages)
-
-
-def test_clickhouse_down_for_30s_mid_stream_loses_and_duplicates_nothing(
-    stack: Stack, start_worker: Callable[..., WorkerProcess],
-    start_sink: Callable[..., WorkerProcess], tmp_path: Path
-) -> None:
-    server = PrivateClickHouse(tmp_path / "clickhouse")
-    server.start()
-    try:
-        url = f"{server.url.rsplit('/', 1)[0]}/{stack.database}"
-        start_worker(CLICKHOUSE_URL=url)
-        sink = start_sink(CLICKHOUSE_URL=url)
-        client = clickhouse_client(stack, url)
-        messages = _messages(2000, seed=12)
-        publisher = _publish_in_chunks(stack, messages, chunks=8, pause_s=1.0)
-        wait_until(
-            lambda: client.execute("SELECT count() FROM touchpoint_events")[0][0] > 0, 60,
-            "the first rows to land",
-        )
-        server.stop()
-        time.sleep(30)
-        retries = sum(
-            float(line.rsplit(" ", 1)[1]) for line in http_get(sink.metrics_url).splitlines()
-            if line.startswith("cx_clickhouse_insert_retries_total{")
-        )
-        assert retries >= 1, "the writer should have been retrying while ClickHouse was down"
-        server.start()
-        publisher.join(timeout=120)
-        _assert_exactly_once_in_results(clickhouse_client(stack, url), messages)
-    finally:
-        server.stop()
 
 
 def test_a_second_sink_joining_mid_stream_loses_and_duplicates_nothing(
