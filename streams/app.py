@@ -125,7 +125,7 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
 
     consumer = batch_consumer(app)
     pipeline = ScoringPipeline(
-        processor, states, identities, BatchSender(app).send, consumer.ack_range,
+        processor, states, identities, BatchSender.of_app(app).send, consumer.ack_range,
         config.topics, config.keyed_topic,
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s,

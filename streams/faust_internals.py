@@ -520,8 +520,9 @@ class BatchSender:
     keep their order. A record without a partition goes where Kafka's default partitioner puts
     it (murmur2 of the key, the same as ``producer.send``; round robin without a key)."""
 
-    def __init__(self, app: faust.App) -> None:
-        self.app = app
+    def __init__(self, producer: Callable[[], Any]) -> None:
+        """``producer`` returns the started ``AIOKafkaProducer`` (see :meth:`of_app`)."""
+        self._producer = producer
         self._round_robin = 0
         # Turns that keep concurrent calls in call order: aiokafka's accumulator does not
         # (a caller waiting for a full partition queue is re-checked after the drain, and a
@@ -530,8 +531,10 @@ class BatchSender:
         self._call_turn: asyncio.Future[None] | None = None
         self._turns: dict[tuple[str, int], asyncio.Future[None]] = {}
 
-    def _producer(self) -> Any:
-        return cast(Any, self.app.producer)._ensure_producer()
+    @classmethod
+    def of_app(cls, app: faust.App) -> BatchSender:
+        """A sender on the aiokafka producer Faust started for ``app``."""
+        return cls(lambda: cast(Any, app.producer)._ensure_producer())
 
     async def _partitions(self, producer: Any, topic: str) -> int:
         partitions = producer.client.cluster.partitions_for_topic(topic)

@@ -15,7 +15,6 @@ restart) overlaps phases all the time.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 from streams.faust_internals import BatchSender
 from streams.processing import Output
@@ -32,8 +31,7 @@ async def _send_in_phases(bootstrap: str, topic: str) -> list[int]:
     await producer.start()
     try:
         await producer.partitions_for(topic)
-        sender = BatchSender(SimpleNamespace(  # type: ignore[arg-type]
-            producer=SimpleNamespace(_ensure_producer=lambda: producer)))
+        sender = BatchSender(lambda: producer)
 
         async def phase(n: int) -> None:  # ScoringPipeline._durable: hand over, then wait
             deliveries = await sender.send([Output(topic, b"c-1", str(n).encode())])
