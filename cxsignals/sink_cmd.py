@@ -14,12 +14,15 @@ log = logging.getLogger("cxsignals")
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.consumer import build_sink, serve
+    from streams import log_limit
     from streams.health import Health, serve_health
 
     logging.basicConfig(
         level=(args.loglevel or settings.log_level).upper(),
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
     )
+    # aiokafka repeats its reconnect errors every few milliseconds while the broker is away.
+    log_limit.install(logging.getLogger())
     # clickhouse-driver logs every failed connect with a traceback; the sink says once (then
     # at most every 30 s) what it waits for.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
