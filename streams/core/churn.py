@@ -87,10 +87,14 @@ class ChurnScorer:
         self._falling_trend = adj.falling_trend
         self._trend_min_baseline = adj.trend_min_baseline
 
-    def __call__(self, state: CustomerState, score: float) -> float:
-        """The churn risk of ``state`` at its watermark for experience score ``score``."""
+    def __call__(self, state: CustomerState, score: float, at_s: float | None = None) -> float:
+        """The churn risk of ``state`` for experience score ``score`` as of ``at_s`` (epoch
+        seconds; default and minimum: the state's watermark). Risk is a function of the
+        evaluation time: an idle customer's risk is re-evaluated with a later ``at_s``."""
         w = state.watermark
         assert w is not None
+        if at_s is not None and at_s > w:
+            w = at_s
         # base risk: 1 - P(alive) of BG/NBD
         unit = self._unit
         first_purchase = state.first_purchase
