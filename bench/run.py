@@ -215,8 +215,7 @@ def clickhouse_version(settings: Settings) -> str | None:
 
     ch = settings.clickhouse
     try:
-        client = Client(host=ch.host, port=ch.port, user=ch.user, password=ch.password,
-                        connect_timeout=5)
+        client = Client(**ch.client_options(), connect_timeout=5)
         version = str(client.execute("SELECT version()")[0][0])
         client.disconnect()
         return version

@@ -256,8 +256,7 @@ class BenchStack:
         from clickhouse_driver import Client
 
         params = ClickHouseParams.from_url(self.env()["CLICKHOUSE_URL"])
-        return Client(host=params.host, port=params.port, user=params.user,
-                      password=params.password, database=params.database,
+        return Client(**params.client_options(), database=params.database,
                       settings={"max_query_size": 4 * 1024 * 1024})
 
     def cleanup(self) -> list[str]:
@@ -274,8 +273,7 @@ class BenchStack:
             from clickhouse_driver import Client
 
             params = ClickHouseParams.from_url(self.clickhouse_url)
-            admin = Client(host=params.host, port=params.port, user=params.user,
-                           password=params.password)
+            admin = Client(**params.client_options())
             admin.execute(f"DROP DATABASE IF EXISTS {self.database}")
             admin.disconnect()
         except Exception as exc:

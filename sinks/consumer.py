@@ -521,7 +521,8 @@ def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:
     ch = config.clickhouse
     writer = ClickHouseWriter.from_params(
         host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.host}:{ch.port}"),
+        secure=ch.secure, ca_certs=ch.ca_certs, verify=ch.verify,
+        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.where}"),
         retry=RetryPolicy(max_delay_s=config.retry_max_s),
     )
     return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer, health)
