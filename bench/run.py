@@ -367,7 +367,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
     base = Settings()
     params = result.params
     worker_cpu, harness_cpu = params.worker_cpu, params.harness_cpu
-    tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id)
+    tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id,
+                      kafka_security=base.kafka_security)
     stacks.append(tput)
     fill: Prefill | None = None
     if {"ceiling", "e2e"} & set(args.phases):
@@ -434,7 +435,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                         reference = e.events_per_s_metrics
                     rate = reference * fraction
                     lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
-                                     f"lat{round(fraction * 100)}", run_id=run_id)
+                                     f"lat{round(fraction * 100)}", run_id=run_id,
+                                     kafka_security=base.kafka_security)
                     stacks.append(lat)
                     lat.create()
                     say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "

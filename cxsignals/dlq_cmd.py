@@ -391,6 +391,7 @@ def _consumer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
                 allow_auto_create_topics=False,
                 max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                 fetch_max_bytes=MAX_MESSAGE_BYTES,
+                **settings.kafka_security.kafka_python_options(),
             )
         )
     except KafkaError as exc:
@@ -418,6 +419,7 @@ def _producer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
                 acks="all",
                 linger_ms=20,
                 max_request_size=MAX_MESSAGE_BYTES,
+                **settings.kafka_security.kafka_python_options(),
             )
         )
     except KafkaError as exc:

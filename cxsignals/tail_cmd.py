@@ -29,6 +29,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             enable_auto_commit=False,
             group_id=None,
             consumer_timeout_ms=int(args.idle_timeout_s * 1000) if args.idle_timeout_s else None,
+            **settings.kafka_security.kafka_python_options(),
         )
     except KafkaError as exc:
         print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc})",

@@ -52,6 +52,7 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="cxsignals-topics",
         request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_security.kafka_python_options(),
     )
     try:
         existing = set(admin.list_topics())

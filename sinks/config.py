@@ -10,7 +10,6 @@ from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from streams.kafka_security import KafkaSecurity
 
-
 _TRUE = ("1", "true", "yes", "on")
 _URL_FORM = ("CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db or "
              "clickhouses://user:password@host:9440/db?ca_certs=/path/ca.pem")

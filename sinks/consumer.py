@@ -281,6 +281,7 @@ class StoreLoop:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024 * 1024),
+            **config.kafka_security.aiokafka_options(),
         )
 
     def dead_letter_producer(self) -> AIOKafkaProducer:
@@ -292,6 +293,7 @@ class StoreLoop:
             acks="all",
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            **self.config.kafka_security.aiokafka_options(),
         )
 
     async def run(self) -> None:
@@ -316,13 +318,13 @@ class StoreLoop:
 
     async def _wait_for_clickhouse(self) -> None:
         ch = self.config.clickhouse
-        log.info("connecting to ClickHouse at %s:%s/%s", ch.host, ch.port, ch.database)
+        log.info("connecting to ClickHouse at %s/%s", ch.where, ch.database)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.writer.ping)
         observer = self.writer.observer
         if isinstance(observer, PrometheusObserver):
             observer.connected()
-        log.info("ClickHouse at %s:%s/%s answers", ch.host, ch.port, ch.database)
+        log.info("ClickHouse at %s/%s answers", ch.where, ch.database)
 
     async def _connect_kafka(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         """Start the consumer and the dead-letter producer, retrying with backoff while the

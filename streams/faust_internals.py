@@ -42,6 +42,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
 
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,16 @@ BROKER_WAIT_FIRST_S = 1.0
 BROKER_WAIT_MAX_S = 10.0
 
 
-async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0) -> str | None:
-    """One metadata request to the cluster (aiokafka's own bootstrap): None when a broker
-    answered, else the reason (exception type and text; the servers list holds no secret)."""
+async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0,
+                       security: KafkaSecurity = PLAINTEXT) -> str | None:
+    """One metadata request to the cluster (aiokafka's own bootstrap, authenticated as
+    ``security`` says): None when a broker answered, else the reason (exception type and text;
+    neither the servers list nor aiokafka's messages hold the password)."""
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers,
-                            request_timeout_ms=int(timeout_s * 1000))
+                            request_timeout_ms=int(timeout_s * 1000),
+                            **security.aiokafka_options())
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s + 1)
         return None
@@ -97,7 +101,8 @@ async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0) -> str | 
 async def wait_for_broker(bootstrap_servers: str,
                           on_wait: Callable[[str, int, float], None],
                           first_s: float = BROKER_WAIT_FIRST_S,
-                          max_s: float = BROKER_WAIT_MAX_S) -> None:
+                          max_s: float = BROKER_WAIT_MAX_S,
+                          security: KafkaSecurity = PLAINTEXT) -> None:
     """Return once the broker answers a metadata request; until then call
     ``on_wait(reason, attempt, retry_in_s)`` after each failed attempt and wait, backed off
     exponentially from ``first_s`` to ``max_s``. Never gives up (cancel it to stop)."""
@@ -105,7 +110,7 @@ async def wait_for_broker(bootstrap_servers: str,
     attempt = 0
     while True:
         attempt += 1
-        reason = await probe_broker(bootstrap_servers)
+        reason = await probe_broker(bootstrap_servers, security=security)
         if reason is None:
             return
         on_wait(reason, attempt, delay_s)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cxsignals.simulator.delivery import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 from cxsignals.simulator.journeys import SimMessage
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 BATCH_BYTES = 512 * 1024
 # Remembered key -> partition answers (murmur2 is pure Python in aiokafka): bounded memory.
@@ -43,16 +44,20 @@ def publish_bulk(
     progress: bool,
     total: int | None = None,
     connect_timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> PublishStats:
     """Send ``messages`` to ``topic`` as fast as the client can; return what was delivered."""
     return asyncio.run(
-        _publish_bulk(messages, bootstrap_servers, topic, progress, total, connect_timeout_s)
+        _publish_bulk(messages, bootstrap_servers, topic, progress, total, connect_timeout_s,
+                      security)
     )
 
 
-async def _start(bootstrap_servers: str, topic: str, timeout_s: float) -> tuple[Any, list[int]]:
+async def _start(bootstrap_servers: str, topic: str, timeout_s: float,
+                 security: KafkaSecurity) -> tuple[Any, list[int]]:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security.aiokafka_options(),
         acks="all",
         linger_ms=20,
         max_batch_size=BATCH_BYTES,
@@ -80,9 +85,10 @@ async def _publish_bulk(
     progress: bool,
     total: int | None,
     connect_timeout_s: float,
+    security: KafkaSecurity,
 ) -> PublishStats:
     stats = PublishStats()
-    producer, partitions = await _start(bootstrap_servers, topic, connect_timeout_s)
+    producer, partitions = await _start(bootstrap_servers, topic, connect_timeout_s, security)
     partitioner = DefaultPartitioner()
     partition_of: dict[bytes, int] = {}
     batches: dict[int, Any] = {p: producer.create_batch() for p in partitions}
