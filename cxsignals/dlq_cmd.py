@@ -395,7 +395,11 @@ def _consumer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
             )
         )
     except KafkaError as exc:
-        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+        from cxsignals.kafka_problems import explain
+
+        reason = explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {reason}"
+                       ) from None
     try:
         yield consumer
     except KafkaError as exc:
@@ -423,7 +427,11 @@ def _producer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
             )
         )
     except KafkaError as exc:
-        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+        from cxsignals.kafka_problems import explain
+
+        reason = explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {reason}"
+                       ) from None
     try:
         yield producer
     except KafkaError as exc:

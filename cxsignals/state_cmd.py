@@ -75,7 +75,10 @@ def read_changelog(bootstrap_servers: str, topic: str, *,
                                  enable_auto_commit=False, request_timeout_ms=30_000,
                                  **security.kafka_python_options())
     except KafkaError as exc:
-        raise ChangelogUnavailable(f"Kafka at {bootstrap_servers} did not answer ({exc})") from exc
+        from cxsignals.kafka_problems import explain
+
+        raise ChangelogUnavailable(f"Kafka at {bootstrap_servers} did not answer "
+                                   f"({explain(bootstrap_servers, security, exc)})") from exc
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:

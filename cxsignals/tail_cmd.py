@@ -32,8 +32,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             **settings.kafka_security.kafka_python_options(),
         )
     except KafkaError as exc:
-        print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc})",
+        from cxsignals.kafka_problems import explain
+
+        print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer "
+              f"({explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)})",
               file=sys.stderr)
+        return 2
+    # A topic this principal may not read would otherwise look like an empty one.
+    if topic not in consumer.topics():
+        from cxsignals.kafka_problems import unreadable_topic
+
+        consumer.close()
+        print(f"error: {unreadable_topic(topic, settings.kafka_security)}", file=sys.stderr)
         return 2
     shown = 0
     try:

@@ -93,8 +93,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             for spec in topic_specs(settings):
                 print(f"{spec.name:28} {spec.partitions:3} partitions  {spec.config or ''}")
     except KafkaError as exc:
+        from cxsignals.kafka_problems import explain
+
         print(
-            f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc}). "
+            f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer "
+            f"({explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)}). "
             "Is it running? Try `make services`.",
             file=sys.stderr,
         )

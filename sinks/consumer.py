@@ -76,6 +76,7 @@ from streams.core.deadletter import (
 from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
 from streams.health import Health
+from streams.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 STUCK_LOG_EVERY_S = 30.0
@@ -344,8 +345,9 @@ class StoreLoop:
                     with contextlib.suppress(Exception):
                         await client.stop()
                 delay = self.backoff.delay_s(failures)
-                stuck.failed(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: "
-                             f"{_first_line(exc)}", delay)
+                reason = await _kafka_problem(bootstrap, self.config.kafka_security)
+                stuck.failed(f"cannot reach Kafka at {bootstrap}: "
+                             f"{reason or f'{type(exc).__name__}: {_first_line(exc)}'}", delay)
                 await asyncio.sleep(delay)
                 continue
             stuck.ok()
@@ -515,6 +517,14 @@ def _where(headers: list[tuple[str, bytes]]) -> str:
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+async def _kafka_problem(bootstrap: str, security: KafkaSecurity) -> str | None:
+    """Why Kafka refused the sink (wrong password, TLS...): aiokafka only says it could not
+    bootstrap."""
+    from streams.faust_internals import connection_problem
+
+    return await connection_problem(bootstrap, security)
 
 
 def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
 from tqdm import tqdm
 
@@ -70,6 +70,16 @@ async def _start(bootstrap_servers: str, topic: str, timeout_s: float,
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await producer.stop()
+        from streams.faust_internals import connection_problem
+
+        problem = await connection_problem(bootstrap_servers, security)
+        if problem is not None:
+            raise BrokerUnavailable(f"cannot use Kafka at {bootstrap_servers}: {problem}") from None
+        if isinstance(exc, TopicAuthorizationFailedError):
+            raise BrokerUnavailable(
+                f"not authorized to write to topic {topic!r} as "
+                f"{security.describe()}: the Kafka ACLs do not allow it (docs/security.md)"
+            ) from None
         raise BrokerUnavailable(
             f"cannot reach Kafka at {bootstrap_servers} or find topic {topic!r} within "
             f"{timeout_s:.0f} s ({type(exc).__name__}: {exc}); is the broker running "

@@ -86,6 +86,11 @@ def make_producer(bootstrap_servers: str, connect_timeout_s: float = 10.0,
             **security.kafka_python_options(),
         )
     except KafkaError as exc:
+        from streams.faust_internals import connection_problem_now
+
+        problem = connection_problem_now(bootstrap_servers, security)
+        if problem is not None:
+            raise BrokerUnavailable(f"cannot use Kafka at {bootstrap_servers}: {problem}") from None
         raise BrokerUnavailable(
             f"cannot reach Kafka at {bootstrap_servers} within {connect_timeout_s:.0f} s "
             f"({type(exc).__name__}: {exc}); is the broker running (`make services`)?"
