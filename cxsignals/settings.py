@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME"))
     kafka_sasl_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD"))
-    kafka_sasl_password_file: Path | None = Field(
+    kafka_sasl_password_file: str | None = Field(
         None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD_FILE"))
     kafka_ssl_cafile: str | None = Field(None, validation_alias=AliasChoices("KAFKA_SSL_CAFILE"))
     kafka_ssl_certfile: str | None = Field(
@@ -112,13 +112,14 @@ class Settings(BaseSettings):
     @property
     def kafka_security(self) -> KafkaSecurity:
         """How every Kafka client connects; raises ValueError naming the wrong setting."""
-        password = self.kafka_sasl_password
-        if self.kafka_sasl_password_file is not None:
+        # An empty variable (e.g. `KAFKA_SASL_PASSWORD=` in an env file) counts as unset.
+        password = self.kafka_sasl_password or None
+        if self.kafka_sasl_password_file:
             if password is not None:
                 raise KafkaSecurityError(
                     "set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
             try:
-                text = self.kafka_sasl_password_file.read_text().strip()
+                text = Path(self.kafka_sasl_password_file).read_text().strip()
             except OSError as exc:
                 raise KafkaSecurityError(
                     f"KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file} cannot be read: "
@@ -127,10 +128,10 @@ class Settings(BaseSettings):
         return KafkaSecurity(
             protocol=self.kafka_security_protocol.upper(),
             sasl_mechanism=self.kafka_sasl_mechanism.upper(),
-            sasl_username=self.kafka_sasl_username,
+            sasl_username=self.kafka_sasl_username or None,
             sasl_password=password.get_secret_value() if password is not None else None,
-            ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
-            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_cafile=self.kafka_ssl_cafile or None, ssl_certfile=self.kafka_ssl_certfile or None,
+            ssl_keyfile=self.kafka_ssl_keyfile or None,
         )
 
     @property

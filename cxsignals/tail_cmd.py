@@ -21,6 +21,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from kafka.errors import KafkaError
 
     topic = getattr(settings, ALIASES[args.topic]) if args.topic in ALIASES else args.topic
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        # kafka-python's consumer would wait for ever on a refused password or TLS handshake.
+        from streams.faust_internals import connection_problem_now
+
+        problem = connection_problem_now(settings.kafka_bootstrap_servers,
+                                         settings.kafka_security)
+        if problem is not None:
+            print(f"error: cannot use Kafka at {settings.kafka_bootstrap_servers}: {problem}",
+                  file=sys.stderr)
+            return 2
     try:
         consumer = KafkaConsumer(
             topic,
