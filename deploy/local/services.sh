@@ -120,18 +120,19 @@ kafka_scram_setup() {
   cluster="$(sed -n 's/^cluster.id=//p' "$dir/data/meta.properties" 2>/dev/null || true)"
   if [[ -n "$cluster" && -f "$stamp" && "$(cat "$stamp")" == "$cluster" ]]; then return; fi
   kafka_jars
-  local name conf="$STATE/credentials/.scram.properties"
+  local name out="$STATE/credentials/kafka-scram.log"
   log "setting SCRAM-SHA-512 credentials on an existing cluster (one JVM per principal)"
   for name in "${KAFKA_PRINCIPALS[@]}"; do
-    # A 0600 file instead of argv, so that `ps` does not show the password.
-    (umask 077; echo "SCRAM-SHA-512=[iterations=8192,password=$(password_of "$name")]" > "$conf")
+    # The password is on this JVM's command line for a few seconds (kafka-configs reads no
+    # stdin), visible to local users in `ps`: acceptable for a loopback development broker only.
+    # Its output may echo the password: it stays in the 0700 credentials dir.
     java -cp "$KAFKA_LIBS/*" -Dlog4j.configuration="file:$dir/log4j.properties" \
       kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
-      --add-config-file "$conf" --entity-type users --entity-name "$name" \
-      >"$STATE/logs/kafka-scram.log" 2>&1 \
-      || { rm -f "$conf"; grep -v password "$STATE/logs/kafka-scram.log" >&2; die "could not set the SCRAM credentials of $name"; }
+      --add-config "SCRAM-SHA-512=[iterations=8192,password=$(password_of "$name")]" \
+      --entity-type users --entity-name "$name" >"$out" 2>&1 \
+      || { grep -v password "$out" >&2; die "could not set the SCRAM credentials of $name (see $out)"; }
   done
-  rm -f "$conf"
+  rm -f "$out"
   echo "$cluster" > "$stamp"
   log "SCRAM-SHA-512 credentials set for ${KAFKA_PRINCIPALS[*]}"
 }
