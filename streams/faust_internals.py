@@ -106,8 +106,9 @@ def _text(exc: BaseException) -> str:
 async def connection_problem(bootstrap_servers: str, security: KafkaSecurity,
                              timeout_s: float = 5.0) -> str | None:
     """Why a client configured with ``security`` cannot talk to the cluster, in words an operator
-    can act on (wrong password, plaintext client on a TLS port, untrusted certificate, nothing
-    listening), or None when the first broker that answers accepts the connection.
+    can act on: wrong password, plaintext client on a TLS port, TLS handshake or untrusted
+    certificate. None when a broker accepts the connection, or when none answers at all (the
+    client's own error, e.g. connection refused, already says that).
 
     aiokafka's ``create_conn`` (what its bootstrap does per host, internals of 0.14) raises the
     real cause, which ``AIOKafkaClient.bootstrap`` and kafka-python only log. No message holds the
@@ -117,7 +118,6 @@ async def connection_problem(bootstrap_servers: str, security: KafkaSecurity,
     from aiokafka.conn import create_conn
     from aiokafka.errors import SaslAuthenticationFailed
 
-    problem: str | None = None
     for host_port in (part.strip() for part in bootstrap_servers.split(",")):
         if not host_port:
             continue
@@ -139,16 +139,15 @@ async def connection_problem(bootstrap_servers: str, security: KafkaSecurity,
         except ssl.SSLError as exc:
             return (f"TLS handshake with Kafka at {host_port} failed ({exc.reason or exc}): does "
                     f"KAFKA_SECURITY_PROTOCOL={security.protocol} match this listener?")
-        except Exception as exc:  # the next host may answer; report the last reason
-            problem = _text(exc)
-            if "closed" in problem and not security.uses_ssl:
+        except Exception as exc:  # the next host may answer
+            if "closed" in str(exc) and not security.uses_ssl:
                 return (f"Kafka at {host_port} closed the connection during the "
                         f"{security.protocol} handshake: this listener probably expects TLS "
                         f"and SASL (set KAFKA_SECURITY_PROTOCOL=SASL_SSL, see docs/security.md)")
             continue
         conn.close()
         return None
-    return problem
+    return None
 
 
 def connection_problem_now(bootstrap_servers: str, security: KafkaSecurity,
