@@ -34,8 +34,9 @@ services-status: ## Show which services answer
 	@deploy/services.sh status
 
 .PHONY: setup
-setup: install services ## Install, start services, create topics and apply ClickHouse migrations
+setup: install services ## Install, start services, create topics, apply Kafka ACLs and ClickHouse migrations
 	$(BIN)/cxsignals topics create
+	$(BIN)/cxsignals acls apply
 	$(BIN)/cxsignals migrate
 
 .PHONY: run

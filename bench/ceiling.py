@@ -37,7 +37,7 @@ async def read_and_decode(bootstrap: str, topic: str, events: int, timeout_s: fl
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        fetch_max_bytes=50 * 1024 * 1024,
+        fetch_max_bytes=50 * 1024 * 1024, **settings.kafka_security.aiokafka_options(),
     )
     await asyncio.wait_for(consumer.start(), 30)
     bar = tqdm(total=events, unit=" ev", unit_scale=True, desc="ceiling", disable=not progress,

@@ -67,6 +67,7 @@ from bench.stack import (
 from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from sinks.rows import TOUCHPOINT_EVENTS
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 N = TypeVar("N", int, float)
 PREFILL_EVENT_GAP_S = 0.02  # event time of the pre-filled backlog: 50 events per second
@@ -97,7 +98,8 @@ def prefill(stack: BenchStack, *, events: int, customers: int, seed: int,
     config = SimConfig(customers=customers, seed=seed, start=start, total_events=events,
                        event_gap_s=PREFILL_EVENT_GAP_S, bad_share=bad_share)
     stats = publish_bulk(generate(config), bootstrap_servers=settings.kafka_bootstrap_servers,
-                         topic=settings.topic_touchpoints, progress=True, total=events)
+                         topic=settings.topic_touchpoints, progress=True, total=events,
+                         security=settings.kafka_security)
     if stats.failed or stats.interrupted:
         raise RuntimeError(f"pre-fill incomplete: {stats.summary()}")
     return Prefill(settings.topic_touchpoints, stats.sent, stats.bad, stats.elapsed_s)
@@ -169,7 +171,8 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int,
     procs = [*workers, sink]
     ready_s = max(p.ready_s for p in procs)
     startup_s = ready_s - started
-    lag = GroupLag(settings.kafka_bootstrap_servers, settings.app_id, [fill.topic])
+    lag = GroupLag(settings.kafka_bootstrap_servers, settings.app_id, [fill.topic],
+                   settings.kafka_security)
     client = stack.clickhouse()
     by_metrics: list[tuple[float, float]] = []
     by_lag: list[tuple[float, float]] = []
@@ -351,15 +354,16 @@ class RowPoller(threading.Thread):
             self.error = exc
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0
-               ) -> list[tuple[bytes | None, bytes, int]]:
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0,
+               security: KafkaSecurity = PLAINTEXT) -> list[tuple[bytes | None, bytes, int]]:
     """Every (key, value, timestamp_ms) of ``topic`` up to its current end offsets."""
     from aiokafka import AIOKafkaConsumer
 
     async def read() -> list[tuple[bytes | None, bytes, int]]:
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                    fetch_max_bytes=50 * 1024 * 1024)
+                                    fetch_max_bytes=50 * 1024 * 1024,
+                                    **security.aiokafka_options())
         await asyncio.wait_for(consumer.start(), 30)
         out: list[tuple[bytes | None, bytes, int]] = []
         try:
@@ -396,7 +400,7 @@ def _event_id(value: bytes) -> str | None:
 
 
 def publish_paced(messages: list[SimMessage], *, bootstrap_servers: str, topic: str,
-                  rate_per_s: float) -> tuple[int, float]:
+                  rate_per_s: float, security: KafkaSecurity = PLAINTEXT) -> tuple[int, float]:
     """Publish at ``rate_per_s`` with librdkafka (confluent-kafka): a C producer, so that at
     thousands of events per second the publisher's own CPU does not delay the records it
     stamps (CreateTime is set when a record is produced). Kafka's default partitioner for keyed
@@ -412,7 +416,8 @@ def publish_paced(messages: list[SimMessage], *, bootstrap_servers: str, topic: 
             failed += 1
 
     producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all",
-                         "linger.ms": 2, "partitioner": "murmur2_random"})
+                         "linger.ms": 2, "partitioner": "murmur2_random",
+                         **security.librdkafka_config()})
     started = time.monotonic()
     for n, message in enumerate(messages):
         due = started + n / rate_per_s
@@ -450,7 +455,8 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     try:
         failed, reached_per_s = publish_paced(
             messages, bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=settings.topic_touchpoints, rate_per_s=rate_per_s)
+            topic=settings.topic_touchpoints, rate_per_s=rate_per_s,
+            security=settings.kafka_security)
         if failed:
             raise RuntimeError(f"latency publish: {failed} of {total} messages not delivered")
 
@@ -481,7 +487,8 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
         proc.stop()
 
     published = {i: ts for _k, v, ts in read_topic(settings.kafka_bootstrap_servers,
-                                                   settings.topic_touchpoints)
+                                                   settings.topic_touchpoints,
+                                                   security=settings.kafka_security)
                  if (i := _event_id(v)) is not None}
     cutoff_ms = min(published.values(), default=0) + warmup_s * 1000
     to_row = [seen - published[i] for i, seen in poller.seen_ms.items()
@@ -490,7 +497,8 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     by_rule: dict[str, list[float]] = {}
     alerts = no_trigger = 0
     for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
-        for _key, value, ts in read_topic(settings.kafka_bootstrap_servers, topic):
+        for _key, value, ts in read_topic(settings.kafka_bootstrap_servers, topic,
+                                          security=settings.kafka_security):
             alerts += 1
             alert = orjson.loads(value)
             triggers = [published[e] for e in alert.get("evidence", ()) if e in published]

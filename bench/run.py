@@ -215,8 +215,7 @@ def clickhouse_version(settings: Settings) -> str | None:
 
     ch = settings.clickhouse
     try:
-        client = Client(host=ch.host, port=ch.port, user=ch.user, password=ch.password,
-                        connect_timeout=5)
+        client = Client(**ch.client_options(), connect_timeout=5)
         version = str(client.execute("SELECT version()")[0][0])
         client.disconnect()
         return version
@@ -368,7 +367,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
     base = Settings()
     params = result.params
     worker_cpu, harness_cpu = params.worker_cpu, params.harness_cpu
-    tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id)
+    tput = BenchStack(base.kafka_bootstrap_servers, url, tmp, "tput", run_id=run_id,
+                      kafka_security=base.kafka_security)
     stacks.append(tput)
     fill: Prefill | None = None
     if {"ceiling", "e2e"} & set(args.phases):
@@ -435,7 +435,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                         reference = e.events_per_s_metrics
                     rate = reference * fraction
                     lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
-                                     f"lat{round(fraction * 100)}", run_id=run_id)
+                                     f"lat{round(fraction * 100)}", run_id=run_id,
+                                     kafka_security=base.kafka_security)
                     stacks.append(lat)
                     lat.create()
                     say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "

@@ -91,15 +91,15 @@ def bench_sink(
     """
     params = ClickHouseParams.from_url(url or os.environ.get("CLICKHOUSE_URL", DEFAULT_URL))
     database = f"cx_bench_{uuid.uuid4().hex[:8]}"
-    admin = Client(host=params.host, port=params.port, user=params.user,
-                   password=params.password)
+    admin = Client(**params.client_options())
     admin.execute(f"CREATE DATABASE {database}")
     try:
         version = parse_version(str(admin.execute("SELECT version()")[0][0]))
         apply_migrations(admin.execute, server_version=version, database=database)
         writer = ClickHouseWriter.from_params(
             host=params.host, port=params.port, user=params.user, password=params.password,
-            database=database,
+            database=database, secure=params.secure, ca_certs=params.ca_certs,
+            verify=params.verify,
         )
         batch_seconds: list[float] = []
         started = time.perf_counter()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cxsignals.settings import REPO_ROOT, ClickHouseParams, Settings, namespaced_env
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger("bench")
 
@@ -160,6 +161,8 @@ class BenchStack:
     label: str
     extra_env: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Its own admin clients (clean-up); the processes read KAFKA_SECURITY_* from the env.
+    kafka_security: KafkaSecurity = PLAINTEXT
     procs: list[Proc] = field(default_factory=list)
 
     @property
@@ -256,8 +259,7 @@ class BenchStack:
         from clickhouse_driver import Client
 
         params = ClickHouseParams.from_url(self.env()["CLICKHOUSE_URL"])
-        return Client(host=params.host, port=params.port, user=params.user,
-                      password=params.password, database=params.database,
+        return Client(**params.client_options(), database=params.database,
                       settings={"max_query_size": 4 * 1024 * 1024})
 
     def cleanup(self) -> list[str]:
@@ -269,13 +271,12 @@ class BenchStack:
                 proc.stop()
             except Exception as exc:  # keep cleaning up the rest
                 problems.append(f"{proc.name}: {exc}")
-        problems += _delete_kafka(self.kafka_bootstrap, self.prefix)
+        problems += _delete_kafka(self.kafka_bootstrap, self.prefix, self.kafka_security)
         try:
             from clickhouse_driver import Client
 
             params = ClickHouseParams.from_url(self.clickhouse_url)
-            admin = Client(host=params.host, port=params.port, user=params.user,
-                           password=params.password)
+            admin = Client(**params.client_options())
             admin.execute(f"DROP DATABASE IF EXISTS {self.database}")
             admin.disconnect()
         except Exception as exc:
@@ -284,13 +285,13 @@ class BenchStack:
         return problems
 
 
-def _delete_kafka(bootstrap: str, prefix: str) -> list[str]:
+def _delete_kafka(bootstrap: str, prefix: str, security: KafkaSecurity) -> list[str]:
     from kafka.admin import KafkaAdminClient
 
     problems: list[str] = []
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{prefix}-cleanup",
-                                 request_timeout_ms=30_000)
+                                 request_timeout_ms=30_000, **security.kafka_python_options())
     except Exception as exc:
         return [f"kafka admin: {exc}"]
     try:
@@ -315,16 +316,19 @@ def _delete_kafka(bootstrap: str, prefix: str) -> list[str]:
 class GroupLag:
     """Committed offsets and end offsets of a consumer group, via kafka-python."""
 
-    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, group: str, topics: list[str],
+                 security: KafkaSecurity = PLAINTEXT) -> None:
         from kafka import KafkaConsumer
         from kafka.admin import KafkaAdminClient
 
         self.group = group
         self.topics = topics
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag",
-                                      request_timeout_ms=10_000)
+                                      request_timeout_ms=10_000,
+                                      **security.kafka_python_options())
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                      enable_auto_commit=False, request_timeout_ms=10_000)
+                                      enable_auto_commit=False, request_timeout_ms=10_000,
+                                      **security.kafka_python_options())
 
     def sample(self) -> tuple[int, int]:
         """(sum of committed offsets, total lag) over the group's partitions of ``topics``."""

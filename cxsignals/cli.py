@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from cxsignals.settings import get_settings
+from cxsignals.settings import SettingsError, checked_settings
 
 COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.worker_cmd",
@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.schema_cmd",
     "cxsignals.dlq_cmd",
     "cxsignals.state_cmd",
+    "cxsignals.acls_cmd",
 )
 
 
@@ -53,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args, get_settings()))
+        settings = checked_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
 

@@ -391,10 +391,15 @@ def _consumer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
                 allow_auto_create_topics=False,
                 max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                 fetch_max_bytes=MAX_MESSAGE_BYTES,
+                **settings.kafka_security.kafka_python_options(),
             )
         )
     except KafkaError as exc:
-        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+        from cxsignals.kafka_problems import explain
+
+        reason = explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {reason}"
+                       ) from None
     try:
         yield consumer
     except KafkaError as exc:
@@ -418,10 +423,15 @@ def _producer(settings: Settings, *, timeout_s: float) -> Iterator[Any]:
                 acks="all",
                 linger_ms=20,
                 max_request_size=MAX_MESSAGE_BYTES,
+                **settings.kafka_security.kafka_python_options(),
             )
         )
     except KafkaError as exc:
-        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+        from cxsignals.kafka_problems import explain
+
+        reason = explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)
+        raise DlqError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {reason}"
+                       ) from None
     try:
         yield producer
     except KafkaError as exc:

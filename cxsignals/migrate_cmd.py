@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The driver logs each refused connection with a traceback; the message below says it.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     params = settings.clickhouse
-    where = f"{params.host}:{params.port}"
+    where = params.where
     try:
         result = run_migrations(settings.clickhouse)
     except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:

@@ -138,8 +138,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     params = settings.clickhouse
     until_s = int(time.time())
     client = Client(
-        host=params.host, port=params.port, user=params.user, password=params.password,
-        connect_timeout=5, send_receive_timeout=120,
+        **params.client_options(), connect_timeout=5, send_receive_timeout=120,
     )
     try:
         report = collect_report(
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
         print(
-            f"cxsignals report: ClickHouse is unreachable at {params.host}:{params.port} "
+            f"cxsignals report: ClickHouse is unreachable at {params.where} "
             f"({exc}). Start it (make services) or set CLICKHOUSE_URL.",
             file=sys.stderr,
         )

@@ -11,15 +11,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from sinks.config import ClickHouseParams, SinkConfig
 from streams.config import WorkerConfig
+from streams.kafka_security import KafkaSecurity, KafkaSecurityError
 
-__all__ = ["REPO_ROOT", "ClickHouseParams", "Settings", "get_settings", "namespaced_env"]
+__all__ = ["REPO_ROOT", "ClickHouseParams", "KafkaSecurity", "Settings", "SettingsError",
+           "checked_settings", "get_settings", "namespaced_env"]
 
 _DEFAULT_TOPICS = TopicNames()
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,23 @@ class Settings(BaseSettings):
         SecretStr("clickhouse://default:@127.0.0.1:9000/cx"),
         validation_alias=AliasChoices("CLICKHOUSE_URL", "CX_CLICKHOUSE_URL"),
     )
+
+    # Kafka security (docs/security.md): conventional names without the CX_ prefix, read by
+    # every Kafka client of the project through Settings.kafka_security.
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL"))
+    kafka_sasl_mechanism: str = Field(
+        "SCRAM-SHA-512", validation_alias=AliasChoices("KAFKA_SASL_MECHANISM"))
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD"))
+    kafka_sasl_password_file: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD_FILE"))
+    kafka_ssl_cafile: str | None = Field(None, validation_alias=AliasChoices("KAFKA_SSL_CAFILE"))
+    kafka_ssl_certfile: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SSL_CERTFILE"))
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias=AliasChoices("KAFKA_SSL_KEYFILE"))
 
     # Topics and their partition counts (created by `cxsignals topics create`).
     topic_touchpoints: str = _DEFAULT_TOPICS.touchpoints
@@ -91,6 +110,31 @@ class Settings(BaseSettings):
     sink_retry_max_s: float = Field(5.0, gt=0)
 
     @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How every Kafka client connects; raises ValueError naming the wrong setting."""
+        # An empty variable (e.g. `KAFKA_SASL_PASSWORD=` in an env file) counts as unset.
+        password = self.kafka_sasl_password or None
+        if self.kafka_sasl_password_file:
+            if password is not None:
+                raise KafkaSecurityError(
+                    "set KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE, not both")
+            try:
+                text = Path(self.kafka_sasl_password_file).read_text().strip()
+            except OSError as exc:
+                raise KafkaSecurityError(
+                    f"KAFKA_SASL_PASSWORD_FILE={self.kafka_sasl_password_file} cannot be read: "
+                    f"{exc.strerror}") from None
+            password = SecretStr(text)
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol.upper(),
+            sasl_mechanism=self.kafka_sasl_mechanism.upper(),
+            sasl_username=self.kafka_sasl_username or None,
+            sasl_password=password.get_secret_value() if password is not None else None,
+            ssl_cafile=self.kafka_ssl_cafile or None, ssl_certfile=self.kafka_ssl_certfile or None,
+            ssl_keyfile=self.kafka_ssl_keyfile or None,
+        )
+
+    @property
     def clickhouse(self) -> ClickHouseParams:
         return ClickHouseParams.from_url(self.clickhouse_url.get_secret_value())
 
@@ -118,6 +162,7 @@ class Settings(BaseSettings):
             score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
             state_cache_customers=self.state_cache_customers,
             state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
+            kafka_security=self.kafka_security,
         )
 
     def sink_config(self) -> SinkConfig:
@@ -127,6 +172,7 @@ class Settings(BaseSettings):
             topics=self.topics, clickhouse=self.clickhouse, batch_rows=self.sink_batch_rows,
             batch_ms=self.sink_batch_ms, retry_max_s=self.sink_retry_max_s,
             max_event_bytes=self.max_event_bytes, max_future_skew_s=self.max_future_skew_s,
+            kafka_security=self.kafka_security,
         )
 
 
@@ -149,6 +195,28 @@ def namespaced_env(
         "CX_TOPIC_SINK_DLQ": f"{prefix}.sink.dlq",
         "CX_STATE_DIR": str(state_dir),
     }
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message names the settings and never holds a value that
+    may be secret (pydantic's own message would echo every input, passwords included)."""
+
+
+def checked_settings() -> Settings:
+    """:func:`get_settings`, with the Kafka security and ClickHouse URL checked now, so that a
+    wrong setting stops the process before any client connects. Raises :class:`SettingsError`."""
+    try:
+        settings = get_settings()
+        settings.kafka_security  # noqa: B018
+        settings.clickhouse  # noqa: B018
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']).upper() or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False))
+        raise SettingsError(f"invalid settings: {problems}") from None
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -198,6 +198,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             rate_per_s=rate,
             progress=progress,
             total=config.total_events,
+            security=settings.kafka_security,
         )
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -37,10 +37,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        log.info("sink for %s -> ClickHouse %s:%s/%s, group %s, metrics on :%s",
-                 config.kafka_bootstrap_servers, config.clickhouse.host,
-                 config.clickhouse.port, config.clickhouse.database, config.group_id,
-                 settings.sink_metrics_port)
+        log.info("sink for %s (%s) -> ClickHouse %s/%s as %s, group %s, metrics on :%s",
+                 config.kafka_bootstrap_servers, config.kafka_security.describe(),
+                 config.clickhouse.where, config.clickhouse.database, config.clickhouse.user,
+                 config.group_id, settings.sink_metrics_port)
         try:
             await task
         except asyncio.CancelledError:

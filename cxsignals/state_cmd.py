@@ -28,6 +28,7 @@ import orjson
 
 from cxsignals.settings import Settings
 from streams.core.state import CustomerState
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 EXIT_ABSENT = 1
 EXIT_UNAVAILABLE = 2
@@ -58,7 +59,8 @@ def changelog_topic(app_id: str) -> str:
 
 def read_changelog(bootstrap_servers: str, topic: str, *,
                    partitions: Iterable[int] | None = None, key: bytes | None = None,
-                   timeout_s: float = 60.0) -> dict[bytes, ChangelogEntry]:
+                   timeout_s: float = 60.0,
+                   security: KafkaSecurity = PLAINTEXT) -> dict[bytes, ChangelogEntry]:
     """The last record per key of ``topic`` (the given partitions, else all), read from the
     beginning up to the end offsets seen when the read started; only ``key`` when given.
 
@@ -70,9 +72,13 @@ def read_changelog(bootstrap_servers: str, topic: str, *,
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                 enable_auto_commit=False, request_timeout_ms=30_000)
+                                 enable_auto_commit=False, request_timeout_ms=30_000,
+                                 **security.kafka_python_options())
     except KafkaError as exc:
-        raise ChangelogUnavailable(f"Kafka at {bootstrap_servers} did not answer ({exc})") from exc
+        from cxsignals.kafka_problems import explain
+
+        raise ChangelogUnavailable(f"Kafka at {bootstrap_servers} did not answer "
+                                   f"({explain(bootstrap_servers, security, exc)})") from exc
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:
@@ -144,7 +150,8 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     try:
         entries = read_changelog(settings.kafka_bootstrap_servers, topic, key=key,
                                  partitions=[customer_partition(args.customer,
-                                                                settings.touchpoint_partitions)])
+                                                                settings.touchpoint_partitions)],
+                                 security=settings.kafka_security)
     except (ChangelogUnavailable, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -21,6 +21,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from kafka.errors import KafkaError
 
     topic = getattr(settings, ALIASES[args.topic]) if args.topic in ALIASES else args.topic
+    if settings.kafka_security.protocol != "PLAINTEXT":
+        # kafka-python's consumer would wait for ever on a refused password or TLS handshake.
+        from streams.faust_internals import connection_problem_now
+
+        problem = connection_problem_now(settings.kafka_bootstrap_servers,
+                                         settings.kafka_security)
+        if problem is not None:
+            print(f"error: cannot use Kafka at {settings.kafka_bootstrap_servers}: {problem}",
+                  file=sys.stderr)
+            return 2
     try:
         consumer = KafkaConsumer(
             topic,
@@ -29,10 +39,21 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             enable_auto_commit=False,
             group_id=None,
             consumer_timeout_ms=int(args.idle_timeout_s * 1000) if args.idle_timeout_s else None,
+            **settings.kafka_security.kafka_python_options(),
         )
     except KafkaError as exc:
-        print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc})",
+        from cxsignals.kafka_problems import explain
+
+        print(f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer "
+              f"({explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)})",
               file=sys.stderr)
+        return 2
+    # A topic this principal may not read would otherwise look like an empty one.
+    if topic not in consumer.topics():
+        from cxsignals.kafka_problems import unreadable_topic
+
+        consumer.close()
+        print(f"error: {unreadable_topic(topic, settings.kafka_security)}", file=sys.stderr)
         return 2
     shown = 0
     try:

@@ -52,6 +52,7 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="cxsignals-topics",
         request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka_security.kafka_python_options(),
     )
     try:
         existing = set(admin.list_topics())
@@ -92,8 +93,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             for spec in topic_specs(settings):
                 print(f"{spec.name:28} {spec.partitions:3} partitions  {spec.config or ''}")
     except KafkaError as exc:
+        from cxsignals.kafka_problems import explain
+
         print(
-            f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer ({exc}). "
+            f"error: Kafka at {settings.kafka_bootstrap_servers} did not answer "
+            f"({explain(settings.kafka_bootstrap_servers, settings.kafka_security, exc)}). "
             "Is it running? Try `make services`.",
             file=sys.stderr,
         )

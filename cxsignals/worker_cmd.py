@@ -36,7 +36,8 @@ def _wait_for_kafka(settings: Settings, health: Any) -> bool:
     from streams.faust_internals import wait_for_broker
 
     async def main() -> bool:
-        task = asyncio.ensure_future(wait_for_broker(settings.kafka_bootstrap_servers, waiting))
+        task = asyncio.ensure_future(wait_for_broker(
+            settings.kafka_bootstrap_servers, waiting, security=settings.kafka_security))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
@@ -137,8 +138,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     # so that every log call spins it: aiokafka and Faust then build a LogRecord for every debug
     # line of every produced record (several us each) only for the handler to drop it.
     faust_worker.spinner = None
-    log.info("worker for %s, /healthz and /metrics on :%s", settings.kafka_bootstrap_servers,
-             settings.metrics_port)
+    log.info("worker for %s (%s), /healthz and /metrics on :%s", settings.kafka_bootstrap_servers,
+             settings.kafka_security.describe(), settings.metrics_port)
     try:
         faust_worker.execute_from_commandline()  # returns only via SystemExit
     finally:

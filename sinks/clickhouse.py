@@ -162,6 +162,9 @@ class ClickHouseWriter:
         observer: WriterObserver | None = None,
         connect_timeout_s: float = 5.0,
         send_receive_timeout_s: float = 60.0,
+        secure: bool = False,
+        ca_certs: str | None = None,
+        verify: bool = True,
     ) -> ClickHouseWriter:
         """A writer with its own clickhouse-driver Client (connects lazily, on first insert)."""
         from clickhouse_driver import Client
@@ -176,6 +179,9 @@ class ClickHouseWriter:
             send_receive_timeout=send_receive_timeout_s,
             # LZ4 would cost CPU on the loopback link without saving wall time.
             compression=False,
+            secure=secure,
+            verify=verify,
+            ca_certs=ca_certs,
         )
         return cls(client, database=database, retry=retry, observer=observer)
 

@@ -76,6 +76,7 @@ from streams.core.deadletter import (
 from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
 from streams.health import Health
+from streams.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 STUCK_LOG_EVERY_S = 30.0
@@ -281,6 +282,7 @@ class StoreLoop:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024 * 1024),
+            **config.kafka_security.aiokafka_options(),
         )
 
     def dead_letter_producer(self) -> AIOKafkaProducer:
@@ -292,6 +294,7 @@ class StoreLoop:
             acks="all",
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES + 64 * 1024,
+            **self.config.kafka_security.aiokafka_options(),
         )
 
     async def run(self) -> None:
@@ -316,13 +319,13 @@ class StoreLoop:
 
     async def _wait_for_clickhouse(self) -> None:
         ch = self.config.clickhouse
-        log.info("connecting to ClickHouse at %s:%s/%s", ch.host, ch.port, ch.database)
+        log.info("connecting to ClickHouse at %s/%s", ch.where, ch.database)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.writer.ping)
         observer = self.writer.observer
         if isinstance(observer, PrometheusObserver):
             observer.connected()
-        log.info("ClickHouse at %s:%s/%s answers", ch.host, ch.port, ch.database)
+        log.info("ClickHouse at %s/%s answers", ch.where, ch.database)
 
     async def _connect_kafka(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         """Start the consumer and the dead-letter producer, retrying with backoff while the
@@ -342,8 +345,9 @@ class StoreLoop:
                     with contextlib.suppress(Exception):
                         await client.stop()
                 delay = self.backoff.delay_s(failures)
-                stuck.failed(f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: "
-                             f"{_first_line(exc)}", delay)
+                reason = await _kafka_problem(bootstrap, self.config.kafka_security)
+                stuck.failed(f"cannot reach Kafka at {bootstrap}: "
+                             f"{reason or f'{type(exc).__name__}: {_first_line(exc)}'}", delay)
                 await asyncio.sleep(delay)
                 continue
             stuck.ok()
@@ -515,13 +519,22 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
+async def _kafka_problem(bootstrap: str, security: KafkaSecurity) -> str | None:
+    """Why Kafka refused the sink (wrong password, TLS...): aiokafka only says it could not
+    bootstrap."""
+    from streams.faust_internals import connection_problem
+
+    return await connection_problem(bootstrap, security)
+
+
 def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:
     """The sink with its ClickHouse writer (retried forever) and its own sentiment analyzer."""
     health = health if health is not None else Health()
     ch = config.clickhouse
     writer = ClickHouseWriter.from_params(
         host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.host}:{ch.port}"),
+        secure=ch.secure, ca_certs=ch.ca_certs, verify=ch.verify,
+        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.where}"),
         retry=RetryPolicy(max_delay_s=config.retry_max_s),
     )
     return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer, health)

@@ -198,10 +198,7 @@ def _client(params: ClickHouseParams) -> Any:
     from clickhouse_driver import Client
 
     return Client(
-        host=params.host,
-        port=params.port,
-        user=params.user,
-        password=params.password,
+        **params.client_options(),
         connect_timeout=5,
         send_receive_timeout=60,
     )

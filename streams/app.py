@@ -76,6 +76,8 @@ def _faust_app(config: WorkerConfig) -> faust.App:
         config.app_id,
         env={},
         broker=config.kafka_broker_url,
+        # SASL/TLS for every aiokafka client Faust makes (consumer, producer, topic creation).
+        broker_credentials=config.kafka_security.faust_credentials(),
         store=config.store_url,
         datadir=str(config.state_dir),
         autodiscover=False,
@@ -210,7 +212,8 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
     async def _kafka_health() -> None:
         """/healthz names the broker while it does not answer (aiokafka reconnects by
         itself, backed off; the pipeline retries its deliveries meanwhile)."""
-        reason = await probe_broker(config.kafka_bootstrap_servers, timeout_s=KAFKA_PROBE_S / 2)
+        reason = await probe_broker(config.kafka_bootstrap_servers, timeout_s=KAFKA_PROBE_S / 2,
+                                    security=config.kafka_security)
         if reason is None:
             if "kafka" in health.problems():
                 log.info("Kafka answers again")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
+from streams.kafka_security import KafkaSecurity
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class WorkerConfig:
     session_timeout_s: float = 10.0
     # Customers inactive this long are deleted (0: kept for ever).
     state_ttl_days: float = 400.0
+    # SASL/TLS of every Kafka client the worker makes (docs/security.md).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @property
     def keyed_topic(self) -> str:

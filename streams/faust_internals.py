@@ -42,6 +42,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
 
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.partitioner import partition_for
 
 log = logging.getLogger(__name__)
@@ -77,27 +78,89 @@ BROKER_WAIT_FIRST_S = 1.0
 BROKER_WAIT_MAX_S = 10.0
 
 
-async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0) -> str | None:
-    """One metadata request to the cluster (aiokafka's own bootstrap): None when a broker
-    answered, else the reason (exception type and text; the servers list holds no secret)."""
+async def probe_broker(bootstrap_servers: str, timeout_s: float = 5.0,
+                       security: KafkaSecurity = PLAINTEXT) -> str | None:
+    """One metadata request to the cluster (aiokafka's own bootstrap, authenticated as
+    ``security`` says): None when a broker answered, else the reason (exception type and text;
+    neither the servers list nor aiokafka's messages hold the password)."""
     from aiokafka.client import AIOKafkaClient
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers,
-                            request_timeout_ms=int(timeout_s * 1000))
+                            request_timeout_ms=int(timeout_s * 1000),
+                            **security.aiokafka_options())
     try:
         await asyncio.wait_for(client.bootstrap(), timeout_s + 1)
         return None
     except Exception as exc:  # any failure is a reason to report, never to crash
-        text, name = str(exc), type(exc).__name__
-        return text if text.startswith(name) else f"{name}: {text}" if text else name
+        # aiokafka's bootstrap only says "Unable to bootstrap": ask one broker why.
+        return await connection_problem(bootstrap_servers, security, timeout_s) or _text(exc)
     finally:
         await client.close()
+
+
+def _text(exc: BaseException) -> str:
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+async def connection_problem(bootstrap_servers: str, security: KafkaSecurity,
+                             timeout_s: float = 5.0) -> str | None:
+    """Why a client configured with ``security`` cannot talk to the cluster, in words an operator
+    can act on: wrong password, plaintext client on a TLS port, TLS handshake or untrusted
+    certificate. None when a broker accepts the connection, or when none answers at all (the
+    client's own error, e.g. connection refused, already says that).
+
+    aiokafka's ``create_conn`` (what its bootstrap does per host, internals of 0.14) raises the
+    real cause, which ``AIOKafkaClient.bootstrap`` and kafka-python only log. No message holds the
+    password: the broker's and the ssl module's texts never contain it."""
+    import ssl
+
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    for host_port in (part.strip() for part in bootstrap_servers.split(",")):
+        if not host_port:
+            continue
+        host, _, port = host_port.rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(host or host_port, int(port or 9092),
+                            request_timeout_ms=int(timeout_s * 1000),
+                            **security.aiokafka_options()),
+                timeout_s + 1)
+        except SaslAuthenticationFailed as exc:
+            return (f"authentication failed: Kafka at {host_port} refused the "
+                    f"{security.sasl_mechanism} credentials of user {security.sasl_username!r} "
+                    f"(check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD[_FILE]; broker said: "
+                    f"{exc})")
+        except ssl.SSLCertVerificationError as exc:
+            return (f"TLS: the certificate of Kafka at {host_port} is not trusted "
+                    f"({exc.verify_message}); KAFKA_SSL_CAFILE must name the CA that signed it")
+        except ssl.SSLError as exc:
+            return (f"TLS handshake with Kafka at {host_port} failed ({exc.reason or exc}): does "
+                    f"KAFKA_SECURITY_PROTOCOL={security.protocol} match this listener?")
+        except Exception as exc:  # the next host may answer
+            if "closed" in str(exc) and not security.uses_ssl:
+                return (f"Kafka at {host_port} closed the connection during the "
+                        f"{security.protocol} handshake: this listener probably expects TLS "
+                        f"and SASL (set KAFKA_SECURITY_PROTOCOL=SASL_SSL, see docs/security.md)")
+            continue
+        conn.close()
+        return None
+    return None
+
+
+def connection_problem_now(bootstrap_servers: str, security: KafkaSecurity,
+                           timeout_s: float = 5.0) -> str | None:
+    """:func:`connection_problem` for synchronous callers (kafka-python commands)."""
+    return asyncio.run(connection_problem(bootstrap_servers, security, timeout_s))
 
 
 async def wait_for_broker(bootstrap_servers: str,
                           on_wait: Callable[[str, int, float], None],
                           first_s: float = BROKER_WAIT_FIRST_S,
-                          max_s: float = BROKER_WAIT_MAX_S) -> None:
+                          max_s: float = BROKER_WAIT_MAX_S,
+                          security: KafkaSecurity = PLAINTEXT) -> None:
     """Return once the broker answers a metadata request; until then call
     ``on_wait(reason, attempt, retry_in_s)`` after each failed attempt and wait, backed off
     exponentially from ``first_s`` to ``max_s``. Never gives up (cancel it to stop)."""
@@ -105,7 +168,7 @@ async def wait_for_broker(bootstrap_servers: str,
     attempt = 0
     while True:
         attempt += 1
-        reason = await probe_broker(bootstrap_servers)
+        reason = await probe_broker(bootstrap_servers, security=security)
         if reason is None:
             return
         on_wait(reason, attempt, delay_s)

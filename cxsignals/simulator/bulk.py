@@ -22,12 +22,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from aiokafka.partitioner import DefaultPartitioner
 from tqdm import tqdm
 
 from cxsignals.simulator.delivery import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 from cxsignals.simulator.journeys import SimMessage
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 BATCH_BYTES = 512 * 1024
 # Remembered key -> partition answers (murmur2 is pure Python in aiokafka): bounded memory.
@@ -43,16 +44,20 @@ def publish_bulk(
     progress: bool,
     total: int | None = None,
     connect_timeout_s: float = 10.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> PublishStats:
     """Send ``messages`` to ``topic`` as fast as the client can; return what was delivered."""
     return asyncio.run(
-        _publish_bulk(messages, bootstrap_servers, topic, progress, total, connect_timeout_s)
+        _publish_bulk(messages, bootstrap_servers, topic, progress, total, connect_timeout_s,
+                      security)
     )
 
 
-async def _start(bootstrap_servers: str, topic: str, timeout_s: float) -> tuple[Any, list[int]]:
+async def _start(bootstrap_servers: str, topic: str, timeout_s: float,
+                 security: KafkaSecurity) -> tuple[Any, list[int]]:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
+        **security.aiokafka_options(),
         acks="all",
         linger_ms=20,
         max_batch_size=BATCH_BYTES,
@@ -65,6 +70,16 @@ async def _start(bootstrap_servers: str, topic: str, timeout_s: float) -> tuple[
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await producer.stop()
+        from streams.faust_internals import connection_problem
+
+        problem = await connection_problem(bootstrap_servers, security)
+        if problem is not None:
+            raise BrokerUnavailable(f"cannot use Kafka at {bootstrap_servers}: {problem}") from None
+        if isinstance(exc, TopicAuthorizationFailedError):
+            raise BrokerUnavailable(
+                f"not authorized to write to topic {topic!r} as "
+                f"{security.describe()}: the Kafka ACLs do not allow it (docs/security.md)"
+            ) from None
         raise BrokerUnavailable(
             f"cannot reach Kafka at {bootstrap_servers} or find topic {topic!r} within "
             f"{timeout_s:.0f} s ({type(exc).__name__}: {exc}); is the broker running "
@@ -80,9 +95,10 @@ async def _publish_bulk(
     progress: bool,
     total: int | None,
     connect_timeout_s: float,
+    security: KafkaSecurity,
 ) -> PublishStats:
     stats = PublishStats()
-    producer, partitions = await _start(bootstrap_servers, topic, connect_timeout_s)
+    producer, partitions = await _start(bootstrap_servers, topic, connect_timeout_s, security)
     partitioner = DefaultPartitioner()
     partition_of: dict[bytes, int] = {}
     batches: dict[int, Any] = {p: producer.create_batch() for p in partitions}

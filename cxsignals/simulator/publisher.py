@@ -27,6 +27,7 @@ from tqdm import tqdm
 from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.delivery import MAX_REQUEST_BYTES, BrokerUnavailable, PublishStats
 from cxsignals.simulator.journeys import SimMessage
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
@@ -74,15 +75,22 @@ class TokenBucket:
         self._tokens -= 1.0
 
 
-def make_producer(bootstrap_servers: str, connect_timeout_s: float = 10.0) -> KafkaProducer:
+def make_producer(bootstrap_servers: str, connect_timeout_s: float = 10.0,
+                  security: KafkaSecurity = PLAINTEXT) -> KafkaProducer:
     """A producer connected to the cluster; raises BrokerUnavailable within the timeout."""
     try:
         return KafkaProducer(
             bootstrap_servers=bootstrap_servers.split(","),
             bootstrap_timeout_ms=int(connect_timeout_s * 1000),
             **PRODUCER_CONFIG,
+            **security.kafka_python_options(),
         )
     except KafkaError as exc:
+        from streams.faust_internals import connection_problem_now
+
+        problem = connection_problem_now(bootstrap_servers, security)
+        if problem is not None:
+            raise BrokerUnavailable(f"cannot use Kafka at {bootstrap_servers}: {problem}") from None
         raise BrokerUnavailable(
             f"cannot reach Kafka at {bootstrap_servers} within {connect_timeout_s:.0f} s "
             f"({type(exc).__name__}: {exc}); is the broker running (`make services`)?"
@@ -99,6 +107,7 @@ def publish(
     total: int | None = None,
     connect_timeout_s: float = 10.0,
     flush_timeout_s: float = 120.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> PublishStats:
     """Send ``messages`` to ``topic``; return what was delivered.
 
@@ -116,9 +125,10 @@ def publish(
             progress=progress,
             total=total,
             connect_timeout_s=connect_timeout_s,
+            security=security,
         )
     stats = PublishStats()
-    producer = make_producer(bootstrap_servers, connect_timeout_s)
+    producer = make_producer(bootstrap_servers, connect_timeout_s, security)
     take = TokenBucket(rate_per_s).take
     bar = tqdm(
         total=total, unit=" ev", unit_scale=True, disable=not progress, mininterval=0.5,

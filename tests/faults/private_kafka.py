@@ -53,8 +53,12 @@ class PrivateKafka:
         self.logs.mkdir(parents=True, exist_ok=True)
         props = (TEMPLATE_DIR / "server.properties").read_text()
         props = props.replace("@DATA_DIR@", str(self.data))
-        props = re.sub(r"127\.0\.0\.1:9093", f"127.0.0.1:{self.controller_port}", props)
-        props = re.sub(r"127\.0\.0\.1:9092", f"127.0.0.1:{self.port}", props)
+        props = props.replace("@CONTROLLER_PORT@", str(self.controller_port))
+        props = props.replace("@PLAINTEXT_PORT@", str(self.port))
+        # PLAINTEXT only: the outage tests need no SASL_SSL listener (nor its keystore).
+        props = re.sub(r",SASL_SSL://127\.0\.0\.1:@SECURE_PORT@", "", props)
+        props = "\n".join(line for line in props.splitlines()
+                          if not line.startswith(("ssl.", "sasl.", "listener.name.sasl_ssl")))
         props += "\nlog.segment.bytes=16777216\n"
         (self.root / "server.properties").write_text(props)
         log4j = (TEMPLATE_DIR / "log4j.properties").read_text().replace("@LOG_DIR@",
