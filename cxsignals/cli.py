@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.schema_cmd",
     "cxsignals.dlq_cmd",
     "cxsignals.state_cmd",
+    "cxsignals.erase_cmd",
+    "cxsignals.retention_cmd",
 )
 
 
