@@ -178,7 +178,7 @@ def wait_for_sink(settings: Settings, *, timeout_s: float, progress: Progress) -
         deadline = time.monotonic() + timeout_s
         while True:
             committed = {tp: meta.offset for tp, meta
-                         in admin.list_consumer_group_offsets(group).items()}
+                         in admin.list_group_offsets({group: None}).get(group, {}).items()}
             if not committed:
                 progress(f"no sink has committed in group {group}: not waiting for it")
                 return

@@ -365,6 +365,8 @@ class ScoringPipeline:
         for partition, stored_key in identities.keys_with_value(key):
             tombstones.append((stored_key.decode(), partition))
             linked.add(stored_key.decode())
+        # stored links already erased, their tombstones not stored yet
+        tombstones = [t for t in tombstones if not self._erased_link(t[0])]
         for anonymous, (customer, partition) in list(self._links_in_flight.items()):
             if customer is not None and subject in (anonymous, customer):
                 tombstones.append((anonymous, partition))
@@ -384,6 +386,10 @@ class ScoringPipeline:
         return len(erased), linked
 
     # -- identity links -------------------------------------------------------------------------
+
+    def _erased_link(self, anonymous_id: str) -> bool:
+        pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
+        return pending is not None and pending[0] is None
 
     def _linked_customer(self, anonymous_id: str) -> str | None:
         pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
