@@ -164,7 +164,7 @@ def wait_for_sink(settings: Settings, *, timeout_s: float, progress: Progress) -
 
     group = settings.sink_config().group_id
     topics = settings.topics
-    names = (topics.touchpoints, topics.scores, topics.dead_letters, *topics.outputs()[:2])
+    names = (topics.touchpoints, *topics.outputs())  # what the sink stores
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
