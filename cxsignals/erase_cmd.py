@@ -2,8 +2,10 @@
 
 In this order (each step waits for the one before; see docs/data-protection.md):
 
-1. **Stream.** One erase request per id (:mod:`schemas.erase`) goes to the worker's keyed
-   topic, on the partition whose worker holds the id's state. That worker deletes the state
+1. **Stream.** Once the worker's group has committed everything published to the touchpoints
+   so far (every earlier event of the person was scored first), one erase request per id
+   (:mod:`schemas.erase`) goes to the worker's keyed topic, on the partition whose worker
+   holds the id's state. That worker deletes the state
    (a changelog tombstone), the identity links in both directions, the in-memory indexes, and
    writes a tombstone to the compacted scores topic, which is the confirmation this command
    waits for. A customer's request is forwarded by the worker to each anonymous id linked to
@@ -156,15 +158,14 @@ def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, tim
         consumer.close()
 
 
-def wait_for_sink(settings: Settings, *, timeout_s: float, progress: Progress) -> None:
-    """Return once the sink's group has committed every record on its topics up to now (its
-    rows are in ClickHouse); returns at once when no sink ever ran with this CX_APP_ID."""
+def wait_for_group(settings: Settings, group: str, topic_names: Sequence[str], *, role: str,
+                   timeout_s: float, progress: Progress, meanwhile: str) -> None:
+    """Return once consumer group ``group`` has committed every record on ``topic_names`` up
+    to now; at once when the group never committed (no such process ever ran). TimedOut after
+    ``timeout_s`` (``meanwhile`` says what was done and not done)."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    group = settings.sink_config().group_id
-    topics = settings.topics
-    names = (topics.touchpoints, *topics.outputs())  # what the sink stores
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -172,7 +173,7 @@ def wait_for_sink(settings: Settings, *, timeout_s: float, progress: Progress) -
     except KafkaError as exc:
         raise Unavailable(f"Kafka did not answer ({exc})") from exc
     try:
-        tps = [TopicPartition(name, p) for name in dict.fromkeys(names)
+        tps = [TopicPartition(name, p) for name in dict.fromkeys(topic_names)
                for p in sorted(consumer.partitions_for_topic(name) or ())]
         ends = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
         deadline = time.monotonic() + timeout_s
@@ -180,20 +181,19 @@ def wait_for_sink(settings: Settings, *, timeout_s: float, progress: Progress) -
             committed = {tp: meta.offset for tp, meta
                          in admin.list_group_offsets({group: None}).get(group, {}).items()}
             if not committed:
-                progress(f"no sink has committed in group {group}: not waiting for it")
+                progress(f"no {role} has committed in group {group}: not waiting for it")
                 return
             behind = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
             if not behind:
-                progress(f"the sink (group {group}) has stored everything up to the erase")
+                progress(f"the {role} (group {group}) has handled everything published so far")
                 return
             if time.monotonic() > deadline:
-                raise TimedOut(f"the sink (group {group}) is still {behind} records behind "
-                               f"after {timeout_s:.0f} s: is `cxsignals sink` running? Rows "
-                               "still on their way would escape the erase; ClickHouse was not "
-                               "touched (the stream part is done): run the erase again later")
+                raise TimedOut(f"the {role} (group {group}) is still {behind} records behind "
+                               f"after {timeout_s:.0f} s: is `cxsignals {role}` running? "
+                               f"{meanwhile}: run the erase again later")
             time.sleep(0.5)
     except KafkaError as exc:
-        raise Unavailable(f"Kafka failed while checking the sink's progress ({exc})") from exc
+        raise Unavailable(f"Kafka failed while checking the {role}'s progress ({exc})") from exc
     finally:
         consumer.close()
         admin.close()
@@ -248,14 +248,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                                      kind="anonymous", requested_at=now))
     progress(f"request {request_id}: {len(requests)} id(s)")
     try:
+        # Every event published before the erase is scored first (in place, or forwarded to
+        # the keyed topic ahead of the request): none of them recreates the state afterwards.
+        wait_for_group(settings, settings.app_id, (settings.topics.touchpoints,),
+                       role="worker", timeout_s=args.timeout_s, progress=progress,
+                       meanwhile="Nothing was erased yet")
         stream = erase_in_stream(settings, requests, timeout_s=args.timeout_s,
                                  progress=progress)
         states = sum(r.state_deleted for r in stream.results)
         links = sum(r.links_deleted for r in stream.results)
         progress(f"worker confirmed: {states} state(s), {links} identity link(s) deleted, "
                  f"{len(stream.results)} score tombstone(s)")
-        if not args.no_wait_sink:
-            wait_for_sink(settings, timeout_s=args.timeout_s, progress=progress)
+        if not args.no_wait_sink:  # no row of the person still on its way to ClickHouse
+            topics = settings.topics
+            wait_for_group(settings, settings.sink_config().group_id,
+                           (topics.touchpoints, *topics.outputs()), role="sink",
+                           timeout_s=args.timeout_s, progress=progress,
+                           meanwhile="The stream part is done, ClickHouse was not touched")
         places: dict[str, int] = {"worker.states": states, "worker.identity_links": links,
                                   "kafka.score_tombstones": len(stream.results)}
         ids = {r.subject for r in requests} | stream.linked_ids
