@@ -134,3 +134,21 @@ def test_erase_and_retention_sql_runs_on_modern_clickhouse() -> None:
     assert ["touchpoint_events", "202009"] in out["dropped"]  # 2020-09 < 2024-06 - 400 days
     assert out["partitions"] == [["202311"]]
     assert "TTL event_time + toIntervalDay(400)" in out["ddl"]
+
+
+def test_the_audit_holds_counts_and_at_most_keyed_hashes_of_the_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxsignals.erase_cmd import _audit_sql, _id_hmacs
+    from schemas.erase import EraseRequest
+
+    request = EraseRequest(request_id="r-1", subject="c-secret", kind="customer", cascade=True,
+                           requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert _id_hmacs(Settings(), ["c-secret"]) == []  # no key: nothing of the id
+    monkeypatch.setenv("CX_ERASE_AUDIT_KEY", "k")
+    hmacs = _id_hmacs(Settings(), ["c-secret"])
+    assert len(hmacs) == 1 and len(hmacs[0]) == 64
+    sql = _audit_sql("cx", request, datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc), "dpo", 1,
+                     hmacs, {"worker.states": 1, "clickhouse.alerts": 2})
+    assert "c-secret" not in sql
+    assert "['worker.states', 'clickhouse.alerts'] AS Array(String)" in sql
+    assert "[1, 2] AS Array(UInt64)" in sql
