@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.dlq_cmd",
     "cxsignals.state_cmd",
     "cxsignals.acls_cmd",
+    "cxsignals.erase_cmd",
+    "cxsignals.retention_cmd",
 )
 
 

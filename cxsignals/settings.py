@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # longest delay before the sink notices that it is back.
     sink_retry_max_s: float = Field(5.0, gt=0)
 
+    # Data protection (docs/data-protection.md). Kept for ever when unset: topics then get the
+    # broker's default retention (7 days on a stock broker), ClickHouse keeps every row.
+    retention_days: int | None = Field(None, ge=1)
+    # With a key, the erase audit stores an HMAC-SHA256 of each erased id (else nothing of it).
+    erase_audit_key: SecretStr | None = None
+
     @property
     def kafka_security(self) -> KafkaSecurity:
         """How every Kafka client connects; raises ValueError naming the wrong setting."""

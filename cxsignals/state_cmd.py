@@ -157,7 +157,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_UNAVAILABLE
     entry = entries.get(key)
     if entry is None or entry.value is None:
-        why = "deleted (expired)" if entry is not None else "not in"
+        why = "deleted (expired or erased)" if entry is not None else "not in"
         print(f"no state for customer {args.customer}: {why} {topic} partition "
               f"{customer_partition(args.customer, settings.touchpoint_partitions)} (the worker "
               "writes states at checkpoints; an unknown or anonymous id has none)",

@@ -25,22 +25,32 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     Touchpoints carry the broker's append time (``LogAppendTime``): the worker and the sink
     judge an event's clock skew against it, whatever the producer's clock says."""
     big = {"max.message.bytes": TOPIC_MAX_MESSAGE_BYTES}
+    # CX_RETENTION_DAYS: delete segments older than that (compacted scores: compact,delete, so
+    # a latest score older than the retention goes too); unset: the broker's default.
+    kept = retention_config(settings.retention_days)
+    scores = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+    if kept:
+        scores = {**scores, "cleanup.policy": "compact,delete", **kept}
     return [
         TopicSpec(settings.topic_touchpoints, settings.touchpoint_partitions,
-                  {**big, "message.timestamp.type": "LogAppendTime"}),
-        TopicSpec(settings.topic_dlq, settings.touchpoint_partitions, big),
+                  {**big, "message.timestamp.type": "LogAppendTime", **kept}),
+        TopicSpec(settings.topic_dlq, settings.touchpoint_partitions, {**big, **kept}),
         # Rows ClickHouse refused, with the original record (of any of the sink's topics).
-        TopicSpec(settings.topic_sink_dlq, settings.touchpoint_partitions, big),
-        TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {}),
-        TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {}),
-        TopicSpec(
-            settings.topic_scores,
-            settings.touchpoint_partitions,
-            {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
-        ),
+        TopicSpec(settings.topic_sink_dlq, settings.touchpoint_partitions, {**big, **kept}),
+        TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {**kept}),
+        TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {**kept}),
+        TopicSpec(settings.topic_scores, settings.touchpoint_partitions, scores),
         # Internal: events re-keyed to their customer's partition (the worker also declares it).
-        TopicSpec(settings.topics.keyed(settings.app_id), settings.touchpoint_partitions, big),
+        TopicSpec(settings.topics.keyed(settings.app_id), settings.touchpoint_partitions,
+                  {**big, **kept}),
     ]
+
+
+def retention_config(retention_days: int | None) -> dict[str, str]:
+    """The topic config that keeps records ``retention_days`` (none when unset)."""
+    if retention_days is None:
+        return {}
+    return {"retention.ms": str(retention_days * 86_400_000)}
 
 
 def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:

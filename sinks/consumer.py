@@ -217,7 +217,9 @@ class RowBuilder:
         return build(record, now)
 
     def score(self, record: ConsumerRecord, now: datetime) -> Rows:
-        update = decode_score_update(record.value or b"")
+        if record.value is None:  # a tombstone: the customer was erased (cxsignals erase)
+            return []
+        update = decode_score_update(record.value)
         return [(CUSTOMER_SCORES, score_row(update, ingested_at=now))]
 
     def alert(self, record: ConsumerRecord, now: datetime) -> Rows:

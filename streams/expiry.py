@@ -81,6 +81,13 @@ class ExpiryIndex:
                 self._size -= 1
         self.add(partition, customer_id, after_s)
 
+    def discard(self, partition: int, customer_id: str, active_s: float | None) -> None:
+        """Stop tracking a customer last active at ``active_s`` (an erased customer)."""
+        members = self._days.get(partition, {}).get(self.day(active_s or 0.0))
+        if members is not None and customer_id in members:
+            members.discard(customer_id)
+            self._size -= 1
+
     def pop_due(self, partition: int, now_s: float, limit: int) -> list[str]:
         """Up to ``limit`` customers of ``partition`` whose stale bucket has fully passed by
         ``now_s`` (at most a day, or 1 % of the TTL, after they went stale); each is removed

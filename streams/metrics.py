@@ -70,6 +70,10 @@ states_expired = Counter(
     "cx_states_expired_total",
     "Customer states deleted after CX_STATE_TTL_DAYS without activity (tombstoned)",
 )
+erase_requests = Counter(
+    "cx_erase_requests_total",
+    "Erase requests handled (one per erased id, repeats included): state, links and score gone",
+)
 customers_in_state = Gauge(
     "cx_customers_in_state", "Customers whose state this worker holds (assigned partitions)"
 )

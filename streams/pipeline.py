@@ -30,6 +30,12 @@ event as seen is stored only after that event's outputs are durable, so a redeli
 it seen and its outputs already delivered. Alert ids are deterministic, so a re-sent alert is
 recognisable downstream.
 
+Erase requests (:mod:`schemas.erase`, on the keyed topic only, in partition order with the
+events forwarded there) delete the id's state (a changelog tombstone), its identity links in
+both directions (identity changelog tombstones) and its latest score (a tombstone on the scores
+topic, which also confirms the request to ``cxsignals erase``), and force a checkpoint, so that
+the state tombstones follow the confirmation in the same durable phase.
+
 Failure behaviour: an invalid message is dead-lettered with its key and value unchanged and the
 reason in headers; an unexpected error while scoring a valid event dead-letters it as
 ``processing_error`` and the rest flows on. A hand-over, delivery or state write that fails is
@@ -48,6 +54,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from schemas.erase import (
+    ERASE_HEADER,
+    ERASE_REQUEST_HEADER,
+    ERASE_RESULT_HEADER,
+    EraseRequest,
+    EraseResult,
+)
 from schemas.topics import TopicNames
 from streams import metrics
 from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
@@ -80,6 +93,10 @@ class KeyValueTable(Protocol):
     def delivered(self, delivery: Any) -> None: ...
 
     def persist_offsets(self) -> None: ...
+
+    def partitions_of(self, key: bytes) -> list[int]: ...
+
+    def keys_with_value(self, value: bytes) -> list[tuple[int, bytes]]: ...
 
 
 class Delivery(Protocol):
@@ -125,9 +142,14 @@ class ScoringPipeline:
         self.topics = topics
         self.keyed_topic = keyed_topic
         self.limits = limits
-        self._links: dict[str, tuple[str, int]] = {}  # anonymous id -> (customer, partition)
+        # anonymous id -> (customer, partition); a customer of None masks an erased link until
+        # its tombstones (in _unlinks) are stored.
+        self._links: dict[str, tuple[str | None, int]] = {}
         # Links handed to the changelog but not stored locally yet.
-        self._links_in_flight: dict[str, tuple[str, int]] = {}
+        self._links_in_flight: dict[str, tuple[str | None, int]] = {}
+        # Erased links: (anonymous id, identity changelog partition) tombstones to write.
+        self._unlinks: list[tuple[str, int]] = []
+        self._erased = False  # an erase in this fetch: checkpoint now
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
         self._lag = metrics.BatchObserver(metrics.processing_lag)
@@ -181,7 +203,9 @@ class ScoringPipeline:
             self._since_checkpoint += handled
         limits = self.limits
         checkpoint = (self._since_checkpoint >= limits.checkpoint_events
-                      or time.monotonic() - self._checkpoint_at >= limits.checkpoint_s)
+                      or time.monotonic() - self._checkpoint_at >= limits.checkpoint_s
+                      or self._erased)
+        self._erased = False
         await self._hand_over(outputs, checkpoint, started)
         return handled
 
@@ -196,9 +220,15 @@ class ScoringPipeline:
             self._since_checkpoint = 0
             writes = self.processor.pending_writes()
             identities = self.identities
+            # tombstones first: a link learnt again after an erase comes after them
+            for anonymous, partition in self._unlinks:
+                link_records.append(identities.changelog_record(partition, anonymous.encode(),
+                                                                None))
+            self._unlinks = []
             for anonymous, (customer, partition) in self._links.items():
-                key, value = anonymous.encode(), customer.encode()
-                link_records.append(identities.changelog_record(partition, key, value))
+                if customer is not None:
+                    link_records.append(identities.changelog_record(
+                        partition, anonymous.encode(), customer.encode()))
                 # stored once the changelog has it; looked up from here meanwhile
                 self._links_in_flight[anonymous] = (customer, partition)
             self._links = {}
@@ -226,6 +256,9 @@ class ScoringPipeline:
              counts: dict[str, int]) -> None:
         if keyed and not record.value and _has_header(record.headers, LEGACY_TICK_HEADER):
             return  # deadlines are checked in place now
+        if keyed and _has_header(record.headers, ERASE_HEADER):
+            self._erase(record, now, outputs)
+            return
         limits = self.limits
         result: Any = validate_event(record.value, now=now, max_bytes=limits.max_event_bytes,
                                      max_future_skew_s=limits.max_future_skew_s,
@@ -286,7 +319,77 @@ class ScoringPipeline:
             if budget <= 0:
                 return
 
+    # -- erase ----------------------------------------------------------------------------------
+
+    def _erase(self, record: Any, now: datetime, outputs: list[Output]) -> None:
+        """Handle an erase request (see the module docstring); an unreadable one is
+        dead-lettered as ``schema_violation``."""
+        try:
+            request = EraseRequest.from_json(record.value or b"")
+        except ValueError as exc:
+            outputs.append(self._dead_letter(
+                record, Invalid(ErrorCode.schema_violation, f"erase request: {exc}"), now))
+            return
+        subject = request.subject
+        state_deleted = self.processor.erase(subject, record.partition)
+        links_deleted, linked = self._unlink(subject)
+        forwarded = 0
+        if request.cascade:
+            for anonymous in sorted(linked):
+                forward = request.model_copy(update={"subject": anonymous, "kind": "anonymous",
+                                                     "cascade": False})
+                outputs.append(Output(
+                    self.keyed_topic, anonymous.encode(), forward.to_json(),
+                    [(ERASE_HEADER, b"1")],
+                    partition=customer_partition(anonymous, self.limits.partitions)))
+                forwarded += 1
+        result = EraseResult(state_deleted=state_deleted, links_deleted=links_deleted,
+                             forwarded=forwarded)
+        outputs.append(Output(self.topics.scores, subject.encode(), None,
+                              [(ERASE_REQUEST_HEADER, request.request_id.encode()),
+                               (ERASE_RESULT_HEADER, result.to_json())],
+                              on_sent=metrics.erase_requests.inc))
+        self._erased = True
+        log.info("erase request %s handled on partition %d: state %s, %d identity links, "
+                 "%d linked ids forwarded", request.request_id, record.partition,
+                 "deleted" if state_deleted else "absent", links_deleted, forwarded)
+
+    def _unlink(self, subject: str) -> tuple[int, set[str]]:
+        """Delete the identity links of ``subject``: its own (as an anonymous id) and every
+        link to it (as a customer), stored, in flight or pending. Returns the number of links
+        deleted and the anonymous ids that were linked to it."""
+        identities = self.identities
+        key = subject.encode()
+        tombstones = [(subject, partition) for partition in identities.partitions_of(key)]
+        linked: set[str] = set()
+        for partition, stored_key in identities.keys_with_value(key):
+            tombstones.append((stored_key.decode(), partition))
+            linked.add(stored_key.decode())
+        # stored links already erased, their tombstones not stored yet
+        tombstones = [t for t in tombstones if not self._erased_link(t[0])]
+        for anonymous, (customer, partition) in list(self._links_in_flight.items()):
+            if customer is not None and subject in (anonymous, customer):
+                tombstones.append((anonymous, partition))
+                if customer == subject:
+                    linked.add(anonymous)
+        erased = {anonymous for anonymous, _partition in tombstones}
+        for anonymous, (customer, _partition) in list(self._links.items()):
+            if customer is not None and subject in (anonymous, customer):
+                del self._links[anonymous]  # never written: nothing to delete
+                erased.add(anonymous)
+                if customer == subject:
+                    linked.add(anonymous)
+        for anonymous, partition in tombstones:
+            self._links[anonymous] = (None, partition)  # masks the stored link until durable
+        self._unlinks.extend(dict.fromkeys(tombstones))
+        linked.discard(subject)
+        return len(erased), linked
+
     # -- identity links -------------------------------------------------------------------------
+
+    def _erased_link(self, anonymous_id: str) -> bool:
+        pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
+        return pending is not None and pending[0] is None
 
     def _linked_customer(self, anonymous_id: str) -> str | None:
         pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
@@ -335,7 +438,9 @@ class ScoringPipeline:
             for record in link_records:
                 identities.put(record.partition, record.key, record.value)
                 anonymous = record.key.decode()
-                if in_flight.get(anonymous, (None,))[0] == record.value.decode():
+                customer = record.value.decode() if record.value is not None else None
+                current = in_flight.get(anonymous)
+                if current is not None and current[0] == customer:
                     del in_flight[anonymous]
             processor = self.processor
             for write in writes:

@@ -44,7 +44,7 @@ class Output:
 @dataclass(slots=True)
 class PendingWrite:
     """A customer's serialized state to store in ``partition`` (None: delete it, an expired
-    customer); ``change`` numbers the change."""
+    or erased customer); ``change`` numbers the change."""
 
     customer_id: str
     value: bytes | None
@@ -204,6 +204,23 @@ class Processor:
         self._deleted[customer_id] = self._changes
         metrics.states_expired.inc()
         return True
+
+    def erase(self, customer_id: str, partition: int) -> bool:
+        """Forget the customer (an erase request): the state is deleted like an expired one (a
+        pending write of None: a RocksDB delete and a changelog tombstone, written even when
+        there was no state, so that erasing twice is harmless), and dropped from the cache,
+        the deadline and expiry indexes; the remembered event ids (dedupe) go with the state.
+        The next event of the id starts a fresh state. True when there was a state."""
+        state = self._load(customer_id, partition)
+        self._states.pop(customer_id, None)
+        self.deadlines.set(partition, customer_id, None)
+        if state is not None:
+            self.expiry.discard(partition, customer_id, last_active_s(state))
+        self._changes += 1
+        self._dirty[customer_id] = (None, partition, self._changes)
+        self._applied[customer_id] = []
+        self._deleted[customer_id] = self._changes
+        return state is not None
 
     def pending_writes(self) -> list[PendingWrite]:
         """The states changed since last handed out, serialized now. Each stays dirty until

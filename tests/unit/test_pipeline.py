@@ -60,6 +60,12 @@ class _Table:
     def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any:
         return _Out(f"{self.name}-changelog", key, value, None, partition)
 
+    def partitions_of(self, key: bytes) -> list[int]:
+        return [p for (p, k) in self.data if k == key]
+
+    def keys_with_value(self, value: bytes) -> list[tuple[int, bytes]]:
+        return [(p, k) for (p, k), v in self.data.items() if v == value]
+
     def delivered(self, delivery: Any) -> None:
         pass
 

@@ -116,3 +116,12 @@ def test_a_stuck_dependency_logs_rarely_and_health_names_it(
     assert "stuck for 0s" in lines[0].getMessage()
     assert "is back after 600s" in lines[-1].getMessage()
     assert health.ok
+
+
+def test_a_score_tombstone_an_erase_wrote_becomes_no_row() -> None:
+    config = SinkConfig()
+    build = RowBuilder(config, VaderAnalyzer())
+    tombstone = ConsumerRecord(topic=config.topics.scores, partition=0, offset=3, timestamp=0,
+                               timestamp_type=0, key=b"c-1", value=None, checksum=None,
+                               serialized_key_size=3, serialized_value_size=-1, headers=())
+    assert build(tombstone, datetime.now(timezone.utc)) == []
