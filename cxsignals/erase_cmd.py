@@ -101,7 +101,8 @@ def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, tim
     scores = settings.topics.scores
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                 enable_auto_commit=False, request_timeout_ms=30_000)
+                                 enable_auto_commit=False, request_timeout_ms=30_000,
+                                 **settings.kafka_security.kafka_python_options())
     except KafkaError as exc:
         raise Unavailable(f"Kafka at {bootstrap} did not answer ({exc})") from exc
     try:
@@ -115,7 +116,8 @@ def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, tim
         consumer.assign(tps)
         for tp, offset in consumer.end_offsets(tps).items():  # confirmations come after these
             consumer.seek(tp, offset)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                 **settings.kafka_security.kafka_python_options())
         try:
             futures = [producer.send(keyed, key=r.subject.encode(), value=r.to_json(),
                                      headers=[(ERASE_HEADER, b"1")],
@@ -167,9 +169,11 @@ def wait_for_group(settings: Settings, group: str, topic_names: Sequence[str], *
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                 **settings.kafka_security.kafka_python_options())
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                 group_id=None, enable_auto_commit=False)
+                                 group_id=None, enable_auto_commit=False,
+                                 **settings.kafka_security.kafka_python_options())
     except KafkaError as exc:
         raise Unavailable(f"Kafka did not answer ({exc})") from exc
     try:
