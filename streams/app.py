@@ -52,14 +52,25 @@ STATE_TABLE = "customer-state"
 IDENTITY_TABLE = "identities"
 REBUILD_CHUNK = 500
 KAFKA_PROBE_S = 5.0
+IDLE_RISK_MAX_HORIZON_DAYS = 400.0
 
 
 def build_engine(config: WorkerConfig) -> Engine:
     return Engine(
         EngineConfig(grace_s=config.grace_s, half_life_days=config.half_life_days,
-                     score_publish_step=config.score_publish_step),
+                     score_publish_step=config.score_publish_step,
+                     idle_risk_horizon_days=idle_risk_horizon_days(config)),
         load_rules(config.rules_path), VaderAnalyzer(),
     )
+
+
+def idle_risk_horizon_days(config: WorkerConfig) -> float:
+    """How far ahead an idle customer's next risk crossing is looked for: the state TTL (a
+    customer idle that long is deleted anyway), 400 days when states are kept for ever, 0
+    (off) when ``idle_risk`` is off."""
+    if not config.idle_risk:
+        return 0.0
+    return config.state_ttl_days if config.state_ttl_days > 0 else IDLE_RISK_MAX_HORIZON_DAYS
 
 
 @dataclass

@@ -43,6 +43,9 @@ class WorkerConfig:
     session_timeout_s: float = 10.0
     # Customers inactive this long are deleted (0: kept for ever).
     state_ttl_days: float = 400.0
+    # Re-evaluate idle customers' churn risk as time passes (docs/scoring.md, "Time-aware
+    # risk"): win_back and high_value_at_risk fire for customers who go quiet.
+    idle_risk: bool = True
 
     @property
     def keyed_topic(self) -> str:

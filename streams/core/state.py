@@ -96,6 +96,10 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
     last_fired: dict[str, float] = {}  # rule -> alert event time
     daily_counts: dict[str, int] = {}  # "kind:day" -> alerts
     last_support_alert: float | None = None
+    # Wall-clock epoch seconds at which the churn risk of this state, with no new events,
+    # crosses the next rule threshold or the publish step (streams/core/idle_risk.py). A
+    # schedule, not a fact: set by the worker at a checkpoint, cleared by every change.
+    risk_wake_s: float | None = None
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""
@@ -106,10 +110,15 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
         """Wall-clock epoch seconds at which ``Engine.tick`` has work for this customer, or None.
 
         ``tick`` compares deadlines with ``now - lag_s`` (the customer's event-time clock as
-        estimated from the last event), so the wake-up is the deadline plus that lag.
+        estimated from the last event), so a deadline's wake-up is the deadline plus that lag;
+        the risk's re-evaluation (``risk_wake_s``) is in wall-clock time already.
         """
         due = self.next_due()
-        return None if due is None else due + self.lag_s
+        wake = None if due is None else due + self.lag_s
+        risk_wake = self.risk_wake_s
+        if risk_wake is not None and (wake is None or risk_wake < wake):
+            return risk_wake
+        return wake
 
     def to_bytes(self) -> bytes:
         """MessagePack of the fields in declaration order, after the format version."""
