@@ -180,6 +180,8 @@ class Processor:
             return None
         try:
             outcome = self.engine.tick(state, customer_id, now=now)
+            # The next look at the risk, after this one (a search: up to 19 evaluations).
+            state.risk_wake_s = self.engine.risk_wakeup_s(state, now.timestamp())
         except Exception:
             self._rebuild(customer_id, partition, now)
             raise
@@ -209,11 +211,10 @@ class Processor:
         """The states changed since last handed out, serialized now. Each stays dirty until
         :meth:`written` is called for it; one handed out again is one that changed since.
 
-        This is also where the next re-evaluation of each changed customer's churn risk is
-        scheduled (``Engine.risk_wakeup_s`` as of ``now_s``, default the wall clock): once per
-        customer per checkpoint rather than once per event, since the search costs up to 19
-        risk evaluations. The schedule is stored with the state, so a rebuilt deadline index
-        needs no search."""
+        This is also where a customer whose state events changed gets its first look at its
+        churn risk scheduled (``Engine.risk_first_look_s`` as of ``now_s``, default the wall
+        clock; at most one risk evaluation): once per customer per checkpoint, not per event.
+        The schedule is stored with the state, so a rebuilt deadline index needs no search."""
         handed = self._handed
         writes = []
         engine = self.engine
@@ -223,7 +224,7 @@ class Processor:
             if handed.get(customer_id) != change:
                 handed[customer_id] = change
                 if state is not None and state.risk_wake_s is None:
-                    state.risk_wake_s = engine.risk_wakeup_s(state, now_s)
+                    state.risk_wake_s = engine.risk_first_look_s(state, now_s)
                     if state.risk_wake_s is not None:
                         self.deadlines.set(partition, customer_id, state.next_wakeup_s())
                 value = state.to_bytes() if state is not None else None

@@ -318,7 +318,7 @@ class Engine:
         policy: cooldowns, caps, quiet hours, with the inactivity as the reason) and publishes
         a score update (``event_time`` = ``at_s``) when it moved more than the publish step.
         The experience score is left as of the last event."""
-        st.risk_wake_s = None  # the processor schedules the next look
+        st.risk_wake_s = None  # the caller schedules the next look (risk_wakeup_s)
         w = st.watermark
         assert w is not None
         now_s = now.timestamp()
@@ -340,12 +340,20 @@ class Engine:
 
     def risk_wakeup_s(self, state: CustomerState, now_s: float) -> float | None:
         """When :meth:`tick` should next re-evaluate the risk of ``state`` if nothing else
-        happens (wall-clock epoch seconds, >= ``now_s``), or None (never within the horizon,
-        or time-aware risk is off). Costs up to 19 churn-risk evaluations
-        (:mod:`streams.core.idle_risk`)."""
+        happens (wall-clock epoch seconds, >= ``now_s``; inf: not within the horizon), or None
+        when time-aware risk is off. Costs up to 19 churn-risk evaluations
+        (:mod:`streams.core.idle_risk`): for the timer's path, after a look."""
         if self._risk_wakeups is None:
             return None
         return self._risk_wakeups.next_wakeup_s(state, now_s)
+
+    def risk_first_look_s(self, state: CustomerState, now_s: float) -> float | None:
+        """When to first look at the risk of a state that events changed (at most one
+        churn-risk evaluation; see ``RiskWakeups.first_look_s``), or None when time-aware
+        risk is off."""
+        if self._risk_wakeups is None:
+            return None
+        return self._risk_wakeups.first_look_s(state, now_s)
 
     # ------------------------------------------------------------------ internals
 

@@ -8,6 +8,10 @@ the unchanged state reaches the next rule threshold above the current risk (``wi
 publish step away from the last published risk. The worker puts that time into the deadline
 index, and ``Engine.tick`` re-evaluates the customer then (docs/scoring.md, "Time-aware risk").
 
+Cost: the search runs when the customer has been quiet for ``IDLE_SETTLE_S`` (5 minutes) after
+an event, from the timer, and again after each re-evaluation, never per event; per event the
+worker pays at most one risk evaluation (:meth:`RiskWakeups.first_look_s`), at the checkpoint.
+
 The search assumes what the scorer promises: with no new events the risk is non-decreasing in
 ``at_s``. It brackets the crossing by steps that grow geometrically from one hour up to the
 horizon, then bisects the bracket, so it costs at most ``2 + SEARCH_BRACKETS +
@@ -34,6 +38,9 @@ SEARCH_MIN_RESOLUTION_S = 60.0  # ... or a minute, whichever is longer
 # With a publish step of 0 (publish every change), idle customers are still re-evaluated only
 # once their risk moved by this much: a step of 0 would wake them on every checkpoint.
 MIN_IDLE_STEP = 0.001
+# After an event, the search waits until the customer has been quiet this long (wall clock).
+IDLE_SETTLE_S = 300.0
+NEVER = float("inf")  # a risk_wake_s: nothing to look at within the horizon
 
 
 def first_reaching(
@@ -105,15 +112,9 @@ class RiskWakeups:
         self._step = max(publish_step_points, MIN_IDLE_STEP * 100)
         self._horizon_s = horizon_s
 
-    def next_wakeup_s(self, st: CustomerState, now_s: float) -> float | None:
-        """Epoch seconds (wall clock, never before ``now_s`` or the watermark) at which the
-        risk of ``st`` with no new events reaches the next threshold above ``st.risk``, or moves
-        more than the publish step from ``st.pub_risk``; None if neither happens within the
-        horizon (or the state has no events)."""
-        w = st.watermark
-        if w is None:
-            return None
-        start = w if w > now_s else now_s
+    def _reached(self, st: CustomerState) -> Callable[[float], bool]:
+        """Whether a risk of ``st`` would make the tick act: it reached the next threshold
+        above ``st.risk`` or moved more than the publish step from ``st.pub_risk``."""
         risk, pub, step = st.risk, st.pub_risk, self._step
         target = 2.0  # unreachable: no threshold above the current risk
         for threshold in self._thresholds:
@@ -126,7 +127,32 @@ class RiskWakeups:
             # engine's publish test, on the same values: when this holds, the tick acts.
             return r >= target or (pub is not None and not abs(r - pub) * 100 <= step)
 
+        return reached
+
+    def next_wakeup_s(self, st: CustomerState, now_s: float) -> float:
+        """Epoch seconds (wall clock, never before ``now_s`` or the watermark) at which the
+        risk of ``st`` with no new events reaches the next threshold above ``st.risk``, or moves
+        more than the publish step from ``st.pub_risk``; ``NEVER`` if neither happens within
+        the horizon (or the state has no events). Up to 19 risk evaluations."""
+        w = st.watermark
+        if w is None:
+            return NEVER
+        start = w if w > now_s else now_s
         score = st.score
         scorer = self._scorer
-        return first_reaching(lambda t: scorer(st, score, t), start, start + self._horizon_s,
-                              reached)
+        wake = first_reaching(lambda t: scorer(st, score, t), start, start + self._horizon_s,
+                              self._reached(st))
+        return NEVER if wake is None else wake
+
+    def first_look_s(self, st: CustomerState, now_s: float) -> float:
+        """When to look at a customer whose state an event changed (at most one risk
+        evaluation): once it has been quiet for ``IDLE_SETTLE_S`` (most customers send more
+        events meanwhile, and the search waits for the last of them), or at once if its last
+        event is that old already and its risk as of now makes the tick act (back-dated or
+        replayed events)."""
+        w = st.watermark
+        if w is None:
+            return NEVER
+        if now_s - w >= IDLE_SETTLE_S and self._reached(st)(self._scorer(st, st.score, now_s)):
+            return now_s
+        return (w if w > now_s else now_s) + IDLE_SETTLE_S

@@ -43,6 +43,7 @@ MAX_PENDING_CARTS = 8
 MAX_DEFERRED = 4  # >= 2 UTC days x the default marketing cap of 2
 
 
+_INF = float("inf")
 _blake2b = hashlib.blake2b
 _from_bytes = int.from_bytes  # big-endian by default (Python >= 3.11)
 
@@ -96,9 +97,9 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
     last_fired: dict[str, float] = {}  # rule -> alert event time
     daily_counts: dict[str, int] = {}  # "kind:day" -> alerts
     last_support_alert: float | None = None
-    # Wall-clock epoch seconds at which the churn risk of this state, with no new events,
-    # crosses the next rule threshold or the publish step (streams/core/idle_risk.py). A
-    # schedule, not a fact: set by the worker at a checkpoint, cleared by every change.
+    # Wall-clock epoch seconds at which the worker next re-evaluates the churn risk of this
+    # state if no event comes (streams/core/idle_risk.py; inf: never). A schedule, not a
+    # fact: cleared by every event, set by the worker at the checkpoint and after each look.
     risk_wake_s: float | None = None
 
     def next_due(self) -> float | None:
@@ -116,7 +117,7 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
         due = self.next_due()
         wake = None if due is None else due + self.lag_s
         risk_wake = self.risk_wake_s
-        if risk_wake is not None and (wake is None or risk_wake < wake):
+        if risk_wake is not None and risk_wake < _INF and (wake is None or risk_wake < wake):
             return risk_wake
         return wake
 
