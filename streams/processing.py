@@ -27,6 +27,9 @@ from streams.expiry import ExpiryIndex, last_active_s
 log = logging.getLogger(__name__)
 
 ReadState = Callable[[int, bytes], "bytes | None"]
+# A look at an idle customer's risk that is due while its partition catches up is retried
+# this much later (streams/pipeline.py decides when a partition is live).
+CATCH_UP_RETRY_S = 5.0
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, once per record
@@ -173,19 +176,40 @@ class Processor:
             metrics.late_events_dropped.inc()
         return outcome
 
-    def tick(self, customer_id: str, partition: int, now: datetime) -> Outcome | None:
-        """Run the engine's timer for an idle customer (deadlines passed in wall time)."""
+    def tick(self, customer_id: str, partition: int, now: datetime, *,
+             live: bool = True) -> Outcome | None:
+        """Run the engine's timer for an idle customer (deadlines passed in wall time).
+
+        ``live`` False: the customer's partition is catching up (its latest events are far
+        behind the wall clock: a backlog or a backfill), so events that would lower this
+        customer's risk may still be on their way; a look at the risk due now waits
+        ``CATCH_UP_RETRY_S`` (in memory only; its deadlines fire as usual)."""
         state = self._load(customer_id, partition)
         if state is None:
             return None
+        now_s = now.timestamp()
+        risk_wake = state.risk_wake_s
+        if not live and risk_wake is not None and risk_wake <= now_s:
+            deadline = state.deadline_wakeup_s()
+            if deadline is None or deadline > now_s:  # nothing else to do: no state change
+                retry = now_s + CATCH_UP_RETRY_S
+                self.deadlines.set(partition, customer_id,
+                                   retry if deadline is None else min(deadline, retry))
+                return None
         try:
-            outcome = self.engine.tick(state, customer_id, now=now)
-            # The next look at the risk, after this one (a search: up to 19 evaluations).
-            state.risk_wake_s = self.engine.risk_wakeup_s(state, now.timestamp())
+            outcome = self.engine.tick(state, customer_id, now=now, idle_risk=live)
+            if live:
+                # The next look at the risk, after this one (a search: up to 19 evaluations).
+                state.risk_wake_s = self.engine.risk_wakeup_s(state, now_s)
         except Exception:
             self._rebuild(customer_id, partition, now)
             raise
         self._changed(customer_id, partition, outcome.state)
+        if not live and risk_wake is not None and risk_wake <= now_s:
+            deadline = state.deadline_wakeup_s()
+            retry = now_s + CATCH_UP_RETRY_S
+            self.deadlines.set(partition, customer_id,
+                               retry if deadline is None else min(deadline, retry))
         return outcome
 
     def expire(self, customer_id: str, partition: int, now: datetime) -> bool:

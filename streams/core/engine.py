@@ -293,9 +293,12 @@ class Engine:
             out.score_update = self._alerting.score_update(st, customer_id, now, explain)
         return out
 
-    def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
+    def tick(
+        self, state: CustomerState, customer_id: str, *, now: datetime, idle_risk: bool = True
+    ) -> Outcome:
         """Fire deadlines of an idle customer: cart recoveries due and deferred alerts released;
-        then re-evaluate its churn risk as of now (:meth:`reevaluate_risk`).
+        then (unless ``idle_risk`` is False) re-evaluate its churn risk as of now
+        (:meth:`reevaluate_risk`).
 
         For deadlines the customer's event-time clock is estimated as ``now - state.lag_s`` (the
         lag of its last in-order event), so live traffic fires on time while a replay or
@@ -305,7 +308,7 @@ class Engine:
         if state.watermark is None:
             return out
         self._alerting.release(state, customer_id, now.timestamp() - state.lag_s, True, now, out)
-        if self._risk_wakeups is not None:
+        if idle_risk and self._risk_wakeups is not None:
             self.reevaluate_risk(state, customer_id, now, out)
         return out
 

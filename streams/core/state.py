@@ -107,6 +107,12 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
         dues = [c[0] for c in self.pending_carts[:1]] + [d[0] for d in self.deferred[:1]]
         return min(dues) if dues else None
 
+    def deadline_wakeup_s(self) -> float | None:
+        """Wall-clock epoch seconds at which ``Engine.tick`` has a deadline to fire (a pending
+        cart or deferred alert: the deadline plus ``lag_s``), or None."""
+        due = self.next_due()
+        return None if due is None else due + self.lag_s
+
     def next_wakeup_s(self) -> float | None:
         """Wall-clock epoch seconds at which ``Engine.tick`` has work for this customer, or None.
 
@@ -114,8 +120,7 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
         estimated from the last event), so a deadline's wake-up is the deadline plus that lag;
         the risk's re-evaluation (``risk_wake_s``) is in wall-clock time already.
         """
-        due = self.next_due()
-        wake = None if due is None else due + self.lag_s
+        wake = self.deadline_wakeup_s()
         risk_wake = self.risk_wake_s
         if risk_wake is not None and risk_wake < _INF and (wake is None or risk_wake < wake):
             return risk_wake

@@ -28,7 +28,8 @@ from streams.core.rules import load_rules, parse_rules
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 from streams.deadlines import DeadlineIndex
-from streams.processing import Processor
+from streams.pipeline import DRAINED_S
+from streams.processing import CATCH_UP_RETRY_S, Processor
 from streams.recompute import state_differences
 from tests.journeys import build_engine, make_event
 
@@ -370,3 +371,52 @@ def test_the_schedule_is_stored_but_not_compared_and_old_states_decode() -> None
     never = st.copy()
     never.risk_wake_s = NEVER
     assert CustomerState.from_bytes(never.to_bytes()).next_wakeup_s() is None
+
+
+def test_a_look_due_while_the_partition_catches_up_waits_without_changing_the_state() -> None:
+    engine = _engine()
+    store, deadlines = _Store(), DeadlineIndex()
+    processor = Processor(engine, store.read, TopicNames(), deadlines=deadlines)
+    now = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    for i, ago in enumerate((200, 180, 160)):
+        at = now - timedelta(days=ago)
+        processor.process("c", 0, make_event("c", f"c-p{i}", "purchase", at, {
+            "order_id": f"o{i}", "order_value": 60.0, "currency": "EUR"}), now)
+    store.write_pending(processor, now.timestamp())
+    assert deadlines.pop_due(0, now.timestamp(), 10) == ["c"]
+    # A backlog: later events of this customer may still come. Nothing is judged, nothing
+    # is written; the look is retried shortly.
+    assert processor.tick("c", 0, now, live=False) is None
+    assert processor.dirty_customers == 0
+    retry = now.timestamp() + CATCH_UP_RETRY_S
+    assert deadlines.pop_due(0, retry - 1, 10) == []
+    assert deadlines.pop_due(0, retry, 10) == ["c"]
+    out = processor.tick("c", 0, _dt(retry), live=True)
+    assert out is not None and [a.rule for a in out.alerts] == ["win_back"]
+
+
+def test_a_partition_is_live_when_its_latest_event_is_current_or_it_drained() -> None:
+    from streams.partitioner import customer_partition
+    from tests.unit.test_pipeline import PARTITIONS, TOPICS, _fetch, _Harness
+
+    h = _Harness()
+    home = customer_partition("c-live", PARTITIONS)
+    other = next(c for c in (f"c-old-{n}" for n in range(100))
+                 if customer_partition(c, PARTITIONS) == home)
+    now_s = datetime.now(timezone.utc).timestamp()
+    assert not h.pipeline.is_live(home, now_s)  # not heard of: wait until it drained
+    assert h.pipeline.is_live(home, now_s + DRAINED_S)
+
+    def one(customer: str, at: datetime) -> dict[Any, Any]:
+        event = make_event(customer, f"{customer}-{at.timestamp()}", "page_view", at,
+                           {"url": "/"})
+        return _fetch(TOPICS.touchpoints, home, [(customer.encode(),
+                                                  event.model_dump_json().encode())])
+
+    h.run(one("c-live", datetime.now(timezone.utc) - timedelta(seconds=10)))
+    now_s = datetime.now(timezone.utc).timestamp()
+    assert h.pipeline.is_live(home, now_s)
+    h.run(one(other, datetime.now(timezone.utc) - timedelta(days=160)))  # a backfill
+    now_s = datetime.now(timezone.utc).timestamp()
+    assert not h.pipeline.is_live(home, now_s)
+    assert h.pipeline.is_live(home, now_s + DRAINED_S)
