@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,11 +172,13 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
         complete."""
         count = 0
         for chunk in states.scan(partition, REBUILD_CHUNK):
+            now_s = time.time()
             for key, raw in chunk:
                 if raw:
                     state = CustomerState.from_bytes(raw)
                     customer_id = key.decode()
-                    deadlines.add_if_absent(partition, customer_id, state.next_wakeup_s())
+                    deadlines.add_if_absent(partition, customer_id,
+                                            processor.stored_wakeup_s(state, now_s))
                     expiry.add(partition, customer_id, last_active_s(state))
             count += len(chunk)
             await asyncio.sleep(0)

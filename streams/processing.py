@@ -231,6 +231,14 @@ class Processor:
         metrics.states_expired.inc()
         return True
 
+    def stored_wakeup_s(self, state: CustomerState, now_s: float) -> float | None:
+        """The deadline of a stored state, for an index rebuilt after a rebalance: its stored
+        schedule, or, if it has none for its risk (written before time-aware risk or with it
+        off), a first look (``Engine.risk_first_look_s``: at most one risk evaluation)."""
+        if state.risk_wake_s is None:
+            state.risk_wake_s = self.engine.risk_first_look_s(state, now_s)
+        return state.next_wakeup_s()
+
     def pending_writes(self, now_s: float | None = None) -> list[PendingWrite]:
         """The states changed since last handed out, serialized now. Each stays dirty until
         :meth:`written` is called for it; one handed out again is one that changed since.

@@ -420,3 +420,20 @@ def test_a_partition_is_live_when_its_latest_event_is_current_or_it_drained() ->
     now_s = datetime.now(timezone.utc).timestamp()
     assert not h.pipeline.is_live(home, now_s)
     assert h.pipeline.is_live(home, now_s + DRAINED_S)
+
+
+def test_a_rebuilt_index_uses_the_stored_schedule_or_gives_an_old_state_a_first_look() -> None:
+    engine = _engine()
+    processor = Processor(engine, lambda partition, key: None, TopicNames())
+    now = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+    st = _buyer(engine, start=now - timedelta(days=200))  # last purchase 160 days ago
+    scheduled = st.copy()
+    scheduled.risk_wake_s = now.timestamp() + DAY_S
+    assert processor.stored_wakeup_s(scheduled, now.timestamp()) == now.timestamp() + DAY_S
+    # written before time-aware risk (no schedule): looked at once the index is rebuilt
+    assert st.risk_wake_s is None
+    assert processor.stored_wakeup_s(st, now.timestamp()) == now.timestamp()
+    off = Processor(build_engine(_rules(), idle_risk_horizon_days=0), lambda p, k: None,
+                    TopicNames())
+    assert off.stored_wakeup_s(_buyer(engine, start=now - timedelta(days=200)),
+                               now.timestamp()) is None
