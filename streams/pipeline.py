@@ -59,8 +59,8 @@ from streams.processing import Output, PendingWrite, Processor
 log = logging.getLogger(__name__)
 
 # A partition is live (idle customers' risk may be judged as of now) when its latest scored
-# event happened at most LIVE_LAG_S before it was scored, or when it delivered nothing for
-# DRAINED_S (docs/scoring.md, "Time-aware risk").
+# event happened at most LIVE_LAG_S before now, or when it delivered nothing for DRAINED_S
+# (docs/scoring.md, "Time-aware risk").
 LIVE_LAG_S = 60.0
 DRAINED_S = 5.0
 RETRY_FIRST_S = 0.1
