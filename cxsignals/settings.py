@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     state_cache_customers: int = Field(10_000, ge=0)
     # A customer inactive this long is deleted from the worker's state (0 keeps states for ever).
     state_ttl_days: float = Field(400.0, ge=0)
+    # Re-evaluate idle customers' churn risk as time passes (CX_IDLE_RISK=false turns it off).
+    idle_risk: bool = True
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)
@@ -169,6 +171,7 @@ class Settings(BaseSettings):
             state_cache_customers=self.state_cache_customers,
             state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
             kafka_security=self.kafka_security,
+            idle_risk=self.idle_risk,
         )
 
     def sink_config(self) -> SinkConfig:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,14 +53,25 @@ STATE_TABLE = "customer-state"
 IDENTITY_TABLE = "identities"
 REBUILD_CHUNK = 500
 KAFKA_PROBE_S = 5.0
+IDLE_RISK_MAX_HORIZON_DAYS = 400.0
 
 
 def build_engine(config: WorkerConfig) -> Engine:
     return Engine(
         EngineConfig(grace_s=config.grace_s, half_life_days=config.half_life_days,
-                     score_publish_step=config.score_publish_step),
+                     score_publish_step=config.score_publish_step,
+                     idle_risk_horizon_days=idle_risk_horizon_days(config)),
         load_rules(config.rules_path), VaderAnalyzer(),
     )
+
+
+def idle_risk_horizon_days(config: WorkerConfig) -> float:
+    """How far ahead an idle customer's next risk crossing is looked for: the state TTL (a
+    customer idle that long is deleted anyway), 400 days when states are kept for ever, 0
+    (off) when ``idle_risk`` is off."""
+    if not config.idle_risk:
+        return 0.0
+    return config.state_ttl_days if config.state_ttl_days > 0 else IDLE_RISK_MAX_HORIZON_DAYS
 
 
 @dataclass
@@ -162,11 +174,13 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
         complete."""
         count = 0
         for chunk in states.scan(partition, REBUILD_CHUNK):
+            now_s = time.time()
             for key, raw in chunk:
                 if raw:
                     state = CustomerState.from_bytes(raw)
                     customer_id = key.decode()
-                    deadlines.add_if_absent(partition, customer_id, state.next_wakeup_s())
+                    deadlines.add_if_absent(partition, customer_id,
+                                            processor.stored_wakeup_s(state, now_s))
                     expiry.add(partition, customer_id, last_active_s(state))
             count += len(chunk)
             await asyncio.sleep(0)

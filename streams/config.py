@@ -46,6 +46,9 @@ class WorkerConfig:
     state_ttl_days: float = 400.0
     # SASL/TLS of every Kafka client the worker makes (docs/security.md).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # Re-evaluate idle customers' churn risk as time passes (docs/scoring.md, "Time-aware
+    # risk"): win_back and high_value_at_risk fire for customers who go quiet.
+    idle_risk: bool = True
 
     @property
     def keyed_topic(self) -> str:

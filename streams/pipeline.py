@@ -71,6 +71,11 @@ from streams.processing import Output, PendingWrite, Processor
 
 log = logging.getLogger(__name__)
 
+# A partition is live (idle customers' risk may be judged as of now) when its latest scored
+# event happened at most LIVE_LAG_S before now, or when it delivered nothing for DRAINED_S
+# (docs/scoring.md, "Time-aware risk").
+LIVE_LAG_S = 60.0
+DRAINED_S = 5.0
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 # A tick on the keyed topic, as the v1 worker sent them (ticks now run in place): a deployed
@@ -163,6 +168,10 @@ class ScoringPipeline:
         self._unacked: list[tuple[Any, int, int]] = []
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
+        # Per partition: wall time of its latest fetch with records, and the event time of
+        # its latest scored event (whether it is live, for the timer's risk looks).
+        self._arrived: dict[int, float] = {}
+        self._latest_event: dict[int, datetime] = {}
 
     # -- one fetch ----------------------------------------------------------------------------
 
@@ -171,6 +180,7 @@ class ScoringPipeline:
         number of records handled."""
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
+        now_s = now.timestamp()
         outputs: list[Output] = []
         handled = 0
         counts: dict[str, int] = {}
@@ -180,6 +190,7 @@ class ScoringPipeline:
             handled += len(records)
             keyed = tp.topic == self.keyed_topic
             self._consumed[tp.topic].inc(len(records))
+            self._arrived[tp.partition] = now_s
             for record in records:
                 try:
                     self._one(record, keyed, now, outputs, counts)
@@ -288,6 +299,7 @@ class ScoringPipeline:
         outcome = self.processor.process(customer_id, record.partition, result, now)
         if outcome is None:
             return
+        self._latest_event[record.partition] = result.occurred_at
         event_type = result.event_type
         counts[event_type] = counts.get(event_type, 0) + 1
         self._lag.observe(max(0.0, (now - result.occurred_at).total_seconds()))
@@ -303,10 +315,11 @@ class ScoringPipeline:
         processor = self.processor
         budget = self.limits.ticks_per_fetch
         for partition in self.tick_partitions():
+            live = self.is_live(partition, now_s)
             for customer_id in processor.deadlines.pop_due(partition, now_s, budget):
                 budget -= 1
                 try:
-                    outcome = processor.tick(customer_id, partition, now)
+                    outcome = processor.tick(customer_id, partition, now, live=live)
                 except Exception:
                     metrics.processing_errors.labels("tick").inc()
                     log.exception("tick of a customer on partition %d failed", partition)
@@ -384,6 +397,20 @@ class ScoringPipeline:
         self._unlinks.extend(dict.fromkeys(tombstones))
         linked.discard(subject)
         return len(erased), linked
+    def is_live(self, partition: int, now_s: float) -> bool:
+        """Whether ``partition`` is caught up with its producers: its latest scored event
+        happened at most ``LIVE_LAG_S`` before now, or it delivered nothing for ``DRAINED_S``
+        (a partition not heard of yet counts from now). While it catches up (a backlog after
+        an outage, a backfill of old events), a customer's later events may still be on their
+        way, so its risk is not judged as of now."""
+        arrived = self._arrived.get(partition)
+        if arrived is None:
+            self._arrived[partition] = now_s
+            return False
+        if now_s - arrived >= DRAINED_S:
+            return True
+        latest = self._latest_event.get(partition)
+        return latest is not None and now_s - latest.timestamp() <= LIVE_LAG_S
 
     # -- identity links -------------------------------------------------------------------------
 

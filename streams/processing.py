@@ -27,6 +27,9 @@ from streams.expiry import ExpiryIndex, last_active_s
 log = logging.getLogger(__name__)
 
 ReadState = Callable[[int, bytes], "bytes | None"]
+# A look at an idle customer's risk that is due while its partition catches up is retried
+# this much later (streams/pipeline.py decides when a partition is live).
+CATCH_UP_RETRY_S = 5.0
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, once per record
@@ -173,17 +176,40 @@ class Processor:
             metrics.late_events_dropped.inc()
         return outcome
 
-    def tick(self, customer_id: str, partition: int, now: datetime) -> Outcome | None:
-        """Run the engine's timer for an idle customer (deadlines passed in wall time)."""
+    def tick(self, customer_id: str, partition: int, now: datetime, *,
+             live: bool = True) -> Outcome | None:
+        """Run the engine's timer for an idle customer (deadlines passed in wall time).
+
+        ``live`` False: the customer's partition is catching up (its latest events are far
+        behind the wall clock: a backlog or a backfill), so events that would lower this
+        customer's risk may still be on their way; a look at the risk due now waits
+        ``CATCH_UP_RETRY_S`` (in memory only; its deadlines fire as usual)."""
         state = self._load(customer_id, partition)
         if state is None:
             return None
+        now_s = now.timestamp()
+        risk_wake = state.risk_wake_s
+        if not live and risk_wake is not None and risk_wake <= now_s:
+            deadline = state.deadline_wakeup_s()
+            if deadline is None or deadline > now_s:  # nothing else to do: no state change
+                retry = now_s + CATCH_UP_RETRY_S
+                self.deadlines.set(partition, customer_id,
+                                   retry if deadline is None else min(deadline, retry))
+                return None
         try:
-            outcome = self.engine.tick(state, customer_id, now=now)
+            outcome = self.engine.tick(state, customer_id, now=now, idle_risk=live)
+            if live:
+                # The next look at the risk, after this one (a search: up to 19 evaluations).
+                state.risk_wake_s = self.engine.risk_wakeup_s(state, now_s)
         except Exception:
             self._rebuild(customer_id, partition, now)
             raise
         self._changed(customer_id, partition, outcome.state)
+        if not live and risk_wake is not None and risk_wake <= now_s:
+            deadline = state.deadline_wakeup_s()
+            retry = now_s + CATCH_UP_RETRY_S
+            self.deadlines.set(partition, customer_id,
+                               retry if deadline is None else min(deadline, retry))
         return outcome
 
     def expire(self, customer_id: str, partition: int, now: datetime) -> bool:
@@ -222,14 +248,34 @@ class Processor:
         self._deleted[customer_id] = self._changes
         return state is not None
 
-    def pending_writes(self) -> list[PendingWrite]:
+    def stored_wakeup_s(self, state: CustomerState, now_s: float) -> float | None:
+        """The deadline of a stored state, for an index rebuilt after a rebalance: its stored
+        schedule, or, if it has none for its risk (written before time-aware risk or with it
+        off), a first look (``Engine.risk_first_look_s``: at most one risk evaluation)."""
+        if state.risk_wake_s is None:
+            state.risk_wake_s = self.engine.risk_first_look_s(state, now_s)
+        return state.next_wakeup_s()
+
+    def pending_writes(self, now_s: float | None = None) -> list[PendingWrite]:
         """The states changed since last handed out, serialized now. Each stays dirty until
-        :meth:`written` is called for it; one handed out again is one that changed since."""
+        :meth:`written` is called for it; one handed out again is one that changed since.
+
+        This is also where a customer whose state events changed gets its first look at its
+        churn risk scheduled (``Engine.risk_first_look_s`` as of ``now_s``, default the wall
+        clock; at most one risk evaluation): once per customer per checkpoint, not per event.
+        The schedule is stored with the state, so a rebuilt deadline index needs no search."""
         handed = self._handed
         writes = []
+        engine = self.engine
+        if now_s is None:
+            now_s = time.time()
         for customer_id, (state, partition, change) in self._dirty.items():
             if handed.get(customer_id) != change:
                 handed[customer_id] = change
+                if state is not None and state.risk_wake_s is None:
+                    state.risk_wake_s = engine.risk_first_look_s(state, now_s)
+                    if state.risk_wake_s is not None:
+                        self.deadlines.set(partition, customer_id, state.next_wakeup_s())
                 value = state.to_bytes() if state is not None else None
                 writes.append(PendingWrite(customer_id, value, partition, change))
         return writes

@@ -12,14 +12,18 @@ and payload) except ``emitted_at``; every score update except ``updated_at``.
 
 What is excluded, and why:
 
-* ``lag_s``, ``emitted_at``, ``updated_at``: wall-clock times of processing by definition.
+* ``lag_s``, ``emitted_at``, ``updated_at``: wall-clock times of processing by definition;
+  ``risk_wake_s``: a schedule the worker computes at checkpoints from the wall clock.
 * Deadline work done by the worker's timer (``Engine.tick``): cart recoveries and alerts
   deferred by quiet hours are released when wall time, not an event, passes their deadline
   (``now - lag_s``), so *whether* a tick fired before the customer's next event depends on
   how fast the worker ran. :func:`recompute` runs no ticks. A comparison is exact only for
   rules without deadlines: the fault tests run the worker with :func:`no_deadline_rules`
   (the shipped rules without ``cart_recovery`` and quiet hours); the deadline paths have their
-  own unit and end-to-end tests.
+  own unit and end-to-end tests. The same holds for idle customers' churn risk, re-evaluated
+  by the timer as of the wall clock (docs/scoring.md, "Time-aware risk"): the fault tests
+  turn it off (``CX_IDLE_RISK=false``), and with it off a worker's states, alerts and score
+  updates are again a pure function of the events.
 * Events known by an anonymous id only: the customer such an event counts for depends on
   whether the worker had already seen the linking event on *another* partition (partitions are
   processed independently, their relative order is not defined), so :func:`recompute`'s
@@ -48,7 +52,7 @@ from streams.core.state import CustomerState
 from streams.core.validation import Invalid, validate_event
 
 # CustomerState fields that hold wall-clock quantities (excluded from comparisons).
-WALL_CLOCK_FIELDS = frozenset({"lag_s"})
+WALL_CLOCK_FIELDS = frozenset({"lag_s", "risk_wake_s"})
 DEADLINE_RULES = frozenset({"cart_recovery"})
 
 

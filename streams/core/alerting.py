@@ -32,6 +32,11 @@ def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc)
 
 
+def _alert_id(c: Candidate, customer_id: str) -> str:
+    extra = c.id_extra
+    return alert_id(c.rule, customer_id, c.evidence if extra is None else [*c.evidence, extra])
+
+
 class Alerting:
     """Alert decisions and score updates for one customer at a time (no I/O)."""
 
@@ -73,14 +78,14 @@ class Alerting:
                     c.kind,
                     d.reason,
                     "suppressed",
-                    alert_id(c.rule, customer_id, c.evidence),
+                    _alert_id(c, customer_id),
                     _dt(c.event_time),
                 )
             )
             return
         policy.record(st, c.rule, c.kind, c.event_time)
         alert = AlertRecord(
-            alert_id=alert_id(c.rule, customer_id, c.evidence),
+            alert_id=_alert_id(c, customer_id),
             rule=c.rule,
             kind=c.kind,
             customer_id=customer_id,
@@ -150,9 +155,12 @@ class Alerting:
                     out.alerts.append(alert)
 
     def score_update(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None
+        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None,
+        at_s: float | None = None,
     ) -> ScoreUpdateRecord:
-        """The score update of the state as it is now (the engine decides when to publish)."""
+        """The score update of the state as it is now (the engine decides when to publish).
+        ``event_time`` is the watermark, or ``at_s`` for an idle customer's risk evaluated
+        later (the time the risk is as of)."""
         stage = st.stage
         assert stage is not None and st.watermark is not None
         previous = st.pub_stage if st.pub_stage != stage else None
@@ -166,6 +174,6 @@ class Alerting:
             journey_stage=_STAGE_BY_VALUE[stage],
             previous_stage=None if previous is None else _STAGE_BY_VALUE[previous],
             explanation=explain(),
-            event_time=_dt(st.watermark),
+            event_time=_dt(st.watermark if at_s is None else at_s),
             updated_at=now,
         )

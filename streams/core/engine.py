@@ -39,9 +39,10 @@ from streams.core.alert_ids import ALERT_NAMESPACE, alert_id
 from streams.core.alerting import Alerting
 from streams.core.churn import ChurnScorer
 from streams.core.engine_config import EngineConfig
+from streams.core.idle_risk import RiskWakeups, risk_thresholds
 from streams.core.outcome import Outcome
 from streams.core.rule_config import CartRecoveryRule, RuleSet
-from streams.core.rule_evaluators import is_negative_answer
+from streams.core.rule_evaluators import idle_candidates, is_negative_answer
 from streams.core.rule_plan import evaluate_event, page_view_plan_key, rule_plan
 from streams.core.scoring import (
     NEUTRAL,
@@ -111,6 +112,12 @@ class Engine:
         self._grace_s = config.grace_s
         self._weights = config.weights
         self._churn_risk = ChurnScorer(config.bgnbd, config.churn)
+        self._risk_wakeups: RiskWakeups | None = (
+            RiskWakeups(self._churn_risk, risk_thresholds(rules.enabled),
+                        config.score_publish_step, config.idle_risk_horizon_days * DAY_S)
+            if config.idle_risk_horizon_days > 0
+            else None
+        )
 
     def _rule_window_s(self, rule_id: str, default_s: float) -> float:
         rule = self.rules.enabled.get(rule_id)
@@ -151,6 +158,7 @@ class Engine:
         if w0 is not None and t < w0 - self._grace_s:
             return Outcome(st, late_dropped=True)
         out = Outcome(st)
+        st.risk_wake_s = None  # the state changes: its risk schedule is recomputed
         if w0 is None or t >= w0:
             lag = now_s - t
             st.lag_s = lag if lag > 0.0 else 0.0  # max(0.0, lag)
@@ -285,18 +293,70 @@ class Engine:
             out.score_update = self._alerting.score_update(st, customer_id, now, explain)
         return out
 
-    def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:
-        """Fire deadlines of an idle customer: cart recoveries due and deferred alerts released.
+    def tick(
+        self, state: CustomerState, customer_id: str, *, now: datetime, idle_risk: bool = True
+    ) -> Outcome:
+        """Fire deadlines of an idle customer: cart recoveries due and deferred alerts released;
+        then (unless ``idle_risk`` is False) re-evaluate its churn risk as of now
+        (:meth:`reevaluate_risk`).
 
-        The customer's event-time clock is estimated as ``now - state.lag_s`` (the lag of its
-        last in-order event), so live traffic fires on time while a replay or backfill, whose
-        events are far behind wall time, is not overtaken by its own timer.
+        For deadlines the customer's event-time clock is estimated as ``now - state.lag_s`` (the
+        lag of its last in-order event), so live traffic fires on time while a replay or
+        backfill, whose events are far behind wall time, is not overtaken by its own timer.
         """
         out = Outcome(state)
         if state.watermark is None:
             return out
         self._alerting.release(state, customer_id, now.timestamp() - state.lag_s, True, now, out)
+        if idle_risk and self._risk_wakeups is not None:
+            self.reevaluate_risk(state, customer_id, now, out)
         return out
+
+    def reevaluate_risk(
+        self, st: CustomerState, customer_id: str, now: datetime, out: Outcome
+    ) -> None:
+        """The churn risk of an idle customer as of ``at_s = max(now, watermark)`` (wall clock:
+        how long the customer has really been away; never before the last event). Raises
+        ``high_value_at_risk`` and ``win_back`` when it crossed their thresholds (through the
+        policy: cooldowns, caps, quiet hours, with the inactivity as the reason) and publishes
+        a score update (``event_time`` = ``at_s``) when it moved more than the publish step.
+        The experience score is left as of the last event."""
+        st.risk_wake_s = None  # the caller schedules the next look (risk_wakeup_s)
+        w = st.watermark
+        assert w is not None
+        now_s = now.timestamp()
+        at_s = now_s if now_s > w else w
+        risk_before = st.risk
+        risk = self._churn_risk(st, st.score, at_s)
+        if risk == risk_before:
+            return
+        st.risk = risk
+        explain = None
+        candidates = idle_candidates(st, self.rules.enabled, at_s, risk_before, risk)
+        if candidates:
+            explain = self._alerting.explainer(st)
+            for cand in candidates:
+                self._alerting.decide(st, customer_id, cand, now, out, explain)
+        pub_risk = st.pub_risk
+        if pub_risk is None or not abs(risk - pub_risk) * 100 <= self._publish_step:
+            out.score_update = self._alerting.score_update(st, customer_id, now, explain, at_s)
+
+    def risk_wakeup_s(self, state: CustomerState, now_s: float) -> float | None:
+        """When :meth:`tick` should next re-evaluate the risk of ``state`` if nothing else
+        happens (wall-clock epoch seconds, >= ``now_s``; inf: not within the horizon), or None
+        when time-aware risk is off. Costs up to 19 churn-risk evaluations
+        (:mod:`streams.core.idle_risk`): for the timer's path, after a look."""
+        if self._risk_wakeups is None:
+            return None
+        return self._risk_wakeups.next_wakeup_s(state, now_s)
+
+    def risk_first_look_s(self, state: CustomerState, now_s: float) -> float | None:
+        """When to first look at the risk of a state that events changed (at most one
+        churn-risk evaluation; see ``RiskWakeups.first_look_s``), or None when time-aware
+        risk is off."""
+        if self._risk_wakeups is None:
+            return None
+        return self._risk_wakeups.first_look_s(state, now_s)
 
     # ------------------------------------------------------------------ internals
 

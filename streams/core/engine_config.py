@@ -20,6 +20,9 @@ class EngineConfig:
     churn: ChurnAdjustments = field(default_factory=ChurnAdjustments)
     weights: SignalWeights = field(default_factory=SignalWeights)
     explanation_top: int = 5
+    # Re-evaluate idle customers' churn risk as time passes (docs/scoring.md, "Time-aware
+    # risk"), looking this far ahead for the next crossing; 0 turns it off.
+    idle_risk_horizon_days: float = 400.0
 
     @property
     def half_life_s(self) -> float:

@@ -27,9 +27,11 @@ from streams.core.rule_config import (
     DetractorFollowUpRule,
     ExperienceDropRule,
     FrictionSpikeRule,
+    HighValueAtRiskParams,
     HighValueAtRiskRule,
     PromoterReferralRule,
     RepeatContactRule,
+    WinBackParams,
     WinBackRule,
 )
 from streams.core.signals import error_kind
@@ -47,6 +49,9 @@ class Candidate:
     evidence: list[str]
     action: str
     context: dict[str, Any]
+    # Named into the alert id after the evidence: an alert with no triggering event (an idle
+    # customer's re-evaluation) is told apart from another with the same evidence by it.
+    id_extra: str | None = None
 
 
 @dataclass(slots=True)
@@ -182,13 +187,29 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
     )
 
 
+def high_value_turned_at_risk(
+    st: CustomerState, p: HighValueAtRiskParams, spend_before: float, risk_before: float,
+    risk_after: float,
+) -> bool:
+    """high_value_at_risk's test: the customer became high-value and at risk just now."""
+    now_true = st.spend >= p.min_spend and risk_after >= p.min_churn_risk
+    was_true = spend_before >= p.min_spend and risk_before >= p.min_churn_risk
+    return now_true and not was_true
+
+
+def win_back_crossed(
+    st: CustomerState, p: WinBackParams, score: float, risk_before: float, risk_after: float
+) -> bool:
+    """win_back's test: a buyer with a good experience whose risk crossed the threshold."""
+    if st.purchases < p.min_purchases or score < p.min_experience_score:
+        return False
+    return risk_before < p.min_churn_risk <= risk_after
+
+
 def _high_value_at_risk(
     st: CustomerState, f: EventFacts, r: HighValueAtRiskRule
 ) -> Candidate | None:
-    p = r.params
-    now_true = st.spend >= p.min_spend and f.risk_after >= p.min_churn_risk
-    was_true = f.spend_before >= p.min_spend and f.risk_before >= p.min_churn_risk
-    if not now_true or was_true:
+    if not high_value_turned_at_risk(st, r.params, f.spend_before, f.risk_before, f.risk_after):
         return None
     evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
     return Candidate(
@@ -224,10 +245,7 @@ def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Can
 
 
 def _win_back(st: CustomerState, f: EventFacts, r: WinBackRule) -> Candidate | None:
-    p = r.params
-    if st.purchases < p.min_purchases or f.score_after < p.min_experience_score:
-        return None
-    if not f.risk_before < p.min_churn_risk <= f.risk_after:
+    if not win_back_crossed(st, r.params, f.score_after, f.risk_before, f.risk_after):
         return None
     days = None if st.last_purchase is None else round((f.t - st.last_purchase) / DAY_S, 1)
     evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
@@ -302,3 +320,76 @@ def cart_candidate(
             "wait_minutes": r.params.wait_minutes,
         },
     )
+
+
+# ---------------------------------------------------------------- idle customers
+
+
+def _idle_context(st: CustomerState, at_s: float, risk_before: float) -> dict[str, Any]:
+    """Why an idle customer's risk rose: how long since the last purchase and the last event."""
+    assert st.watermark is not None
+    since_purchase = None if st.last_purchase is None else (at_s - st.last_purchase) / DAY_S
+    return {
+        "trigger": "inactivity",
+        "risk_before": round(risk_before, 4),
+        "days_since_last_purchase": None if since_purchase is None else round(since_purchase, 1),
+        "days_since_last_event": round((at_s - st.watermark) / DAY_S, 1),
+        "last_event_at": _iso(st.watermark),
+    }
+
+
+def idle_candidates(
+    st: CustomerState, enabled: dict[str, Any], at_s: float, risk_before: float,
+    risk_after: float,
+) -> list[Candidate]:
+    """Candidates raised by an idle customer's risk moving from ``risk_before`` to
+    ``risk_after`` at ``at_s`` with no new event (support rules first, as for events): the
+    same tests as ``high_value_at_risk`` and ``win_back`` on an event, with the inactivity as
+    the reason. Evidence: the last purchase (what the customer stopped doing); the alert id
+    also names the watermark, so each idle spell raises a rule at most once."""
+    out: list[Candidate] = []
+    if st.watermark is None:
+        return out
+    evidence = [st.last_purchase_id] if st.last_purchase_id else []
+    spell = f"idle-since:{st.watermark!r}"
+    hv = enabled.get("high_value_at_risk")
+    if isinstance(hv, HighValueAtRiskRule) and high_value_turned_at_risk(
+        st, hv.params, st.spend, risk_before, risk_after
+    ):
+        context = _idle_context(st, at_s, risk_before)
+        out.append(Candidate(
+            rule=hv.id,
+            kind=hv.kind,
+            event_time=at_s,
+            evidence=list(evidence),
+            action=(
+                "High-value customer at risk of churning after "
+                f"{context['days_since_last_event']:g} days without activity: assign an "
+                "account manager to call."
+            ),
+            context={"lifetime_spend": round(st.spend, 2), "churn_risk": round(risk_after, 4),
+                     **context},
+            id_extra=spell,
+        ))
+    wb = enabled.get("win_back")
+    if isinstance(wb, WinBackRule) and win_back_crossed(
+        st, wb.params, st.score, risk_before, risk_after
+    ):
+        context = _idle_context(st, at_s, risk_before)
+        days = context["days_since_last_purchase"]
+        quiet = (f"no purchase for {days:g} days" if days is not None else
+                 f"no activity for {context['days_since_last_event']:g} days")
+        out.append(Candidate(
+            rule=wb.id,
+            kind=wb.kind,
+            event_time=at_s,
+            evidence=list(evidence),
+            action=(
+                f"Send a win-back offer: {quiet} raised the churn risk from "
+                f"{risk_before:.2f} to {risk_after:.2f} with no new event, after a good "
+                "experience."
+            ),
+            context={"churn_risk": round(risk_after, 4), **context},
+            id_extra=spell,
+        ))
+    return out

@@ -43,6 +43,7 @@ MAX_PENDING_CARTS = 8
 MAX_DEFERRED = 4  # >= 2 UTC days x the default marketing cap of 2
 
 
+_INF = float("inf")
 _blake2b = hashlib.blake2b
 _from_bytes = int.from_bytes  # big-endian by default (Python >= 3.11)
 
@@ -96,20 +97,34 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
     last_fired: dict[str, float] = {}  # rule -> alert event time
     daily_counts: dict[str, int] = {}  # "kind:day" -> alerts
     last_support_alert: float | None = None
+    # Wall-clock epoch seconds at which the worker next re-evaluates the churn risk of this
+    # state if no event comes (streams/core/idle_risk.py; inf: never). A schedule, not a
+    # fact: cleared by every event, set by the worker at the checkpoint and after each look.
+    risk_wake_s: float | None = None
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""
         dues = [c[0] for c in self.pending_carts[:1]] + [d[0] for d in self.deferred[:1]]
         return min(dues) if dues else None
 
+    def deadline_wakeup_s(self) -> float | None:
+        """Wall-clock epoch seconds at which ``Engine.tick`` has a deadline to fire (a pending
+        cart or deferred alert: the deadline plus ``lag_s``), or None."""
+        due = self.next_due()
+        return None if due is None else due + self.lag_s
+
     def next_wakeup_s(self) -> float | None:
         """Wall-clock epoch seconds at which ``Engine.tick`` has work for this customer, or None.
 
         ``tick`` compares deadlines with ``now - lag_s`` (the customer's event-time clock as
-        estimated from the last event), so the wake-up is the deadline plus that lag.
+        estimated from the last event), so a deadline's wake-up is the deadline plus that lag;
+        the risk's re-evaluation (``risk_wake_s``) is in wall-clock time already.
         """
-        due = self.next_due()
-        return None if due is None else due + self.lag_s
+        wake = self.deadline_wakeup_s()
+        risk_wake = self.risk_wake_s
+        if risk_wake is not None and risk_wake < _INF and (wake is None or risk_wake < wake):
+            return risk_wake
+        return wake
 
     def to_bytes(self) -> bytes:
         """MessagePack of the fields in declaration order, after the format version."""

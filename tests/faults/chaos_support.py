@@ -51,9 +51,10 @@ def traffic(events: int, customers: int, seed: int) -> tuple[datetime, list[SimM
 
 
 def worker_env(stack: Stack, **extra: str) -> dict[str, str]:
-    """The worker's env for an exact recomputation: rules without deadline work."""
+    """The worker's env for an exact recomputation: rules without deadline work, and no
+    re-evaluation of idle customers' risk (wall-clock timer work, see streams/recompute.py)."""
     rules = no_deadline_rules(stack.tmp / "rules-no-deadlines.json")
-    return {"CX_RULES_PATH": str(rules), **extra}
+    return {"CX_RULES_PATH": str(rules), "CX_IDLE_RISK": "false", **extra}
 
 
 class PacedPublisher(threading.Thread):

@@ -258,7 +258,10 @@ def test_a_customer_inactive_for_the_ttl_is_tombstoned_in_store_and_changelog() 
 
     asyncio.run(expire_and_drain(datetime.now(timezone.utc) + timedelta(days=300)))
     assert (home, customer.encode()) in h.states.data  # not stale yet
+    # 300 idle days raised the churn risk (time-aware risk): a score update, nothing else
+    assert [o.topic for o in outputs] == [TOPICS.scores]
+    outputs.clear()
     asyncio.run(expire_and_drain(datetime.now(timezone.utc) + timedelta(days=402)))
     assert (home, customer.encode()) not in h.states.data
     assert h.changelog[-1] == (home, customer.encode(), None)
-    assert not outputs
+    assert all(o.topic == TOPICS.scores for o in outputs)  # expiring publishes nothing

@@ -147,6 +147,12 @@ class _FailOn:
     def tick(self, state: Any, customer_id: str, *, now: datetime) -> Any:
         return self.engine.tick(state, customer_id, now=now)
 
+    def risk_wakeup_s(self, state: Any, now_s: float) -> Any:
+        return self.engine.risk_wakeup_s(state, now_s)
+
+    def risk_first_look_s(self, state: Any, now_s: float) -> Any:
+        return self.engine.risk_first_look_s(state, now_s)
+
 
 def test_an_engine_failure_mid_batch_rebuilds_the_state_without_the_failed_event() -> None:
     events = cart_abandoned("c-fail").events
