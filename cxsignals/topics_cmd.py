@@ -33,6 +33,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_sink_dlq, settings.touchpoint_partitions, big),
         TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {}),
         TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {}),
+        # Control alerts (withheld by a rule's control_share), for the sink only.
+        TopicSpec(settings.topic_alerts_control, settings.alert_partitions, {}),
         TopicSpec(
             settings.topic_scores,
             settings.touchpoint_partitions,
