@@ -16,6 +16,7 @@ import pytest
 
 from streams.core.alert_ids import in_control_group
 from streams.core.rule_config import DEFAULT_RULES_PATH
+from tests.dashboards import clickhouse_sql, load_dashboards, panel_queries
 from tests.integration.conftest import Stack, WorkerProcess, clickhouse_client, consume_all
 from tests.integration.services import wait_until
 
@@ -133,6 +134,23 @@ def test_control_alerts_are_recorded_never_sent_and_the_report_recovers_the_upli
     assert low <= 0.0 <= high, zero
     # Control customers of the uplift cohort buy at the organic rate only.
     assert abs(uplift["withheld_success_rate"] - BASELINE) < 0.1
+
+    # The Grafana panel shows the report's numbers (its SQL, macros substituted as Grafana does).
+    done = cli("report", "outcomes", "--since", "7d", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (whole,) = [e for e in orjson.loads(done.stdout)["rules"] if e["rule"] == "cart_recovery"]
+    (panel,) = [q for q in panel_queries("cx-overview.json", load_dashboards()["cx-overview.json"])
+                if q.panel_title.startswith("Alert outcomes")]
+    now_s = int(datetime.now(timezone.utc).timestamp())
+    rows = client.execute(clickhouse_sql(panel.text, from_s=now_s - 7 * 86_400, to_s=now_s,
+                                         variables={}), with_column_types=True)
+    names = [c[0] for c in rows[1]]
+    (cart,) = [dict(zip(names, r, strict=True)) for r in rows[0] if r[0] == "cart_recovery"]
+    assert (cart["sent"], cart["withheld"], cart["pending"]) == (
+        whole["sent"], whole["withheld"], whole["pending"])
+    assert cart["uplift_pp"] == pytest.approx(100 * whole["uplift_abs"], abs=0.051)
+    assert [cart["ci95_low_pp"], cart["ci95_high_pp"]] == pytest.approx(
+        [100 * v for v in whole["uplift_abs_ci95"]], abs=0.051)
 
 
 @pytest.mark.chaos
