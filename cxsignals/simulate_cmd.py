@@ -12,8 +12,8 @@ from typing import BinaryIO
 from cxsignals.settings import Settings
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from cxsignals.simulator.publisher import BrokerUnavailable, TokenBucket, publish
-from cxsignals.simulator.response import ResponseModel, cart_experiment
 from cxsignals.simulator.responder_thread import start_responder
+from cxsignals.simulator.response import ResponseModel, cart_experiment
 
 DEFAULT_RATE_PER_S = 50.0
 EXIT_BROKER_UNAVAILABLE = 2
@@ -258,11 +258,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             total=config.total_events,
         )
     except BrokerUnavailable as exc:
+        if responder is not None:
+            responder.finish(0.0, 0.0)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BROKER_UNAVAILABLE
-    finally:
-        if responder is not None:
-            responder.finish(args.respond_idle_s, args.respond_max_s)
+    if responder is not None:
+        # After Ctrl-C: stop now; else react to the alerts the last events cause, until idle.
+        linger_s = 0.0 if stats.interrupted else args.respond_max_s
+        responder.finish(args.respond_idle_s, linger_s)
     print(f"{topic}: {stats.summary()}", file=sys.stderr)
     if responder is not None:
         print(f"responder: {responder.summary()}", file=sys.stderr)

@@ -10,8 +10,9 @@ decision is a stable hash of the seed and the alert id: a re-run reacts the same
 :func:`cart_experiment` generates a controlled cohort for tests and demos: each customer
 abandons one cart (the cart_recovery rule fires 30 min later) and buys anyway with probability
 ``baseline`` a few hours after the alert (a page view 45 min after the abandon moves its
-event-time clock past the deadline, so backfilled alerts fire without waiting for wall time). :class:`Responder` is the loop: it consumes the
-marketing alert topic and publishes the reactions of the customers it simulates.
+event-time clock past the deadline, so backfilled alerts fire without waiting for wall time).
+:class:`Responder` is the loop: it consumes the marketing alert topic and publishes the
+reactions of the customers it simulates.
 
 Delivery: the responder publishes with acks=all and flushes each poll; its consumer has no
 group (it reads from the start), so a restarted responder reacts again with the same event ids

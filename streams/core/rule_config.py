@@ -2,7 +2,8 @@
 
 The rules file (JSON, shipped as ``streams/core/default_rules.json``; another path via
 ``CX_RULES_PATH``) lists rules by stable id with ``kind``, ``enabled``, ``cooldown_s``,
-``control_share`` (optional) and ``params``, plus the alert ``policy``. A rule that the file does not list does not run.
+``control_share`` (optional) and ``params``, plus the alert ``policy``. A rule that the file
+does not list does not run.
 :func:`load_rules` raises :class:`RulesError` naming the rule and field of the first problems.
 docs/scoring.md describes every rule in words.
 """
