@@ -7,6 +7,7 @@ import copy
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.core.alert_ids import alert_id, control_fraction, in_control_group
@@ -92,3 +93,58 @@ def test_replay_gives_the_same_groups() -> None:
     assert first == second
     assert first[0] and first[1]  # both groups occur with a share of 0.5
     assert not set(first[0]) & set(first[1])
+
+
+def test_control_alerts_go_to_the_control_topic_only() -> None:
+    from datetime import datetime, timezone
+
+    from schemas.topics import TopicNames
+    from streams.processing import Processor
+    from tests.journeys import build_engine, cart_abandoned
+
+    topics = TopicNames(alerts_marketing="m", alerts_support="s", scores="sc",
+                        alerts_control="ctl")
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    outputs = []
+    for share, customer in ((1.0, "c-ctl"), (0.0, "c-sent")):
+        processor = Processor(build_engine(parse_rules(_doc(cart_recovery=share))),
+                              lambda p, k: None, topics)
+        for event in cart_abandoned(customer).events:
+            outcome = processor.process(customer, 0, event, now)
+            assert outcome is not None
+            outputs += [(customer, o.topic, orjson.loads(o.value))
+                        for o in processor.outputs(outcome, customer, kafka_ts_s=None)]
+    alerts = [(c, t, v["rule"]) for c, t, v in outputs if t != "sc"]
+    assert alerts == [("c-ctl", "ctl", "cart_recovery"), ("c-sent", "m", "cart_recovery")]
+
+
+def test_the_simulated_customers_react_only_to_their_alerts_deterministically() -> None:
+    from datetime import datetime, timezone
+
+    from cxsignals.simulator.response import ResponseModel, cart_experiment
+    from schemas.events import touchpoint_adapter
+
+    model = ResponseModel({"cart_recovery": 0.3}, customer_prefix="x-")
+    alerts = [{"alert_id": f"a{i}", "rule": "cart_recovery", "customer_id": f"x-{i}",
+               "event_time": "2026-12-01T10:30:00Z",
+               "context": {"cart_id": "k", "cart_value": 20.0, "currency": "EUR"}}
+              for i in range(4000)]
+    reactions = [model.react(a) for a in alerts]
+    assert [r.value if r else None for r in reactions] == [
+        r.value if r else None for r in map(model.react, alerts)]
+    share = sum(r is not None for r in reactions) / len(alerts)
+    assert 0.27 < share < 0.33
+    for r in filter(None, reactions[:200]):
+        event = touchpoint_adapter.validate_json(r.value)
+        delay_h = (event.occurred_at - datetime(2026, 12, 1, 10, 30, tzinfo=timezone.utc)
+                   ).total_seconds() / 3600
+        assert event.event_type == "purchase" and 1 <= delay_h <= 20
+    assert model.react({**alerts[0], "customer_id": "c-0"}) is None  # not our customer
+    assert model.react({**alerts[0], "rule": "win_back"}) is None  # no reaction configured
+
+    start = datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    messages = list(cart_experiment(2000, start, baseline=0.2, prefix="x-"))
+    kinds = [orjson.loads(m.value)["event_type"] for m in messages]
+    assert kinds.count("cart_abandon") == kinds.count("page_view") == 2000
+    assert 0.17 < kinds.count("purchase") / 2000 < 0.23
+    assert [m.event_time for m in messages] == sorted(m.event_time for m in messages)

@@ -28,7 +28,9 @@ def test_wilson_and_newcombe_match_newcombe_1998() -> None:
 
 
 def test_rate_ratio_interval_contains_the_ratio_and_needs_successes() -> None:
-    low, high = ratio_interval(30, 100, 15, 100)  # ratio 2
+    ci = ratio_interval(30, 100, 15, 100)  # ratio 2
+    assert ci is not None
+    low, high = ci
     assert low < 2 < high and low > 1
     assert ratio_interval(0, 100, 15, 100) is None
 
