@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import orjson
 
+from streams.core.alert_ids import in_control_group
+from streams.core.rules import load_rules
 from tests.integration.conftest import Stack, WorkerProcess, consume_all, publish
 from tests.integration.services import http_get, wait_until
 from tests.journeys import ALL_JOURNEYS, Journey
@@ -22,14 +24,17 @@ def _metric_total(worker: WorkerProcess, name: str, *labels: str) -> float:
 
 
 def _alerts(stack: Stack, expect: int, settle_s: float) -> list[dict[str, object]]:
+    """Every alert that passed the policy: on the alert topics, or withheld as a control alert
+    on the control topic (``_topic`` says which)."""
     settings = stack.settings()
     found: list[dict[str, object]] = []
-    for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
+    for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support,
+                  settings.topic_alerts_control):
         for record in consume_all(stack.endpoints.kafka_bootstrap, topic, expect=expect,
                                   timeout_s=5, settle_s=settle_s):
             alert = orjson.loads(record.value)  # type: ignore[attr-defined]
             assert record.key.decode() == alert["customer_id"]  # type: ignore[attr-defined]
-            found.append(alert)
+            found.append({**alert, "_topic": topic})
     return found
 
 
@@ -69,6 +74,10 @@ def test_scripted_journeys_produce_exactly_the_expected_alerts(
     got = {(a["customer_id"], a["rule"], a["alert_id"]) for a in alerts}
     assert got == expected
     assert len(alerts) == len(expected), "an alert was emitted twice"
+    # Withheld exactly the alerts whose id falls into their rule's control share (issue 16).
+    shares = load_rules(None)
+    assert {a["alert_id"] for a in alerts if a["_topic"] == settings.topic_alerts_control} == {
+        a for _, rule, a in expected if in_control_group(a, shares.control_share(rule))}
     for alert in alerts:
         assert alert["explanation"] and alert["evidence"] and alert["action"]
         assert alert["kind"] in ("marketing", "support")
