@@ -61,7 +61,7 @@ def run_experiment(stack: Stack, cli: Callable[..., subprocess.CompletedProcess[
     # cart_recovery alerts they actually receive (the responder reads the alert topic).
     _experiment(cli, start, customers, "z-", "zero")
     summary = _experiment(cli, start, customers, "u-", "uplift",
-                          "--respond", f"cart_recovery={REACTION}", "--respond-idle-s", "6",
+                          "--respond", f"cart_recovery={REACTION}", "--respond-idle-s", "4",
                           "--respond-max-s", "120")
     client = clickhouse_client(stack)
     db = stack.database
@@ -123,6 +123,7 @@ def test_control_alerts_are_recorded_never_sent_and_the_report_recovers_the_upli
     # The loop: only customers with a SENT alert reacted (a reaction is a purchase that the
     # organic baseline does not make: its event id is not an "organic" one).
     uplift, zero = _entry(report, "uplift"), _entry(report, "zero")
+    print(json.dumps({"uplift": uplift, "zero": zero}, indent=1))  # shown with -s
     for entry in (uplift, zero):
         assert entry["sent"] + entry["withheld"] == customers
         assert entry["pending"] == 0
