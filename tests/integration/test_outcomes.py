@@ -161,6 +161,7 @@ def test_a_large_experiment_pins_the_uplift_down(
 ) -> None:
     out = run_experiment(stack, cli, start_worker, start_sink, 4000)
     uplift, zero = _entry(out["report"], "uplift"), _entry(out["report"], "zero")
+    print(json.dumps({"uplift": uplift, "zero": zero}, indent=1))  # shown with -s
     low, high = uplift["uplift_abs_ci95"]
     assert low <= TRUE_UPLIFT <= high and high - low < 0.1, uplift
     low, high = zero["uplift_abs_ci95"]
