@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from cxsignals.settings import Settings
+from sinks.outcomes import OUTCOME_CUTS, collect_outcomes
 from sinks.queries import CUTS, collect_report
 
 EPILOG = """\
@@ -22,12 +23,18 @@ customers at highest churn risk (latest score) with their top reasons; alerts by
 Numbers are exact (deduplicated raw events); --source rollup reads the hourly rollup instead
 (fast, hour-aligned, counts a redelivered batch twice).
 
+`cxsignals report outcomes` shows, per rule, the alerts sent and withheld (control group) whose
+outcome window closed, the success rate of each group and the uplift of sending, absolute and
+relative, with 95 % confidence intervals (docs/alerts.md "Reading the report").
+
 examples:
   cxsignals report
   cxsignals report --since 7d --by stage
   cxsignals report --by segment --format json | jq .cuts
+  cxsignals report outcomes --since 30d
+  cxsignals report outcomes --since 30d --by segment --format json
 
-exit codes: 0 done, 2 ClickHouse unreachable
+exit codes: 0 done, 1 query failed, 2 ClickHouse unreachable or a bad option
 """
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -53,11 +60,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--since", type=parse_duration_s, default=parse_duration_s("24h"), metavar="DURATION",
-        help="window length back from now (default 24h)",
+        "view", nargs="?", choices=("kpis", "outcomes"), default="kpis",
+        help="kpis (default) or outcomes: success and uplift per rule, sent vs control",
     )
     parser.add_argument(
-        "--by", choices=tuple(CUTS), default="channel", help="cut for the KPI table",
+        "--since", type=parse_duration_s, default=None, metavar="DURATION",
+        help="window length back from now (default 24h; outcomes: 30d, by alert event time)",
+    )
+    parser.add_argument(
+        "--by", choices=tuple(CUTS), default=None,
+        help="cut for the KPI table (default channel); outcomes: channel or segment of the "
+        "alert's trigger event (default: per rule only)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--top", type=int, default=10, help="customers at risk to list")
@@ -129,6 +142,49 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _ci(values: list[float] | None) -> str:
+    return "-" if values is None else f"[{100 * values[0]:+.1f}, {100 * values[1]:+.1f}]"
+
+
+def _pp(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}"
+
+
+def render_outcomes(report: dict[str, Any]) -> str:
+    """The outcomes report as a plain-text table (rates in %, uplift in points and %)."""
+    days = (report["window"]["until_s"] - report["window"]["since_s"]) / 86_400
+    by = report["by"]
+    parts = [f"Alert outcomes: alerts of the last {days:g} d whose outcome window closed"
+             + (f", by {by}" if by else ""), ""]
+    headers = ["rule", *([by] if by else []), "sent", "withheld", "success sent",
+               "success ctrl", "uplift pp", "95% CI pp", "uplift rel %", "95% CI %",
+               "pending", "note"]
+    rows = []
+    for e in report["rules"]:
+        rows.append([e["rule"], *([e["cut"] or "(none)"] if by else []), str(e["sent"]),
+                     str(e["withheld"]), _pct(e["sent_success_rate"]),
+                     _pct(e["withheld_success_rate"]), _pp(e["uplift_abs"]),
+                     _ci(e["uplift_abs_ci95"]), _pp(e["uplift_rel"]), _ci(e["uplift_rel_ci95"]),
+                     str(e["pending"]), e["note"]])
+    parts.append(_table(headers, rows) if rows else "(no alerts in the window)")
+    definitions = sorted({(e["rule"], e["success"]) for e in report["rules"]})
+    if definitions:
+        parts += ["", "Success per rule:"]
+        parts += [f"  {rule}: {success}" for rule, success in definitions]
+    return "\n".join(parts)
+
+
+def resolve_window(args: argparse.Namespace) -> tuple[int, str | None]:
+    """``--since`` in seconds and the cut, with the view's defaults (kpis: 24h by channel;
+    outcomes: 30d per rule). Raises ValueError for a cut the outcomes cannot use."""
+    if args.view == "outcomes":
+        if args.by is not None and args.by not in OUTCOME_CUTS:
+            raise ValueError(f"--by must be one of {', '.join(OUTCOME_CUTS)} for outcomes")
+        return (args.since if args.since is not None else parse_duration_s("30d")), args.by
+    return (args.since if args.since is not None else parse_duration_s("24h")), (
+        args.by or "channel")
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from clickhouse_driver import Client
     from clickhouse_driver import errors as ch_errors
@@ -136,20 +192,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     # The driver logs each refused connection with a traceback; the message below says it.
     logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
     params = settings.clickhouse
+    outcomes = args.view == "outcomes"
+    try:
+        since, by = resolve_window(args)
+    except ValueError as exc:
+        print(f"cxsignals report outcomes: {exc}", file=sys.stderr)
+        return 2
     until_s = int(time.time())
     client = Client(
         **params.client_options(), connect_timeout=5, send_receive_timeout=120,
     )
     try:
-        report = collect_report(
-            client.execute,
-            database=params.database,
-            since_s=until_s - args.since,
-            until_s=until_s,
-            by=args.by,
-            top_n=args.top,
-            source=args.source,
-        )
+        if outcomes:
+            report = collect_outcomes(client.execute, database=params.database,
+                                      since_s=until_s - since, until_s=until_s, by=by)
+        else:
+            report = collect_report(
+                client.execute,
+                database=params.database,
+                since_s=until_s - since,
+                until_s=until_s,
+                by=by or "channel",
+                top_n=args.top,
+                source=args.source,
+            )
     except (ch_errors.NetworkError, ch_errors.SocketTimeoutError, OSError, EOFError) as exc:
         print(
             f"cxsignals report: ClickHouse is unreachable at {params.where} "
@@ -166,5 +232,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "json":
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(render_table(report))
+        print(render_outcomes(report) if outcomes else render_table(report))
     return 0

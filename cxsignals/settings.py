@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     topic_alerts_support: str = _DEFAULT_TOPICS.alerts_support
     topic_scores: str = _DEFAULT_TOPICS.scores
     topic_sink_dlq: str = _DEFAULT_TOPICS.sink_dead_letters
+    topic_alerts_control: str = _DEFAULT_TOPICS.alerts_control
     touchpoint_partitions: int = Field(4, ge=1)
     alert_partitions: int = Field(2, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -153,6 +154,7 @@ class Settings(BaseSettings):
             alerts_marketing=self.topic_alerts_marketing,
             alerts_support=self.topic_alerts_support, scores=self.topic_scores,
             sink_dead_letters=self.topic_sink_dlq,
+            alerts_control=self.topic_alerts_control,
         )
 
     def worker_config(self) -> WorkerConfig:
@@ -202,6 +204,7 @@ def namespaced_env(
         "CX_TOPIC_ALERTS_SUPPORT": f"{prefix}.alerts.support",
         "CX_TOPIC_SCORES": f"{prefix}.scores",
         "CX_TOPIC_SINK_DLQ": f"{prefix}.sink.dlq",
+        "CX_TOPIC_ALERTS_CONTROL": f"{prefix}.alerts.control",
         "CX_STATE_DIR": str(state_dir),
     }
 

@@ -12,6 +12,8 @@ from typing import BinaryIO
 from cxsignals.settings import Settings
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from cxsignals.simulator.publisher import BrokerUnavailable, TokenBucket, publish
+from cxsignals.simulator.responder_thread import start_responder
+from cxsignals.simulator.response import ResponseModel, cart_experiment
 
 DEFAULT_RATE_PER_S = 50.0
 EXIT_BROKER_UNAVAILABLE = 2
@@ -54,6 +56,17 @@ def _seconds(text: str) -> float:
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _reaction(text: str) -> tuple[str, float]:
+    rule, _, share = text.partition("=")
+    try:
+        value = float(share)
+    except ValueError:
+        value = -1.0
+    if not rule or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected RULE=R with R within 0-1, got {text!r}")
+    return rule, value
 
 
 def _share(text: str) -> float:
@@ -102,6 +115,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write JSON lines to stdout instead of Kafka (keys are not written)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    loop = parser.add_argument_group(
+        "closing the loop (docs/alerts.md)",
+        "Simulated customers react to the alerts actually sent (read from the marketing alert "
+        "topic; control alerts never reach it).",
+    )
+    loop.add_argument(
+        "--respond", action="append", type=_reaction, default=[], metavar="RULE=R",
+        help="reaction probability R of a customer who got a RULE alert and would not have "
+        "bought anyway: true uplift = R x (1 - baseline), e.g. cart_recovery=0.25",
+    )
+    loop.add_argument("--respond-idle-s", type=_seconds, default=15.0,
+                      help="after publishing, keep reacting until no alert came for this long "
+                      "(15)")
+    loop.add_argument("--respond-max-s", type=_seconds, default=600.0,
+                      help="... but at most this long (600)")
+    loop.add_argument(
+        "--scenario", choices=("journeys", "cart-experiment"), default="journeys",
+        help="journeys (default) or cart-experiment: one abandoned cart per customer, starting "
+        "at --start (default 3 days ago, 10:00 UTC), bought anyway with --baseline",
+    )
+    loop.add_argument("--baseline", type=_share, default=0.2,
+                      help="cart-experiment: share of customers who buy anyway (0.2)")
+    loop.add_argument("--customer-prefix", default=None,
+                      help="cart-experiment customer ids (default x-); only customers with this "
+                      "prefix react (journeys: c-)")
+    loop.add_argument("--segment", default="experiment", help="cart-experiment segment")
     parser.set_defaults(func=run)
 
 
@@ -172,8 +211,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _warn_future(config, rate)
-    messages: Iterable[SimMessage] = generate(config)
+    messages: Iterable[SimMessage]
+    prefix = args.customer_prefix or ("x-" if args.scenario == "cart-experiment" else "c-")
+    if args.scenario == "cart-experiment":
+        start = args.start or (datetime.now(timezone.utc) - timedelta(days=3)).replace(
+            hour=10, minute=0, second=0, microsecond=0)
+        messages = cart_experiment(args.customers, start, baseline=args.baseline,
+                                   seed=args.seed, prefix=prefix, segment=args.segment)
+    else:
+        _warn_future(config, rate)
+        messages = generate(config)
     if args.duration_s is not None:
         messages = until(messages, time.monotonic() + args.duration_s)
 
@@ -190,6 +237,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     topic = args.topic or settings.topic_touchpoints
     progress = not args.no_progress and sys.stderr.isatty()
+    responder = None
+    if args.respond:
+        live = args.scenario == "journeys" and args.start is None
+        model = ResponseModel(dict(args.respond), seed=args.seed, customer_prefix=prefix,
+                              # live traffic: react within minutes, on the wall clock
+                              delay_s=(60.0, 600.0) if live else (3600.0, 20 * 3600.0))
+        try:
+            responder = start_responder(model, settings, topic)
+        except BrokerUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BROKER_UNAVAILABLE
     try:
         stats = publish(
             messages,
@@ -201,7 +259,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             security=settings.kafka_security,
         )
     except BrokerUnavailable as exc:
+        if responder is not None:
+            responder.finish(0.0, 0.0)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BROKER_UNAVAILABLE
+    if responder is not None:
+        # After Ctrl-C: stop now; else react to the alerts the last events cause, until idle.
+        linger_s = 0.0 if stats.interrupted else args.respond_max_s
+        responder.finish(args.respond_idle_s, linger_s)
     print(f"{topic}: {stats.summary()}", file=sys.stderr)
+    if responder is not None:
+        print(f"responder: {responder.summary()}", file=sys.stderr)
     return 1 if stats.failed else 0

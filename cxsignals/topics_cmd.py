@@ -39,6 +39,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_sink_dlq, settings.touchpoint_partitions, {**big, **kept}),
         TopicSpec(settings.topic_alerts_marketing, settings.alert_partitions, {**kept}),
         TopicSpec(settings.topic_alerts_support, settings.alert_partitions, {**kept}),
+        # Control alerts (withheld by a rule's control_share), for the sink only.
+        TopicSpec(settings.topic_alerts_control, settings.alert_partitions, {**kept}),
         TopicSpec(settings.topic_scores, settings.touchpoint_partitions, scores),
         # Internal: events re-keyed to their customer's partition (the worker also declares it).
         TopicSpec(settings.topics.keyed(settings.app_id), settings.touchpoint_partitions,

@@ -29,7 +29,9 @@ echo "[run] worker started (pid $!), log: $LOGS/worker.log"
 "$BIN/cxsignals" sink >"$LOGS/sink.log" 2>&1 &
 pids+=($!)
 echo "[run] sink started (pid $!), log: $LOGS/sink.log"
-"$BIN/cxsignals" simulate --rate "$SIM_RATE" --customers "$SIM_CUSTOMERS" &
+# Simulated customers react to the cart-recovery alerts actually sent (docs/alerts.md).
+"$BIN/cxsignals" simulate --rate "$SIM_RATE" --customers "$SIM_CUSTOMERS" \
+  --respond "${SIM_RESPOND:-cart_recovery=0.25}" &
 pids+=($!)
 
 cat <<EOT

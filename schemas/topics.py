@@ -21,6 +21,9 @@ class TopicNames:
     scores: str = "cx.scores"
     # Rows ClickHouse cannot take, with the record they came from (written by the sink only).
     sink_dead_letters: str = "cx.sink.dlq"
+    # Control alerts (held back by a rule's control_share): read by the sink only, never by the
+    # consumers of the alert topics (docs/alerts.md "Control groups").
+    alerts_control: str = "cx.alerts.control"
 
     def keyed(self, app_id: str) -> str:
         """The internal topic that re-keys events by customer id (same partition count as the
@@ -29,4 +32,5 @@ class TopicNames:
 
     def outputs(self) -> tuple[str, ...]:
         """The topics the worker publishes and the sink stores (besides the touchpoints)."""
-        return (self.alerts_marketing, self.alerts_support, self.scores, self.dead_letters)
+        return (self.alerts_marketing, self.alerts_support, self.scores, self.dead_letters,
+                self.alerts_control)

@@ -208,6 +208,7 @@ class RowBuilder:
             topics.alerts_marketing: self.alert,
             topics.alerts_support: self.alert,
             topics.dead_letters: self.processing_error,
+            topics.alerts_control: self.control_alert,
         }
 
     def __call__(self, record: ConsumerRecord, now: datetime) -> Rows:
@@ -225,6 +226,11 @@ class RowBuilder:
     def alert(self, record: ConsumerRecord, now: datetime) -> Rows:
         alert = decode_alert(record.value or b"")
         return [(ALERTS, alert_row(alert, ingested_at=now))]
+
+    def control_alert(self, record: ConsumerRecord, now: datetime) -> Rows:
+        """A control alert (withheld by its rule's control_share): the same row, control = 1."""
+        alert = decode_alert(record.value or b"")
+        return [(ALERTS, alert_row(alert, ingested_at=now, control=True))]
 
     def touchpoint(self, record: ConsumerRecord, now: datetime) -> Rows:
         config = self.config

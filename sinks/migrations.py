@@ -29,6 +29,13 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "sql"
 _FILE_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _MIN_VERSION_RE = re.compile(r"^--\s*min_server_version:\s*([0-9][0-9.]*)\s*$", re.MULTILINE)
 _DATABASE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# ``ALTER TABLE db.t ADD COLUMN IF NOT EXISTS c ...`` (one column): 18.16 cannot parse the
+# IF NOT EXISTS, so the runner asks system.columns instead (see _add_column_if_missing).
+_ADD_COLUMN_RE = re.compile(
+    r"^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s+"
+    r"ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+([A-Za-z_][A-Za-z0-9_]*)\s",
+    re.IGNORECASE,
+)
 
 BOOKKEEPING_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.schema_migrations
@@ -133,6 +140,24 @@ def _render(sql: str, database: str) -> str:
     return sql.replace("{db}", database)
 
 
+def _execute_statement(execute: Callable[[str], Any], statement: str) -> None:
+    """Run one rendered statement; an ``ADD COLUMN IF NOT EXISTS`` of a single column runs
+    without the IF NOT EXISTS when system.columns lacks the column, and not at all otherwise,
+    so it works (and repeats as a no-op) on 18.16 as on modern servers."""
+    match = _ADD_COLUMN_RE.match(statement)
+    if match is None:
+        execute(statement)
+        return
+    database, table, column = match.groups()
+    rows = execute(
+        f"SELECT count() FROM system.columns WHERE database = '{database}' "
+        f"AND table = '{table}' AND name = '{column}'"
+    )
+    if rows and int(rows[0][0]) > 0:
+        return
+    execute(re.sub(r"\s+IF\s+NOT\s+EXISTS\s+", " ", statement, count=1, flags=re.IGNORECASE))
+
+
 def _check_database(database: str) -> None:
     # The name is pasted into DDL, so it must be a plain identifier.
     if not _DATABASE_RE.match(database):
@@ -183,7 +208,7 @@ def apply_migrations(
             continue
         for statement in migration.statements:
             try:
-                execute(_render(statement, database))
+                _execute_statement(execute, _render(statement, database))
             except Exception as exc:
                 raise MigrationError(f"{migration.name} failed: {exc}") from exc
         execute(

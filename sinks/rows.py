@@ -53,7 +53,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     ALERTS: (
         "alert_id", "rule", "kind", "customer_id", "event_time", "emitted_at",
         "experience_score", "churn_risk", "explanation", "evidence", "action", "context",
-        "ingested_at",
+        "ingested_at", "control",
     ),
     DEAD_LETTERS: (
         "received_at", "code", "message", "source_topic", "source_partition", "source_offset",
@@ -86,7 +86,8 @@ NUMERIC_COLUMNS: dict[str, dict[str, str]] = {
         "event_time": "DateTime", "event_time_ms": "UInt64", "updated_at": "DateTime",
         "updated_ms": "UInt64", "ingested_at": "DateTime",
     },
-    ALERTS: {"event_time": "DateTime", "emitted_at": "DateTime", "ingested_at": "DateTime"},
+    ALERTS: {"event_time": "DateTime", "emitted_at": "DateTime", "ingested_at": "DateTime",
+             "control": "UInt8"},
     DEAD_LETTERS: {
         "received_at": "DateTime", "source_partition": "Int32", "source_offset": "Int64",
         "raw_size": "UInt32", "ingested_at": "DateTime",
@@ -306,10 +307,11 @@ def score_row(update: ScoreUpdateRecord | ScoreUpdate, *, ingested_at: datetime)
     )
 
 
-def alert_row(alert: AlertRecord | Alert, *, ingested_at: datetime) -> Row:
+def alert_row(alert: AlertRecord | Alert, *, ingested_at: datetime, control: bool = False) -> Row:
     """The alerts row of an alert; explanation and context as JSON.
 
     ``alert``: ``schemas.records.decode_alert`` of the published bytes (or the pydantic model).
+    ``control``: a control alert (from the control topic: withheld, never sent).
     """
     return (
         alert.alert_id,
@@ -325,6 +327,7 @@ def alert_row(alert: AlertRecord | Alert, *, ingested_at: datetime) -> Row:
         alert.action,
         _json(alert.context),
         epoch_s(ingested_at),
+        1 if control else 0,
     )
 
 

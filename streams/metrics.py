@@ -44,6 +44,11 @@ event_to_alert = Histogram(
     buckets=LATENCY_BUCKETS_S,
 )
 alerts_emitted = Counter("cx_alerts_emitted_total", "Alerts published", ["rule", "kind"])
+alerts_withheld = Counter(
+    "cx_alerts_withheld_total",
+    "Control alerts: passed the policy, withheld by the rule's control_share, recorded only",
+    ["rule", "kind"],
+)
 alerts_policy = Counter(
     "cx_alerts_policy_total",
     "Alerts held back by policy: action is suppressed or deferred",

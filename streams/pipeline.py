@@ -306,7 +306,8 @@ class ScoringPipeline:
         state = outcome.state
         self._score.observe(state.score)
         self._risk.observe(state.risk)
-        if outcome.alerts or outcome.score_update is not None or outcome.policy_events:
+        if (outcome.alerts or outcome.score_update is not None or outcome.policy_events
+                or outcome.control_alerts):
             outputs.extend(self.processor.outputs(outcome, customer_id,
                                                   kafka_ts_s=record.timestamp / 1000))
 

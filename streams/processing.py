@@ -292,7 +292,8 @@ class Processor:
 
     def outputs(self, outcome: Outcome, customer_id: str, *,
                 kafka_ts_s: float | None) -> list[Output]:
-        """The records an outcome publishes (alerts, then its score update); counts its policy
+        """The records an outcome publishes (alerts, control alerts to the control topic, then
+        its score update); counts its policy
         events. The records' own metrics are counted when the broker has them."""
         key = customer_id.encode()
         for policy in outcome.policy_events:
@@ -307,6 +308,11 @@ class Processor:
                 topics.alerts_marketing if marketing else topics.alerts_support,
                 key, alert.to_json(),
                 on_sent=_alert_sent(alert.rule, alert.kind.value, kafka_ts_s),
+            ))
+        for alert in outcome.control_alerts:
+            records.append(Output(
+                topics.alerts_control, key, alert.to_json(),
+                on_sent=metrics.child(metrics.alerts_withheld, alert.rule, alert.kind.value).inc,
             ))
         if outcome.score_update is not None:
             records.append(Output(topics.scores, key, outcome.score_update.to_json(),

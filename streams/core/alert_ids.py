@@ -11,6 +11,25 @@ _NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
 _VARIANT_DIGIT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+_CONTROL_SCALE = float(1 << 64)
+
+
+def control_fraction(alert_id_: str) -> float:
+    """Where an alert id falls in [0, 1): the first 8 bytes of SHA-256 of its text, big-endian.
+
+    Stable across processes, machines and Python versions (unlike ``hash()``), so a replay puts
+    every alert in the same group. SHA-256 rather than the id's own SHA-1 digits, so that the
+    group does not depend on how the id is derived.
+    """
+    digest = hashlib.sha256(alert_id_.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _CONTROL_SCALE
+
+
+def in_control_group(alert_id_: str, control_share: float) -> bool:
+    """Whether the alert is withheld as a control alert of a rule with ``control_share``."""
+    return control_share > 0.0 and control_fraction(alert_id_) < control_share
+
+
 def alert_id(rule: str, customer_id: str, evidence: list[str]) -> str:
     """Deterministic alert id: UUIDv5 of rule, customer and the triggering event ids.
 

@@ -2,7 +2,9 @@
 
 :class:`Alerting` turns a rule's :class:`~streams.core.rule_evaluators.Candidate` into an emitted
 alert, a deferred one (kept in the state until the quiet hours end) or a policy event; releases
-cart deadlines and deferred alerts that are due; and builds the score update of a state. Alert ids
+cart deadlines and deferred alerts that are due; and builds the score update of a state. An
+alert about to be sent whose id falls into its rule's ``control_share`` goes to
+``Outcome.control_alerts`` instead (docs/alerts.md "Control groups"). Alert ids
 are deterministic (:func:`~streams.core.alert_ids.alert_id`), ``now`` is used only for
 ``emitted_at``/``updated_at``.
 """
@@ -14,7 +16,7 @@ from datetime import datetime, timezone
 from schemas.events import JourneyStage
 from schemas.records import AlertRecord, ScoreUpdateRecord
 from streams.core import policy
-from streams.core.alert_ids import alert_id
+from streams.core.alert_ids import alert_id, in_control_group
 from streams.core.engine_config import EngineConfig
 from streams.core.explanation import Explainer
 from streams.core.outcome import Outcome
@@ -40,13 +42,18 @@ def _alert_id(c: Candidate, customer_id: str) -> str:
 class Alerting:
     """Alert decisions and score updates for one customer at a time (no I/O)."""
 
-    __slots__ = ("_policy", "_cooldown_s", "_cart_rule", "_half_life_s", "_top")
+    __slots__ = ("_policy", "_cooldown_s", "_cart_rule", "_half_life_s", "_top", "_control_share")
 
     def __init__(
         self, config: EngineConfig, rules: RuleSet, cart_rule: CartRecoveryRule | None
     ) -> None:
         self._policy = rules.policy
         self._cooldown_s = {rule_id: rules.cooldown_s(rule_id) for rule_id in rules.enabled}
+        self._control_share = {
+            rule_id: share
+            for rule_id in rules.enabled
+            if (share := rules.control_share(rule_id)) > 0.0
+        }
         self._cart_rule = cart_rule
         self._half_life_s = config.half_life_s
         self._top = config.explanation_top
@@ -99,7 +106,7 @@ class Alerting:
             context=c.context,
         )
         if d.action == "emit":
-            out.alerts.append(alert)
+            self._send(alert, out)
             return
         assert d.release_t is not None
         out.policy_events.append(
@@ -152,7 +159,17 @@ class Alerting:
                         )
                     )
                 else:
-                    out.alerts.append(alert)
+                    self._send(alert, out)
+
+    def _send(self, alert: AlertRecord, out: Outcome) -> None:
+        """Send ``alert``, or withhold it as a control alert when its id falls into its rule's
+        control share (decided at sending time, after the policy, on the deterministic id: a
+        replay puts it in the same group, and the policy counted it as sent either way)."""
+        share = self._control_share.get(alert.rule)
+        if share is not None and in_control_group(alert.alert_id, share):
+            out.control_alerts.append(alert)
+        else:
+            out.alerts.append(alert)
 
     def score_update(
         self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None,

@@ -20,4 +20,7 @@ class Outcome:
     late_dropped: bool = False  # older than watermark - grace_s: nothing changed
     score_update: ScoreUpdateRecord | None = None
     alerts: list[AlertRecord] = field(default_factory=list)
+    # Alerts that passed the policy but fell into their rule's control group: recorded (sink),
+    # never sent to the alert topics. The policy counted them as sent.
+    control_alerts: list[AlertRecord] = field(default_factory=list)
     policy_events: list[PolicyEvent] = field(default_factory=list)

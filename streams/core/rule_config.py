@@ -1,8 +1,9 @@
 """The rules file: its validated models and how it is loaded.
 
 The rules file (JSON, shipped as ``streams/core/default_rules.json``; another path via
-``CX_RULES_PATH``) lists rules by stable id with ``kind``, ``enabled``, ``cooldown_s`` and
-``params``, plus the alert ``policy``. A rule that the file does not list does not run.
+``CX_RULES_PATH``) lists rules by stable id with ``kind``, ``enabled``, ``cooldown_s``,
+``control_share`` (optional) and ``params``, plus the alert ``policy``. A rule that the file
+does not list does not run.
 :func:`load_rules` raises :class:`RulesError` naming the rule and field of the first problems.
 docs/scoring.md describes every rule in words.
 """
@@ -83,9 +84,17 @@ class HighValueAtRiskParams(_Strict):
     min_churn_risk: float = Field(0.5, gt=0, le=1)
 
 
+# Share of a rule's would-be alerts held back as a control group when the rules file does not
+# say (docs/alerts.md "Control groups"): marketing rules measure their uplift by default, support
+# rules send every alert unless a team raises the share deliberately.
+DEFAULT_CONTROL_SHARE: dict[AlertKind, float] = {AlertKind.marketing: 0.10, AlertKind.support: 0.0}
+
+
 class _Rule(_Strict):
     enabled: bool = True
     kind: AlertKind
+    # None = DEFAULT_CONTROL_SHARE of the rule's kind (see RuleSet.control_share).
+    control_share: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _kind_matches(self) -> _Rule:
@@ -244,6 +253,15 @@ class RuleSet:
     def cooldown_s(self, rule_id: str) -> float:
         rule = self.enabled.get(rule_id)
         return float(rule.cooldown_s) if rule is not None else 0.0
+
+    def control_share(self, rule_id: str) -> float:
+        """The share of ``rule_id``'s alerts withheld as its control group (0 when disabled)."""
+        rule = self.enabled.get(rule_id)
+        if rule is None:
+            return 0.0
+        if rule.control_share is not None:
+            return float(rule.control_share)
+        return DEFAULT_CONTROL_SHARE[rule.kind]
 
 
 def _describe(raw: Any, err: Any) -> str:

@@ -246,12 +246,14 @@ def clickhouse_client(stack: Stack, url: str | None = None) -> Any:
 
 def alert_id_counts(stack: Stack, *, expect: int, settle_s: float,
                     bootstrap: str | None = None, timeout_s: float = 30) -> Counter[str]:
-    """How often each alert id is on the two alert topics (read together until ``expect``
-    records arrived, then ``settle_s`` more seconds so that repeats are seen too)."""
+    """How often each alert id is on the two alert topics or the control topic (every alert
+    that passed the policy: sent, or withheld as a control alert), read together until
+    ``expect`` records arrived, then ``settle_s`` more seconds so that repeats are seen too."""
     from kafka import KafkaConsumer
 
     settings = stack.settings()
     consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
+                             settings.topic_alerts_control,
                              bootstrap_servers=bootstrap or stack.endpoints.kafka_bootstrap,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              group_id=None, consumer_timeout_ms=500)

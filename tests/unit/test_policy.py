@@ -64,7 +64,9 @@ class Run:
 
     @property
     def rules(self) -> list[str]:
-        return [a.rule for o in self.outs for a in o.alerts]
+        """Alerts that passed the policy: sent or withheld as control alerts (the policy
+        treats both as sent)."""
+        return [a.rule for o in self.outs for a in (*o.alerts, *o.control_alerts)]
 
     @property
     def policy(self) -> list[tuple[str, str, str]]:

@@ -55,7 +55,8 @@ def test_a_state_stays_pending_until_written_then_is_written_once() -> None:
     outcomes = [processor.process("c-proc", 3, e, NOW) for e in journey.events]
     assert all(o is not None for o in outcomes)
     assert not store.data and processor.dirty_customers == 1
-    assert [a.rule for o in outcomes if o for a in o.alerts] == ["cart_recovery"]
+    assert [a.rule for o in outcomes if o for a in (*o.alerts, *o.control_alerts)] == [
+        "cart_recovery"]
     assert store.write_pending(processor) == 1
     assert list(store.data) == [(3, b"c-proc")]  # in the partition the caller named
     assert processor.dirty_customers == 0 and store.write_pending(processor) == 0

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from cxsignals.report_cmd import add_parser, parse_duration_s, render_table
+from cxsignals.report_cmd import add_parser, parse_duration_s, render_table, resolve_window
 from sinks.queries import COUNTER_NAMES, funnel, kpis, top_reasons
 
 
@@ -18,9 +18,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_defaults_and_options() -> None:
     args = _parse(["report"])
-    assert (args.since, args.by, args.format, args.source) == (86_400, "channel", "table", "raw")
+    assert (args.view, args.format, args.source) == ("kpis", "table", "raw")
+    assert resolve_window(args) == (86_400, "channel")
     args = _parse(["report", "--since", "7d", "--by", "stage", "--format", "json"])
-    assert (args.since, args.by, args.format) == (7 * 86_400, "stage", "json")
+    assert (resolve_window(args), args.format) == ((7 * 86_400, "stage"), "json")
+    assert resolve_window(_parse(["report", "outcomes"])) == (30 * 86_400, None)
+    assert resolve_window(_parse(["report", "outcomes", "--since", "7d", "--by", "segment"])) == (
+        7 * 86_400, "segment")
+    with pytest.raises(ValueError, match="channel, segment"):
+        resolve_window(_parse(["report", "outcomes", "--by", "stage"]))
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("1.5h", 5400),

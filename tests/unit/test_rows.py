@@ -177,13 +177,22 @@ _SQL = Path(__file__).resolve().parents[2] / "sinks" / "sql"
 
 
 def _ddl(table: str) -> str:
+    """The table's CREATE columns, then the columns later migrations add (not MATERIALIZED:
+    the writer never sends those), then its ENGINE clause."""
+    create = None
+    added = []
     for path in sorted(_SQL.glob("*.sql")):
         text = path.read_text()
         match = re.search(rf"CREATE TABLE IF NOT EXISTS {{db}}\.{table}\s*\((.*?)\)\s*ENGINE"
                           r"(.*?);", text, re.S)
         if match:
-            return match.group(1) + "\nENGINE" + match.group(2)
-    raise AssertionError(f"no DDL for {table}")
+            create = match
+        added += [f"    {name} {kind}" for name, kind, rest in re.findall(
+            rf"ALTER TABLE {{db}}\.{table}\s+ADD COLUMN IF NOT EXISTS (\w+) (\w+)([^;]*);",
+            text) if "MATERIALIZED" not in rest]
+    if create is None:
+        raise AssertionError(f"no DDL for {table}")
+    return create.group(1).rstrip() + "\n" + "\n".join(added) + "\nENGINE" + create.group(2)
 
 
 @pytest.mark.parametrize("table", list(R.TABLE_COLUMNS))
