@@ -46,8 +46,10 @@ def grants(topics: TopicNames, app_id: str, *, worker: str = WORKER,
            publisher: str = PUBLISHER, reader: str = READER) -> list[Grant]:
     """Every ACL the three principals need, and nothing more."""
     out: list[Grant] = []
-    outputs = (topics.alerts_marketing, topics.alerts_support, topics.scores,
-               topics.dead_letters)
+    # The control topic (withheld alerts) is the worker's output and the sink's input only:
+    # cx-reader never sees control alerts.
+    outputs = (topics.alerts_marketing, topics.alerts_support, topics.alerts_control,
+               topics.scores, topics.dead_letters)
     for topic in (topics.touchpoints, *outputs):
         out += [Grant(worker, "READ", "TOPIC", topic), Grant(worker, "DESCRIBE", "TOPIC", topic)]
     for topic in (*outputs, topics.sink_dead_letters):

@@ -174,3 +174,14 @@ def test_clickhouse_url_with_tls() -> None:
         ClickHouseParams.from_url(f"clickhouses://u:{SECRET}@h/db?sslmode=require")
     assert "unknown parameter(s) sslmode" in str(raised.value)
     assert SECRET not in str(raised.value)
+
+
+def test_control_alerts_are_for_the_worker_and_sink_only() -> None:
+    from cxsignals.acls_cmd import PUBLISHER, READER, WORKER, grants
+    from schemas.topics import TopicNames
+
+    topics = TopicNames()
+    on_control = {(g.user, g.operation) for g in grants(topics, "cx-signals")
+                  if g.name == topics.alerts_control}
+    assert {(WORKER, "READ"), (WORKER, "WRITE")} <= on_control
+    assert not {p for p, _ in on_control} & {READER, PUBLISHER}
