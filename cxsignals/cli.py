@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.schema_cmd",
     "cxsignals.dlq_cmd",
     "cxsignals.state_cmd",
+    "cxsignals.churn_cmd",
 )
 
 

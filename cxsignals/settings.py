@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # longest delay before the sink notices that it is back.
     sink_retry_max_s: float = Field(5.0, gt=0)
 
+    # Churn model: churn_risk = P(no purchase within the horizon); the params file is written by
+    # `cxsignals churn fit` (unset: the published parameters, docs/scoring.md).
+    churn_horizon_days: float = Field(90.0, gt=0)
+    churn_params_path: Path | None = None
+
     @property
     def clickhouse(self) -> ClickHouseParams:
         return ClickHouseParams.from_url(self.clickhouse_url.get_secret_value())
@@ -118,6 +123,7 @@ class Settings(BaseSettings):
             score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
             state_cache_customers=self.state_cache_customers,
             state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
+            churn_horizon_days=self.churn_horizon_days, churn_params_path=self.churn_params_path,
         )
 
     def sink_config(self) -> SinkConfig:

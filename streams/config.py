@@ -43,6 +43,9 @@ class WorkerConfig:
     session_timeout_s: float = 10.0
     # Customers inactive this long are deleted (0: kept for ever).
     state_ttl_days: float = 400.0
+    # Churn risk horizon and the params file of `cxsignals churn fit` (None: published).
+    churn_horizon_days: float = 90.0
+    churn_params_path: Path | None = None
 
     @property
     def keyed_topic(self) -> str:

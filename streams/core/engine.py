@@ -110,7 +110,9 @@ class Engine:
         # Read on every event: plain attributes rather than property/config look-ups.
         self._grace_s = config.grace_s
         self._weights = config.weights
-        self._churn_risk = ChurnScorer(config.bgnbd, config.churn)
+        self._churn_risk = ChurnScorer(
+            config.churn_model, config.churn, config.churn_horizon_days
+        )
 
     def _rule_window_s(self, rule_id: str, default_s: float) -> float:
         rule = self.rules.enabled.get(rule_id)
@@ -313,8 +315,23 @@ class Engine:
         Page views (views and error pages) are done in ``process``.
         """
         if isinstance(event, PurchaseEvent):
+            value = event.properties.order_value
+            day = t // DAY_S
+            first = st.first_purchase
+            if st.purchases and not st.purchase_days:  # a state from before purchase_days
+                st.purchase_days, st.first_day_spend = st.purchases, st.spend / st.purchases
+            if first is None:
+                st.purchase_days, st.first_day_spend = 1, value
+            elif day == first // DAY_S:
+                st.first_day_spend += value
+            elif st.last_purchase is None or day != st.last_purchase // DAY_S:
+                # A new purchase day (late events reach back at most grace_s, so a day other
+                # than the first and the last one is a new day unless grace spans days).
+                st.purchase_days += 1
+                if t < first:
+                    st.first_day_spend = value
             st.purchases += 1
-            st.spend += event.properties.order_value
+            st.spend += value
             st.first_purchase = t if st.first_purchase is None else min(st.first_purchase, t)
             if st.last_purchase is None or t >= st.last_purchase:
                 st.last_purchase = t
