@@ -235,8 +235,8 @@ def hyp2f1(a: float, b: float, c: float, z: float) -> float:
 def expected_purchases(m: BgNbd, x: int, t_x: float, big_t: float, t_days: float) -> float:
     """BG/NBD E[purchase days in (T, T + t] | x, t_x, T] (Fader, Hardie and Lee 2005, eq. 10)."""
     r, alpha, a, b = m.r, m.alpha_days, m.a, m.b
-    if a <= 1.0:  # the mean does not exist for a <= 1; fall back to the alive rate
-        return p_alive(m, x, t_x, big_t) * (r + x) / (alpha + big_t) * t_days
+    if a == 1.0:  # the formula's removable singularity
+        a = 1.0 + 1e-9
     at = alpha + big_t
     z = t_days / (at + t_days)
     f = hyp2f1(r + x, b + x, a + b + x - 1.0, z)
