@@ -8,9 +8,9 @@ The model (docs/scoring.md, "Churn risk"; parameters in :mod:`streams.core.churn
 2. A logistic regression on those features gives P(no purchase in (t, t + L]). It is fitted by
    ``cxsignals churn fit`` on an earlier cut-off of the same history (t' = end - L), where the
    outcome is known, so it is calibrated on the tenant's own customers.
-3. A horizon H longer than L is reached by the chain rule: P(none in H) = P(none in L) *
-   P_BG/NBD(none in (t + L, t + H] | none in (t, t + L]), the second factor being the BG/NBD
-   P(no purchase) of the same customer aged by L.
+3. A horizon H longer than L adds a constant log-odds shift (fitted: the population's mean risk
+   then equals the BG/NBD chain-rule extension P(none in L) * P_BG/NBD(none in (t + L, t + H] |
+   none in (t, t + L])). The params file is fitted for one horizon; another is refused.
 4. Experience adjustments (low experience score, a recent detractor-like answer, unresolved
    support contacts, a falling activity trend) are independent hazards on top:
    ``risk = 1 - (1 - purchase risk) * prod(1 - adj)``. Purchase history cannot identify their

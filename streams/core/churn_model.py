@@ -156,7 +156,7 @@ def parse_churn_model(raw: Any, source: str = "<params>") -> ChurnModel:
                 raise ChurnParamsError(f"risk.coef of {name} must be >= 0 (monotone in time)")
             if name in PURCHASE_INCREASING and c > 0:
                 raise ChurnParamsError(f"risk.coef of {name} must be <= 0 (monotone in purchases)")
-        rate = cl.get("annual_discount_rate", Clv.annual_discount_rate)
+        rate = cl.get("annual_discount_rate", 0.10)
         if not isinstance(rate, (int, float)) or rate < 0:
             raise ChurnParamsError(f"clv.annual_discount_rate must be >= 0, got {rate!r}")
         return ChurnModel(
@@ -174,7 +174,7 @@ def parse_churn_model(raw: Any, source: str = "<params>") -> ChurnModel:
                 horizon_days=_positive("clv", {**asdict(Clv()), **cl}, "horizon_days"),
                 annual_discount_rate=float(rate),
             ),
-            fit=raw.get("fit") if isinstance(raw.get("fit"), dict) else {},
+            fit=dict(raw["fit"]) if isinstance(raw.get("fit"), dict) else {},
         )
     except ChurnParamsError as exc:
         raise ChurnParamsError(f"invalid churn params {source}: {exc}") from None

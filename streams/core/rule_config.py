@@ -47,7 +47,7 @@ class BrowseIntentParams(_Strict):
 class WinBackParams(_Strict):
     min_churn_risk: float = Field(0.6, gt=0, le=1)
     min_experience_score: float = Field(40.0, ge=0, le=100)
-    min_purchases: int = Field(1, ge=0)
+    min_purchases: int = Field(2, ge=0)
 
 
 class PromoterReferralParams(_Strict):

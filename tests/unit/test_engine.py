@@ -246,6 +246,9 @@ def test_from_bytes_reads_states_written_by_format_1(engine: Engine) -> None:
     assert state.signals and state.contacts and state.deferred == [] and state.seen
     old = _v1_bytes(state)
     decoded = CustomerState.from_bytes(old)
+    # Format 1 predates the purchase-day fields: they decode as 0 (the churn scorer then
+    # counts purchases instead).
+    state.purchase_days, state.first_day_spend = 0, 0.0
     assert decoded == state
     assert decoded.to_bytes() == state.to_bytes()
     assert len(state.to_bytes()) < len(old)  # the new format is no larger
