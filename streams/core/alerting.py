@@ -150,7 +150,12 @@ class Alerting:
                     out.alerts.append(alert)
 
     def score_update(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None
+        self,
+        st: CustomerState,
+        customer_id: str,
+        now: datetime,
+        explain: Explainer | None,
+        clv_12m: float | None = None,
     ) -> ScoreUpdateRecord:
         """The score update of the state as it is now (the engine decides when to publish)."""
         stage = st.stage
@@ -168,4 +173,5 @@ class Alerting:
             explanation=explain(),
             event_time=_dt(st.watermark),
             updated_at=now,
+            clv_12m=None if clv_12m is None else round(clv_12m, 2),
         )

@@ -33,16 +33,19 @@ import math
 from dataclasses import dataclass
 
 from streams.core.churn_model import (
+    DAYS_PER_YEAR,
     FEATURES,
     PUBLISHED,
     ChurnModel,
-    clv,
+    expected_purchases,
+    expected_spend,
     p_no_purchase,
 )
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 
 _P_MIN = 1e-9
+_CLV_CACHE_MAX = 65_536
 
 
 def _logit(p: float) -> float:
@@ -104,6 +107,10 @@ class ChurnScorer:
         "model",
         "horizon_days",
         "_bg",
+        "_r",
+        "_alpha",
+        "_a",
+        "_b",
         "_w0",
         "_w_p0",
         "_w_x",
@@ -118,6 +125,8 @@ class ChurnScorer:
         "_unresolved_max",
         "_falling_trend",
         "_trend_min_baseline",
+        "_clv_cache",
+        "_clv_discount",
     )
 
     def __init__(
@@ -130,7 +139,8 @@ class ChurnScorer:
         horizon_days = model.risk.horizon_days if horizon_days is None else horizon_days
         self.model = model
         self.horizon_days = horizon_days
-        self._bg = model.bgnbd
+        self._bg = bg = model.bgnbd
+        self._r, self._alpha, self._a, self._b = bg.r, bg.alpha_days, bg.a, bg.b
         rk = model.risk
         self._w0 = rk.intercept
         self._w_p0, self._w_x, self._w_rec, self._w_spend = rk.coef
@@ -150,6 +160,11 @@ class ChurnScorer:
         self._unresolved_max = adj.unresolved_max
         self._falling_trend = adj.falling_trend
         self._trend_min_baseline = adj.trend_min_baseline
+        self._clv_cache: dict[tuple[int, float, float], float] = {}
+        c = model.clv
+        self._clv_discount = (1.0 + c.annual_discount_rate) ** (
+            -0.5 * c.horizon_days / DAYS_PER_YEAR
+        )
 
     # ------------------------------------------------------------------ the risk
 
@@ -167,8 +182,13 @@ class ChurnScorer:
     def purchase_risk(self, h: PurchaseHistory) -> float:
         """P(no purchase within the horizon) from purchase behaviour alone."""
         f_p0, f_x, f_rec, f_spend = self.features(h)
-        z = self._w0 + self._w_p0 * f_p0 + self._w_x * f_x + self._w_rec * f_rec
-        z += self._w_spend * f_spend
+        z = (
+            self._w0
+            + self._w_p0 * f_p0
+            + self._w_x * f_x
+            + self._w_rec * f_rec
+            + self._w_spend * f_spend
+        )
         return 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
 
     def experience_keep(self, state: CustomerState, score: float) -> float:
@@ -208,10 +228,50 @@ class ChurnScorer:
 
     def __call__(self, state: CustomerState, score: float, at_s: float | None = None) -> float:
         """The churn risk of ``state`` for experience score ``score`` as of ``at_s`` (epoch
-        seconds; default and minimum: the state's watermark). Non-decreasing in ``at_s``."""
-        risk = 1.0 - (1.0 - self.purchase_risk(purchase_history(state, at_s))) * (
-            self.experience_keep(state, score)
+        seconds; default and minimum: the state's watermark). Non-decreasing in ``at_s``.
+
+        ``purchase_risk(purchase_history(state, at_s))`` written inline (this runs per event;
+        tests/unit/test_churn.py checks that both give the same risk).
+        """
+        w = state.watermark
+        assert w is not None
+        if at_s is not None and at_s > w:
+            w = at_s
+        first = state.first_purchase
+        last = state.last_purchase
+        if state.purchases and first is not None and last is not None:
+            x = (state.purchase_days or state.purchases) - 1
+            t_x = (last - first) / DAY_S
+            big_t = (w - first) / DAY_S
+            if big_t < t_x:
+                big_t = t_x
+            spend = state.spend
+        else:
+            first_seen = state.first_seen
+            x, t_x, spend = 0, 0.0, 0.0
+            big_t = (w - first_seen) / DAY_S if first_seen is not None else 0.0
+        # BG/NBD P(no purchase in the training horizon), as p_no_purchase computes it
+        rx = self._r + x
+        at = self._alpha + big_t
+        quiet = (at / (at + self._train_h)) ** rx
+        if x > 0:
+            try:
+                alive = 1.0 / (1.0 + self._a / (self._b + x - 1) * (at / (self._alpha + t_x)) ** rx)
+            except OverflowError:  # thousands of purchase days, the last long ago
+                alive = 0.0
+            p0 = 1.0 - alive * (1.0 - quiet)
+        else:
+            p0 = 1.0 - (1.0 - quiet)
+        p0 = _P_MIN if p0 < _P_MIN else (1.0 - _P_MIN if p0 > 1.0 - _P_MIN else p0)
+        z = (
+            self._w0
+            + self._w_p0 * math.log(p0 / (1.0 - p0))
+            + self._w_x * math.log1p(x)
+            + self._w_rec * ((big_t - t_x) / 30.0)
+            + self._w_spend * math.log1p(spend)
         )
+        purchase_risk = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+        risk = 1.0 - (1.0 - purchase_risk) * self.experience_keep(state, score)
         if risk >= 1.0:
             return 1.0
         return risk if risk > 0.0 else 0.0
@@ -219,11 +279,26 @@ class ChurnScorer:
     # ------------------------------------------------------------------ value and explanation
 
     def clv(self, state: CustomerState, at_s: float | None = None) -> float:
-        """Expected discounted spend over the model's CLV horizon (12 months by default)."""
-        h = purchase_history(state, at_s)
+        """Expected discounted spend over the model's CLV horizon (12 months by default); 0 for
+        a customer who never bought.
+
+        The BG/NBD expectation (a hypergeometric series, up to a few hundred terms for young
+        customers) is memoised per (x, t_x, T) rounded to 0.1 day, in a bounded dict.
+        """
         if state.purchases == 0:
             return 0.0
-        return clv(self.model, h.x, h.t_x, h.big_t, h.mean_repeat_spend)
+        h = purchase_history(state, at_s)
+        key = (h.x, round(h.t_x, 1), round(h.big_t, 1))
+        cache = self._clv_cache
+        n = cache.get(key)
+        if n is None:
+            if len(cache) >= _CLV_CACHE_MAX:
+                cache.clear()
+            c = self.model.clv
+            n = cache[key] = expected_purchases(self._bg, key[0], key[1], key[2], c.horizon_days)
+        return n * expected_spend(self.model.gamma_gamma, h.x, h.mean_repeat_spend) * (
+            self._clv_discount
+        )
 
     def drivers(
         self, state: CustomerState, score: float, at_s: float | None = None

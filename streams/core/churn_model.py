@@ -220,16 +220,22 @@ def p_no_purchase(m: BgNbd, x: int, t_x: float, big_t: float, h_days: float) -> 
 
 
 def hyp2f1(a: float, b: float, c: float, z: float) -> float:
-    """Gauss hypergeometric 2F1(a, b; c; z) for 0 <= z < 1 by its power series."""
+    """Gauss hypergeometric 2F1(a, b; c; z) for 0 <= z < 1, to a relative 1e-10.
+
+    Summed as Euler's transform (1 - z) ** (c - a - b) * 2F1(c - a, c - b; c; z): for the BG/NBD
+    arguments (a = r + x, b = b + x, c = a + b + x - 1) its terms shrink like n ** (c - a - b - 1)
+    * z ** n instead of n ** (a + b - c - 1) * z ** n, i.e. much faster for frequent buyers.
+    """
+    a2, b2 = c - a, c - b
     term = total = 1.0
     n = 0
     while n < 100_000:
-        term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
+        term *= (a2 + n) * (b2 + n) / ((c + n) * (n + 1)) * z
         total += term
         n += 1
-        if abs(term) < 1e-12 * abs(total):
+        if abs(term) < 1e-10 * abs(total):
             break
-    return total
+    return total * (1.0 - z) ** (c - a - b)
 
 
 def expected_purchases(m: BgNbd, x: int, t_x: float, big_t: float, t_days: float) -> float:

@@ -259,6 +259,7 @@ class Engine:
             risk,
             spend_before,
             product_key,
+            self._churn_risk,
         )
         hour = int(w // HOUR_S)  # the hour's highest score
         old = hourly.get(hour)
@@ -284,7 +285,9 @@ class Engine:
             or not abs(risk - pub_risk) * 100 <= step
             or stage != st.pub_stage
         ):
-            out.score_update = self._alerting.score_update(st, customer_id, now, explain)
+            out.score_update = self._alerting.score_update(
+                st, customer_id, now, explain, self._churn_risk.clv(st)
+            )
         return out
 
     def tick(self, state: CustomerState, customer_id: str, *, now: datetime) -> Outcome:

@@ -79,7 +79,9 @@ class ExperienceDropParams(_Strict):
 
 
 class HighValueAtRiskParams(_Strict):
-    min_spend: float = Field(500.0, ge=0)
+    # Expected (discounted) spend over the next 12 months, the CLV of the churn model.
+    min_clv_12m: float = Field(200.0, ge=0)
+    min_spend: float = Field(0.0, ge=0)  # optional floor on the lifetime spend (0: none)
     min_churn_risk: float = Field(0.5, gt=0, le=1)
 
 

@@ -20,6 +20,7 @@ from schemas.event_records import (
     SupportContactEvent,
     SurveyAnswerEvent,
 )
+from streams.core.churn import ChurnScorer
 from streams.core.rule_config import (
     BrowseIntentRule,
     CartRecoveryRule,
@@ -66,6 +67,7 @@ class EventFacts:
     risk_after: float
     spend_before: float
     product_key: int | None = None  # short_hash of a viewed product id, already computed
+    churn: ChurnScorer | None = None  # the engine's scorer: CLV and risk drivers of the state
 
 
 def _iso(t: float) -> str:
@@ -190,6 +192,11 @@ def _high_value_at_risk(
     was_true = f.spend_before >= p.min_spend and f.risk_before >= p.min_churn_risk
     if not now_true or was_true:
         return None
+    # High value = expected value over the next 12 months (CLV), computed only here: once the
+    # risk has crossed the threshold.
+    clv = f.churn.clv(st, f.t) if f.churn is not None else 0.0
+    if clv < p.min_clv_12m:
+        return None
     evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
     return Candidate(
         rule=r.id,
@@ -197,8 +204,20 @@ def _high_value_at_risk(
         event_time=f.t,
         evidence=list(dict.fromkeys(evidence)),
         action="High-value customer at risk of churning: assign an account manager to call.",
-        context={"lifetime_spend": round(st.spend, 2), "churn_risk": round(f.risk_after, 4)},
+        context={
+            "lifetime_spend": round(st.spend, 2),
+            "clv_12m": round(clv, 2),
+            "churn_risk": round(f.risk_after, 4),
+            **_churn_drivers(st, f),
+        },
     )
+
+
+def _churn_drivers(st: CustomerState, f: EventFacts) -> dict[str, Any]:
+    """The three largest drivers of the churn risk, with their evidence (alert context)."""
+    if f.churn is None:
+        return {}
+    return {"churn_drivers": f.churn.drivers(st, f.score_after, f.t)[:3]}
 
 
 def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Candidate | None:
@@ -237,7 +256,11 @@ def _win_back(st: CustomerState, f: EventFacts, r: WinBackRule) -> Candidate | N
         event_time=f.t,
         evidence=list(dict.fromkeys(evidence)),
         action="Send a win-back offer: the customer is drifting away but had a good experience.",
-        context={"churn_risk": round(f.risk_after, 4), "days_since_last_purchase": days},
+        context={
+            "churn_risk": round(f.risk_after, 4),
+            "days_since_last_purchase": days,
+            **_churn_drivers(st, f),
+        },
     )
 
 

@@ -17,6 +17,7 @@ from streams.core.churn_model import (
     PUBLISHED,
     BgNbd,
     ChurnParamsError,
+    clv,
     expected_purchases,
     hyp2f1,
     load_churn_model,
@@ -195,3 +196,29 @@ def test_risk_is_a_probability() -> None:
     r = churn_risk(st, 0.0)
     assert 0.0 <= r <= 1.0 and not math.isnan(r)
     assert 0.0 < churn_risk.clv(_buyer([0, 30, 60], 70)) < 1000
+
+
+def test_the_inline_risk_is_the_feature_model() -> None:
+    """__call__ (inline, per event) and purchase_risk(features) (fit, drivers) agree."""
+    rng = random.Random(11)
+    for _ in range(300):
+        st = _random_state(rng)
+        at = (st.watermark or 0.0) + rng.uniform(0, 200) * DAY_S
+        assert base_risk(st, 50.0, at) == pytest.approx(
+            base_risk.purchase_risk(purchase_history(st, at)), rel=1e-9, abs=1e-12
+        )
+
+
+def test_clv_is_bgnbd_purchases_times_gamma_gamma_spend_discounted() -> None:
+    st = _buyer([0, 20, 40], 50, spend=80.0)
+    h = purchase_history(st)
+    assert h.x == 2 and h.mean_repeat_spend == pytest.approx(80.0)
+    want = clv(PUBLISHED, h.x, h.t_x, h.big_t, h.mean_repeat_spend)
+    assert churn_risk.clv(st) == pytest.approx(want, rel=1e-3)  # memoised at 0.1 day
+    n = expected_purchases(BG, 2, 40.0, 50.0, 365.25)
+    g = PUBLISHED.gamma_gamma
+    spend = (g.gamma * g.p + g.p * 2 * 80.0) / (g.p * 2 + g.q - 1)
+    assert want == pytest.approx(n * spend / 1.1**0.5)
+    # quiet customers are worth less; never-buyers nothing
+    assert churn_risk.clv(st, st.watermark + 200 * DAY_S) < churn_risk.clv(st)  # type: ignore[operator]
+    assert churn_risk.clv(CustomerState(watermark=T0, first_seen=T0)) == 0.0
