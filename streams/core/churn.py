@@ -37,6 +37,7 @@ from streams.core.churn_model import (
     FEATURES,
     PUBLISHED,
     ChurnModel,
+    ChurnParamsError,
     expected_purchases,
     expected_spend,
     p_no_purchase,
@@ -145,7 +146,7 @@ class ChurnScorer:
         self._w0 = rk.intercept
         self._w_p0, self._w_x, self._w_rec, self._w_spend = rk.coef
         if horizon_days != rk.horizon_days:
-            raise ValueError(
+            raise ChurnParamsError(
                 f"the churn params were fitted for a {rk.horizon_days:g}-day horizon, not "
                 f"{horizon_days:g} days: refit (cxsignals churn fit --horizon-days "
                 f"{horizon_days:g}) or set CX_CHURN_HORIZON_DAYS={rk.horizon_days:g}"

@@ -37,7 +37,6 @@ from streams.core.churn_model import (
     RiskModel,
 )
 
-
 # Tight tolerances: the published CDNOW parameters are matched to 0.2 %, and a and b lie on a
 # flat ridge of the BG/NBD likelihood.
 _OPTIONS = {"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10}
