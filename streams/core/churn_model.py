@@ -75,8 +75,8 @@ class RiskModel:
     --horizon-days 90`` (training cut-off 1997-07-02; docs/scoring.md).
     """
 
-    intercept: float = 1.8093
-    coef: tuple[float, ...] = (0.3693, -0.5887, 0.1079, -0.2435)
+    intercept: float = 1.8095
+    coef: tuple[float, ...] = (0.3692, -0.5887, 0.1079, -0.2436)
     train_horizon_days: float = 90.0
     feature_means: tuple[float, ...] = (1.7375, 0.3489, 3.8039, 3.6205)
     # The horizon the risk is for, and the log-odds shift from the training horizon to it: the
