@@ -264,13 +264,11 @@ class ChurnScorer:
         else:
             p0 = 1.0 - (1.0 - quiet)
         p0 = _P_MIN if p0 < _P_MIN else (1.0 - _P_MIN if p0 > 1.0 - _P_MIN else p0)
-        z = (
-            self._w0
-            + self._w_p0 * math.log(p0 / (1.0 - p0))
-            + self._w_x * math.log1p(x)
-            + self._w_rec * ((big_t - t_x) / 30.0)
-            + self._w_spend * math.log1p(spend)
-        )
+        z = self._w0 + self._w_p0 * math.log(p0 / (1.0 - p0)) + self._w_rec * ((big_t - t_x) / 30.0)
+        if x:
+            z += self._w_x * math.log1p(x)
+        if spend:
+            z += self._w_spend * math.log1p(spend)
         purchase_risk = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
         risk = 1.0 - (1.0 - purchase_risk) * self.experience_keep(state, score)
         if risk >= 1.0:
