@@ -222,3 +222,20 @@ def test_clv_is_bgnbd_purchases_times_gamma_gamma_spend_discounted() -> None:
     # quiet customers are worth less; never-buyers nothing
     assert churn_risk.clv(st, st.watermark + 200 * DAY_S) < churn_risk.clv(st)  # type: ignore[operator]
     assert churn_risk.clv(CustomerState(watermark=T0, first_seen=T0)) == 0.0
+
+
+def test_state_show_explains_the_churn_risk() -> None:
+    from cxsignals.state_cmd import churn_view
+
+    st = _buyer([0, 10, 20], 120, spend=90.0)
+    view = churn_view(st, churn_risk)
+    assert view["churn_risk"] == round(churn_risk(st, st.score), 4)
+    assert view["clv_12m"] > 0
+    assert {d["name"] for d in view["drivers"]} == {
+        "bgnbd_no_purchase_logit", "log_repeat_days", "recency_months", "log_spend"
+    }
+    # the drivers add up to the risk's log-odds minus the average customer's
+    rk = PUBLISHED.risk
+    mean_z = rk.intercept + sum(c * m for c, m in zip(rk.coef, rk.feature_means, strict=True))
+    z = math.log(view["churn_risk"] / (1 - view["churn_risk"]))
+    assert sum(float(d["log_odds"]) for d in view["drivers"]) == pytest.approx(z - mean_z, abs=1e-3)
