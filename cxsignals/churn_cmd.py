@@ -140,7 +140,7 @@ def clickhouse_transactions(settings: Settings) -> list[tuple[str, int, float]]:
                     connect_timeout=5, send_receive_timeout=600)
     try:
         result = client.execute(
-            f"SELECT customer_id, toDate(occurred_at), any(order_value) "  # noqa: S608
+            "SELECT customer_id, toDate(occurred_at), any(order_value) "
             f"FROM {p.database}.touchpoint_events "
             "WHERE event_type = 'purchase' AND customer_id != '' "
             "GROUP BY customer_id, event_id, toDate(occurred_at)"

@@ -328,8 +328,9 @@ class Engine:
             elif day == first // DAY_S:
                 st.first_day_spend += value
             elif st.last_purchase is None or day != st.last_purchase // DAY_S:
-                # A new purchase day (late events reach back at most grace_s, so a day other
-                # than the first and the last one is a new day unless grace spans days).
+                # Late events reach back at most grace_s (1 h by default): a purchase on neither
+                # the first nor the last purchase day is on a new day. (With a grace of days, a
+                # late purchase on an earlier repeat day would count that day twice.)
                 st.purchase_days += 1
                 if t < first:
                     st.first_day_spend = value
