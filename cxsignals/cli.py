@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cxsignals.acls_cmd",
     "cxsignals.erase_cmd",
     "cxsignals.retention_cmd",
+    "cxsignals.churn_cmd",
 )
 
 

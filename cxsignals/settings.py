@@ -142,6 +142,10 @@ class Settings(BaseSettings):
             ssl_cafile=self.kafka_ssl_cafile or None, ssl_certfile=self.kafka_ssl_certfile or None,
             ssl_keyfile=self.kafka_ssl_keyfile or None,
         )
+    # Churn model: churn_risk = P(no purchase within the horizon); the params file is written by
+    # `cxsignals churn fit` (unset: the published parameters, docs/scoring.md).
+    churn_horizon_days: float = Field(90.0, gt=0)
+    churn_params_path: Path | None = None
 
     @property
     def clickhouse(self) -> ClickHouseParams:
@@ -174,6 +178,7 @@ class Settings(BaseSettings):
             state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
             kafka_security=self.kafka_security,
             idle_risk=self.idle_risk,
+            churn_horizon_days=self.churn_horizon_days, churn_params_path=self.churn_params_path,
         )
 
     def sink_config(self) -> SinkConfig:

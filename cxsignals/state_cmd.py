@@ -27,6 +27,8 @@ import msgspec
 import orjson
 
 from cxsignals.settings import Settings
+from streams.core.churn import ChurnScorer
+from streams.core.churn_model import ChurnParamsError, load_churn_model
 from streams.core.state import CustomerState
 from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
@@ -122,6 +124,16 @@ def state_view(state: CustomerState) -> dict[str, Any]:
     return fields
 
 
+def churn_view(state: CustomerState, scorer: ChurnScorer) -> dict[str, Any]:
+    """Why the customer's churn risk is what it is, as of the state's watermark: the risk, the
+    12-month value and every driver with its evidence (docs/scoring.md, "Explanation")."""
+    return {
+        "churn_risk": round(scorer(state, state.score), 4),
+        "clv_12m": round(scorer.clv(state), 2),
+        "drivers": scorer.drivers(state, state.score),
+    }
+
+
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -169,11 +181,26 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: the state at {topic}[{entry.partition}]@{entry.offset} cannot be read: "
               f"{exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    state = CustomerState.from_bytes(entry.value)
+    churn: dict[str, Any] | None = None
+    if state.watermark is not None:
+        try:
+            scorer = ChurnScorer(load_churn_model(settings.churn_params_path), None,
+                                 settings.churn_horizon_days)
+            churn = churn_view(state, scorer)
+        except ChurnParamsError as exc:
+            print(f"warning: no churn explanation: {exc}", file=sys.stderr)
     if args.format == "json":
         print(orjson.dumps({"customer_id": args.customer, "partition": entry.partition,
-                            "offset": entry.offset, "state": view}).decode())
+                            "offset": entry.offset, "state": view, "churn": churn}).decode())
     else:
         print(_text(args.customer, entry, view))
+        if churn is not None:
+            print(f"  churn: risk {churn['churn_risk']:.4f}, clv_12m {churn['clv_12m']:.2f}; "
+                  "drivers (log-odds vs the average customer):")
+            for d in churn["drivers"]:
+                print(f"    {d['name']}: {d['log_odds']:+.4f} (value {d['value']}, evidence "
+                      f"{', '.join(d['evidence']) or '-'})")
     return 0
 
 

@@ -92,6 +92,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams import log_limit
     from streams.app import create_worker
+    from streams.core.churn_model import ChurnParamsError
     from streams.faust_internals import UnsupportedVersion
     from streams.health import Health, serve_health
 
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         worker = create_worker(settings.worker_config(), health=health)
-    except UnsupportedVersion as exc:
+    except (UnsupportedVersion, ChurnParamsError) as exc:
         log.error("%s", exc)
         return 2
     # Per-event work allocates many short-lived objects; the default collector thresholds spend

@@ -88,6 +88,7 @@ class ScoreUpdateRecord:
     explanation: list[ContributionRecord] = field(default_factory=list)
     event_time: AwareDatetime
     updated_at: AwareDatetime
+    clv_12m: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
     def to_json(self) -> bytes:
         """The published JSON (``ScoreUpdate.model_dump_json()`` of the same values, as bytes)."""

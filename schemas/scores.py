@@ -19,6 +19,9 @@ class ScoreUpdate(BaseModel):
     explanation: list[Contribution] = Field(default_factory=list)
     event_time: AwareDatetime
     updated_at: AwareDatetime
+    # Expected spend over the next 12 months (BG/NBD x Gamma-Gamma, discounted; docs/scoring.md).
+    # Optional: absent from updates written before it and from customers never scored for it.
+    clv_12m: float | None = Field(default=None, ge=0)
 
     def to_json(self) -> bytes:
         """The published JSON of this update (the value of its ``cx.scores`` record)."""

@@ -27,6 +27,7 @@ import faust
 from schemas.limits import MAX_MESSAGE_BYTES
 from streams import metrics
 from streams.config import WorkerConfig
+from streams.core.churn_model import load_churn_model
 from streams.core.engine import Engine, EngineConfig
 from streams.core.rules import load_rules
 from streams.core.sentiment import VaderAnalyzer
@@ -60,7 +61,9 @@ def build_engine(config: WorkerConfig) -> Engine:
     return Engine(
         EngineConfig(grace_s=config.grace_s, half_life_days=config.half_life_days,
                      score_publish_step=config.score_publish_step,
-                     idle_risk_horizon_days=idle_risk_horizon_days(config)),
+                     idle_risk_horizon_days=idle_risk_horizon_days(config),
+                     churn_model=load_churn_model(config.churn_params_path),
+                     churn_horizon_days=config.churn_horizon_days),
         load_rules(config.rules_path), VaderAnalyzer(),
     )
 

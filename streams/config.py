@@ -49,6 +49,9 @@ class WorkerConfig:
     # Re-evaluate idle customers' churn risk as time passes (docs/scoring.md, "Time-aware
     # risk"): win_back and high_value_at_risk fire for customers who go quiet.
     idle_risk: bool = True
+    # Churn risk horizon and the params file of `cxsignals churn fit` (None: published).
+    churn_horizon_days: float = 90.0
+    churn_params_path: Path | None = None
 
     @property
     def keyed_topic(self) -> str:

@@ -172,8 +172,13 @@ class Alerting:
             out.alerts.append(alert)
 
     def score_update(
-        self, st: CustomerState, customer_id: str, now: datetime, explain: Explainer | None,
+        self,
+        st: CustomerState,
+        customer_id: str,
+        now: datetime,
+        explain: Explainer | None,
         at_s: float | None = None,
+        clv_12m: float | None = None,
     ) -> ScoreUpdateRecord:
         """The score update of the state as it is now (the engine decides when to publish).
         ``event_time`` is the watermark, or ``at_s`` for an idle customer's risk evaluated
@@ -193,4 +198,5 @@ class Alerting:
             explanation=explain(),
             event_time=_dt(st.watermark if at_s is None else at_s),
             updated_at=now,
+            clv_12m=None if clv_12m is None else round(clv_12m, 2),
         )

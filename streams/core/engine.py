@@ -111,7 +111,9 @@ class Engine:
         # Read on every event: plain attributes rather than property/config look-ups.
         self._grace_s = config.grace_s
         self._weights = config.weights
-        self._churn_risk = ChurnScorer(config.bgnbd, config.churn)
+        self._churn_risk = ChurnScorer(
+            config.churn_model, config.churn, config.churn_horizon_days
+        )
         self._risk_wakeups: RiskWakeups | None = (
             RiskWakeups(self._churn_risk, risk_thresholds(rules.enabled),
                         config.score_publish_step, config.idle_risk_horizon_days * DAY_S)
@@ -265,6 +267,7 @@ class Engine:
             risk,
             spend_before,
             product_key,
+            self._churn_risk,
         )
         hour = int(w // HOUR_S)  # the hour's highest score
         old = hourly.get(hour)
@@ -290,7 +293,9 @@ class Engine:
             or not abs(risk - pub_risk) * 100 <= step
             or stage != st.pub_stage
         ):
-            out.score_update = self._alerting.score_update(st, customer_id, now, explain)
+            out.score_update = self._alerting.score_update(
+                st, customer_id, now, explain, clv_12m=self._churn_risk.clv(st)
+            )
         return out
 
     def tick(
@@ -332,14 +337,17 @@ class Engine:
             return
         st.risk = risk
         explain = None
-        candidates = idle_candidates(st, self.rules.enabled, at_s, risk_before, risk)
+        churn = self._churn_risk
+        candidates = idle_candidates(st, self.rules.enabled, at_s, risk_before, risk,
+                                     lambda: churn.clv(st, at_s))
         if candidates:
             explain = self._alerting.explainer(st)
             for cand in candidates:
                 self._alerting.decide(st, customer_id, cand, now, out, explain)
         pub_risk = st.pub_risk
         if pub_risk is None or not abs(risk - pub_risk) * 100 <= self._publish_step:
-            out.score_update = self._alerting.score_update(st, customer_id, now, explain, at_s)
+            out.score_update = self._alerting.score_update(st, customer_id, now, explain, at_s,
+                                                           clv_12m=churn.clv(st, at_s))
 
     def risk_wakeup_s(self, state: CustomerState, now_s: float) -> float | None:
         """When :meth:`tick` should next re-evaluate the risk of ``state`` if nothing else
@@ -373,8 +381,24 @@ class Engine:
         Page views (views and error pages) are done in ``process``.
         """
         if isinstance(event, PurchaseEvent):
+            value = event.properties.order_value
+            day = t // DAY_S
+            first = st.first_purchase
+            if st.purchases and not st.purchase_days:  # a state from before purchase_days
+                st.purchase_days, st.first_day_spend = st.purchases, st.spend / st.purchases
+            if first is None:
+                st.purchase_days, st.first_day_spend = 1, value
+            elif day == first // DAY_S:
+                st.first_day_spend += value
+            elif st.last_purchase is None or day != st.last_purchase // DAY_S:
+                # Late events reach back at most grace_s (1 h by default): a purchase on neither
+                # the first nor the last purchase day is on a new day. (With a grace of days, a
+                # late purchase on an earlier repeat day would count that day twice.)
+                st.purchase_days += 1
+                if t < first:
+                    st.first_day_spend = value
             st.purchases += 1
-            st.spend += event.properties.order_value
+            st.spend += value
             st.first_purchase = t if st.first_purchase is None else min(st.first_purchase, t)
             if st.last_purchase is None or t >= st.last_purchase:
                 st.last_purchase = t

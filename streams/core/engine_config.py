@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.core.churn import BgNbdParams, ChurnAdjustments
+from streams.core.churn import ChurnAdjustments
+from streams.core.churn_model import PUBLISHED, ChurnModel
 from streams.core.signals import SignalWeights
 from streams.core.windows import DAY_S
 
@@ -16,7 +17,9 @@ class EngineConfig:
     grace_s: float = 3600.0
     half_life_days: float = 14.0
     score_publish_step: float = 2.0
-    bgnbd: BgNbdParams = field(default_factory=BgNbdParams)
+    # Churn: the fitted model (params file, else the published parameters) and the horizon.
+    churn_model: ChurnModel = PUBLISHED
+    churn_horizon_days: float = 90.0
     churn: ChurnAdjustments = field(default_factory=ChurnAdjustments)
     weights: SignalWeights = field(default_factory=SignalWeights)
     explanation_top: int = 5

@@ -48,7 +48,7 @@ class BrowseIntentParams(_Strict):
 class WinBackParams(_Strict):
     min_churn_risk: float = Field(0.6, gt=0, le=1)
     min_experience_score: float = Field(40.0, ge=0, le=100)
-    min_purchases: int = Field(1, ge=0)
+    min_purchases: int = Field(2, ge=0)
 
 
 class PromoterReferralParams(_Strict):
@@ -80,7 +80,9 @@ class ExperienceDropParams(_Strict):
 
 
 class HighValueAtRiskParams(_Strict):
-    min_spend: float = Field(500.0, ge=0)
+    # Expected (discounted) spend over the next 12 months, the CLV of the churn model.
+    min_clv_12m: float = Field(200.0, ge=0)
+    min_spend: float = Field(0.0, ge=0)  # optional floor on the lifetime spend (0: none)
     min_churn_risk: float = Field(0.5, gt=0, le=1)
 
 

@@ -20,6 +20,7 @@ from schemas.event_records import (
     SupportContactEvent,
     SurveyAnswerEvent,
 )
+from streams.core.churn import ChurnScorer
 from streams.core.rule_config import (
     BrowseIntentRule,
     CartRecoveryRule,
@@ -71,6 +72,7 @@ class EventFacts:
     risk_after: float
     spend_before: float
     product_key: int | None = None  # short_hash of a viewed product id, already computed
+    churn: ChurnScorer | None = None  # the engine's scorer: CLV and risk drivers of the state
 
 
 def _iso(t: float) -> str:
@@ -209,7 +211,13 @@ def win_back_crossed(
 def _high_value_at_risk(
     st: CustomerState, f: EventFacts, r: HighValueAtRiskRule
 ) -> Candidate | None:
-    if not high_value_turned_at_risk(st, r.params, f.spend_before, f.risk_before, f.risk_after):
+    p = r.params
+    if not high_value_turned_at_risk(st, p, f.spend_before, f.risk_before, f.risk_after):
+        return None
+    # High value = expected value over the next 12 months (CLV), computed only here: once the
+    # risk has crossed the threshold.
+    clv = f.churn.clv(st, f.t) if f.churn is not None else 0.0
+    if clv < p.min_clv_12m:
         return None
     evidence = [e for e in (st.last_purchase_id, f.event.event_id) if e]
     return Candidate(
@@ -218,8 +226,20 @@ def _high_value_at_risk(
         event_time=f.t,
         evidence=list(dict.fromkeys(evidence)),
         action="High-value customer at risk of churning: assign an account manager to call.",
-        context={"lifetime_spend": round(st.spend, 2), "churn_risk": round(f.risk_after, 4)},
+        context={
+            "lifetime_spend": round(st.spend, 2),
+            "clv_12m": round(clv, 2),
+            "churn_risk": round(f.risk_after, 4),
+            **_churn_drivers(st, f),
+        },
     )
+
+
+def _churn_drivers(st: CustomerState, f: EventFacts) -> dict[str, Any]:
+    """The three largest drivers of the churn risk, with their evidence (alert context)."""
+    if f.churn is None:
+        return {}
+    return {"churn_drivers": f.churn.drivers(st, f.score_after, f.t)[:3]}
 
 
 def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Candidate | None:
@@ -255,7 +275,11 @@ def _win_back(st: CustomerState, f: EventFacts, r: WinBackRule) -> Candidate | N
         event_time=f.t,
         evidence=list(dict.fromkeys(evidence)),
         action="Send a win-back offer: the customer is drifting away but had a good experience.",
-        context={"churn_risk": round(f.risk_after, 4), "days_since_last_purchase": days},
+        context={
+            "churn_risk": round(f.risk_after, 4),
+            "days_since_last_purchase": days,
+            **_churn_drivers(st, f),
+        },
     )
 
 
@@ -340,22 +364,25 @@ def _idle_context(st: CustomerState, at_s: float, risk_before: float) -> dict[st
 
 def idle_candidates(
     st: CustomerState, enabled: dict[str, Any], at_s: float, risk_before: float,
-    risk_after: float,
+    risk_after: float, clv_12m: Callable[[], float] | None = None,
 ) -> list[Candidate]:
     """Candidates raised by an idle customer's risk moving from ``risk_before`` to
     ``risk_after`` at ``at_s`` with no new event (support rules first, as for events): the
     same tests as ``high_value_at_risk`` and ``win_back`` on an event, with the inactivity as
     the reason. Evidence: the last purchase (what the customer stopped doing); the alert id
-    also names the watermark, so each idle spell raises a rule at most once."""
+    also names the watermark, so each idle spell raises a rule at most once. ``clv_12m``
+    computes the customer's expected 12-month value (high_value_at_risk's gate), called only
+    once that rule's risk test passed."""
     out: list[Candidate] = []
     if st.watermark is None:
         return out
     evidence = [st.last_purchase_id] if st.last_purchase_id else []
     spell = f"idle-since:{st.watermark!r}"
     hv = enabled.get("high_value_at_risk")
+    clv = None
     if isinstance(hv, HighValueAtRiskRule) and high_value_turned_at_risk(
         st, hv.params, st.spend, risk_before, risk_after
-    ):
+    ) and (clv := clv_12m() if clv_12m is not None else 0.0) >= hv.params.min_clv_12m:
         context = _idle_context(st, at_s, risk_before)
         out.append(Candidate(
             rule=hv.id,
@@ -367,8 +394,8 @@ def idle_candidates(
                 f"{context['days_since_last_event']:g} days without activity: assign an "
                 "account manager to call."
             ),
-            context={"lifetime_spend": round(st.spend, 2), "churn_risk": round(risk_after, 4),
-                     **context},
+            context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv or 0.0, 2),
+                     "churn_risk": round(risk_after, 4), **context},
             id_extra=spell,
         ))
     wb = enabled.get("win_back")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.event_records import Event
+from streams.core.churn import ChurnScorer
 from streams.core.rule_config import RuleSet
 from streams.core.rule_evaluators import EVENT_RULES, Candidate, Evaluator, EventFacts
 from streams.core.state import CustomerState
@@ -105,6 +106,7 @@ def evaluate_event(
     risk_after: float,
     spend_before: float,
     product_key: int | None = None,
+    churn: ChurnScorer | None = None,
 ) -> list[Candidate]:
     """Candidates raised by one event (state already updated), support rules first.
 
@@ -134,6 +136,7 @@ def evaluate_event(
                 risk_after,
                 spend_before,
                 product_key,
+                churn,
             )
         cand = fn(st, facts, cfg)
         if cand is not None:

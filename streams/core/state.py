@@ -101,6 +101,11 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
     # state if no event comes (streams/core/idle_risk.py; inf: never). A schedule, not a
     # fact: cleared by every event, set by the worker at the checkpoint and after each look.
     risk_wake_s: float | None = None
+    # Distinct UTC days with a purchase and the spend of the first of them (churn model: BG/NBD
+    # counts repeat purchase days, Gamma-Gamma the mean spend of the repeat days). States
+    # written before these fields decode with 0 (the churn scorer then uses ``purchases``).
+    purchase_days: int = 0
+    first_day_spend: float = 0.0
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""

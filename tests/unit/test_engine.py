@@ -14,7 +14,14 @@ import pytest
 from schemas.events import EventBase
 from streams.core.engine import Engine, Outcome
 from streams.core.state import MAX_SEEN_IDS, STATE_VERSION, CustomerState
-from tests.journeys import ALL_JOURNEYS, JOURNEY_BASE, Journey, build_engine, make_event
+from tests.journeys import (
+    ALL_JOURNEYS,
+    JOURNEY_BASE,
+    Journey,
+    build_engine,
+    make_event,
+    promoter_after_purchase,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -246,6 +253,9 @@ def test_from_bytes_reads_states_written_by_format_1(engine: Engine) -> None:
     assert state.signals and state.contacts and state.deferred == [] and state.seen
     old = _v1_bytes(state)
     decoded = CustomerState.from_bytes(old)
+    # Format 1 predates the purchase-day fields: they decode as 0 (the churn scorer then
+    # counts purchases instead).
+    state.purchase_days, state.first_day_spend = 0, 0.0
     assert decoded == state
     assert decoded.to_bytes() == state.to_bytes()
     assert len(state.to_bytes()) < len(old)  # the new format is no larger
@@ -525,3 +535,11 @@ def test_an_event_stamped_ahead_of_the_wall_clock_never_makes_the_next_ones_late
     outcome = engine.process(state, "c", on_time, now=now + timedelta(seconds=2))
     assert not outcome.late_dropped
     assert [a.rule for a in outcome.alerts] == ["detractor_follow_up"]
+
+
+def test_score_updates_carry_the_customer_value(engine: Engine) -> None:
+    events = promoter_after_purchase("c-clv").events
+    _state, outs = run(engine, events, "c-clv")
+    updates = [o.score_update for o in outs if o.score_update is not None]
+    assert updates and all(u.clv_12m is not None for u in updates)
+    assert any(u.clv_12m and u.clv_12m > 0 for u in updates)

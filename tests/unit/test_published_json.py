@@ -117,6 +117,7 @@ updates = st.builds(
     explanation=st.lists(contributions, max_size=5),
     event_time=moments,
     updated_at=moments,
+    clv_12m=st.none() | st.floats(0, 1e9).map(lambda x: round(x, 2)),
 )
 
 

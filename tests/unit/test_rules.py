@@ -450,20 +450,26 @@ def test_experience_drop_ignores_falls_spread_over_more_than_a_day() -> None:
 
 def test_high_value_at_risk_fires_once_when_both_thresholds_are_met() -> None:
     events = [
-        _purchase(0, 1, 400.0),
-        _purchase(WEEK, 2, 200.0),
-        _view(30 * WEEK, 3),
-        _view(31 * WEEK, 4),
+        _purchase(0, 1, 300.0),
+        _purchase(WEEK, 2, 300.0),
+        _view(6 * WEEK, 3),  # 5 quiet weeks: the risk crosses 0.5, the CLV is still high
+        _view(7 * WEEK, 4),
     ]
     alerts = [a for a in alerts_of(engine_with(), events) if a.rule == "high_value_at_risk"]
     assert len(alerts) == 1
     assert alerts[0].context["lifetime_spend"] == 600.0
+    assert alerts[0].context["clv_12m"] >= 200.0
     assert alerts[0].churn_risk >= 0.5
     assert alerts[0].evidence == ["e2", "e3"]
+    drivers = alerts[0].context["churn_drivers"]
+    assert drivers and all({"name", "log_odds", "value", "evidence"} <= set(d) for d in drivers)
+    assert any(d["name"] == "recency_months" and d["evidence"] == ["e2"] for d in drivers)
 
 
-def test_high_value_at_risk_needs_the_spend() -> None:
-    events = [_purchase(0, 1, 300.0), _purchase(WEEK, 2, 199.0), _view(30 * WEEK, 3)]
+def test_high_value_at_risk_needs_the_customer_value() -> None:
+    events = [_purchase(0, 1, 30.0), _purchase(WEEK, 2, 30.0), _view(6 * WEEK, 3)]
     assert "high_value_at_risk" not in rules_fired(engine_with(), events)
-    rich = engine_with({"high_value_at_risk": {"min_spend": 499.0}})
-    assert "high_value_at_risk" in rules_fired(rich, events)
+    low_bar = engine_with({"high_value_at_risk": {"min_clv_12m": 10.0}})
+    assert "high_value_at_risk" in rules_fired(low_bar, events)
+    floor = engine_with({"high_value_at_risk": {"min_clv_12m": 10.0, "min_spend": 61.0}})
+    assert "high_value_at_risk" not in rules_fired(floor, events)

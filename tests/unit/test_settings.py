@@ -59,3 +59,29 @@ def test_the_sink_dead_letter_topic_is_a_setting_namespaced_and_created(
     env = namespaced_env("p1", kafka_bootstrap="k:1", clickhouse_url="clickhouse://h:1/cx",
                          database="d", state_dir=Path("/tmp/s"))
     assert env["CX_TOPIC_SINK_DLQ"] == "p1.sink.dlq"
+
+
+def test_the_worker_loads_the_churn_params_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from streams.core.churn_model import PUBLISHED, ChurnParamsError
+
+    fitted = replace(PUBLISHED, risk=replace(PUBLISHED.risk, intercept=0.5, horizon_days=60.0))
+    path = tmp_path / "params.json"
+    fitted.save(path)
+    monkeypatch.setenv("CX_CHURN_PARAMS_PATH", str(path))
+    monkeypatch.setenv("CX_CHURN_HORIZON_DAYS", "60")
+    engine = build_engine(Settings().worker_config())
+    assert engine.config.churn_model == fitted and engine.config.churn_horizon_days == 60.0
+    assert engine._churn_risk.model == fitted
+    # a params file fitted for another horizon, or a broken one, stops the start
+    monkeypatch.setenv("CX_CHURN_HORIZON_DAYS", "90")
+    with pytest.raises(ValueError, match="refit"):
+        build_engine(Settings().worker_config())
+    path.write_text("{")
+    with pytest.raises(ChurnParamsError, match="not valid JSON"):
+        build_engine(Settings().worker_config())
+    monkeypatch.delenv("CX_CHURN_PARAMS_PATH")
+    assert build_engine(Settings().worker_config()).config.churn_model is PUBLISHED
