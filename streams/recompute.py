@@ -61,8 +61,10 @@ class Recomputed:
     """The outcome of one uninterrupted pass: final states, alerts and latest score updates."""
 
     states: dict[str, CustomerState] = field(default_factory=dict)
-    # alert id -> the alert's JSON as a dict, without emitted_at
+    # alert id -> the alert's JSON as a dict, without emitted_at: sent and control alerts
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the ids of the control alerts (withheld by their rule's control_share) among them
+    control_ids: set[str] = field(default_factory=set)
     # customer id -> the latest score update as a dict, without updated_at
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     # customer id -> how many score updates were published for it
@@ -103,6 +105,9 @@ def recompute(engine: Engine, values: Iterable[bytes | None], config: WorkerConf
             out.late_dropped += 1
         for alert in outcome.alerts:
             out.alerts[alert.alert_id] = alert_payload(alert.to_json())
+        for alert in outcome.control_alerts:
+            out.alerts[alert.alert_id] = alert_payload(alert.to_json())
+            out.control_ids.add(alert.alert_id)
         if outcome.score_update is not None:
             out.scores[customer] = score_payload(outcome.score_update.to_json())
             out.score_counts[customer] = out.score_counts.get(customer, 0) + 1

@@ -197,17 +197,24 @@ def verify(stack: Stack, expected: Recomputed) -> Verdict:
                         f"{len(expected.valid_event_ids)}")
 
     # Alerts: every expected id, nothing else; a repeat carries the same id and payload.
-    records = [r for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support)
+    # Control alerts (issue 16) are on the control topic only, the others never there.
+    records = [(r, topic == settings.topic_alerts_control)
+               for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support,
+                             settings.topic_alerts_control)
                for r in read_topic(stack, topic)]
     v.alert_records = len(records)
     counts: Counter[str] = Counter()
-    for record in records:
+    for record, on_control_topic in records:
         payload = alert_payload(record.value)
         alert_id = payload["alert_id"]
         counts[alert_id] += 1
         if expected.alerts.get(alert_id) != payload and counts[alert_id] == 1:
             problems.append(f"alert {alert_id} ({payload['rule']}, {payload['customer_id']}) "
                             "differs from the recomputation or is unexpected")
+        if on_control_topic != (alert_id in expected.control_ids):
+            problems.append(f"alert {alert_id} ({payload['rule']}) is on the "
+                            f"{'control' if on_control_topic else 'alert'} topic, expected "
+                            "the other")
     v.alert_ids = len(counts)
     missing = set(expected.alerts) - set(counts)
     if missing:
