@@ -402,10 +402,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "erase",
         help="erase one person everywhere: worker state, links, latest score, ClickHouse rows",
         description="Erase a customer (and the anonymous ids stored with it in ClickHouse) "
-        "and/or anonymous ids: through the stream (the owning worker deletes state and links and tombstones the "
-        "latest score), then every ClickHouse row, then an audit record without personal data. "
-        "Idempotent. Exit 0 done, 1 bad arguments, 2 Kafka/ClickHouse unavailable, 3 a step "
-        "timed out (run again).",
+        "and/or anonymous ids: through the stream (the owning worker deletes state and links "
+        "and tombstones the latest score), then every ClickHouse row, then an audit record "
+        "without personal data. Idempotent. Exit 0 done, 1 bad arguments, 2 Kafka/ClickHouse "
+        "unavailable, 3 a step timed out (run again).",
         epilog="examples: cxsignals erase --customer c-42\n"
         "          cxsignals erase --customer c-42 --anonymous-id a-9 --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
