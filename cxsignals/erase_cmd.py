@@ -2,19 +2,25 @@
 
 In this order (each step waits for the one before; see docs/data-protection.md):
 
-1. **Stream.** Once the worker's group has committed everything published to the touchpoints
-   so far (every earlier event of the person was scored first), one erase request per id
-   (:mod:`schemas.erase`) goes to the worker's keyed topic, on the partition whose worker
-   holds the id's state. That worker deletes the state
-   (a changelog tombstone), the identity links in both directions, the in-memory indexes, and
-   writes a tombstone to the compacted scores topic, which is the confirmation this command
-   waits for. A customer's request is forwarded by the worker to each anonymous id linked to
-   the customer, whose own state is erased where it lives, confirmed the same way.
-2. **Sink.** Waits until the sink's consumer group has committed everything on its topics up
-   to now, so that no row of the person is still on its way to ClickHouse.
-3. **ClickHouse.** Deletes the person's rows from every table (mutations awaited) and
+1. **Catch up.** Waits until the worker's group has committed everything published to the
+   touchpoints so far (every earlier event of the person was scored first), then until the
+   sink's group has committed everything on its topics, so that every event of the person
+   published before the erase is in ClickHouse.
+2. **Discover.** Looks up in ClickHouse every anonymous id stored together with the customer
+   id (``touchpoint_events``): the ids the worker may hold links and states of. The ids given
+   with ``--anonymous-id`` are added. The worker is never asked to search its identity table
+   (a full scan on its event loop).
+3. **Stream.** One erase request per id (:mod:`schemas.erase`): the customer, and each
+   anonymous id, goes to the worker's keyed topic, on the partition whose worker holds the
+   id's state. That worker deletes the state (a changelog tombstone), the id's own identity
+   link and the links to it it still holds in memory, the in-memory indexes, and writes a
+   tombstone to the compacted scores topic, which is the confirmation this command waits for.
+4. **Sink again.** Waits until the sink has committed everything on its topics up to now, so
+   that no row of the person (outputs of events scored just before the requests) is still on
+   its way to ClickHouse.
+5. **ClickHouse.** Deletes the person's rows from every table (mutations awaited) and
    recomputes the hourly rollup for the hours their events touched (:mod:`sinks.erase`).
-4. **Audit.** One ``erase_audit`` row without personal data: request id, times, who ran it,
+6. **Audit.** One ``erase_audit`` row without personal data: request id, times, who ran it,
    counts per place (and an HMAC of each id when ``CX_ERASE_AUDIT_KEY`` is set).
 
 Idempotent: erasing again finds nothing and says so. Exit codes: 0 done; 1 bad arguments; 2
@@ -31,7 +37,8 @@ import hmac
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -65,11 +72,9 @@ class TimedOut(RuntimeError):
 
 @dataclass
 class StreamResult:
-    """What the workers confirmed: one :class:`EraseResult` per erased id (forwarded ones
-    included), and the ids the workers found linked to the customer."""
+    """What the workers confirmed: one :class:`EraseResult` per request."""
 
     results: list[EraseResult] = field(default_factory=list)
-    linked_ids: set[str] = field(default_factory=set)
 
 
 class Progress:
@@ -89,8 +94,8 @@ def _headers(record: Any) -> dict[str, bytes]:
 
 def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, timeout_s: float,
                     progress: Progress) -> StreamResult:
-    """Send the requests to the keyed topic and wait for every confirmation on the scores
-    topic (forwarded requests included)."""
+    """Send the requests to the keyed topic and wait for one confirmation per request on the
+    scores topic."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -134,10 +139,10 @@ def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, tim
             producer.close()
         progress(f"{len(requests)} request(s) sent to {keyed}; waiting for the worker")
         request_id = requests[0].request_id.encode()
-        subjects = {r.subject for r in requests}
+        waiting = {r.subject.encode() for r in requests}
         result = StreamResult()
         deadline = time.monotonic() + timeout_s
-        while len(result.results) < len(requests) + sum(r.forwarded for r in result.results):
+        while waiting:
             if time.monotonic() > deadline:
                 raise TimedOut(
                     f"no worker confirmed the erase within {timeout_s:.0f} s ({len(result.results)}"
@@ -147,12 +152,11 @@ def erase_in_stream(settings: Settings, requests: Sequence[EraseRequest], *, tim
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
                     headers = _headers(record)
-                    if record.value is None and headers.get(ERASE_REQUEST_HEADER) == request_id:
+                    if (record.value is None and record.key in waiting
+                            and headers.get(ERASE_REQUEST_HEADER) == request_id):
+                        waiting.discard(record.key)
                         result.results.append(EraseResult.model_validate_json(
                             headers[ERASE_RESULT_HEADER]))
-                        key = (record.key or b"").decode()
-                        if key not in subjects:
-                            result.linked_ids.add(key)
         return result
     except KafkaError as exc:
         raise Unavailable(f"Kafka at {bootstrap} failed during the erase ({exc})") from exc
@@ -243,20 +247,32 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     progress = Progress()
     now = datetime.now(timezone.utc)
     request_id = uuid.uuid4().hex
-    requests = []
-    if args.customer:
-        requests.append(EraseRequest(request_id=request_id, subject=args.customer,
-                                     kind="customer", cascade=True, requested_at=now))
-    for anonymous in dict.fromkeys(args.anonymous_id or ()):
-        requests.append(EraseRequest(request_id=request_id, subject=anonymous,
-                                     kind="anonymous", requested_at=now))
-    progress(f"request {request_id}: {len(requests)} id(s)")
+    given = list(dict.fromkeys(args.anonymous_id or ()))
+    progress(f"request {request_id}")
+    topics = settings.topics
+    sink_topics = (topics.touchpoints, *topics.outputs())
     try:
         # Every event published before the erase is scored first (in place, or forwarded to
         # the keyed topic ahead of the request): none of them recreates the state afterwards.
-        wait_for_group(settings, settings.app_id, (settings.topics.touchpoints,),
+        wait_for_group(settings, settings.app_id, (topics.touchpoints,),
                        role="worker", timeout_s=args.timeout_s, progress=progress,
                        meanwhile="Nothing was erased yet")
+        if not args.no_wait_sink:  # every identify event of the person is in ClickHouse
+            wait_for_group(settings, settings.sink_config().group_id, sink_topics,
+                           role="sink", timeout_s=args.timeout_s, progress=progress,
+                           meanwhile="Nothing was erased yet")
+        found = (discover_anonymous_ids(settings, args.customer, progress)
+                 if args.customer else set())
+        anonymous = [*given, *sorted(found - set(given))]
+        requests = []
+        if args.customer:
+            requests.append(EraseRequest(request_id=request_id, subject=args.customer,
+                                         kind="customer", requested_at=now))
+        requests.extend(EraseRequest(request_id=request_id, subject=a, kind="anonymous",
+                                     requested_at=now) for a in anonymous if a != args.customer)
+        progress(f"{len(requests)} id(s) to erase: {1 if args.customer else 0} customer, "
+                 f"{len(given)} anonymous given, {len(found - set(given))} more found in "
+                 "ClickHouse")
         stream = erase_in_stream(settings, requests, timeout_s=args.timeout_s,
                                  progress=progress)
         states = sum(r.state_deleted for r in stream.results)
@@ -264,14 +280,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         progress(f"worker confirmed: {states} state(s), {links} identity link(s) deleted, "
                  f"{len(stream.results)} score tombstone(s)")
         if not args.no_wait_sink:  # no row of the person still on its way to ClickHouse
-            topics = settings.topics
-            wait_for_group(settings, settings.sink_config().group_id,
-                           (topics.touchpoints, *topics.outputs()), role="sink",
-                           timeout_s=args.timeout_s, progress=progress,
+            wait_for_group(settings, settings.sink_config().group_id, sink_topics,
+                           role="sink", timeout_s=args.timeout_s, progress=progress,
                            meanwhile="The stream part is done, ClickHouse was not touched")
         places: dict[str, int] = {"worker.states": states, "worker.identity_links": links,
                                   "kafka.score_tombstones": len(stream.results)}
-        ids = {r.subject for r in requests} | stream.linked_ids
+        ids = {r.subject for r in requests}
         rows, ids = _erase_clickhouse(settings, args.customer, ids, args.timeout_s, progress)
         places.update({f"clickhouse.{table}": n for table, n in rows.rows.items()})
         places["clickhouse.rollup_hours_recomputed"] = rows.rollup_hours
@@ -288,7 +302,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_TIMEOUT
     summary = {"request_id": request_id, "status": "done", "ids": len(all_ids),
-               "removed": places}
+               "anonymous_ids_found": len(found - set(given)), "removed": places}
     if args.format == "json":
         print(orjson.dumps(summary).decode())
     else:
@@ -303,28 +317,16 @@ def _clickhouse_execute(settings: Settings) -> tuple[Any, Any]:
     return client, client.execute
 
 
-def _erase_clickhouse(settings: Settings, customer: str | None, ids: set[str],
-                      timeout_s: float, progress: Progress) -> tuple[ErasedRows, set[str]]:
-    """Erase ``ids`` (and the anonymous ids stored with the customer) from ClickHouse;
-    returns the rows removed and every id erased."""
+@contextmanager
+def _clickhouse_errors(settings: Settings) -> Iterator[None]:
+    """Turns ClickHouse failures into :class:`Unavailable` / :class:`TimedOut`."""
     from clickhouse_driver.errors import Error as ClickHouseError
 
-    from sinks.erase import ClickHouseEraser, EraseError
+    from sinks.erase import EraseError
 
     params = settings.clickhouse
     try:
-        client, execute = _clickhouse_execute(settings)
-        try:
-            eraser = ClickHouseEraser(execute, params.database, progress=progress,
-                                      timeout_s=timeout_s)
-            eraser.check_schema()
-            if customer:
-                ids = ids | eraser.linked_anonymous_ids(customer)
-            progress(f"ClickHouse {params.host}:{params.port}/{params.database}: erasing "
-                     f"{len(ids)} id(s)")
-            return eraser.erase(ids), ids
-        finally:
-            client.disconnect()
+        yield
     except EraseError as exc:
         if "not done after" in str(exc):
             raise TimedOut(str(exc)) from exc
@@ -332,6 +334,53 @@ def _erase_clickhouse(settings: Settings, customer: str | None, ids: set[str],
     except (ClickHouseError, OSError) as exc:
         raise Unavailable(f"ClickHouse at {params.host}:{params.port} failed: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def discover_anonymous_ids(settings: Settings, customer: str, progress: Progress) -> set[str]:
+    """The anonymous ids stored in ClickHouse together with ``customer`` (every event that
+    carried both ids taught the worker a link between them). Run once the sink has caught up.
+    A link whose event never reached ClickHouse (dead-lettered by the sink, or its rows
+    dropped by retention) is not found: ``--anonymous-id`` names such ids."""
+    from sinks.erase import ClickHouseEraser
+
+    with _clickhouse_errors(settings):
+        client, execute = _clickhouse_execute(settings)
+        try:
+            eraser = ClickHouseEraser(execute, settings.clickhouse.database)
+            eraser.check_schema()
+            found = eraser.linked_anonymous_ids(customer)
+        finally:
+            client.disconnect()
+    progress(f"ClickHouse: {len(found)} anonymous id(s) stored with the customer")
+    return found
+
+
+def _erase_clickhouse(settings: Settings, customer: str | None, ids: set[str],
+                      timeout_s: float, progress: Progress) -> tuple[ErasedRows, set[str]]:
+    """Erase ``ids`` (and the anonymous ids stored with the customer, looked up again: one
+    that appeared after the discovery is erased here, and reported) from ClickHouse; returns
+    the rows removed and every id erased."""
+    from sinks.erase import ClickHouseEraser
+
+    params = settings.clickhouse
+    with _clickhouse_errors(settings):
+        client, execute = _clickhouse_execute(settings)
+        try:
+            eraser = ClickHouseEraser(execute, params.database, progress=progress,
+                                      timeout_s=timeout_s)
+            eraser.check_schema()
+            if customer:
+                late = eraser.linked_anonymous_ids(customer) - ids
+                if late:
+                    progress(f"warning: {len(late)} more anonymous id(s) appeared with the "
+                             "customer during the erase: their rows are erased here, their "
+                             "worker state and link are not: run the erase again")
+                ids = ids | late
+            progress(f"ClickHouse {params.host}:{params.port}/{params.database}: erasing "
+                     f"{len(ids)} id(s)")
+            return eraser.erase(ids), ids
+        finally:
+            client.disconnect()
 
 
 def _write_audit(settings: Settings, sql: str) -> None:
@@ -352,19 +401,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "erase",
         help="erase one person everywhere: worker state, links, latest score, ClickHouse rows",
-        description="Erase a customer (and the anonymous ids linked to it) and/or anonymous "
-        "ids: through the stream (the owning worker deletes state and links and tombstones the "
-        "latest score), then every ClickHouse row, then an audit record without personal data. "
-        "Idempotent. Exit 0 done, 1 bad arguments, 2 Kafka/ClickHouse unavailable, 3 a step "
-        "timed out (run again).",
+        description="Erase a customer (and the anonymous ids stored with it in ClickHouse) "
+        "and/or anonymous ids: through the stream (the owning worker deletes state and links "
+        "and tombstones the latest score), then every ClickHouse row, then an audit record "
+        "without personal data. Idempotent. Exit 0 done, 1 bad arguments, 2 Kafka/ClickHouse "
+        "unavailable, 3 a step timed out (run again).",
         epilog="examples: cxsignals erase --customer c-42\n"
         "          cxsignals erase --customer c-42 --anonymous-id a-9 --format json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--customer", help="customer id to erase (with its linked anonymous "
-                        "ids)")
+    parser.add_argument("--customer", help="customer id to erase (with the anonymous ids "
+                        "ClickHouse holds together with it)")
     parser.add_argument("--anonymous-id", action="append", metavar="ID",
-                        help="anonymous id to erase (repeatable)")
+                        help="anonymous id to erase (repeatable): also the way to name linked "
+                        "ids ClickHouse does not know (an identify event dead-lettered by the "
+                        "sink, or dropped by retention)")
     parser.add_argument("--requested-by", help="who asked (default: the login name)")
     parser.add_argument("--timeout-s", type=float, default=120.0,
                         help="limit for each step (worker, sink, each mutation); default 120")

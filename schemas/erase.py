@@ -29,10 +29,12 @@ ERASE_RESULT_HEADER = "cx-erase-result"
 
 
 class EraseRequest(BaseModel):
-    """Erase ``subject``: its state, its identity links (both directions) and its latest score.
+    """Erase ``subject``: its state, its own identity link, the links to it that the worker
+    holds in memory (learnt, not yet stored) and its latest score.
 
-    ``cascade``: also erase the state of every anonymous id linked to ``subject`` (the worker
-    forwards one request per such id, with ``cascade`` false, to that id's partition).
+    The worker never looks for the stored links of a customer (that would scan the identity
+    table): ``cxsignals erase`` finds the customer's anonymous ids itself and sends one request
+    per id, ``kind`` ``anonymous``, each to that id's partition.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,7 +43,6 @@ class EraseRequest(BaseModel):
     request_id: str = Field(min_length=1, max_length=64)
     subject: str = Field(min_length=1, max_length=256)
     kind: Literal["customer", "anonymous"]
-    cascade: bool = False
     requested_at: AwareDatetime
 
     def to_json(self) -> bytes:
@@ -60,7 +61,6 @@ class EraseResult(BaseModel):
 
     state_deleted: bool
     links_deleted: int = Field(ge=0)
-    forwarded: int = Field(ge=0)
 
     def to_json(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self)

@@ -508,17 +508,6 @@ class TablePartitions:
         return [partition for partition, db in list(self.store._dbs.items())
                 if db.get(key) is not None]
 
-    def keys_with_value(self, value: bytes) -> list[tuple[int, bytes]]:
-        """``(partition, key)`` of every local item whose value is ``value``: a full scan of
-        the local partitions, for rare operator actions (an erase), never per event."""
-        offset_key = self.store.offset_key
-        found: list[tuple[int, bytes]] = []
-        for partition, db in list(self.store._dbs.items()):
-            for key, stored in db.items():
-                if stored == value and key != offset_key:
-                    found.append((partition, key))
-        return found
-
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
         """Store ``value`` (None: delete the key)."""
         db = self.store._db_for_partition(partition)

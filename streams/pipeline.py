@@ -31,8 +31,9 @@ it seen and its outputs already delivered. Alert ids are deterministic, so a re-
 recognisable downstream.
 
 Erase requests (:mod:`schemas.erase`, on the keyed topic only, in partition order with the
-events forwarded there) delete the id's state (a changelog tombstone), its identity links in
-both directions (identity changelog tombstones) and its latest score (a tombstone on the scores
+events forwarded there) delete the id's state (a changelog tombstone), its own identity link
+and the links to it still in memory (identity changelog tombstones; point lookups, never a scan
+of the identity table) and its latest score (a tombstone on the scores
 topic, which also confirms the request to ``cxsignals erase``), and force a checkpoint, so that
 the state tombstones follow the confirmation in the same durable phase.
 
@@ -100,8 +101,6 @@ class KeyValueTable(Protocol):
     def persist_offsets(self) -> None: ...
 
     def partitions_of(self, key: bytes) -> list[int]: ...
-
-    def keys_with_value(self, value: bytes) -> list[tuple[int, bytes]]: ...
 
 
 class Delivery(Protocol):
@@ -346,58 +345,42 @@ class ScoringPipeline:
             return
         subject = request.subject
         state_deleted = self.processor.erase(subject, record.partition)
-        links_deleted, linked = self._unlink(subject)
-        forwarded = 0
-        if request.cascade:
-            for anonymous in sorted(linked):
-                forward = request.model_copy(update={"subject": anonymous, "kind": "anonymous",
-                                                     "cascade": False})
-                outputs.append(Output(
-                    self.keyed_topic, anonymous.encode(), forward.to_json(),
-                    [(ERASE_HEADER, b"1")],
-                    partition=customer_partition(anonymous, self.limits.partitions)))
-                forwarded += 1
-        result = EraseResult(state_deleted=state_deleted, links_deleted=links_deleted,
-                             forwarded=forwarded)
+        links_deleted = self._unlink(subject)
+        result = EraseResult(state_deleted=state_deleted, links_deleted=links_deleted)
         outputs.append(Output(self.topics.scores, subject.encode(), None,
                               [(ERASE_REQUEST_HEADER, request.request_id.encode()),
                                (ERASE_RESULT_HEADER, result.to_json())],
                               on_sent=metrics.erase_requests.inc))
         self._erased = True
-        log.info("erase request %s handled on partition %d: state %s, %d identity links, "
-                 "%d linked ids forwarded", request.request_id, record.partition,
-                 "deleted" if state_deleted else "absent", links_deleted, forwarded)
+        log.info("erase request %s handled on partition %d: state %s, %d identity links",
+                 request.request_id, record.partition,
+                 "deleted" if state_deleted else "absent", links_deleted)
 
-    def _unlink(self, subject: str) -> tuple[int, set[str]]:
-        """Delete the identity links of ``subject``: its own (as an anonymous id) and every
-        link to it (as a customer), stored, in flight or pending. Returns the number of links
-        deleted and the anonymous ids that were linked to it."""
-        identities = self.identities
+    def _unlink(self, subject: str) -> int:
+        """Delete the identity links of ``subject``: its own stored link (``subject`` as an
+        anonymous id: a point lookup per partition) and every link from or to it that is in
+        flight to the changelog or learnt in this checkpoint (small in-memory dicts). Stored
+        links *to* a customer are not looked for (that would scan the whole identity table on
+        the event loop): ``cxsignals erase`` sends a request per linked anonymous id, whose own
+        link goes here. Returns the number of links deleted."""
         key = subject.encode()
-        tombstones = [(subject, partition) for partition in identities.partitions_of(key)]
-        linked: set[str] = set()
-        for partition, stored_key in identities.keys_with_value(key):
-            tombstones.append((stored_key.decode(), partition))
-            linked.add(stored_key.decode())
+        tombstones = [(subject, partition)
+                      for partition in self.identities.partitions_of(key)]
         # stored links already erased, their tombstones not stored yet
         tombstones = [t for t in tombstones if not self._erased_link(t[0])]
         for anonymous, (customer, partition) in list(self._links_in_flight.items()):
             if customer is not None and subject in (anonymous, customer):
                 tombstones.append((anonymous, partition))
-                if customer == subject:
-                    linked.add(anonymous)
         erased = {anonymous for anonymous, _partition in tombstones}
         for anonymous, (customer, _partition) in list(self._links.items()):
             if customer is not None and subject in (anonymous, customer):
                 del self._links[anonymous]  # never written: nothing to delete
                 erased.add(anonymous)
-                if customer == subject:
-                    linked.add(anonymous)
         for anonymous, partition in tombstones:
             self._links[anonymous] = (None, partition)  # masks the stored link until durable
         self._unlinks.extend(dict.fromkeys(tombstones))
-        linked.discard(subject)
-        return len(erased), linked
+        return len(erased)
+
     def is_live(self, partition: int, now_s: float) -> bool:
         """Whether ``partition`` is caught up with its producers: its latest scored event
         happened at most ``LIVE_LAG_S`` before now, or it delivered nothing for ``DRAINED_S``

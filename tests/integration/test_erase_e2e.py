@@ -106,6 +106,10 @@ def test_erase_removes_one_person_everywhere_and_keeps_the_other(
     assert done.returncode == 0, done.stderr
     summary = orjson.loads(done.stdout)
     removed = summary["removed"]
+    # The visitor's id was found in ClickHouse (the identify event), not by the worker: the
+    # CLI sent it a request of its own.
+    assert summary["anonymous_ids_found"] == 1
+    assert "1 anonymous id(s) stored with the customer" in done.stderr
     assert removed["worker.states"] == 2  # the customer's and the visitor's own
     assert removed["worker.identity_links"] == 1
     assert removed["kafka.score_tombstones"] == 2
@@ -155,6 +159,7 @@ def test_erase_removes_one_person_everywhere_and_keeps_the_other(
     assert again.returncode == 0, again.stderr
     assert orjson.loads(again.stdout)["removed"]["clickhouse.touchpoint_events"] == 0
     assert orjson.loads(again.stdout)["removed"]["worker.states"] == 0
+    assert orjson.loads(again.stdout)["anonymous_ids_found"] == 0
 
     # A later event of the same customer starts a fresh state.
     publish(bootstrap, settings.topic_touchpoints,

@@ -1,5 +1,6 @@
 """Erase requests through the scoring pipeline (in-memory tables, recording producer): state,
-links in both directions, in-memory indexes, the scores tombstone, forwarding, a fresh start."""
+links (own, and in memory), in-memory indexes, the scores tombstone, no scan of the identity
+table, a fresh start."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from tests.unit.test_pipeline import (
 )
 
 
-def _request(subject: str, *, cascade: bool, request_id: str = "req-1") -> bytes:
+def _request(subject: str, *, customer: bool = True, request_id: str = "req-1") -> bytes:
     return EraseRequest(request_id=request_id, subject=subject,
-                        kind="customer" if cascade else "anonymous", cascade=cascade,
+                        kind="customer" if customer else "anonymous",
                         requested_at=datetime.now(timezone.utc)).to_json()
 
 
@@ -54,7 +55,8 @@ def _seed(h: _Harness, customer: str, anonymous: str) -> None:
         customer, 2, "identify", {}, anonymous_id=anonymous))], first_offset=10))
 
 
-def test_erasing_a_customer_deletes_state_links_indexes_and_the_latest_score() -> None:
+def test_erasing_a_customer_and_its_anonymous_id_deletes_state_links_indexes_and_scores(
+) -> None:
     h = _Harness()
     customer, anonymous = "c-erase", "anon-erase"
     home = customer_partition(customer, PARTITIONS)
@@ -66,25 +68,46 @@ def test_erasing_a_customer_deletes_state_links_indexes_and_the_latest_score() -
     assert h.identities.get_any(anonymous.encode()) == customer.encode()
     tracked = len(processor.expiry)
 
-    h.run(_erase_fetch(customer, _request(customer, cascade=True)))
+    h.run(_erase_fetch(customer, _request(customer)))
 
     assert (home, customer.encode()) not in h.states.data
     assert (home, customer.encode(), None) in h.changelog  # state tombstone
-    assert h.identities.get_any(anonymous.encode()) is None  # link tombstone, stored
-    assert any(key == anonymous.encode() and value is None for _p, key, value in h.changelog)
     assert len(processor.expiry) == tracked - 1
     assert customer not in processor.deadlines._wake
-    assert _confirmations(h) == [(customer.encode(), {"state_deleted": True, "links_deleted": 1,
-                                                      "forwarded": 1})]
-    # The linked visitor's own state is erased where it lives: a request is forwarded there.
-    [forward] = [s for s in h.sent if s[0] == KEYED]
-    assert forward[1] == anonymous.encode() and forward[3] == anon_home
-    assert dict(forward[4]) == {ERASE_HEADER: b"1"}
+    # The stored link to the customer is not searched for (no scan of the identity table),
+    # and nothing is forwarded: the CLI sends a request per anonymous id it found.
+    assert h.identities.get_any(anonymous.encode()) == customer.encode()
+    assert _confirmations(h) == [(customer.encode(), {"state_deleted": True,
+                                                      "links_deleted": 0})]
+    assert not [s for s in h.sent if s[0] == KEYED]
     h.sent.clear()
-    h.run(_erase_fetch(anonymous, forward[2]))
-    assert (anon_home, anonymous.encode()) not in h.states.data
+
+    h.run(_erase_fetch(anonymous, _request(anonymous, customer=False)))
+
+    assert (anon_home, anonymous.encode()) not in h.states.data  # the visitor's own state
+    assert h.identities.get_any(anonymous.encode()) is None  # link tombstone, stored
+    assert any(key == anonymous.encode() and value is None for _p, key, value in h.changelog)
     assert _confirmations(h) == [(anonymous.encode(), {"state_deleted": True,
-                                                       "links_deleted": 0, "forwarded": 0})]
+                                                       "links_deleted": 1})]
+
+
+def test_the_identity_table_is_only_read_by_point_lookups() -> None:
+    """The architecture rule: no full scan of state on the event loop. The protocol (and the
+    fake) offer no way to iterate the table; an erase reads it by key only, once per id."""
+    h = _Harness()
+    customer, anonymous = "c-lookup", "anon-lookup"
+    _seed(h, customer, anonymous)
+    looked_up: list[bytes] = []
+    partitions_of = h.identities.partitions_of
+
+    def recording(key: bytes) -> list[int]:
+        looked_up.append(key)
+        return partitions_of(key)
+
+    h.identities.partitions_of = recording  # type: ignore[method-assign]
+    h.run(_erase_fetch(customer, _request(customer)))
+    h.run(_erase_fetch(anonymous, _request(anonymous, customer=False), offset=101))
+    assert looked_up == [customer.encode(), anonymous.encode()]
 
 
 def test_erasing_twice_is_harmless_and_a_later_event_starts_a_fresh_state() -> None:
@@ -93,11 +116,11 @@ def test_erasing_twice_is_harmless_and_a_later_event_starts_a_fresh_state() -> N
     home = customer_partition(customer, PARTITIONS)
     h.run(_fetch(TOPICS.touchpoints, home,
                  [(customer.encode(), _event(customer, n)) for n in range(5)]))
-    h.run(_erase_fetch(customer, _request(customer, cascade=True)))
-    h.run(_erase_fetch(customer, _request(customer, cascade=True), offset=101))
+    h.run(_erase_fetch(customer, _request(customer, customer=True)))
+    h.run(_erase_fetch(customer, _request(customer, customer=True), offset=101))
     assert [result for _key, result in _confirmations(h)] == [
-        {"state_deleted": True, "links_deleted": 0, "forwarded": 0},
-        {"state_deleted": False, "links_deleted": 0, "forwarded": 0}]
+        {"state_deleted": True, "links_deleted": 0},
+        {"state_deleted": False, "links_deleted": 0}]
     # A redelivered old event is not a duplicate any more: the dedupe went with the state.
     h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 1))],
                  first_offset=50))
@@ -109,7 +132,7 @@ def test_an_erase_in_the_same_fetch_as_the_customers_events_applies_in_order() -
     h = _Harness()
     customer = "c-inline"
     home = customer_partition(customer, PARTITIONS)
-    request = _Record(KEYED, home, 3, customer.encode(), _request(customer, cascade=True),
+    request = _Record(KEYED, home, 3, customer.encode(), _request(customer, customer=True),
                       headers=((ERASE_HEADER, b"1"),))
     before = _Record(KEYED, home, 2, customer.encode(), _event(customer, 1))
     after = _Record(KEYED, home, 4, customer.encode(), _event(customer, 2))
@@ -124,7 +147,7 @@ def test_a_link_learnt_in_the_same_checkpoint_is_erased_before_it_is_written() -
     home = customer_partition(customer, PARTITIONS)
     identify = _Record(KEYED, home, 1, customer.encode(), _event(
         customer, 1, "identify", {}, anonymous_id=anonymous))
-    request = _Record(KEYED, home, 2, customer.encode(), _request(customer, cascade=True),
+    request = _Record(KEYED, home, 2, customer.encode(), _request(customer, customer=True),
                       headers=((ERASE_HEADER, b"1"),))
     h.run({_TP(KEYED, home): [identify, request]})
     assert h.identities.get_any(anonymous.encode()) is None
@@ -138,7 +161,7 @@ def test_an_erase_header_on_the_touchpoints_topic_erases_nothing() -> None:
     home = customer_partition(customer, PARTITIONS)
     h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 1))]))
     forged = {_TP(TOPICS.touchpoints, home): [_Record(
-        TOPICS.touchpoints, home, 9, customer.encode(), _request(customer, cascade=True),
+        TOPICS.touchpoints, home, 9, customer.encode(), _request(customer, customer=True),
         headers=((ERASE_HEADER, b"1"),))]}
     h.run(forged)
     assert (home, customer.encode()) in h.states.data
@@ -155,9 +178,10 @@ def test_an_unreadable_erase_request_is_dead_lettered() -> None:
 
 
 def test_the_request_contract_rejects_unknown_versions_and_fields() -> None:
-    good = orjson.loads(_request("c-1", cascade=True))
+    good = orjson.loads(_request("c-1", customer=True))
     assert EraseRequest.from_json(orjson.dumps(good)).subject == "c-1"
-    for bad in ({**good, "schema_version": 2}, {**good, "extra": 1}, {**good, "subject": ""}):
+    for bad in ({**good, "schema_version": 2}, {**good, "extra": 1}, {**good, "subject": ""},
+                {**good, "cascade": True}):  # the worker never searches for linked ids
         try:
             EraseRequest.from_json(orjson.dumps(bad))
         except ValueError:

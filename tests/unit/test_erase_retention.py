@@ -141,7 +141,7 @@ def test_the_audit_holds_counts_and_at_most_keyed_hashes_of_the_ids(
     from cxsignals.erase_cmd import _audit_sql, _id_hmacs
     from schemas.erase import EraseRequest
 
-    request = EraseRequest(request_id="r-1", subject="c-secret", kind="customer", cascade=True,
+    request = EraseRequest(request_id="r-1", subject="c-secret", kind="customer",
                            requested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     assert _id_hmacs(Settings(), ["c-secret"]) == []  # no key: nothing of the id
     monkeypatch.setenv("CX_ERASE_AUDIT_KEY", "k")

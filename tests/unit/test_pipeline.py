@@ -63,9 +63,6 @@ class _Table:
     def partitions_of(self, key: bytes) -> list[int]:
         return [p for (p, k) in self.data if k == key]
 
-    def keys_with_value(self, value: bytes) -> list[tuple[int, bytes]]:
-        return [(p, k) for (p, k), v in self.data.items() if v == value]
-
     def delivered(self, delivery: Any) -> None:
         pass
 
