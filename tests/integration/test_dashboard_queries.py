@@ -220,6 +220,14 @@ def test_every_dashboard_query_returns_data(
         rules = _prom_api(prom_url, "rules")["groups"]
         assert {g["name"] for g in rules} == {"cxsignals.recording", "cxsignals.alerts"}
 
+        # Traffic only once Prometheus scrapes both processes: otherwise, on a loaded machine,
+        # the whole burst can be over before the first scrape, and a rate() over it (the
+        # latency histograms) has no increase to show.
+        def scraped() -> bool:
+            up = _prom_api(prom_url, "query", query="up")["result"]
+            return sum(1 for r in up if r["value"][1] == "1") == len(jobs)
+
+        wait_until(scraped, 60, "the test's Prometheus to scrape the worker and the sink")
         expected_ids = _simulate(stack)
         client = clickhouse_client(stack)
         try:
