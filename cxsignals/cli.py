@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _main(argv)
         finally:  # also on SystemExit: a broken pipe shows here, not at exit
-            sys.stdout.flush()
+            if not sys.stdout.closed:
+                sys.stdout.flush()
     except BrokenPipeError:
         _stdout_to_devnull()
         return EXIT_BROKEN_PIPE
