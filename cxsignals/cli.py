@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -65,6 +66,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
+
+
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, what a shell reports for a program killed by a closed pipe."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code.
+
+    A reader that closes the pipe early (``cxsignals acls list | head``) ends the command
+    quietly with :data:`EXIT_BROKEN_PIPE`, without a traceback: stdout is pointed at devnull
+    so that the interpreter's final flush cannot fail again (Python docs, "Note on SIGPIPE").
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:  # also on SystemExit: a broken pipe shows here, not at exit
+            if not sys.stdout.closed:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (captured output in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _report(sys.stdin.buffer, args=args, settings=settings, now=now)
         with open(args.file, "rb") as stream:
             return _report(stream, args=args, settings=settings, now=now)
+    except BrokenPipeError:  # stdout, not the input: the reader closed it (cli.main)
+        raise
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2

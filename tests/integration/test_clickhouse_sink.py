@@ -216,13 +216,16 @@ def test_columnar_write_reads_back(admin: Client, database: str) -> None:
     score = R.score_row(ScoreUpdate(
         customer_id="c1", experience_score=40, churn_risk=0.5, journey_stage=JourneyStage.usage,
         event_time=NOW, updated_at=NOW), ingested_at=NOW)
+    valued = R.score_row(ScoreUpdate(
+        customer_id="c2", experience_score=70, churn_risk=0.2, journey_stage=JourneyStage.usage,
+        event_time=NOW, updated_at=NOW, clv_12m=412.57), ingested_at=NOW)
     dead = R.dead_letter_row(code="invalid_json", message="bad", topic="cx.touchpoints",
                              partition=1, offset=99, received_at=NOW, raw=b"\xff{", ingested_at=NOW)
     batch = {R.TOUCHPOINT_EVENTS: _event_rows(events), R.ALERTS: [_alert(1, "r1")],
-             R.CUSTOMER_SCORES: [score], R.DEAD_LETTERS: [dead]}
+             R.CUSTOMER_SCORES: [score, valued], R.DEAD_LETTERS: [dead]}
     stats = _writer(database, observer=recorder).write(batch)
     assert stats.rows == {t: len(r) for t, r in batch.items()} and stats.retries == 0
-    assert recorder.rows == stats.rows and recorder.batches == [63]
+    assert recorder.rows == stats.rows and recorder.batches == [64]
     assert {t for t, _ in recorder.inserts} == set(batch)
 
     cols = ", ".join(R.TABLE_COLUMNS[R.TOUCHPOINT_EVENTS])
@@ -240,6 +243,10 @@ def test_columnar_write_reads_back(admin: Client, database: str) -> None:
         assert got_d == want_d
     raw = admin.execute(f"SELECT raw, raw_size, source_offset FROM {database}.dead_letters")
     assert raw == [(b"\xff{", 2, 99)]
+    # clv_12m (migration 0011): the update's value, -1 when it carried none.
+    assert admin.execute(
+        f"SELECT customer_id, churn_risk, clv_12m FROM {database}.customer_scores "
+        "ORDER BY customer_id") == [("c1", 0.5, -1.0), ("c2", 0.2, 412.57)]
 
 
 def test_a_dead_letter_with_an_unknown_source_position_is_stored(

@@ -232,6 +232,11 @@ def test_every_dashboard_query_returns_data(
         client = clickhouse_client(stack)
         try:
             _wait_for_clickhouse(client, expected_ids, worker)
+            # The worker publishes clv_12m on every score update and the sink stores it
+            # (migration 0011): no row reads -1 (unknown); every buyer has a value > 0.
+            unknown, valued = client.execute(
+                "SELECT countIf(clv_12m < 0), countIf(clv_12m > 0) FROM customer_scores")[0]
+            assert unknown == 0 and valued > 0, (unknown, valued)
             overview = dashboards["cx-overview.json"]
             failures = _clickhouse_failures(
                 client, panel_queries("cx-overview.json", overview), overview

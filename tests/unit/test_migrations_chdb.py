@@ -181,6 +181,46 @@ def test_rollup_and_report_queries_on_modern_clickhouse() -> None:
     assert out["cuts"] == ["app", "web"]
 
 
+def test_clv_column_reads_unknown_on_old_rows_and_stores_the_updates_value() -> None:
+    """0011 adds customer_scores.clv_12m to a table that already holds rows: those read -1
+    (unknown, the column default), a row from the sink's builder stores its clv_12m."""
+    out = _in_chdb(
+        """
+        from datetime import datetime, timezone
+        import orjson
+        from schemas.events import JourneyStage
+        from schemas.scores import ScoreUpdate
+        from sinks.rows import CUSTOMER_SCORES, as_dict, score_row
+
+        execute("CREATE DATABASE cx")
+        everything = load_migrations()
+        before = [m for m in everything if m.name < "0011"]
+        apply_migrations(execute, server_version=VERSION, database="cx", migrations=before)
+        execute("INSERT INTO cx.customer_scores (customer_id, updated_ms) VALUES ('old', 1)")
+        added = apply_migrations(execute, server_version=VERSION, database="cx")
+        again = apply_migrations(execute, server_version=VERSION, database="cx")
+        now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+        lines = []
+        for customer, clv in (("valued", 412.5), ("unknown", None)):
+            update = ScoreUpdate(customer_id=customer, experience_score=50, churn_risk=0.4,
+                                 journey_stage=JourneyStage.usage, event_time=now,
+                                 updated_at=now, clv_12m=clv)
+            lines.append(orjson.dumps(as_dict(CUSTOMER_SCORES, score_row(update, ingested_at=now))))
+        execute("INSERT INTO cx.customer_scores FORMAT JSONEachRow\\n"
+                + "\\n".join(line.decode() for line in lines))
+        stored = execute("SELECT customer_id, clv_12m FROM cx.customer_scores ORDER BY customer_id")
+        kind = execute("SELECT type, default_expression FROM system.columns WHERE database = 'cx' "
+                       "AND table = 'customer_scores' AND name = 'clv_12m'")
+        print(json.dumps({"added": added, "again": again, "stored": stored, "kind": kind}))
+        """
+    )
+    assert out["added"][0] == "0011_customer_scores_clv"
+    assert out["again"] == []
+    assert {c: float(v) for c, v in out["stored"]} == {"old": -1.0, "unknown": -1.0,
+                                                       "valued": 412.5}
+    assert out["kind"] == [["Float64", "-1"]]
+
+
 def test_split_statements_respects_quotes_and_comments() -> None:
     sql = "-- a; comment\nSELECT ';' AS x; -- tail\nSELECT 'it''s;' , \"a;b\";\n\n;"
     assert split_statements(sql) == ["SELECT ';' AS x", "SELECT 'it''s;' , \"a;b\""]

@@ -112,6 +112,22 @@ def test_score_row() -> None:
     assert orjson.loads(row["explanation"]) == [
         {"signal": "detractor", "contribution": -12.0, "event_id": "e1"}
     ]
+    assert row["clv_12m"] == R.ABSENT  # unknown: the update carried none
+
+
+def test_score_row_stores_the_updates_clv_12m() -> None:
+    update = ScoreUpdate(
+        customer_id="c8", experience_score=70, churn_risk=0.3, journey_stage=JourneyStage.usage,
+        event_time=NOW, updated_at=NOW, clv_12m=412.57,
+    )
+    decoded = decode_score_update(update.model_dump_json().encode())
+    assert decoded.clv_12m == 412.57
+    for source in (update, decoded):
+        row = R.as_dict(R.CUSTOMER_SCORES, R.score_row(source, ingested_at=NOW))
+        assert row["clv_12m"] == 412.57 and isinstance(row["clv_12m"], float)
+    zero = R.score_row(decode_score_update(update.model_copy(update={"clv_12m": 0.0})
+                                           .model_dump_json().encode()), ingested_at=NOW)
+    assert R.as_dict(R.CUSTOMER_SCORES, zero)["clv_12m"] == 0.0  # never bought: 0, not unknown
 
 
 def test_alert_row() -> None:
