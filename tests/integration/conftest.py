@@ -249,38 +249,30 @@ def alert_id_counts(stack: Stack, *, expect: int, settle_s: float,
     """How often each alert id is on the two alert topics or the control topic (every alert
     that passed the policy: sent, or withheld as a control alert), read together until
     ``expect`` records arrived, then ``settle_s`` more seconds so that repeats are seen too."""
-    from kafka import KafkaConsumer
+    records = consume_all(bootstrap or stack.endpoints.kafka_bootstrap, alert_topics(stack),
+                          expect=expect, timeout_s=timeout_s, settle_s=settle_s)
+    return Counter(orjson.loads(r.value)["alert_id"] for r in records)  # type: ignore[attr-defined]
 
+
+def alert_topics(stack: Stack) -> tuple[str, str, str]:
+    """The marketing, support and control alert topics of the stack."""
     settings = stack.settings()
-    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
-                             settings.topic_alerts_control,
-                             bootstrap_servers=bootstrap or stack.endpoints.kafka_bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500)
-    ids: Counter[str] = Counter()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and sum(ids.values()) < expect:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-        settle = time.monotonic() + settle_s
-        while time.monotonic() < settle:
-            for record in consumer:
-                ids[orjson.loads(record.value)["alert_id"]] += 1
-    finally:
-        consumer.close()
-    return ids
+    return (settings.topic_alerts_marketing, settings.topic_alerts_support,
+            settings.topic_alerts_control)
 
 
 def consume_all(
-    bootstrap: str, topic: str, *, expect: int, timeout_s: float = 60, settle_s: float = 0.0
+    bootstrap: str, topic: str | tuple[str, ...], *, expect: int, timeout_s: float = 60,
+    settle_s: float = 0.0,
 ) -> list[object]:
-    """Read ``topic`` from the beginning until ``expect`` records arrived (or time runs out);
-    then keep reading ``settle_s`` more seconds so that extra records are seen too."""
+    """Read ``topic`` (or several, with one consumer) from the beginning until ``expect``
+    records arrived (or time runs out); then keep reading ``settle_s`` more seconds so that
+    extra records are seen too."""
     from kafka import KafkaConsumer
 
+    topics = (topic,) if isinstance(topic, str) else topic
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None, consumer_timeout_ms=500,
     )
     records: list[object] = []

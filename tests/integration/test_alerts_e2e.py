@@ -3,7 +3,6 @@ exactly the expected alerts, and redelivering the same events changes nothing.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -12,7 +11,13 @@ import orjson
 
 from streams.core.alert_ids import in_control_group
 from streams.core.rules import load_rules
-from tests.integration.conftest import Stack, WorkerProcess, consume_all, publish
+from tests.integration.conftest import (
+    Stack,
+    WorkerProcess,
+    alert_topics,
+    consume_all,
+    publish,
+)
 from tests.integration.services import http_get, wait_until
 from tests.journeys import ALL_JOURNEYS, Journey
 
@@ -29,25 +34,9 @@ def _metric_total(worker: WorkerProcess, name: str, *labels: str) -> float:
 def _alerts(stack: Stack, expect: int, settle_s: float) -> list[dict[str, object]]:
     """Every alert that passed the policy: on the alert topics, or withheld as a control alert
     on the control topic (``_topic`` says which)."""
-    from kafka import KafkaConsumer
-
-    settings = stack.settings()
     # One consumer on the three topics: waiting for ``expect`` is done once, not per topic.
-    consumer = KafkaConsumer(settings.topic_alerts_marketing, settings.topic_alerts_support,
-                             settings.topic_alerts_control,
-                             bootstrap_servers=stack.endpoints.kafka_bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500)
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(records) < expect:
-            records.extend(consumer)
-        settle = time.monotonic() + settle_s
-        while time.monotonic() < settle:
-            records.extend(consumer)
-    finally:
-        consumer.close()
+    records: list[Any] = consume_all(stack.endpoints.kafka_bootstrap, alert_topics(stack),
+                                     expect=expect, timeout_s=10, settle_s=settle_s)
     found: list[dict[str, object]] = []
     for record in records:
         alert = orjson.loads(record.value)
