@@ -379,10 +379,13 @@ def idle_candidates(
     evidence = [st.last_purchase_id] if st.last_purchase_id else []
     spell = f"idle-since:{st.watermark!r}"
     hv = enabled.get("high_value_at_risk")
-    clv = None
+    hv_fires, clv = False, 0.0
     if isinstance(hv, HighValueAtRiskRule) and high_value_turned_at_risk(
         st, hv.params, st.spend, risk_before, risk_after
-    ) and (clv := clv_12m() if clv_12m is not None else 0.0) >= hv.params.min_clv_12m:
+    ):
+        clv = clv_12m() if clv_12m is not None else 0.0
+        hv_fires = clv >= hv.params.min_clv_12m
+    if hv_fires and hv is not None:
         context = _idle_context(st, at_s, risk_before)
         out.append(Candidate(
             rule=hv.id,
@@ -394,7 +397,7 @@ def idle_candidates(
                 f"{context['days_since_last_event']:g} days without activity: assign an "
                 "account manager to call."
             ),
-            context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv or 0.0, 2),
+            context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv, 2),
                      "churn_risk": round(risk_after, 4), **context},
             id_extra=spell,
         ))
