@@ -225,7 +225,9 @@ kafka_up() {
 }
 
 kafka_ready() {
-  port_open $KAFKA_PORT && grep -qs "Kafka Server started" "$STATE/logs/kafka-server.log"
+  # log4j rotates kafka-server.log: a broker that has run for a while logged its start in a
+  # rotated file (kafka-server.log.1, ...).
+  port_open $KAFKA_PORT && grep -qs "Kafka Server started" "$STATE/logs/kafka-server.log"*
 }
 
 # ---------------------------------------------------------------- ClickHouse
