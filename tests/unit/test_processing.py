@@ -12,7 +12,10 @@ from streams.core.state import CustomerState
 from streams.processing import Processor
 from tests.journeys import build_engine, cart_abandoned, make_event
 
-NOW = datetime.now(timezone.utc)
+# Yesterday at noon UTC: recent, and outside the shipped quiet hours (21-08) whatever the hour
+# the test runs at (a cart recovery due 30 min later must not be deferred to 08:00).
+NOW = (datetime.now(timezone.utc) - timedelta(days=1)).replace(hour=12, minute=0, second=0,
+                                                               microsecond=0)
 
 
 class _Store:
