@@ -175,6 +175,9 @@ class Ceiling(BaseModel):
     events_per_s: float
     cpu_s: float | None = None
     events_per_cpu_s: float | None = Field(None, description="events / CPU seconds used")
+    raw_events_per_s: float | None = Field(
+        None, description="the same getmany loop without validation: the guide's raw aiokafka "
+                          "reference (~250,000 ev/s when it was measured), i.e. the box's speed")
 
 
 class ProcessFigures(BaseModel):
@@ -342,6 +345,9 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         c = result.ceiling
         rows.append(("1 ceiling: getmany + validate", _num(c.events_per_s, 0, "ev/s"),
                      f"{_num(c.events_per_cpu_s, 0)} per CPU s"))
+        if c.raw_events_per_s is not None:
+            rows.append(("1 raw getmany (the box's reference)",
+                         _num(c.raw_events_per_s, 0, "ev/s"), "guide: ~250,000 on a quick day"))
     if result.end_to_end is not None:
         e = result.end_to_end
         many = f" ({e.workers} workers)" if e.workers > 1 else ""

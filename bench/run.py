@@ -239,7 +239,14 @@ def run_ceiling(stack: BenchStack, topic: str, events: int, cpu: int | None,
                           stdout=subprocess.PIPE, text=True, timeout=timeout_s + 60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ceiling consumer exited with {done.returncode}")
-    return Ceiling.model_validate(json.loads(done.stdout.strip().splitlines()[-1]))
+    ceiling = Ceiling.model_validate(json.loads(done.stdout.strip().splitlines()[-1]))
+    raw = subprocess.run([*cmd, "--raw", "--no-progress"], env={**os.environ, **stack.env()},
+                         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                         timeout=timeout_s + 60, check=False)
+    if raw.returncode != 0:
+        raise RuntimeError(f"raw getmany consumer exited with {raw.returncode}")
+    ceiling.raw_events_per_s = json.loads(raw.stdout.strip().splitlines()[-1])["events_per_s"]
+    return ceiling
 
 
 class Profiler:

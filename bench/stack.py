@@ -120,6 +120,16 @@ class Proc:
             raise RuntimeError(f"{self.role} exited with {self.proc.returncode}:\n"
                                f"{self.log()[-3000:]}")
 
+    def healthy(self, timeout_s: float = 2.0) -> bool:
+        """Whether its /healthz answers 200: a worker has joined its group and recovered its
+        tables (until then it reports ``starting``), the sink reaches Kafka and ClickHouse."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except (OSError, ValueError):  # 503 (HTTPError is an OSError), not listening yet
+            return False
+
     def samples(self, timeout_s: float = 5.0) -> list[tuple[str, dict[str, str], float]]:
         """Every sample of its /metrics as (name, labels, value)."""
         from prometheus_client.parser import text_string_to_metric_families
@@ -216,7 +226,9 @@ class BenchStack:
               ready_timeout_s: float = READY_TIMEOUT_S) -> tuple[list[Proc], Proc]:
         """Start one ``cxsignals worker`` per entry of ``worker_cpus`` (pinned there; one group,
         each its own state dir and metrics port) and one ``cxsignals sink`` pinned to
-        ``sink_cpu``, all at once, and wait until each logged Ready."""
+        ``sink_cpu``, all at once, and wait until each logged Ready and its /healthz answers
+        200 (a worker's "Ready" comes before its partitions are assigned and its tables
+        recovered: a phase that started publishing then measured the start-up)."""
         sink = self._spawn("sink", "sink", sink_cpu, {})
         workers = [
             self._spawn("worker", f"worker-{i}", cpu, {
@@ -230,7 +242,7 @@ class BenchStack:
         def ready() -> bool:
             for proc in list(pending):
                 proc.check_alive()
-                if "Ready" in proc.log():
+                if "Ready" in proc.log() and proc.healthy():
                     proc.ready_s = time.monotonic()
                     proc.ready_cpu_s = cpu_seconds(proc.pid)
                     pending.remove(proc)

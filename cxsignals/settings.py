@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
+    # Fetch coalescing: the broker answers once it has this many bytes or after this long.
+    fetch_min_bytes: int = Field(64 * 1024, ge=1)
+    fetch_max_wait_ms: int = Field(20, ge=0, le=5000)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
 
     # Event contract.
@@ -170,6 +173,7 @@ class Settings(BaseSettings):
             state_dir=self.state_dir, batch_max_events=self.batch_max_events,
             checkpoint_interval_ms=self.checkpoint_interval_ms,
             producer_linger_ms=self.producer_linger_ms,
+            fetch_min_bytes=self.fetch_min_bytes, fetch_max_wait_ms=self.fetch_max_wait_ms,
             producer_batch_bytes=self.producer_batch_bytes, max_event_bytes=self.max_event_bytes,
             max_future_skew_s=self.max_future_skew_s, rules_path=self.rules_path,
             grace_s=self.grace_s, half_life_days=self.half_life_days,

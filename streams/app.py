@@ -155,6 +155,8 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
     consumer.batch_drain = pipeline.drain
     consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,
                                    config.tick_interval_s)
+    consumer.fetch_min_bytes = config.fetch_min_bytes
+    consumer.fetch_max_wait_ms = config.fetch_max_wait_ms
     _wire_health(app, config, pipeline, states, deadlines, expiry, health or Health())
     return Worker(app=app, pipeline=pipeline)
 

@@ -30,6 +30,10 @@ class WorkerConfig:
     # States are written (once per customer) and offsets acked at checkpoints this far apart.
     checkpoint_interval_ms: int = 1000
     producer_linger_ms: int = 5
+    # A fetch waits for this many bytes, at most this long: fewer, larger fetches under a
+    # steady load (each fetch has a fixed cost), at most fetch_max_wait_ms more latency.
+    fetch_min_bytes: int = 64 * 1024
+    fetch_max_wait_ms: int = 20
     producer_batch_bytes: int = 512 * 1024
     max_event_bytes: int = MAX_EVENT_BYTES
     max_future_skew_s: float = 300.0

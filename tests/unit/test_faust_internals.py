@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.transport.consumer import Consumer
@@ -147,3 +147,21 @@ def test_a_stop_that_cannot_drain_in_time_commits_nothing() -> None:
     fake = _stopping_consumer(5.0, calls)
     assert asyncio.run(BatchConsumer.finish_batches(fake)) is False
     assert calls == []  # not durable: not committed, processed again by the next owner
+
+
+def test_fetch_coalescing_settings_reach_the_aiokafka_consumer(tmp_path: Any) -> None:
+    """Faust builds its aiokafka consumer with a 1-byte minimum (a fetch every few events under
+    a trickle); the worker's consumer thread gets the configured minimum and wait instead."""
+    import asyncio
+
+    from streams.app import create_worker
+    from streams.config import WorkerConfig
+
+    async def build() -> Any:
+        worker = create_worker(WorkerConfig(state_dir=tmp_path, fetch_min_bytes=12_345,
+                                            fetch_max_wait_ms=17))
+        thread = cast(Any, worker.app.consumer)._new_consumer_thread()
+        return thread._create_consumer(asyncio.get_running_loop())
+
+    consumer = asyncio.run(build())
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (12_345, 17)
