@@ -12,9 +12,7 @@ record it came from. A rebalance during a write makes the commit fail: the new o
 partitions writes the batch again and the table engines collapse the repeat.
 
 Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), columnar inserts
-per table per batch (split by month so that no insert touches more than 100 partitions). The
-age is checked every ``YIELD_EVERY`` records of a fetch too: when the batch is due, the rest of
-the fetch is carried into the next batch, in order.
+per table per batch (split by month so that no insert touches more than 100 partitions).
 
 Failure behaviour (nothing halts, nothing is skipped):
 
@@ -384,14 +382,8 @@ class StoreLoop:
             records = await self._records(consumer, batch_rows - len(buffer), wait_ms)
             now = datetime.now(timezone.utc)
             now_ms = _now_ms()
-            done = 0
-            for record in records:
-                if done and done % YIELD_EVERY == 0:
-                    if _now_ms() - started_ms >= batch_ms:
-                        # The batch is due: the rest of this fetch opens the next one, so a
-                        # big fetch on a busy core does not hold back the rows already built.
-                        self._carry[:0] = records[done:]
-                        break
+            for n, record in enumerate(records, 1):
+                if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # rows of a big fetch: let the loop breathe
                 source = (record.topic, record.partition, record.offset)
                 rows = self._build(record, now)
@@ -399,8 +391,7 @@ class StoreLoop:
                     buffer.mark(source, now_ms=now_ms)
                 for table, row in rows:
                     buffer.add(table, row, now_ms=now_ms, source=source, origin=record)
-                done += 1
-            handled += done
+            handled += len(records)
             if len(buffer) >= batch_rows or _now_ms() - started_ms >= batch_ms:
                 break
         batch = buffer.drain()
