@@ -116,8 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="events/s of the half-load latency run, the 80%% run gets 1.6x "
                              "(default: half the e2e rate)")
-    parser.add_argument("--poll-ms", type=int, default=100,
-                        help="ClickHouse poll interval for row visibility (100)")
+    parser.add_argument("--poll-ms", type=int, default=1000,
+                        help="ClickHouse poll interval for row visibility, a cross-check of the "
+                             "sink's histogram (1000: a faster poll loads ClickHouse)")
     parser.add_argument("--sink-rows", type=int, default=None, help="rows written (500000)")
     parser.add_argument("--decode-n", type=int, default=None, help="events per pass (200000)")
     parser.add_argument("--engine-events", type=int, default=50_000)

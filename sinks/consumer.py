@@ -62,6 +62,7 @@ from sinks.rows import (
     event_row,
     score_row,
 )
+from streams.batch_observer import BatchObserver
 from streams.core.deadletter import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
@@ -278,6 +279,7 @@ class StoreLoop:
         self.consumer_in_use: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.backoff = RetryPolicy(initial_delay_s=0.5, max_delay_s=config.retry_max_s)
+        self._event_to_row = BatchObserver(metrics.event_to_row)
 
     def consumer(self) -> AIOKafkaConsumer:
         config = self.config
@@ -401,6 +403,7 @@ class StoreLoop:
             stats = await self._write(consumer, batch.rows)
             if stats.rejected:
                 await self._dead_letter(batch, stats.rejected)
+        self._observe_freshness(batch)
         offsets = {TopicPartition(t, p): o + 1 for (t, p), o in batch.offsets.items()}
         try:
             await consumer.commit(offsets)
@@ -409,6 +412,19 @@ class StoreLoop:
             # and ReplacingMergeTree collapses the repeat.
             log.warning("commit after write failed (%s): the batch will be redelivered", exc)
         return handled
+
+    def _observe_freshness(self, batch: Batch) -> None:
+        """``cx_sink_event_to_row_seconds`` of the batch's touchpoint rows, now that ClickHouse
+        (or the sink dead-letter topic) has every one of them."""
+        records = batch.origins.get(TOUCHPOINT_EVENTS)
+        if not records:
+            return
+        now_ms = time.time() * 1000
+        observe = self._event_to_row.observe
+        for record in records:
+            age_ms = now_ms - record.timestamp
+            observe(age_ms / 1000 if age_ms > 0 else 0.0)
+        self._event_to_row.flush()
 
     def _build(self, record: ConsumerRecord, now: datetime) -> Rows:
         try:

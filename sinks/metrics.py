@@ -16,6 +16,12 @@ clickhouse_insert_seconds = Histogram(
     ["table"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+event_to_row = Histogram(
+    "cx_sink_event_to_row_seconds",
+    "Publish (the touchpoint record's Kafka timestamp) to its row acknowledged by ClickHouse: "
+    "how fresh the tables are",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+)
 clickhouse_batch_rows = Histogram(
     "cx_clickhouse_batch_rows",
     "Rows per insert",

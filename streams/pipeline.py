@@ -64,6 +64,7 @@ from schemas.erase import (
 )
 from schemas.topics import TopicNames
 from streams import metrics
+from streams.batch_observer import BatchObserver
 from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
 from streams.core.identity import resolve
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
@@ -156,9 +157,9 @@ class ScoringPipeline:
         self._erased = False  # an erase in this fetch: checkpoint now
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
-        self._lag = metrics.BatchObserver(metrics.processing_lag)
-        self._score = metrics.BatchObserver(metrics.experience_score)
-        self._risk = metrics.BatchObserver(metrics.churn_risk)
+        self._lag = BatchObserver(metrics.processing_lag)
+        self._score = BatchObserver(metrics.experience_score)
+        self._risk = BatchObserver(metrics.churn_risk)
         self.tick_partitions: Callable[[], Sequence[int]] = lambda: ()
         # The latest durable phase (each waits for the one before it) and those not awaited yet.
         self._inflight: asyncio.Future[None] | None = None

@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from streams.metrics import BatchObserver
+from streams.batch_observer import BatchObserver
 
 
 def _samples(histogram: Histogram) -> dict[tuple[str, str], float]:
