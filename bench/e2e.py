@@ -71,6 +71,7 @@ from bench.stack import (
 )
 from cxsignals.simulator.bulk import publish_bulk
 from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
+from sinks import metrics as sink_metrics
 from sinks.rows import TOUCHPOINT_EVENTS
 from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
@@ -359,7 +360,7 @@ class RowPoller(threading.Thread):
             self.error = exc
 
 
-ROW_FRESHNESS = "cx_sink_event_to_row_seconds_bucket"
+ROW_FRESHNESS = f"{next(iter(sink_metrics.event_to_row.describe())).name}_bucket"
 
 
 def _row_buckets(sink: Proc) -> dict[float, float]:

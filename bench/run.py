@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench import profile
 from bench.report import (
@@ -236,17 +236,18 @@ def run_ceiling(stack: BenchStack, topic: str, events: int, cpu: int | None,
                 timeout_s: float) -> Ceiling:
     cmd = pinned([sys.executable, "-m", "bench.ceiling", "--topic", topic,
                   "--events", str(events), "--timeout-s", str(timeout_s)], cpu)
-    done = subprocess.run(cmd, env={**os.environ, **stack.env()}, cwd=REPO_ROOT,
-                          stdout=subprocess.PIPE, text=True, timeout=timeout_s + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"ceiling consumer exited with {done.returncode}")
-    ceiling = Ceiling.model_validate(json.loads(done.stdout.strip().splitlines()[-1]))
-    raw = subprocess.run([*cmd, "--raw", "--no-progress"], env={**os.environ, **stack.env()},
-                         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
-                         timeout=timeout_s + 60, check=False)
-    if raw.returncode != 0:
-        raise RuntimeError(f"raw getmany consumer exited with {raw.returncode}")
-    ceiling.raw_events_per_s = json.loads(raw.stdout.strip().splitlines()[-1])["events_per_s"]
+
+    def figures(*extra: str) -> dict[str, Any]:
+        done = subprocess.run([*cmd, *extra], env={**os.environ, **stack.env()},
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                              timeout=timeout_s + 60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"ceiling consumer {' '.join(extra)} exited with "
+                               f"{done.returncode}")
+        return cast(dict[str, Any], json.loads(done.stdout.strip().splitlines()[-1]))
+
+    ceiling = Ceiling.model_validate(figures())
+    ceiling.raw_events_per_s = figures("--raw", "--no-progress")["events_per_s"]
     return ceiling
 
 

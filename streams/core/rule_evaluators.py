@@ -379,28 +379,26 @@ def idle_candidates(
     evidence = [st.last_purchase_id] if st.last_purchase_id else []
     spell = f"idle-since:{st.watermark!r}"
     hv = enabled.get("high_value_at_risk")
-    hv_fires, clv = False, 0.0
     if isinstance(hv, HighValueAtRiskRule) and high_value_turned_at_risk(
         st, hv.params, st.spend, risk_before, risk_after
     ):
         clv = clv_12m() if clv_12m is not None else 0.0
-        hv_fires = clv >= hv.params.min_clv_12m
-    if hv_fires and hv is not None:
-        context = _idle_context(st, at_s, risk_before)
-        out.append(Candidate(
-            rule=hv.id,
-            kind=hv.kind,
-            event_time=at_s,
-            evidence=list(evidence),
-            action=(
-                "High-value customer at risk of churning after "
-                f"{context['days_since_last_event']:g} days without activity: assign an "
-                "account manager to call."
-            ),
-            context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv, 2),
-                     "churn_risk": round(risk_after, 4), **context},
-            id_extra=spell,
-        ))
+        if clv >= hv.params.min_clv_12m:
+            context = _idle_context(st, at_s, risk_before)
+            out.append(Candidate(
+                rule=hv.id,
+                kind=hv.kind,
+                event_time=at_s,
+                evidence=list(evidence),
+                action=(
+                    "High-value customer at risk of churning after "
+                    f"{context['days_since_last_event']:g} days without activity: assign an "
+                    "account manager to call."
+                ),
+                context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv, 2),
+                         "churn_risk": round(risk_after, 4), **context},
+                id_extra=spell,
+            ))
     wb = enabled.get("win_back")
     if isinstance(wb, WinBackRule) and win_back_crossed(
         st, wb.params, st.score, risk_before, risk_after
