@@ -45,7 +45,7 @@ run: setup ## Set up everything, then run a worker and the event simulator (Ctrl
 
 .PHONY: test
 test: setup ## Run the whole test suite (unit + integration against the real services)
-	$(BIN)/pytest tests -q -p no:cacheprovider -m "not chaos" --durations=15
+	$(BIN)/pytest tests -q -p no:cacheprovider -m "not chaos" --durations=40
 
 .PHONY: chaos
 chaos: setup ## Run every fault test, the long loops too (kill -9, outages, rebalances; see docs/reliability.md)

@@ -163,6 +163,9 @@ def cli(stack: Stack) -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+LOG_TAIL_LINES = 80
+
+
 def _start(stack: Stack, started: list[WorkerProcess], command: str, port_env: str,
            ready_timeout_s: float, env: dict[str, str]) -> WorkerProcess:
     full_env = stack.env(**env)
@@ -185,7 +188,12 @@ def _start(stack: Stack, started: list[WorkerProcess], command: str, port_env: s
             raise AssertionError(f"{command} exited with {proc.returncode}:\n{process.log()}")
         return "Ready" in process.log()
 
-    wait_until(ready, ready_timeout_s, f"`cxsignals {command}` to report Ready")
+    try:
+        wait_until(ready, ready_timeout_s, f"`cxsignals {command}` to report Ready")
+    except AssertionError as exc:  # say where it stalled: the log is gone with CI's machine
+        tail = "\n".join(process.log().splitlines()[-LOG_TAIL_LINES:])
+        raise AssertionError(f"{exc}; the last {LOG_TAIL_LINES} lines of its log:\n{tail}") \
+            from None
     return process
 
 
