@@ -322,14 +322,14 @@ def _clickhouse_errors(settings: Settings) -> Iterator[None]:
     """Turns ClickHouse failures into :class:`Unavailable` / :class:`TimedOut`."""
     from clickhouse_driver.errors import Error as ClickHouseError
 
-    from sinks.erase import EraseError
+    from sinks.erase import EraseError, MutationTimeout
 
     params = settings.clickhouse
     try:
         yield
+    except MutationTimeout as exc:
+        raise TimedOut(str(exc)) from exc
     except EraseError as exc:
-        if "not done after" in str(exc):
-            raise TimedOut(str(exc)) from exc
         raise Unavailable(str(exc)) from exc
     except (ClickHouseError, OSError) as exc:
         raise Unavailable(f"ClickHouse at {params.host}:{params.port} failed: "

@@ -44,7 +44,12 @@ ERASED_TABLES = ("touchpoint_events", "customer_scores", "alerts", "dead_letters
 
 
 class EraseError(RuntimeError):
-    """A mutation did not finish in time, or the schema is not there."""
+    """A mutation did not finish in time (:class:`MutationTimeout`), or the schema is not
+    there."""
+
+
+class MutationTimeout(EraseError):
+    """Mutations still pending after ``timeout_s``: they keep running on the server."""
 
 
 def quote(value: str) -> str:
@@ -163,7 +168,8 @@ class ClickHouseEraser:
         return result
 
     def wait_for_mutations(self, table: str) -> None:
-        """Return once no mutation of ``table`` is pending; EraseError after ``timeout_s``."""
+        """Return once no mutation of ``table`` is pending; MutationTimeout after
+        ``timeout_s``."""
         deadline = self.clock() + self.timeout_s
         while True:
             pending = int(self.execute(
@@ -172,7 +178,7 @@ class ClickHouseEraser:
             if not pending:
                 return
             if self.clock() > deadline:
-                raise EraseError(f"{pending} mutations of {self.database}.{table} not done "
+                raise MutationTimeout(f"{pending} mutations of {self.database}.{table} not done "
                                  f"after {self.timeout_s:.0f} s (they keep running; erase "
                                  "again to check)")
             self.sleep(self.poll_s)

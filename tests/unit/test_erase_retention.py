@@ -152,3 +152,24 @@ def test_the_audit_holds_counts_and_at_most_keyed_hashes_of_the_ids(
     assert "c-secret" not in sql
     assert "['worker.states', 'clickhouse.alerts'] AS Array(String)" in sql
     assert "[1, 2] AS Array(UInt64)" in sql
+
+
+def test_mutations_still_pending_after_the_timeout_are_a_timeout_not_an_outage() -> None:
+    from cxsignals.erase_cmd import TimedOut, Unavailable, _clickhouse_errors
+    from sinks.erase import ClickHouseEraser, EraseError, MutationTimeout
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    eraser = ClickHouseEraser(lambda _sql: [(2,)], "cx", timeout_s=5, poll_s=1,
+                              clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(MutationTimeout, match="2 mutations of cx.alerts not done after 5 s"):
+        eraser.wait_for_mutations("alerts")
+    assert 5 < now[0] <= 7  # polled until the timeout, not longer
+    settings = Settings()
+    with pytest.raises(TimedOut), _clickhouse_errors(settings):
+        eraser.wait_for_mutations("alerts")
+    with pytest.raises(Unavailable, match="lacks"), _clickhouse_errors(settings):
+        raise EraseError("database cx lacks alerts: run cxsignals migrate")
