@@ -15,7 +15,7 @@ log = logging.getLogger("cxsignals")
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from sinks.consumer import build_sink, serve
     from streams import log_limit
-    from streams.health import Health, serve_health
+    from streams.health import Health, PortUnavailable, serve_health
 
     logging.basicConfig(
         level=(args.loglevel or settings.log_level).upper(),
@@ -30,7 +30,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     health = Health()
     if settings.sink_metrics_port:
         # /healthz (503 naming what the sink waits for: clickhouse, kafka, sink_dlq) + /metrics
-        serve_health(health, settings.sink_metrics_port, addr=args.metrics_host)
+        try:
+            serve_health(health, settings.sink_metrics_port, addr=args.metrics_host)
+        except PortUnavailable as exc:
+            log.error("%s (set CX_SINK_METRICS_PORT to a free port, one per sink)", exc)
+            return 2
 
     async def main() -> None:
         task = asyncio.ensure_future(serve(build_sink(config, health)))

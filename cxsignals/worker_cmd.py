@@ -94,14 +94,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import create_worker
     from streams.core.churn_model import ChurnParamsError
     from streams.faust_internals import UnsupportedVersion
-    from streams.health import Health, serve_health
+    from streams.health import Health, PortUnavailable, serve_health
 
     loglevel = (args.loglevel or settings.log_level).upper()
     logging.basicConfig(level=loglevel, format=LOG_FORMAT)
     log_limit.install(logging.getLogger())
     health = Health()
     if settings.metrics_port:
-        serve_health(health, settings.metrics_port, args.metrics_host)
+        try:
+            serve_health(health, settings.metrics_port, args.metrics_host)
+        except PortUnavailable as exc:
+            log.error("%s (set CX_METRICS_PORT to a free port, one per worker)", exc)
+            return 2
     health.problem("starting", "joining the consumer group, recovering tables")
     if not _wait_for_kafka(settings, health):
         log.info("stopped before Kafka answered")

@@ -84,9 +84,20 @@ def health_app(health: Health, registry: CollectorRegistry = REGISTRY) -> Callab
     return app
 
 
+class PortUnavailable(RuntimeError):
+    """The health/metrics port cannot be bound (in use, or not allowed)."""
+
+
 def serve_health(health: Health, port: int, addr: str = "127.0.0.1") -> WSGIServer:
-    """Serve ``/healthz`` and ``/metrics`` on ``addr:port`` from a daemon thread."""
-    server = make_server(addr, port, health_app(health), _ThreadingWSGIServer,
-                         handler_class=_SilentHandler)
+    """Serve ``/healthz`` and ``/metrics`` on ``addr:port`` from a daemon thread.
+
+    Raises :class:`PortUnavailable` (one line: address, port and the reason) when the port
+    cannot be bound."""
+    try:
+        server = make_server(addr, port, health_app(health), _ThreadingWSGIServer,
+                             handler_class=_SilentHandler)
+    except OSError as exc:
+        raise PortUnavailable(f"cannot serve /healthz and /metrics on {addr}:{port}: "
+                              f"{exc.strerror or exc}") from None
     threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
     return server

@@ -42,3 +42,32 @@ def test_metrics_are_served_on_the_same_port(served: tuple[Health, str]) -> None
     _, base = served
     status, body = _get(base + "/metrics")
     assert status == 200 and b"cx_health_problems" in body
+
+
+def test_a_port_in_use_is_one_clear_error(served: tuple[Health, str]) -> None:
+    from streams.health import PortUnavailable
+
+    _health, base = served
+    port = int(base.rsplit(":", 1)[1])
+    with pytest.raises(PortUnavailable, match=f"127.0.0.1:{port}: Address already in use"):
+        serve_health(Health(), port)
+
+
+@pytest.mark.parametrize(("command", "variable"), [("worker", "CX_METRICS_PORT"),
+                                                   ("sink", "CX_SINK_METRICS_PORT")])
+def test_the_commands_exit_2_with_one_line_when_their_port_is_taken(
+    served: tuple[Health, str], command: str, variable: str, tmp_path: object,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    port = served[1].rsplit(":", 1)[1]
+    env = {**os.environ, variable: port, "CX_STATE_DIR": str(tmp_path),
+           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "cxsignals.cli", command], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert f"127.0.0.1:{port}: Address already in use" in output
+    assert variable in output and "Traceback" not in output
