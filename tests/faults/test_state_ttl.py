@@ -14,7 +14,7 @@ from tests.integration.conftest import Stack, WorkerProcess, publish
 from tests.integration.services import wait_until
 from tests.journeys import make_event
 
-TTL_S = 20.0
+TTL_S = 10.0
 
 
 def _view(customer: str, n: int) -> tuple[bytes, bytes]:
