@@ -1,4 +1,5 @@
-"""``cxsignals topics create|list``: create the pipeline's Kafka topics (idempotent)."""
+"""``cxsignals topics create|list``: create the pipeline's Kafka topics (idempotent); report
+existing topics whose config differs from the settings, and with ``--alter`` set those keys."""
 
 from __future__ import annotations
 
@@ -55,10 +56,66 @@ def retention_config(retention_days: int | None) -> dict[str, str]:
     return {"retention.ms": str(retention_days * 86_400_000)}
 
 
-def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create every missing topic and return the names created; existing topics stay as they are."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+@dataclass(frozen=True)
+class ConfigDrift:
+    """One config key of an existing topic that differs from its spec."""
+
+    key: str
+    current: str | None  # the effective value (None: the broker did not say)
+    wanted: str
+
+    def describe(self) -> str:
+        return f"{self.key}={self.current if self.current is not None else '?'} " \
+               f"(want {self.wanted})"
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What ``ensure_topics`` found and did for one topic."""
+
+    spec: TopicSpec
+    created: bool
+    partitions: int  # the topic's partition count (the spec's when just created)
+    drift: tuple[ConfigDrift, ...] = ()
+    altered: bool = False
+    unchecked: str | None = None  # why the config could not be compared
+
+    @property
+    def status(self) -> str:
+        if self.created:
+            return "created"
+        if self.unchecked:
+            return f"exists (config not compared: {self.unchecked})"
+        if self.altered:
+            return "altered: " + ", ".join(d.describe() for d in self.drift)
+        if self.drift:
+            return "differs: " + ", ".join(d.describe() for d in self.drift)
+        return "exists"
+
+
+def _same(key: str, current: str | None, wanted: str) -> bool:
+    if key == "cleanup.policy" and current is not None:  # an unordered list
+        return {p.strip() for p in current.split(",")} == {p.strip() for p in wanted.split(",")}
+    return current == wanted
+
+
+def config_drift(spec: TopicSpec, current: dict[str, str | None]) -> tuple[ConfigDrift, ...]:
+    """The keys of ``spec.config`` whose effective value on the topic (``current``: key ->
+    value) differs. Keys the spec does not name are never drift: an
+    operator's own settings stay."""
+    return tuple(ConfigDrift(key, current.get(key), wanted)
+                 for key, wanted in sorted(spec.config.items())
+                 if not _same(key, current.get(key), wanted))
+
+
+def ensure_topics(settings: Settings, *, alter: bool = False,
+                  timeout_s: float = 30.0) -> list[TopicState]:
+    """Create every missing topic; compare each existing one with its spec and, with
+    ``alter``, set the keys that differ (an incremental SET of those keys only: the topic's
+    other settings stay). Partition counts are never changed: more partitions would move
+    customers to other partitions, away from their state."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     admin = KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -68,28 +125,53 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     )
     try:
         existing = set(admin.list_topics())
-        created: list[str] = []
+        states: list[TopicState] = []
         for spec in topic_specs(settings):
-            if spec.name in existing:
-                continue
-            try:
-                admin.create_topics(
-                    [
-                        NewTopic(
-                            spec.name,
-                            num_partitions=spec.partitions,
-                            replication_factor=settings.replication_factor,
-                            topic_configs=spec.config,
-                        )
-                    ],
-                    timeout_ms=int(timeout_s * 1000),
-                )
-                created.append(spec.name)
-            except TopicAlreadyExistsError:
-                pass
-        return created
+            if spec.name not in existing:
+                try:
+                    admin.create_topics(
+                        [NewTopic(spec.name, num_partitions=spec.partitions,
+                                  replication_factor=settings.replication_factor,
+                                  topic_configs=spec.config)],
+                        timeout_ms=int(timeout_s * 1000),
+                    )
+                    states.append(TopicState(spec, created=True, partitions=spec.partitions))
+                    continue
+                except TopicAlreadyExistsError:  # created meanwhile by someone else
+                    pass
+            partitions = len(admin.describe_topics([spec.name])[0]["partitions"])
+            drift: tuple[ConfigDrift, ...] = ()
+            unchecked = None
+            if spec.config:
+                try:
+                    described = admin.describe_configs(
+                        [ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                                        configs=dict.fromkeys(spec.config))],
+                        config_filter="all")
+                except KafkaError as exc:  # e.g. a principal without DESCRIBE_CONFIGS
+                    unchecked = f"{type(exc).__name__}"
+                else:
+                    found = described["topic"][spec.name]
+                    # The effective value, whether the topic, the broker or the default sets it.
+                    drift = config_drift(spec, {key: entry.get("value")
+                                                for key, entry in found.items()})
+            altered = False
+            if drift and alter:
+                admin.alter_configs([ConfigResource(
+                    ConfigResourceType.TOPIC, spec.name,
+                    configs={d.key: d.wanted for d in drift})])
+                altered = True
+            states.append(TopicState(spec, created=False, partitions=partitions, drift=drift,
+                                     altered=altered, unchecked=unchecked))
+        return states
     finally:
         admin.close()
+
+
+def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create every missing topic and return the names created; existing topics stay as they
+    are."""
+    return [t.spec.name for t in ensure_topics(settings, timeout_s=timeout_s) if t.created]
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -97,10 +179,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.action == "create":
-            created = create_topics(settings)
-            for spec in topic_specs(settings):
-                state = "created" if spec.name in created else "exists"
-                print(f"{spec.name:28} {spec.partitions:3} partitions  {state}")
+            states = ensure_topics(settings, alter=args.alter)
+            for state in states:
+                print(f"{state.spec.name:28} {state.partitions:3} partitions  {state.status}")
+            for state in states:
+                if not state.created and state.partitions != state.spec.partitions:
+                    print(f"warning: {state.spec.name} has {state.partitions} partitions, the "
+                          f"settings say {state.spec.partitions}; partition counts are never "
+                          "changed (customers would move away from their state): set "
+                          "CX_TOUCHPOINT_PARTITIONS / CX_ALERT_PARTITIONS to the topics' "
+                          "counts", file=sys.stderr)
+            if any(state.drift and not state.altered for state in states):
+                print("warning: some existing topics differ from the settings (above); "
+                      "`cxsignals topics create --alter` sets the keys that differ and leaves "
+                      "every other setting of the topics as it is", file=sys.stderr)
         else:
             for spec in topic_specs(settings):
                 print(f"{spec.name:28} {spec.partitions:3} partitions  {spec.config or ''}")
@@ -122,7 +214,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "topics",
         help="create or list the pipeline's Kafka topics",
         description="Create the CX Signals topics (idempotent) or list their specs.",
-        epilog="example: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cxsignals topics create",
+        epilog="examples:\n  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cxsignals topics create\n"
+               "  CX_RETENTION_DAYS=30 cxsignals topics create --alter   # existing topics too",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("action", choices=["create", "list"])
+    parser.add_argument("--alter", action="store_true",
+                        help="create: also set the config keys in which existing topics differ "
+                             "from the settings (their other settings stay)")
     parser.set_defaults(func=_run)
