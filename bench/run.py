@@ -55,7 +55,15 @@ from bench.report import (
     result_path,
     table_rows,
 )
-from bench.stack import BenchStack, Proc, pinned, services_off_cpu
+from bench.stack import (
+    QUIET_BUSY_MAX,
+    QUIET_TIMEOUT_S,
+    BenchStack,
+    Proc,
+    pinned,
+    services_off_cpu,
+    wait_quiet,
+)
 from cxsignals.settings import REPO_ROOT, Settings
 
 PHASES = ("ceiling", "e2e", "latency", "sink", "decode", "engine")
@@ -448,6 +456,12 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                                      kafka_security=base.kafka_security)
                     stacks.append(lat)
                     lat.create()
+                    others = [c for c in range(os.cpu_count() or 1)
+                              if c not in params.worker_cpus]
+                    waited_s, busy = wait_quiet(others)
+                    say(f"cpu {','.join(map(str, others))} quiet after {waited_s:.0f} s "
+                        f"(busy {busy:.0%}; threshold {QUIET_BUSY_MAX:.0%}, at most "
+                        f"{QUIET_TIMEOUT_S:.0f} s)")
                     say(f"latency: fresh worker(s) and sink, {rate:,.0f} events/s "
                         f"({fraction:.0%} of {reference:,.0f}) for {args.latency_s:.0f} s")
                     setattr(result, field, run_latency(

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,10 @@ log = logging.getLogger("bench")
 CLI = [sys.executable, "-m", "cxsignals.cli"]
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+# A latency phase starts once every core but the worker's was below this busy share for one
+# second (or after QUIET_TIMEOUT_S): the previous phase's aftermath is not measured.
+QUIET_BUSY_MAX = 0.25
+QUIET_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -81,6 +85,45 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     # After the command name: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy(cpus: Iterable[int], window_s: float = 1.0) -> float:
+    """The busy share (0-1) of the busiest of ``cpus`` over ``window_s``, from /proc/stat
+    (everything but idle and iowait counts as busy)."""
+    def ticks() -> dict[int, tuple[int, int]]:
+        out = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                numbers = [int(v) for v in values]
+                idle = numbers[3] + numbers[4]
+                out[int(name[3:])] = (sum(numbers), idle)
+        return out
+
+    wanted = set(cpus)
+    before = ticks()
+    time.sleep(window_s)
+    after = ticks()
+    busy = 0.0
+    for cpu in wanted & before.keys() & after.keys():
+        total = after[cpu][0] - before[cpu][0]
+        idle = after[cpu][1] - before[cpu][1]
+        if total > 0:
+            busy = max(busy, 1.0 - idle / total)
+    return busy
+
+
+def wait_quiet(cpus: Iterable[int], busy_max: float = QUIET_BUSY_MAX,
+               timeout_s: float = QUIET_TIMEOUT_S) -> tuple[float, float]:
+    """Wait until each of ``cpus`` was busy less than ``busy_max`` over one second (the
+    previous phase's aftermath: topic and database deletion, ClickHouse merges, the broker's
+    log flushes), at most ``timeout_s``. Returns (seconds waited, last busy share)."""
+    cpus = list(cpus)
+    started = time.monotonic()
+    busy = cpu_busy(cpus)
+    while busy >= busy_max and time.monotonic() - started < timeout_s:
+        busy = cpu_busy(cpus)
+    return time.monotonic() - started, busy
 
 
 def dir_bytes(path: Path) -> int:
