@@ -164,6 +164,10 @@ def cli(stack: Stack) -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 LOG_TAIL_LINES = 80
+# One CI run saw a worker not report Ready within 90 s (its log is gone); a start normally
+# takes 1-3 s. Starts slower than SLOW_START_S are reported as warnings with their log, and
+# only a start beyond the (longer) timeout fails.
+SLOW_START_S = 30
 
 
 def _start(stack: Stack, started: list[WorkerProcess], command: str, port_env: str,
@@ -188,12 +192,18 @@ def _start(stack: Stack, started: list[WorkerProcess], command: str, port_env: s
             raise AssertionError(f"{command} exited with {proc.returncode}:\n{process.log()}")
         return "Ready" in process.log()
 
+    started_s = time.monotonic()
     try:
         wait_until(ready, ready_timeout_s, f"`cxsignals {command}` to report Ready")
     except AssertionError as exc:  # say where it stalled: the log is gone with CI's machine
         tail = "\n".join(process.log().splitlines()[-LOG_TAIL_LINES:])
         raise AssertionError(f"{exc}; the last {LOG_TAIL_LINES} lines of its log:\n{tail}") \
             from None
+    took_s = time.monotonic() - started_s
+    if took_s > SLOW_START_S:  # a start is 1-3 s: say so in the run's summary, with the log
+        tail = "\n".join(process.log().splitlines()[-LOG_TAIL_LINES:])
+        warnings.warn(f"`cxsignals {command}` took {took_s:.0f} s to report Ready; the last "
+                      f"{LOG_TAIL_LINES} lines of its log:\n{tail}", stacklevel=2)
     return process
 
 
@@ -202,7 +212,7 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``cxsignals worker`` (topics created first) and wait until it reports Ready."""
     started: list[WorkerProcess] = []
 
-    def start(ready_timeout_s: float = 90, **env: str) -> WorkerProcess:
+    def start(ready_timeout_s: float = 180, **env: str) -> WorkerProcess:
         return _start(stack, started, "worker", "CX_METRICS_PORT", ready_timeout_s, env)
 
     yield start
@@ -215,7 +225,7 @@ def start_sink(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``cxsignals sink`` (topics and schema created first), the ClickHouse writer."""
     started: list[WorkerProcess] = []
 
-    def start(ready_timeout_s: float = 60, **env: str) -> WorkerProcess:
+    def start(ready_timeout_s: float = 120, **env: str) -> WorkerProcess:
         return _start(stack, started, "sink", "CX_SINK_METRICS_PORT", ready_timeout_s, env)
 
     yield start
