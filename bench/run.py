@@ -369,7 +369,10 @@ def run(args: argparse.Namespace) -> BenchResult:
         for stack in stacks:
             for problem in stack.cleanup():
                 say(f"cleanup: {problem}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if result.errors:  # the processes' logs say why
+            say(f"logs of this run kept in {tmp} (a phase failed)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     result.finished_at = datetime.now(timezone.utc)
     result.machine.loadavg_end = os.getloadavg()[0]
     out.parent.mkdir(parents=True, exist_ok=True)
