@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from cxsignals.settings import Settings
 from schemas.limits import TOPIC_MAX_MESSAGE_BYTES as TOPIC_MAX_BYTES
@@ -125,45 +126,58 @@ def ensure_topics(settings: Settings, *, alter: bool = False,
     )
     try:
         existing = set(admin.list_topics())
-        states: list[TopicState] = []
-        for spec in topic_specs(settings):
-            if spec.name not in existing:
-                try:
-                    admin.create_topics(
-                        [NewTopic(spec.name, num_partitions=spec.partitions,
-                                  replication_factor=settings.replication_factor,
-                                  topic_configs=spec.config)],
-                        timeout_ms=int(timeout_s * 1000),
-                    )
-                    states.append(TopicState(spec, created=True, partitions=spec.partitions))
-                    continue
-                except TopicAlreadyExistsError:  # created meanwhile by someone else
-                    pass
-            partitions = len(admin.describe_topics([spec.name])[0]["partitions"])
-            drift: tuple[ConfigDrift, ...] = ()
-            unchecked = None
-            if spec.config:
-                try:
-                    described = admin.describe_configs(
-                        [ConfigResource(ConfigResourceType.TOPIC, spec.name,
-                                        configs=dict.fromkeys(spec.config))],
-                        config_filter="all")
-                except KafkaError as exc:  # e.g. a principal without DESCRIBE_CONFIGS
-                    unchecked = f"{type(exc).__name__}"
-                else:
-                    found = described["topic"][spec.name]
-                    # The effective value, whether the topic, the broker or the default sets it.
-                    drift = config_drift(spec, {key: entry.get("value")
-                                                for key, entry in found.items()})
-            altered = False
-            if drift and alter:
-                admin.alter_configs([ConfigResource(
-                    ConfigResourceType.TOPIC, spec.name,
-                    configs={d.key: d.wanted for d in drift})])
-                altered = True
-            states.append(TopicState(spec, created=False, partitions=partitions, drift=drift,
-                                     altered=altered, unchecked=unchecked))
-        return states
+        created: list[TopicSpec] = []
+        present: list[TopicSpec] = []
+        specs = topic_specs(settings)
+        for spec in specs:
+            if spec.name in existing:
+                present.append(spec)
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(spec.name, num_partitions=spec.partitions,
+                              replication_factor=settings.replication_factor,
+                              topic_configs=spec.config)],
+                    timeout_ms=int(timeout_s * 1000),
+                )
+                created.append(spec)
+            except TopicAlreadyExistsError:  # created meanwhile by someone else
+                present.append(spec)
+        states = [TopicState(spec, created=True, partitions=spec.partitions)
+                  for spec in created]
+        if not present:
+            return states
+        # One request for all existing topics: their partitions, then the specs' config keys.
+        partitions = {topic["name"]: len(topic["partitions"])
+                      for topic in admin.describe_topics([spec.name for spec in present])}
+        configured = [spec for spec in present if spec.config]
+        found: dict[str, Any] = {}
+        unchecked = None
+        if configured:
+            try:
+                found = admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                                    configs=dict.fromkeys(spec.config))
+                     for spec in configured],
+                    config_filter="all")["topic"]
+            except KafkaError as exc:  # e.g. a principal without DESCRIBE_CONFIGS
+                unchecked = type(exc).__name__
+        # The effective value, whether the topic, the broker or the default sets it.
+        drifts = {spec.name: config_drift(spec, {key: entry.get("value") for key, entry
+                                                 in found[spec.name].items()})
+                  for spec in configured if spec.name in found}
+        altering = {name: drift for name, drift in drifts.items() if drift} if alter else {}
+        if altering:
+            admin.alter_configs([
+                ConfigResource(ConfigResourceType.TOPIC, name,
+                               configs={d.key: d.wanted for d in drift})
+                for name, drift in altering.items()])
+        states += [TopicState(spec, created=False, partitions=partitions[spec.name],
+                              drift=drifts.get(spec.name, ()), altered=spec.name in altering,
+                              unchecked=unchecked if spec.config else None)
+                   for spec in present]
+        by_name = {state.spec.name: state for state in states}
+        return [by_name[spec.name] for spec in specs]  # in the specs' order
     finally:
         admin.close()
 
