@@ -378,6 +378,11 @@ def idle_candidates(
         return out
     evidence = [st.last_purchase_id] if st.last_purchase_id else []
     spell = f"idle-since:{st.watermark!r}"
+
+    def idle(rule: Any, action: str, context: dict[str, Any]) -> Candidate:
+        return Candidate(rule=rule.id, kind=rule.kind, event_time=at_s, evidence=list(evidence),
+                         action=action, context=context, id_extra=spell)
+
     hv = enabled.get("high_value_at_risk")
     if isinstance(hv, HighValueAtRiskRule) and high_value_turned_at_risk(
         st, hv.params, st.spend, risk_before, risk_after
@@ -385,19 +390,13 @@ def idle_candidates(
         clv = clv_12m() if clv_12m is not None else 0.0
         if clv >= hv.params.min_clv_12m:
             context = _idle_context(st, at_s, risk_before)
-            out.append(Candidate(
-                rule=hv.id,
-                kind=hv.kind,
-                event_time=at_s,
-                evidence=list(evidence),
-                action=(
-                    "High-value customer at risk of churning after "
-                    f"{context['days_since_last_event']:g} days without activity: assign an "
-                    "account manager to call."
-                ),
-                context={"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv, 2),
-                         "churn_risk": round(risk_after, 4), **context},
-                id_extra=spell,
+            out.append(idle(
+                hv,
+                "High-value customer at risk of churning after "
+                f"{context['days_since_last_event']:g} days without activity: assign an "
+                "account manager to call.",
+                {"lifetime_spend": round(st.spend, 2), "clv_12m": round(clv, 2),
+                 "churn_risk": round(risk_after, 4), **context},
             ))
     wb = enabled.get("win_back")
     if isinstance(wb, WinBackRule) and win_back_crossed(
@@ -407,17 +406,11 @@ def idle_candidates(
         days = context["days_since_last_purchase"]
         quiet = (f"no purchase for {days:g} days" if days is not None else
                  f"no activity for {context['days_since_last_event']:g} days")
-        out.append(Candidate(
-            rule=wb.id,
-            kind=wb.kind,
-            event_time=at_s,
-            evidence=list(evidence),
-            action=(
-                f"Send a win-back offer: {quiet} raised the churn risk from "
-                f"{risk_before:.2f} to {risk_after:.2f} with no new event, after a good "
-                "experience."
-            ),
-            context={"churn_risk": round(risk_after, 4), **context},
-            id_extra=spell,
+        out.append(idle(
+            wb,
+            f"Send a win-back offer: {quiet} raised the churn risk from "
+            f"{risk_before:.2f} to {risk_after:.2f} with no new event, after a good "
+            "experience.",
+            {"churn_risk": round(risk_after, 4), **context},
         ))
     return out
