@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-s", type=float, default=0.0,
                         help="py-spy the e2e worker for this long after 15%% of the events")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the processes' logs also when every phase succeeded")
     args = parser.parse_args(argv)
     for name, value in PRESETS[args.preset or "default"].items():
         if getattr(args, name) is None:  # explicit flags win over the preset
@@ -369,8 +371,9 @@ def run(args: argparse.Namespace) -> BenchResult:
         for stack in stacks:
             for problem in stack.cleanup():
                 say(f"cleanup: {problem}")
-        if result.errors:  # the processes' logs say why
-            say(f"logs of this run kept in {tmp} (a phase failed)")
+        if result.errors or args.keep_logs:  # a failed phase: the processes' logs say why
+            say(f"logs of this run kept in {tmp}"
+                f"{' (a phase failed)' if result.errors else ''}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     result.finished_at = datetime.now(timezone.utc)

@@ -14,12 +14,18 @@ partitions writes the batch again and the table engines collapse the repeat.
 Batching: by size and time (``CX_SINK_BATCH_ROWS`` / ``CX_SINK_BATCH_MS``), columnar inserts
 per table per batch (split by month so that no insert touches more than 100 partitions).
 
+Pipelining: a batch is written (in a worker thread), dead-lettered and committed while the next
+one is collected; the next one is written only after the previous one was committed, so
+commits stay in order and every committed offset covers rows that are durable. At most two
+batches are held: once the next batch is complete and the previous one is still being written,
+the loop pauses its partitions until the write is done.
+
 Failure behaviour (nothing halts, nothing is skipped):
 
 - ClickHouse unreachable, slow or misconfigured (start-up or mid-stream): retried with
   exponential backoff up to ``CX_SINK_RETRY_MAX_S`` between attempts, forever. Meanwhile the loop
   pauses its partitions and consumes nothing new (Kafka is the buffer, memory stays bounded by
-  one batch) but stays in its group; ``/healthz`` answers 503 naming ``clickhouse`` and why, a
+  two batches) but stays in its group; ``/healthz`` answers 503 naming ``clickhouse`` and why, a
   log line says what is stuck (then at most every ``STUCK_LOG_EVERY_S``), and
   ``cx_sink_stuck_seconds{what="clickhouse"}`` grows. When ClickHouse is back the backlog is
   written in full batches.
@@ -276,6 +282,7 @@ class StoreLoop:
         self.health = health if health is not None else Health()
         self.topics = (config.topics.touchpoints, *config.topics.outputs())
         self._carry: list[ConsumerRecord] = []
+        self._flushing: asyncio.Future[None] | None = None  # the batch being written
         self.consumer_in_use: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.backoff = RetryPolicy(initial_delay_s=0.5, max_delay_s=config.retry_max_s)
@@ -321,6 +328,9 @@ class StoreLoop:
             while True:
                 await self.run_once(consumer)
         finally:
+            if self._flushing is not None:  # not committed: whoever reads next writes it again
+                self._flushing.cancel()
+                self._flushing = None
             self.writer.close()
             if consumer is not None:
                 await consumer.stop()
@@ -373,8 +383,9 @@ class StoreLoop:
         return [record for batch in fetched.values() for record in batch]
 
     async def run_once(self, consumer: AIOKafkaConsumer) -> int:
-        """Collect one batch (size or age), write it, dead-letter the rows ClickHouse cannot
-        take, commit it; return the records handled."""
+        """Collect one batch (size or age) while the previous one is being written; then wait
+        for that write and its commit, and start writing this batch (:meth:`_flush`); return
+        the records handled. :meth:`drain` waits for the last batch."""
         batch_rows, batch_ms = self.config.batch_rows, self.config.batch_ms
         buffer = BatchBuffer(max_rows=batch_rows, max_age_ms=batch_ms)
         handled = 0
@@ -397,12 +408,42 @@ class StoreLoop:
             if len(buffer) >= batch_rows or _now_ms() - started_ms >= batch_ms:
                 break
         batch = buffer.drain()
-        if not batch.offsets:
-            return handled
+        await self.drain(consumer)
+        if batch.offsets:
+            self._flushing = asyncio.ensure_future(self._flush(consumer, batch))
+        return handled
+
+    async def drain(self, consumer: AIOKafkaConsumer) -> None:
+        """Wait until the batch being written is written and committed. Meanwhile the partitions
+        are paused (a rebalance may hand us new ones: they are paused too) and the consumer
+        stays in its group; an error of the write (``RetryStopped``) is raised here."""
+        flushing = self._flushing
+        if flushing is None:
+            return
+        if not flushing.done():
+            try:
+                while not flushing.done():
+                    consumer.pause(*consumer.assignment())
+                    await asyncio.wait({flushing}, timeout=1.0)
+                    if not flushing.done():
+                        # getmany keeps us within max_poll_interval_ms; paused partitions
+                        # return nothing, a partition assigned since may return one fetch.
+                        fetched = await consumer.getmany(timeout_ms=0)
+                        self._carry.extend(r for batch in fetched.values() for r in batch)
+            finally:
+                consumer.resume(*consumer.assignment())
+        self._flushing = None
+        flushing.result()
+
+    async def _flush(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
+        """Write ``batch``, deliver the rows ClickHouse cannot take to the sink dead-letter
+        topic, then commit its offsets."""
+        started_ms = _now_ms()
         if batch.rows:
-            stats = await self._write(consumer, batch.rows)
+            stats = await self._write(batch.rows)
             if stats.rejected:
                 await self._dead_letter(batch, stats.rejected)
+        written_ms = _now_ms()
         self._observe_freshness(batch)
         offsets = {TopicPartition(t, p): o + 1 for (t, p), o in batch.offsets.items()}
         try:
@@ -411,7 +452,8 @@ class StoreLoop:
             # Partitions moved while we wrote: their new owner re-reads and re-writes the batch,
             # and ReplacingMergeTree collapses the repeat.
             log.warning("commit after write failed (%s): the batch will be redelivered", exc)
-        return handled
+        log.debug("batch of %d rows: written in %d ms, committed in %d ms", batch.size,
+                  written_ms - started_ms, _now_ms() - written_ms)
 
     def _observe_freshness(self, batch: Batch) -> None:
         """``cx_sink_event_to_row_seconds`` of the batch's touchpoint rows, now that ClickHouse
@@ -438,39 +480,28 @@ class StoreLoop:
                 received_at=now, raw=record.value or b"", ingested_at=now,
             ))]
 
-    async def _write(self, consumer: AIOKafkaConsumer, rows: dict[str, list[Row]]) -> WriteStats:
-        """Write the batch from a worker thread; meanwhile keep the partitions paused (a
-        rebalance may hand us new ones: they are paused too) and stay in the group."""
+    async def _write(self, rows: dict[str, list[Row]]) -> WriteStats:
+        """Write the batch from a worker thread (the writer retries ClickHouse errors itself)."""
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
-            future = loop.run_in_executor(None, self.writer.write, rows)
             try:
-                while not future.done():
-                    consumer.pause(*consumer.assignment())
-                    await asyncio.wait({future}, timeout=1.0)
-                    if not future.done():
-                        # getmany keeps us within max_poll_interval_ms; paused partitions
-                        # return nothing, a partition assigned since may return one fetch.
-                        fetched = await consumer.getmany(timeout_ms=0)
-                        self._carry.extend(r for batch in fetched.values() for r in batch)
-            finally:
-                consumer.resume(*consumer.assignment())
-            error = future.exception()
-            if error is None:
-                if failures:
-                    self.health.clear("sink")
-                return future.result()
-            if isinstance(error, RetryStopped):
-                raise error
-            # Not a ClickHouse error (those are retried or bisected by the writer): a bug.
-            # Retry the batch, never skip it.
-            failures += 1
-            delay = self.backoff.delay_s(failures)
-            log.error("writing the batch failed unexpectedly (%s: %s); retrying in %.1fs, the "
-                      "batch stays uncommitted", type(error).__name__, error, delay)
-            self.health.problem("sink", f"write failed: {type(error).__name__}")
-            await asyncio.sleep(delay)
+                stats = await loop.run_in_executor(None, self.writer.write, rows)
+            except RetryStopped:
+                raise
+            except Exception as error:
+                # Not a ClickHouse error (those are retried or bisected by the writer): a bug.
+                # Retry the batch, never skip it.
+                failures += 1
+                delay = self.backoff.delay_s(failures)
+                log.error("writing the batch failed unexpectedly (%s: %s); retrying in %.1fs, "
+                          "the batch stays uncommitted", type(error).__name__, error, delay)
+                self.health.problem("sink", f"write failed: {type(error).__name__}")
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                self.health.clear("sink")
+            return stats
 
     async def _dead_letter(self, batch: Batch, rejected: list[Rejected]) -> None:
         """Deliver each rejected row's record to the sink dead-letter topic and wait for the

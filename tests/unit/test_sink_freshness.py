@@ -67,7 +67,11 @@ def test_each_touchpoint_row_is_observed_once_with_its_age_after_the_write() -> 
     count, le_1, le_2_5 = _sample("_count"), _sample("_bucket", le="1.0"), _sample(
         "_bucket", le="2.5")
 
-    asyncio.run(loop.run_once(consumer))  # type: ignore[arg-type]
+    async def one_batch() -> None:
+        await loop.run_once(consumer)  # type: ignore[arg-type]
+        await loop.drain(consumer)  # type: ignore[arg-type]
+
+    asyncio.run(one_batch())
 
     assert consumer.commits  # the batch was written and committed
     assert _sample("_count") - count == 5  # the five touchpoint rows, not the score rows

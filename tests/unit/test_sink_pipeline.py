@@ -1,0 +1,172 @@
+"""The sink collects the next batch while the previous one is written, and commits in order.
+
+A real ClickHouse writer is replaced by one whose write blocks until the test releases it, so the
+order of collect, write and commit is observable; the integration tests (test_sink_*.py) check
+the same loop against the real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from sinks.clickhouse import WriteStats
+from sinks.config import SinkConfig
+from sinks.consumer import StoreLoop
+from sinks.rows import TOUCHPOINT_EVENTS
+
+TOPIC = "cx.touchpoints"
+TP = TopicPartition(TOPIC, 0)
+
+
+class ScriptedConsumer:
+    """Hands out one fetch per getmany; records what happened, in order."""
+
+    def __init__(self, fetches: list[list[Any]], log: list[str]) -> None:
+        self.fetches = fetches
+        self.log = log
+        self.paused = False
+        self.pauses = 0
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> Any:
+        if self.fetches and not self.paused:
+            fetch = self.fetches.pop(0)
+            self.log.append(f"fetch {fetch[0].offset}-{fetch[-1].offset}")
+            return {TP: fetch}
+        await asyncio.sleep(timeout_ms / 1000)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.log.append(f"commit {offsets[TP]}")
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def pause(self, *_tps: TopicPartition) -> None:
+        if not self.paused:
+            self.pauses += 1
+        self.paused = True
+
+    def resume(self, *_tps: TopicPartition) -> None:
+        self.paused = False
+
+
+class GatedWriter:
+    """Each write waits (in the sink's worker thread) until the test opens its gate."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.gates: list[threading.Event] = []
+        self.started = threading.Semaphore(0)
+
+    def write(self, rows: dict[str, list[Any]]) -> WriteStats:
+        ids = [row[0] for row in rows[TOUCHPOINT_EVENTS]]
+        gate = threading.Event()
+        self.gates.append(gate)
+        self.log.append(f"write start {ids[0]}-{ids[-1]}")
+        self.started.release()
+        assert gate.wait(10), "the test never opened the gate"
+        self.log.append(f"write done {ids[0]}-{ids[-1]}")
+        return WriteStats(rows={t: len(r) for t, r in rows.items()})
+
+    def close(self) -> None: ...
+
+
+def _records(first: int, n: int) -> list[Any]:
+    return [SimpleNamespace(topic=TOPIC, partition=0, offset=i, value=b"{}", timestamp=0)
+            for i in range(first, first + n)]
+
+
+def _build(record: Any, _now: datetime) -> list[tuple[str, Any]]:
+    return [(TOUCHPOINT_EVENTS, (record.offset,) + (None,) * 40)]
+
+
+async def _started(writer: GatedWriter) -> None:
+    assert await asyncio.to_thread(writer.started.acquire, True, 10)
+
+
+def test_the_next_batch_is_collected_while_the_previous_one_is_written() -> None:
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5), _records(5, 5)], log)
+    writer = GatedWriter(log)
+    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        assert await loop.run_once(consumer) == 5
+        await _started(writer)
+        # Batch 1 is still being written: batch 2 is collected meanwhile, and run_once waits
+        # for batch 1 before handing batch 2 to the writer.
+        second = asyncio.ensure_future(loop.run_once(consumer))
+        await asyncio.sleep(0.2)
+        assert "fetch 5-9" in log and not second.done()
+        assert "commit 5" not in log
+        writer.gates[0].set()
+        assert await second == 5
+        await _started(writer)
+        writer.gates[1].set()
+        await loop.drain(consumer)
+
+    asyncio.run(scenario())
+
+    assert log == [
+        "fetch 0-4", "write start 0-4",
+        "fetch 5-9",  # collected while batch 1 is written
+        "write done 0-4", "commit 5",  # batch 1 committed before batch 2 is written
+        "write start 5-9", "write done 5-9", "commit 10",
+    ]
+
+
+def test_a_complete_batch_waiting_for_a_slow_write_pauses_the_partitions() -> None:
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5), _records(5, 5), _records(10, 5)], log)
+    writer = GatedWriter(log)
+    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await loop.run_once(consumer)
+        await _started(writer)
+        second = asyncio.ensure_future(loop.run_once(consumer))
+        await asyncio.sleep(1.3)  # past the 1 s keep-alive poll of the wait
+        # Two batches held, none more: the third fetch stays in Kafka while paused.
+        assert consumer.paused and consumer.fetches
+        writer.gates[0].set()
+        await second
+        assert not consumer.paused and consumer.pauses == 1
+        await _started(writer)
+        writer.gates[1].set()
+        await loop.drain(consumer)
+
+    asyncio.run(scenario())
+
+    assert log.count("fetch 10-14") == 0
+    assert [line for line in log if line.startswith("commit")] == ["commit 5", "commit 10"]
+
+
+def test_a_failed_write_is_raised_by_the_next_wait_and_nothing_is_committed() -> None:
+    class Failing:
+        def write(self, rows: dict[str, list[Any]]) -> WriteStats:
+            from sinks.retry import RetryStopped
+
+            raise RetryStopped("stopped before the call succeeded")
+
+        def close(self) -> None: ...
+
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5)], log)
+    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, Failing())  # type: ignore[arg-type]
+
+    async def scenario() -> str:
+        await loop.run_once(consumer)
+        try:
+            await loop.drain(consumer)
+        except Exception as exc:  # noqa: BLE001 - the type is what is checked
+            return type(exc).__name__
+        return "nothing raised"
+
+    assert asyncio.run(scenario()) == "RetryStopped"
+    assert not [line for line in log if line.startswith("commit")]
