@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(5.0, gt=0)
     # Decoded customer states kept in memory per worker (0 disables the cache).
     state_cache_customers: int = Field(10_000, ge=0)
+    # RocksDB memory per table partition the worker opens (docs/operations.md, "Memory"):
+    # two memtables of this size, and a block cache of this size.
+    rocksdb_write_buffer_mb: int = Field(8, ge=1, le=1024)
+    rocksdb_block_cache_mb: int = Field(16, ge=1, le=8192)
     # A customer inactive this long is deleted from the worker's state (0 keeps states for ever).
     state_ttl_days: float = Field(400.0, ge=0)
     # Re-evaluate idle customers' churn risk as time passes (CX_IDLE_RISK=false turns it off).
@@ -179,6 +183,8 @@ class Settings(BaseSettings):
             grace_s=self.grace_s, half_life_days=self.half_life_days,
             score_publish_step=self.score_publish_step, tick_interval_s=self.tick_interval_s,
             state_cache_customers=self.state_cache_customers,
+            rocksdb_write_buffer_mb=self.rocksdb_write_buffer_mb,
+            rocksdb_block_cache_mb=self.rocksdb_block_cache_mb,
             state_ttl_days=self.state_ttl_days, session_timeout_s=self.session_timeout_s,
             kafka_security=self.kafka_security,
             idle_risk=self.idle_risk,

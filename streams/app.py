@@ -130,9 +130,10 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
     keyed = app.topic(config.keyed_topic, key_type=bytes, value_type=bytes,
                       partitions=partitions, internal=True)
     state_table = app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes,
-                            partitions=partitions)
+                            partitions=partitions, options=config.rocksdb_options())
     identity_table = app.GlobalTable(IDENTITY_TABLE, default=None, key_type=bytes,
-                                     value_type=bytes, partitions=partitions)
+                                     value_type=bytes, partitions=partitions,
+                                     options=config.rocksdb_options())
     states = TablePartitions(state_table)
     identities = TablePartitions(identity_table)
     deadlines = DeadlineIndex()

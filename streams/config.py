@@ -14,6 +14,9 @@ from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from streams.kafka_security import KafkaSecurity
 
+# Memtables per RocksDB table partition: one being filled while the other is flushed.
+ROCKSDB_MEMTABLES = 2
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
@@ -44,6 +47,10 @@ class WorkerConfig:
     # How often idle customers' deadlines (cart recovery, deferred alerts) are checked.
     tick_interval_s: float = 5.0
     state_cache_customers: int = 10_000
+    # RocksDB memory per open table partition (Faust's defaults are 3 x 64 MiB memtables and a
+    # 2 GiB block cache per partition: a live worker's RSS grew ~9 MB/s with them).
+    rocksdb_write_buffer_mb: int = 8
+    rocksdb_block_cache_mb: int = 16
     # How long the group waits for a silent worker before moving its partitions.
     session_timeout_s: float = 10.0
     # Customers inactive this long are deleted (0: kept for ever).
@@ -56,6 +63,14 @@ class WorkerConfig:
     # Churn risk horizon and the params file of `cxsignals churn fit` (None: published).
     churn_horizon_days: float = 90.0
     churn_params_path: Path | None = None
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB table options (a new dict each call: Faust pops keys from it)."""
+        return {
+            "write_buffer_size": self.rocksdb_write_buffer_mb * 2**20,
+            "max_write_buffer_number": ROCKSDB_MEMTABLES,
+            "block_cache_size": self.rocksdb_block_cache_mb * 2**20,
+        }
 
     @property
     def keyed_topic(self) -> str:
