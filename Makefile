@@ -19,7 +19,19 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install CX Signals with its dev dependencies
+install: $(STAMP) $(NATIVE_STAMP) ## Create .venv, install CX Signals with its dev dependencies, compile the core
+
+# The scoring core compiled with mypyc (streams/core/native.py); rebuilt when a core source changes.
+NATIVE_STAMP := streams/core/native-build.json
+$(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py)
+	$(BIN)/python streams/core/native.py build
+
+.PHONY: native
+native: $(NATIVE_STAMP) ## Compile the scoring core with mypyc (make install does it; ~30 s)
+
+.PHONY: clean-native
+clean-native: ## Remove the compiled core: streams/core runs as Python (e.g. to profile it)
+	$(BIN)/python streams/core/native.py clean
 
 .PHONY: services
 services: ## Start Kafka, ClickHouse and Prometheus (compose with Docker, else native) and wait
@@ -71,4 +83,5 @@ schemas: install ## Re-export the JSON Schemas of the event contract into schema
 .PHONY: clean
 clean: ## Remove the virtualenv and local state (stops the services first)
 	-@deploy/services.sh down
-	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
+	-@test -x $(BIN)/python && $(BIN)/python streams/core/native.py clean
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache build

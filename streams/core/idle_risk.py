@@ -29,7 +29,7 @@ from streams.core.churn import ChurnScorer
 from streams.core.state import CustomerState
 from streams.core.windows import HOUR_S
 
-SEARCH_FIRST_S = HOUR_S  # the first bracket: one hour after the start
+SEARCH_FIRST_S = float(HOUR_S)  # the first bracket: one hour after the start
 SEARCH_GROWTH = 4.0  # each further bracket ends 4x further from the start
 SEARCH_BRACKETS = 7  # 4**7 h > 1.8 years: every horizon up to that is bracketed
 SEARCH_BISECTIONS = 10

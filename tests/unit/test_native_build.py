@@ -1,0 +1,60 @@
+"""The mypyc build of the scoring core: a compiled module older than its source is refused."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from streams.core import native
+
+
+@pytest.fixture()
+def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake streams/core with two of the native modules, both 'compiled'."""
+    monkeypatch.setattr(native, "CORE_DIR", tmp_path)
+    monkeypatch.setattr(native, "MANIFEST", tmp_path / "native-build.json")
+    monkeypatch.setattr(native, "NATIVE_MODULES", ("engine", "policy"))
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for module in ("engine", "policy"):
+        (tmp_path / f"{module}.py").write_text(f"X = '{module}'\n")
+        (tmp_path / f"{module}{suffix}").write_bytes(b"\x7fELF")
+    sources = {m: native._digest(m) for m in ("engine", "policy")}
+    (tmp_path / "native-build.json").write_text(json.dumps({"sources": sources}))
+    return tmp_path
+
+
+def test_a_build_that_matches_its_sources_passes(core: Path) -> None:
+    assert native.compiled_modules() == ["engine", "policy"]
+    assert native.stale_modules() == []
+    native.check()
+
+
+def test_a_source_changed_after_the_build_is_refused_with_the_fix(core: Path) -> None:
+    (core / "policy.py").write_text("X = 'edited'\n")
+    assert native.stale_modules() == ["policy"]
+    with pytest.raises(native.StaleNativeBuild, match=r"compiled policy .*make native"):
+        native.check()
+
+
+def test_compiled_modules_without_a_manifest_are_all_stale(core: Path) -> None:
+    (core / "native-build.json").unlink()
+    assert native.stale_modules() == ["engine", "policy"]
+
+
+def test_clean_removes_the_extensions_and_the_manifest(core: Path) -> None:
+    removed = native.clean()
+    assert {p.name for p in removed} >= {"native-build.json"}
+    assert native.compiled_modules() == [] and native.stale_modules() == []
+    assert (core / "engine.py").exists()  # the sources stay
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI builds the core (make install)")
+def test_ci_runs_the_compiled_core() -> None:
+    import streams.core.engine as engine
+
+    assert Path(engine.__file__ or "").suffix == ".so"
+    assert native.compiled_modules() == list(native.NATIVE_MODULES)
