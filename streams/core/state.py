@@ -109,12 +109,20 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""
-        dues = [c[0] for c in self.pending_carts[:1]] + [d[0] for d in self.deferred[:1]]
-        return min(dues) if dues else None
+        # Runs after every event (the deadline index): no list building.
+        carts, deferred = self.pending_carts, self.deferred
+        if not carts:
+            return deferred[0][0] if deferred else None
+        due = carts[0][0]
+        if deferred and deferred[0][0] < due:
+            return deferred[0][0]
+        return due
 
     def deadline_wakeup_s(self) -> float | None:
         """Wall-clock epoch seconds at which ``Engine.tick`` has a deadline to fire (a pending
         cart or deferred alert: the deadline plus ``lag_s``), or None."""
+        if not self.pending_carts and not self.deferred:
+            return None
         due = self.next_due()
         return None if due is None else due + self.lag_s
 

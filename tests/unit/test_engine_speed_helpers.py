@@ -42,3 +42,22 @@ def test_page_view_stage_and_plan(product: str | None, status: int | None) -> No
     expected = [s for s in full if facts.get(PAGE_VIEW_ONLY_IF.get(by_fn[s[0]], ""), True)]
     assert list(variant) == expected
     assert len(full) == len([r for r, _fn in EVENT_RULES if r in rules.enabled]) - 3
+
+
+def test_next_due_is_the_earliest_deadline_of_carts_and_deferred_alerts() -> None:
+    from streams.core.state import CustomerState
+
+    cart = (100.0, 40.0, "e1", "k", 40.0, "EUR")
+    deferred_early, deferred_late = (90.0, {"rule": "a"}), (110.0, {"rule": "b"})
+    cases = [
+        ([], [], None),
+        ([cart], [], 100.0),
+        ([], [deferred_late], 110.0),
+        ([cart], [deferred_early], 90.0),
+        ([cart], [deferred_late], 100.0),
+    ]
+    for carts, deferred, due in cases:
+        st = CustomerState(pending_carts=list(carts), deferred=list(deferred), lag_s=5.0)
+        dues = [c[0] for c in carts] + [d[0] for d in deferred]
+        assert st.next_due() == due == (min(dues) if dues else None)
+        assert st.deadline_wakeup_s() == (None if due is None else due + 5.0)
