@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The scoring core compiled with mypyc (streams/core/native.py); rebuilt when a core source changes.
+NATIVE_STAMP := streams/core/native-build.json
 
 .DEFAULT_GOAL := help
 
@@ -21,8 +23,6 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) $(NATIVE_STAMP) ## Create .venv, install CX Signals with its dev dependencies, compile the core
 
-# The scoring core compiled with mypyc (streams/core/native.py); rebuilt when a core source changes.
-NATIVE_STAMP := streams/core/native-build.json
 $(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py)
 	$(BIN)/python streams/core/native.py build
 
