@@ -87,6 +87,7 @@ from streams.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 STUCK_LOG_EVERY_S = 30.0
+STOP_FLUSH_S = 2.0  # at shutdown, how long the batch being written may take to commit
 YIELD_EVERY = 500  # records turned into rows between two event-loop turns
 FETCH_MAX_RECORDS = 5000
 Rows = Sequence[tuple[str, Row]]
@@ -328,14 +329,30 @@ class StoreLoop:
             while True:
                 await self.run_once(consumer)
         finally:
-            if self._flushing is not None:  # not committed: whoever reads next writes it again
-                self._flushing.cancel()
-                self._flushing = None
+            await self._stop_flush()
             self.writer.close()
             if consumer is not None:
                 await consumer.stop()
             if self.producer is not None:
                 await self.producer.stop()
+
+    async def _stop_flush(self) -> None:
+        """At shutdown: give the batch being written ``STOP_FLUSH_S`` to be written and
+        committed, then cancel it (not committed: whoever reads the partitions next writes it
+        again) and wait until it has ended, so that the writer is closed after its last use
+        from this loop. An error of that batch is logged, not raised."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is None:
+            return
+        if not flushing.done():
+            await asyncio.wait({flushing}, timeout=STOP_FLUSH_S)
+        flushing.cancel()
+        result = (await asyncio.gather(flushing, return_exceptions=True))[0]
+        if isinstance(result, asyncio.CancelledError):
+            log.info("stop: the batch being written was not committed; it will be written again")
+        elif isinstance(result, BaseException):
+            log.warning("stop: the batch being written failed (%s: %s); it will be written again",
+                        type(result).__name__, result)
 
     async def _wait_for_clickhouse(self) -> None:
         ch = self.config.clickhouse
@@ -437,7 +454,13 @@ class StoreLoop:
 
     async def _flush(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
         """Write ``batch``, deliver the rows ClickHouse cannot take to the sink dead-letter
-        topic, then commit its offsets."""
+        topic, then commit its offsets (runs as a task beside the next batch's collection).
+
+        Failure behaviour: ClickHouse errors are retried (or bisected) by the writer and
+        unexpected write errors here, both for ever; dead letters are retried until the broker
+        has them; a failed commit (the partitions moved) is logged and the batch is written
+        again by the next owner. Only ``RetryStopped`` (shutdown) ends the task with an error,
+        raised by the next :meth:`drain`."""
         started_ms = _now_ms()
         if batch.rows:
             stats = await self._write(batch.rows)
@@ -596,8 +619,9 @@ def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:
 
 
 async def serve(sink: StoreLoop, *, lag_interval_s: float = 5.0) -> None:
-    """Run the sink until cancelled (SIGTERM, Ctrl-C): the batch being written is not
-    committed and is written again by whoever reads the partitions next."""
+    """Run the sink until cancelled (SIGTERM, Ctrl-C): the batch being written gets a moment
+    to commit; what is not committed (that batch, the one being collected) is written again by
+    whoever reads the partitions next."""
     from streams.loop_lag import watch_loop_lag
 
     async def lag() -> None:

@@ -18,9 +18,13 @@ replaced on an instance (tests substitute whole objects instead), and a value of
 crossing a function boundary raises TypeError where Python would carry on. A profiler that reads
 Python frames (py-spy) does not see inside compiled functions: ``make clean-native`` first.
 
-Failure behaviour: a compiled module whose source changed after the build would run the old
-code; :func:`check`, run when ``streams.core`` is imported, raises :class:`StaleNativeBuild`
-naming the modules and the fix instead.
+Failure behaviour: a compiled module whose sources changed after the build would run the old
+code. :func:`check`, run when ``streams.core`` is imported, compares the SHA-256 of every
+``.py`` of streams/core with the manifest and raises :class:`StaleNativeBuild` naming what
+changed and the fix. A failed build leaves no compiled module behind (it cleans first and
+writes the manifest last). The ``.so`` files are git-ignored, so they survive a checkout:
+before checking out a commit older than this module (which had no check), run
+``make clean-native``.
 """
 
 from __future__ import annotations
@@ -42,51 +46,73 @@ MANIFEST = CORE_DIR / "native-build.json"
 
 
 class StaleNativeBuild(ImportError):
-    """A compiled module of streams/core is older than its source."""
+    """A compiled module of streams/core is older than the sources it was built from."""
 
 
-def _digest(module: str) -> str:
-    return hashlib.sha256((CORE_DIR / f"{module}.py").read_bytes()).hexdigest()
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _extensions(stem: str) -> list[Path]:
-    return [p for suffix in importlib.machinery.EXTENSION_SUFFIXES
-            if (p := CORE_DIR / f"{stem}{suffix}").exists()]
+def _sources() -> dict[str, str]:
+    """SHA-256 of every ``.py`` of streams/core: the compiled modules and what mypyc compiled
+    them against (the state, the configuration)."""
+    return {p.name: _digest(p) for p in sorted(CORE_DIR.glob("*.py"))}
+
+
+def _extension_files() -> list[Path]:
+    """Every extension module in streams/core (also of a module no longer listed)."""
+    return sorted({p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                   for p in CORE_DIR.glob(f"*{suffix}")})
 
 
 def compiled_modules() -> list[str]:
-    """The modules of :data:`NATIVE_MODULES` that have an extension module next to them."""
-    return [m for m in NATIVE_MODULES if _extensions(m)]
+    """The modules of streams/core that have an extension module (a compiled build)."""
+    stems = {p.name.split(".", 1)[0] for p in _extension_files()}
+    return sorted(stems - {f"{GROUP}__mypyc"})
 
 
 def stale_modules() -> list[str]:
-    """Compiled modules whose source is not the one they were built from."""
+    """Compiled modules that would not run the current sources: all of them when a source of
+    streams/core changed since the build, or when the build is incomplete (no manifest)."""
     compiled = compiled_modules()
-    if not compiled:
+    if not compiled or _built_from() == _sources():
         return []
+    return compiled
+
+
+def _built_from() -> dict[str, str] | None:
     try:
-        built = json.loads(MANIFEST.read_text())["sources"]
+        sources = json.loads(MANIFEST.read_text())["sources"]
     except (OSError, ValueError, KeyError, TypeError):
-        return compiled
-    return [m for m in compiled if built.get(m) != _digest(m)]
+        return None
+    return sources if isinstance(sources, dict) else None
 
 
 def check() -> None:
-    """Raise :class:`StaleNativeBuild` when a compiled module is older than its source."""
+    """Raise :class:`StaleNativeBuild` when a compiled module is older than its sources."""
     stale = stale_modules()
-    if stale:
-        raise StaleNativeBuild(
-            f"streams/core: the compiled {', '.join(stale)} no longer match their sources; "
-            "run `make native` to rebuild (or `make clean-native` to run the Python sources)")
+    if not stale:
+        return
+    built = _built_from()
+    if built is None:
+        why = "the build is incomplete (no streams/core/native-build.json)"
+    else:
+        current = _sources()
+        changed = sorted(n for n in built.keys() | current.keys()
+                         if built.get(n) != current.get(n))
+        why = f"{', '.join(changed)} changed since the build"
+    raise StaleNativeBuild(
+        f"streams/core: {len(stale)} modules run compiled but {why}; run `make native` to "
+        "rebuild (or `make clean-native` to run the Python sources)")
 
 
 def clean() -> list[Path]:
-    """Remove the compiled modules, their shared library and the manifest; return them."""
-    removed = [p for m in (*NATIVE_MODULES, f"{GROUP}__mypyc") for p in _extensions(m)]
+    """Remove every compiled module of streams/core and the manifest; return what was removed."""
+    removed = _extension_files()
     if MANIFEST.exists():
         removed.append(MANIFEST)
     for path in removed:
-        path.unlink()
+        path.unlink(missing_ok=True)
     return removed
 
 
@@ -98,7 +124,7 @@ def build() -> None:
 
     root = CORE_DIR.parent.parent
     clean()
-    sources = {m: _digest(m) for m in NATIVE_MODULES}
+    sources = _sources()
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -110,7 +136,7 @@ def build() -> None:
         )
     finally:
         os.chdir(cwd)
-    missing = [m for m in NATIVE_MODULES if not _extensions(m)]
+    missing = sorted(set(NATIVE_MODULES) - set(compiled_modules()))
     if missing:
         raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
     MANIFEST.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")

@@ -121,8 +121,6 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
     def deadline_wakeup_s(self) -> float | None:
         """Wall-clock epoch seconds at which ``Engine.tick`` has a deadline to fire (a pending
         cart or deferred alert: the deadline plus ``lag_s``), or None."""
-        if not self.pending_carts and not self.deferred:
-            return None
         due = self.next_due()
         return None if due is None else due + self.lag_s
 

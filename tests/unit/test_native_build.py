@@ -19,10 +19,11 @@ def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(native, "MANIFEST", tmp_path / "native-build.json")
     monkeypatch.setattr(native, "NATIVE_MODULES", ("engine", "policy"))
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for module in ("engine", "policy"):
+    for module in ("engine", "policy", "state"):  # state.py: compiled against, not compiled
         (tmp_path / f"{module}.py").write_text(f"X = '{module}'\n")
+    for module in ("engine", "policy", "_native__mypyc"):
         (tmp_path / f"{module}{suffix}").write_bytes(b"\x7fELF")
-    sources = {m: native._digest(m) for m in ("engine", "policy")}
+    sources = {p.name: native._digest(p) for p in tmp_path.glob("*.py")}
     (tmp_path / "native-build.json").write_text(json.dumps({"sources": sources}))
     return tmp_path
 
@@ -33,21 +34,29 @@ def test_a_build_that_matches_its_sources_passes(core: Path) -> None:
     native.check()
 
 
-def test_a_source_changed_after_the_build_is_refused_with_the_fix(core: Path) -> None:
-    (core / "policy.py").write_text("X = 'edited'\n")
-    assert native.stale_modules() == ["policy"]
-    with pytest.raises(native.StaleNativeBuild, match=r"compiled policy .*make native"):
+@pytest.mark.parametrize("edited", ["policy.py", "state.py"])
+def test_a_source_changed_after_the_build_is_refused_with_the_fix(core: Path, edited: str
+                                                                   ) -> None:
+    (core / edited).write_text("X = 'edited'\n")
+    assert native.stale_modules() == ["engine", "policy"]
+    with pytest.raises(native.StaleNativeBuild, match=rf"{edited} changed .*make native"):
         native.check()
 
 
-def test_compiled_modules_without_a_manifest_are_all_stale(core: Path) -> None:
+def test_a_build_without_its_manifest_is_incomplete(core: Path) -> None:
     (core / "native-build.json").unlink()
     assert native.stale_modules() == ["engine", "policy"]
+    with pytest.raises(native.StaleNativeBuild, match="incomplete"):
+        native.check()
 
 
-def test_clean_removes_the_extensions_and_the_manifest(core: Path) -> None:
+def test_clean_removes_every_extension_and_the_manifest(core: Path) -> None:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (core / f"dropped{suffix}").write_bytes(b"\x7fELF")  # a module no longer compiled
     removed = native.clean()
-    assert {p.name for p in removed} >= {"native-build.json"}
+    assert {p.name for p in removed} == {f"engine{suffix}", f"policy{suffix}",
+                                         f"_native__mypyc{suffix}", f"dropped{suffix}",
+                                         "native-build.json"}
     assert native.compiled_modules() == [] and native.stale_modules() == []
     assert (core / "engine.py").exists()  # the sources stay
 

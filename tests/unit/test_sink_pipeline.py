@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -169,4 +170,47 @@ def test_a_failed_write_is_raised_by_the_next_wait_and_nothing_is_committed() ->
         return "nothing raised"
 
     assert asyncio.run(scenario()) == "RetryStopped"
+    assert not [line for line in log if line.startswith("commit")]
+
+
+def test_a_stop_lets_a_write_that_ends_in_time_commit(monkeypatch: Any) -> None:
+    import sinks.consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "STOP_FLUSH_S", 5.0)
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5)], log)
+    writer = GatedWriter(log)
+    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await loop.run_once(consumer)
+        await _started(writer)
+        asyncio.get_running_loop().call_later(0.2, writer.gates[0].set)
+        await loop._stop_flush()
+
+    asyncio.run(scenario())
+    assert log[-2:] == ["write done 0-4", "commit 5"]
+
+
+def test_a_stop_cancels_a_write_that_does_not_end_in_time_and_commits_nothing(
+        monkeypatch: Any) -> None:
+    import sinks.consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "STOP_FLUSH_S", 0.2)
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5)], log)
+    writer = GatedWriter(log)
+    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+
+    async def scenario() -> float:
+        await loop.run_once(consumer)
+        await _started(writer)
+        started = time.monotonic()
+        await loop._stop_flush()
+        waited = time.monotonic() - started
+        writer.gates[0].set()  # let the worker thread end
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 0.2 <= waited < 2.0
     assert not [line for line in log if line.startswith("commit")]
