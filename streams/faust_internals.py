@@ -406,12 +406,27 @@ def back_off_metadata_updates(client: Any, first_s: float = METADATA_BACKOFF_FIR
     client._metadata_update = backed_off
 
 
+# How often the worker's consumer refreshes its metadata when nothing forces it (aiokafka's
+# default: 5 minutes). See BatchConsumerThread.
+CONSUMER_METADATA_MAX_AGE_MS = 10_000
+
+
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread whose aiokafka client backs off failed metadata updates."""
+    """Faust's consumer thread whose aiokafka client backs off failed metadata updates and
+    refreshes its metadata every ``CONSUMER_METADATA_MAX_AGE_MS``.
+
+    Why the refresh: Faust creates the changelog topics just before it subscribes. When the
+    first assignment is computed before the broker's metadata lists a topic that was just
+    created, aiokafka logs "Topic ... not found in cluster metadata", assigns without it and
+    only rejoins once a later metadata update shows it. With aiokafka's 5-minute default the
+    worker then waited minutes for the identity changelog and never reported Ready within the
+    tests' 180 s (seen once in CI and once in `make chaos`, 2026-12-05). Now it rejoins within
+    about 10 s."""
 
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
         consumer = super()._create_consumer(loop)
         back_off_metadata_updates(consumer._client)
+        consumer._client._metadata_max_age_ms = CONSUMER_METADATA_MAX_AGE_MS
         # Read when the consumer starts its fetcher (aiokafka 0.14: AIOKafkaConsumer.start).
         owner = self.consumer
         if isinstance(owner, BatchConsumer):

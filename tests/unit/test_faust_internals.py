@@ -166,6 +166,9 @@ def test_fetch_coalescing_settings_reach_the_aiokafka_consumer(tmp_path: Any) ->
 
     consumer = asyncio.run(build())
     assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (12_345, 17)
+    # A topic created just before the first assignment is picked up within seconds, not
+    # after aiokafka's 5-minute default (a worker start that never reported Ready).
+    assert consumer._client._metadata_max_age_ms == 10_000
 
 
 def test_the_worker_tables_open_rocksdb_with_the_configured_memory_limits(tmp_path: Path) -> None:
