@@ -29,9 +29,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) $(INSTALL_NATIVE) ## Create .venv, install CX Signals with its dev dependencies, compile the core
 
 $(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py)
-	@$(BIN)/python streams/core/native.py build || echo "warning: mypyc could not compile the \
-	scoring core (see above: a type error in streams/core, or no C compiler): it runs as Python, about 1.45x slower. \
-	NATIVE=0 skips this step."
+	@$(BIN)/python streams/core/native.py build || { echo "warning: mypyc could not compile the \
+	scoring core (see above: a type error in streams/core, or no C compiler): it runs as Python, \
+	about 1.45x slower; built again when a core source changes or after make clean-native."; \
+	touch $@; }
 
 .PHONY: native
 native: $(NATIVE_STAMP) ## Compile the scoring core with mypyc (make install does it; ~30 s)

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(5.0, gt=0)
     # Decoded customer states kept in memory per worker (0 disables the cache).
     state_cache_customers: int = Field(10_000, ge=0)
-    # RocksDB memory per table partition the worker opens (docs/operations.md, "Memory"):
+    # RocksDB memory per table partition the worker opens (docs/operations.md, "Worker memory"):
     # two memtables of this size, and a block cache of this size.
     rocksdb_write_buffer_mb: int = Field(8, ge=1, le=1024)
     rocksdb_block_cache_mb: int = Field(16, ge=1, le=8192)

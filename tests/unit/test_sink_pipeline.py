@@ -91,11 +91,18 @@ async def _started(writer: GatedWriter) -> None:
     assert await asyncio.to_thread(writer.started.acquire, True, 10)
 
 
-def test_the_next_batch_is_collected_while_the_previous_one_is_written() -> None:
+def _sink(batches: int) -> tuple[list[str], ScriptedConsumer, GatedWriter, StoreLoop]:
+    """A loop of 5-record batches over ``batches`` fetches, its gated writer and the shared log
+    of what happened."""
     log: list[str] = []
-    consumer = ScriptedConsumer([_records(0, 5), _records(5, 5)], log)
+    consumer = ScriptedConsumer([_records(5 * i, 5) for i in range(batches)], log)
     writer = GatedWriter(log)
     loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+    return log, consumer, writer, loop
+
+
+def test_the_next_batch_is_collected_while_the_previous_one_is_written() -> None:
+    log, consumer, writer, loop = _sink(2)
 
     async def scenario() -> None:
         assert await loop.run_once(consumer) == 5
@@ -123,10 +130,7 @@ def test_the_next_batch_is_collected_while_the_previous_one_is_written() -> None
 
 
 def test_a_complete_batch_waiting_for_a_slow_write_pauses_the_partitions() -> None:
-    log: list[str] = []
-    consumer = ScriptedConsumer([_records(0, 5), _records(5, 5), _records(10, 5)], log)
-    writer = GatedWriter(log)
-    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+    log, consumer, writer, loop = _sink(3)
 
     async def scenario() -> None:
         await loop.run_once(consumer)
@@ -177,10 +181,7 @@ def test_a_stop_lets_a_write_that_ends_in_time_commit(monkeypatch: Any) -> None:
     import sinks.consumer as consumer_module
 
     monkeypatch.setattr(consumer_module, "STOP_FLUSH_S", 5.0)
-    log: list[str] = []
-    consumer = ScriptedConsumer([_records(0, 5)], log)
-    writer = GatedWriter(log)
-    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+    log, consumer, writer, loop = _sink(1)
 
     async def scenario() -> None:
         await loop.run_once(consumer)
@@ -197,10 +198,7 @@ def test_a_stop_cancels_a_write_that_does_not_end_in_time_and_commits_nothing(
     import sinks.consumer as consumer_module
 
     monkeypatch.setattr(consumer_module, "STOP_FLUSH_S", 0.2)
-    log: list[str] = []
-    consumer = ScriptedConsumer([_records(0, 5)], log)
-    writer = GatedWriter(log)
-    loop = StoreLoop(SinkConfig(batch_rows=5, batch_ms=1000), _build, writer)  # type: ignore[arg-type]
+    log, consumer, writer, loop = _sink(1)
 
     async def scenario() -> float:
         await loop.run_once(consumer)
