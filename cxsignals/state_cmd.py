@@ -113,8 +113,7 @@ def read_changelog(bootstrap_servers: str, topic: str, *,
 def state_view(state: CustomerState) -> dict[str, Any]:
     """A JSON-ready view of a state: every field by name, event times also as ISO-8601, the
     remembered event ids as a count (they are hashes)."""
-    fields: dict[str, Any] = orjson.loads(msgspec.json.encode(
-        {name: getattr(state, name) for name in state.__struct_fields__}))
+    fields: dict[str, Any] = orjson.loads(msgspec.json.encode(state.as_dict()))
     fields["seen_events"] = len(state.seen)
     del fields["seen"]
     for name in _EVENT_TIMES:

@@ -116,7 +116,7 @@ def recompute(engine: Engine, values: Iterable[bytes | None], config: WorkerConf
 
 def comparable(state: CustomerState) -> dict[str, Any]:
     """The fields of ``state`` that are a pure function of the customer's events."""
-    return {name: getattr(state, name) for name in state.__struct_fields__
+    return {name: value for name, value in state.as_dict().items()
             if name not in WALL_CLOCK_FIELDS}
 
 

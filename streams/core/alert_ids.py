@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Final
 
-ALERT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cx-signals/alerts")
-_NAMESPACE_BYTES = ALERT_NAMESPACE.bytes
+ALERT_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cx-signals/alerts")
+_NAMESPACE_BYTES: Final = ALERT_NAMESPACE.bytes
 # RFC 4122 variant bits (10xx) applied to the hex digit that carries them.
-_VARIANT_DIGIT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_VARIANT_DIGIT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
-_CONTROL_SCALE = float(1 << 64)
+_CONTROL_SCALE: Final = float(1 << 64)
 
 
 def control_fraction(alert_id_: str) -> float:

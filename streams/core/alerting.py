@@ -12,6 +12,7 @@ are deterministic (:func:`~streams.core.alert_ids.alert_id`), ``now`` is used on
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Final
 
 from schemas.events import JourneyStage
 from schemas.records import AlertRecord, ScoreUpdateRecord
@@ -26,8 +27,8 @@ from streams.core.rule_evaluators import Candidate, cart_candidate
 from streams.core.state import MAX_DEFERRED, CustomerState
 from streams.core.windows import timed_insert
 
-MAX_EVIDENCE = 10  # event ids per alert
-_STAGE_BY_VALUE = {stage._value_: stage for stage in JourneyStage}
+MAX_EVIDENCE: Final = 10  # event ids per alert
+_STAGE_BY_VALUE: Final = {stage._value_: stage for stage in JourneyStage}
 
 
 def _dt(t: float) -> datetime:

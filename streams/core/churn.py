@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 from streams.core.churn_model import (
     DAYS_PER_YEAR,
@@ -45,8 +46,8 @@ from streams.core.churn_model import (
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 
-_P_MIN = 1e-9
-_CLV_CACHE_MAX = 65_536
+_P_MIN: Final = 1e-9
+_CLV_CACHE_MAX: Final = 65_536
 
 
 def _logit(p: float) -> float:
@@ -66,15 +67,23 @@ class ChurnAdjustments:
     trend_min_baseline: float = 4.0  # events in the previous 28 days needed to judge a trend
 
 
-@dataclass(frozen=True, slots=True)
 class PurchaseHistory:
-    """The BG/NBD summary of a state as of a time (days; see churn_model's docstring)."""
+    """The BG/NBD summary of a state as of a time (days; see churn_model's docstring).
 
-    x: int  # repeat purchase days
-    t_x: float  # first to last purchase, days
-    big_t: float  # first purchase to the evaluation time, days
-    spend: float  # total spend
-    mean_repeat_spend: float  # mean spend of the repeat purchase days (0 if x = 0)
+    Read-only by convention. A plain class rather than a dataclass: built on every churn
+    evaluation, and a compiled dataclass still runs the interpreted ``__init__`` that
+    ``dataclasses`` generates.
+    """
+
+    __slots__ = ("x", "t_x", "big_t", "spend", "mean_repeat_spend")
+
+    def __init__(self, x: int, t_x: float, big_t: float, spend: float,
+                 mean_repeat_spend: float) -> None:
+        self.x = x  # repeat purchase days
+        self.t_x = t_x  # first to last purchase, days
+        self.big_t = big_t  # first purchase to the evaluation time, days
+        self.spend = spend  # total spend
+        self.mean_repeat_spend = mean_repeat_spend  # mean spend of the repeat purchase days
 
 
 def purchase_history(state: CustomerState, at_s: float | None = None) -> PurchaseHistory:

@@ -19,11 +19,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 PARAMS_VERSION = 1
-DAYS_PER_YEAR = 365.25
-_P_MIN = 1e-9  # probabilities are clamped to [_P_MIN, 1 - _P_MIN] before a logit
+DAYS_PER_YEAR: Final = 365.25
+_P_MIN: Final = 1e-9  # probabilities are clamped to [_P_MIN, 1 - _P_MIN] before a logit
 
 
 class ChurnParamsError(ValueError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Final
 
 from schemas.event_records import (
     CartAbandonEvent,
@@ -72,13 +73,13 @@ from streams.core.windows import (
     timed_prune,
 )
 
-ACTIVITY_DAYS = 35  # 7-day trend window + 28-day baseline
-SCORE_HOURS = 24  # experience_drop looks back at most 24 h
-CONTACT_RETENTION_S = 7 * DAY_S  # unresolved contacts count for churn for 7 days
-_NEG_INF = -math.inf
-_NO_SIGNALS: list[Signal] = []  # never mutated
+ACTIVITY_DAYS: Final = 35  # 7-day trend window + 28-day baseline
+SCORE_HOURS: Final = 24  # experience_drop looks back at most 24 h
+CONTACT_RETENTION_S: Final = 7 * DAY_S  # unresolved contacts count for churn for 7 days
+_NEG_INF: Final = -math.inf
+_NO_SIGNALS: Final[list[Signal]] = []  # never mutated
 # derive_stage of a page view, by whether it names a product
-_PAGE_VIEW_STAGE = (JourneyStage.awareness._value_, JourneyStage.consideration._value_)
+_PAGE_VIEW_STAGE: Final = (JourneyStage.awareness._value_, JourneyStage.consideration._value_)
 
 
 class Engine:

@@ -23,24 +23,24 @@ holds, so a tick at that time always has something to do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from streams.core.churn import ChurnScorer
 from streams.core.state import CustomerState
 from streams.core.windows import HOUR_S
 
-SEARCH_FIRST_S = float(HOUR_S)  # the first bracket: one hour after the start
-SEARCH_GROWTH = 4.0  # each further bracket ends 4x further from the start
-SEARCH_BRACKETS = 7  # 4**7 h > 1.8 years: every horizon up to that is bracketed
-SEARCH_BISECTIONS = 10
-SEARCH_RESOLUTION = 1 / 256  # of the distance from the start ...
-SEARCH_MIN_RESOLUTION_S = 60.0  # ... or a minute, whichever is longer
+SEARCH_FIRST_S: Final = float(HOUR_S)  # the first bracket: one hour after the start
+SEARCH_GROWTH: Final = 4.0  # each further bracket ends 4x further from the start
+SEARCH_BRACKETS: Final = 7  # 4**7 h > 1.8 years: every horizon up to that is bracketed
+SEARCH_BISECTIONS: Final = 10
+SEARCH_RESOLUTION: Final = 1 / 256  # of the distance from the start ...
+SEARCH_MIN_RESOLUTION_S: Final = 60.0  # ... or a minute, whichever is longer
 # With a publish step of 0 (publish every change), idle customers are still re-evaluated only
 # once their risk moved by this much: a step of 0 would wake them on every checkpoint.
-MIN_IDLE_STEP = 0.001
+MIN_IDLE_STEP: Final = 0.001
 # After an event, the search waits until the customer has been quiet this long (wall clock).
-IDLE_SETTLE_S = 300.0
-NEVER = float("inf")  # a risk_wake_s: nothing to look at within the horizon
+IDLE_SETTLE_S: Final = 300.0
+NEVER: Final = float("inf")  # a risk_wake_s: nothing to look at within the horizon
 
 
 def first_reaching(

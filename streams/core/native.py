@@ -10,8 +10,9 @@ compiles :data:`NATIVE_MODULES` into extension modules next to their sources
 engine bench it is about 1.45x faster (docs/performance.md). The sources stay the reference:
 without a build (no C compiler, a plain wheel), the same modules run as Python.
 
-Not compiled: ``state.py`` (a msgspec Struct, whose field types msgspec reads from the class at
-run time), the pydantic-based configuration modules and the ones off the hot path.
+Not compiled: ``state_wire.py`` (the state's msgspec decoders, whose types msgspec reads at run
+time), the pydantic-based configuration modules and the ones off the hot path. The customer
+state itself (``state.py``) is a plain class, compiled: its fields are C slots.
 
 Compiled classes differ from Python ones in two ways that matter here: their methods cannot be
 replaced on an instance (tests substitute whole objects instead), and a value of the wrong type
@@ -38,7 +39,8 @@ from pathlib import Path
 
 NATIVE_MODULES = (
     "alert_ids", "alerting", "churn", "churn_model", "engine", "explanation", "idle_risk",
-    "outcome", "policy", "rule_evaluators", "rule_plan", "scoring", "signals", "windows",
+    "outcome", "policy", "rule_evaluators", "rule_plan", "scoring", "signals", "state",
+    "windows",
 )
 GROUP = "_native"  # the shared library of the compiled modules: streams/core/_native__mypyc*.so
 CORE_DIR = Path(__file__).resolve().parent

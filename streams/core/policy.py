@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from typing import Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas.alerts import AlertKind
@@ -31,16 +31,25 @@ Reason = Literal["cooldown", "cap", "quiet_hours", "suppression"]
 PolicyAction = Literal["suppressed", "deferred"]
 
 
-@dataclass(frozen=True, slots=True)
 class PolicyEvent:
-    """One suppression or deferral, for the ``cx_alerts_policy_total{reason,action}`` metric."""
+    """One suppression or deferral, for the ``cx_alerts_policy_total{reason,action}`` metric.
 
-    rule: str
-    kind: AlertKind
-    reason: Reason
-    action: PolicyAction
-    alert_id: str
-    event_time: datetime
+    Read-only by convention (a plain class: see ``churn.PurchaseHistory``)."""
+
+    __slots__ = ("rule", "kind", "reason", "action", "alert_id", "event_time")
+
+    def __init__(self, rule: str, kind: AlertKind, reason: Reason, action: PolicyAction,
+                 alert_id: str, event_time: datetime) -> None:
+        self.rule = rule
+        self.kind = kind
+        self.reason = reason
+        self.action = action
+        self.alert_id = alert_id
+        self.event_time = event_time
+
+    def __repr__(self) -> str:
+        return (f"PolicyEvent({self.rule!r}, {self.kind!r}, {self.reason!r}, {self.action!r}, "
+                f"{self.alert_id!r}, {self.event_time!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +113,10 @@ def _cap_key(kind: AlertKind, t: float) -> str:
 
 
 # Shared results (Decision is frozen): decide() runs for every candidate alert.
-_EMIT = Decision("emit")
-_BY_SUPPORT = Decision("suppressed", "suppression")
-_BY_COOLDOWN = Decision("suppressed", "cooldown")
-_BY_CAP = Decision("suppressed", "cap")
+_EMIT: Final = Decision("emit")
+_BY_SUPPORT: Final = Decision("suppressed", "suppression")
+_BY_COOLDOWN: Final = Decision("suppressed", "cooldown")
+_BY_CAP: Final = Decision("suppressed", "cap")
 
 
 def decide(

@@ -9,7 +9,6 @@ cart whose deadline passed. docs/scoring.md describes every rule in words.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,40 +38,65 @@ from streams.core.signals import error_kind
 from streams.core.state import CustomerState, short_hash
 from streams.core.windows import DAY_S, HOUR_S, timed_between
 
+# Candidate and EventFacts are plain classes rather than dataclasses: they are built on the hot
+# path, and a compiled dataclass still runs the interpreted ``__init__`` of ``dataclasses``.
 
-@dataclass(slots=True)
+
 class Candidate:
     """An alert that a rule wants to send, before the policy decides."""
 
-    rule: str
-    kind: AlertKind
-    event_time: float
-    evidence: list[str]
-    action: str
-    context: dict[str, Any]
-    # Named into the alert id after the evidence: an alert with no triggering event (an idle
-    # customer's re-evaluation) is told apart from another with the same evidence by it.
-    id_extra: str | None = None
+    __slots__ = ("rule", "kind", "event_time", "evidence", "action", "context", "id_extra")
+
+    def __init__(self, rule: str, kind: AlertKind, event_time: float, evidence: list[str],
+                 action: str, context: dict[str, Any], id_extra: str | None = None) -> None:
+        self.rule = rule
+        self.kind = kind
+        self.event_time = event_time
+        self.evidence = evidence
+        self.action = action
+        self.context = context
+        # Named into the alert id after the evidence: an alert with no triggering event (an
+        # idle customer's re-evaluation) is told apart from another with the same evidence.
+        self.id_extra = id_extra
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.rule!r}, {self.kind!r}, {self.event_time!r}, {self.evidence!r})"
 
 
-@dataclass(slots=True)
 class EventFacts:
     """What the rules need to know about the event just applied."""
 
-    event: Event
-    t: float
-    sentiment: float | None
-    score_before: float
-    score_after: float
-    # Highest score in the experience_drop window before this event; only computed when the
-    # event lowered the score (otherwise score_before: an event that does not lower the score
-    # does not raise experience_drop).
-    score_peak: float
-    risk_before: float
-    risk_after: float
-    spend_before: float
-    product_key: int | None = None  # short_hash of a viewed product id, already computed
-    churn: ChurnScorer | None = None  # the engine's scorer: CLV and risk drivers of the state
+    __slots__ = ("event", "t", "sentiment", "score_before", "score_after", "score_peak",
+                 "risk_before", "risk_after", "spend_before", "product_key", "churn")
+
+    def __init__(
+        self,
+        event: Event,
+        t: float,
+        sentiment: float | None,
+        score_before: float,
+        score_after: float,
+        score_peak: float,
+        risk_before: float,
+        risk_after: float,
+        spend_before: float,
+        product_key: int | None = None,
+        churn: ChurnScorer | None = None,
+    ) -> None:
+        self.event = event
+        self.t = t
+        self.sentiment = sentiment
+        self.score_before = score_before
+        self.score_after = score_after
+        # Highest score in the experience_drop window before this event; only computed when
+        # the event lowered the score (otherwise score_before: an event that does not lower
+        # the score does not raise experience_drop).
+        self.score_peak = score_peak
+        self.risk_before = risk_before
+        self.risk_after = risk_after
+        self.spend_before = spend_before
+        self.product_key = product_key  # short_hash of a viewed product id, already computed
+        self.churn = churn  # the engine's scorer: CLV and risk drivers of the state
 
 
 def _iso(t: float) -> str:

@@ -7,7 +7,7 @@ applied and returns the candidates, support rules first.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from schemas.event_records import Event
 from streams.core.churn import ChurnScorer
@@ -29,10 +29,11 @@ RULE_EVENT_TYPES: dict[str, frozenset[str] | None] = {
 # Cheap necessary conditions of some rules, tested before calling them: most events raise
 # nothing, and a call costs more than the test. Each gate is the rule's own test, on the same
 # values (see evaluate_event), so gating never changes what is raised.
-GATE_NONE = 0
-GATE_DROP = 1  # experience_drop: score_peak - score_after >= min_drop_points
-GATE_HIGH_VALUE = 2  # high_value_at_risk: spend >= min_spend and risk_after >= min_churn_risk
-GATE_WIN_BACK = 3  # win_back: risk_before < min_churn_risk <= risk_after
+GATE_NONE: Final = 0
+GATE_DROP: Final = 1  # experience_drop: score_peak - score_after >= min_drop_points
+# high_value_at_risk: spend >= min_spend and risk_after >= min_churn_risk
+GATE_HIGH_VALUE: Final = 2
+GATE_WIN_BACK: Final = 3  # win_back: risk_before < min_churn_risk <= risk_after
 
 # (rule, its config, gate, gate thresholds a and b)
 Step = tuple[Evaluator, Any, int, float, float]
@@ -40,7 +41,7 @@ RulePlan = dict[str, tuple[Step, ...]]
 
 # Page views raise friction_spike only when they are a server error (error_kind), and
 # browse_intent only when they name a product: their plans are split by those two facts.
-PAGE_VIEW = "page_view"
+PAGE_VIEW: Final = "page_view"
 PAGE_VIEW_ONLY_IF: dict[str, str] = {"friction_spike": "error", "browse_intent": "product"}
 
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
 from schemas.events import STAGE_ORDER, JourneyStage
 from streams.core.signals import Signal
 from streams.core.state import MAX_SIGNALS, CustomerState
 
-NEUTRAL = 50.0
-SATURATION_POINTS = 50.0
-STAGE_WINDOW_S = 30 * 86_400
-_STAGE_VALUES_FURTHEST_FIRST = tuple(stage._value_ for stage in reversed(STAGE_ORDER))
-_AWARENESS: str = JourneyStage.awareness._value_
+NEUTRAL: Final = 50.0
+SATURATION_POINTS: Final = 50.0
+STAGE_WINDOW_S: Final = 30 * 86_400
+_STAGE_VALUES_FURTHEST_FIRST: Final = tuple(stage._value_ for stage in reversed(STAGE_ORDER))
+_AWARENESS: Final[str] = JourneyStage.awareness._value_
 
 
 def decay(dt_s: float, half_life_s: float) -> float:

@@ -9,6 +9,7 @@ in 24 h) weighs ``moment_of_truth_factor`` times more. docs/scoring.md lists eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from schemas.event_records import (
     AppErrorEvent,
@@ -53,7 +54,7 @@ class SignalWeights:
 
 Signal = tuple[str, float]
 
-SURVEY_LOW = {"nps": 0, "csat": 1, "ces": 1}
+SURVEY_LOW: Final = {"nps": 0, "csat": 1, "ces": 1}
 
 
 def is_moment_of_truth(event: Event, w: SignalWeights) -> bool:

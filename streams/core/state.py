@@ -1,8 +1,9 @@
 """Per-customer state: everything the engine remembers about one customer, and its wire form.
 
 The Faust table stores ``CustomerState.to_bytes()``: MessagePack (msgspec) of the fields in
-order, after the format version (2). ``from_bytes`` also reads format 1 (a JSON object with short
-keys), which deployed changelogs still hold. MessagePack is about half the size of that JSON and
+order, after the format version (2); the decoders live in :mod:`streams.core.state_wire`.
+``from_bytes`` also reads format 1 (a JSON object with short keys), which deployed changelogs
+still hold. MessagePack is about half the size of that JSON and
 encodes and decodes in about half the time (no float text to format or parse, tuples built in C).
 Every container is bounded by a time retention *and* a hard length cap, so the encoded
 size has a fixed upper bound (see docs/scoring.md, "State size", and tests/unit/test_engine.py).
@@ -12,38 +13,36 @@ Times are event-time epoch seconds; the only wall-clock quantity kept is ``lag_s
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import orjson
 
-STATE_VERSION = 2
-
-# (event time, weight in score points, signal name, event id)
-SignalRec = tuple[float, float, str, str]
-# (event time, resolved, event id, contact id, reason)
-ContactRec = tuple[float, bool, str, str, str]
-# (event time, event id, error kind)
-ErrorRec = tuple[float, str, str]
-# (event time, event id, product id hash)
-ViewRec = tuple[float, str, int]
-# (due time, abandon time, event id, cart id, cart value, currency)
-CartRec = tuple[float, float, str, str, float, str]
-# (release time, alert as JSON-ready dict without emitted_at)
-DeferredRec = tuple[float, dict[str, Any]]
+from streams.core.state_wire import (
+    STATE_VERSION,
+    CartRec,
+    ContactRec,
+    DeferredRec,
+    ErrorRec,
+    SignalRec,
+    ViewRec,
+    decode_legacy,
+    decode_wire,
+    encode,
+)
 
 # Hard caps (the time retentions live in the engine config). They bound the state size.
-MAX_SEEN_IDS = 512
-MIN_SEEN_IDS = 256
-MAX_SIGNALS = 24
-MAX_CONTACTS = 16
-MAX_ERRORS = 32
-MAX_VIEWS = 32
-MAX_PENDING_CARTS = 8
-MAX_DEFERRED = 4  # >= 2 UTC days x the default marketing cap of 2
+MAX_SEEN_IDS: Final = 512
+MIN_SEEN_IDS: Final = 256
+MAX_SIGNALS: Final = 24
+MAX_CONTACTS: Final = 16
+MAX_ERRORS: Final = 32
+MAX_VIEWS: Final = 32
+MAX_PENDING_CARTS: Final = 8
+MAX_DEFERRED: Final = 4  # >= 2 UTC days x the default marketing cap of 2
 
 
-_INF = float("inf")
+_INF: Final = float("inf")
 _blake2b = hashlib.blake2b
 _from_bytes = int.from_bytes  # big-endian by default (Python >= 3.11)
 
@@ -58,54 +57,143 @@ def short_hash(text: str) -> int:
     return _from_bytes(_blake2b(text.encode(), digest_size=4).digest()) >> 1
 
 
-class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
+# Every field of CustomerState, in the order of the wire form.
+STATE_FIELDS: Final = (
+    "watermark", "first_seen", "lag_s", "timezone", "segment", "seen", "score_sum", "signals",
+    "score", "risk", "stage", "score_hourly", "pub_score", "pub_risk", "pub_stage",
+    "activity_daily", "stage_seen", "purchases", "first_purchase", "last_purchase",
+    "last_purchase_id", "spend", "last_negative", "contacts", "errors", "views", "last_cart",
+    "pending_carts", "deferred", "last_fired", "daily_counts", "last_support_alert",
+    "risk_wake_s", "purchase_days", "first_day_spend"
+)
+
+
+class CustomerState:
     """What the engine keeps per customer. Mutated in place by ``Engine.process``/``tick``.
 
-    Not tracked by the garbage collector (``gc=False``): a state holds only plain containers,
-    never a reference back to itself.
+    A plain class, compiled with the engine (streams/core/native.py): the engine reads and
+    writes its fields on every event, and a compiled class keeps them in C slots, where a
+    msgspec Struct would cost a generic attribute look-up each time. Equality compares every
+    field (the wire form); the fields are listed in :data:`STATE_FIELDS`.
     """
 
-    watermark: float | None = None  # highest event time processed
-    first_seen: float | None = None  # lowest event time processed
-    lag_s: float = 0.0  # wall time minus event time at the last in-order event (for tick())
-    timezone: str | None = None
-    segment: str | None = None
-    seen: dict[int, int] = {}  # event id hash -> event time (whole seconds)
-    score_sum: float = 0.0  # decayed signal sum, referenced to the watermark
-    signals: list[SignalRec] = []  # strongest signals, for explanations
-    score: float = 50.0  # experience score after the last event
-    risk: float = 0.0  # churn risk after the last event
-    stage: str | None = None  # journey stage after the last event
-    score_hourly: dict[int, float] = {}  # hour -> max score
-    pub_score: float | None = None  # last published score update
-    pub_risk: float | None = None
-    pub_stage: str | None = None
-    activity_daily: dict[int, float] = {}  # day -> activity events
-    stage_seen: dict[str, float] = {}  # stage -> last event time
-    purchases: int = 0
-    first_purchase: float | None = None
-    last_purchase: float | None = None
-    last_purchase_id: str | None = None
-    spend: float = 0.0
-    last_negative: float | None = None  # last detractor-like survey answer
-    contacts: list[ContactRec] = []
-    errors: list[ErrorRec] = []
-    views: list[ViewRec] = []
-    last_cart: float | None = None  # last checkout_started / cart_abandon / purchase
-    pending_carts: list[CartRec] = []
-    deferred: list[DeferredRec] = []
-    last_fired: dict[str, float] = {}  # rule -> alert event time
-    daily_counts: dict[str, int] = {}  # "kind:day" -> alerts
-    last_support_alert: float | None = None
+    __slots__ = STATE_FIELDS
+
+    watermark: float | None  # highest event time processed
+    first_seen: float | None  # lowest event time processed
+    lag_s: float  # wall time minus event time at the last in-order event (for tick())
+    timezone: str | None
+    segment: str | None
+    seen: dict[int, int]  # event id hash -> event time (whole seconds)
+    score_sum: float  # decayed signal sum, referenced to the watermark
+    signals: list[SignalRec]  # strongest signals, for explanations
+    score: float  # experience score after the last event
+    risk: float  # churn risk after the last event
+    stage: str | None  # journey stage after the last event
+    score_hourly: dict[int, float]  # hour -> max score
+    pub_score: float | None  # last published score update
+    pub_risk: float | None
+    pub_stage: str | None
+    activity_daily: dict[int, float]  # day -> activity events
+    stage_seen: dict[str, float]  # stage -> last event time
+    purchases: int
+    first_purchase: float | None
+    last_purchase: float | None
+    last_purchase_id: str | None
+    spend: float
+    last_negative: float | None  # last detractor-like survey answer
+    contacts: list[ContactRec]
+    errors: list[ErrorRec]
+    views: list[ViewRec]
+    last_cart: float | None  # last checkout_started / cart_abandon / purchase
+    pending_carts: list[CartRec]
+    deferred: list[DeferredRec]
+    last_fired: dict[str, float]  # rule -> alert event time
+    daily_counts: dict[str, int]  # "kind:day" -> alerts
+    last_support_alert: float | None
     # Wall-clock epoch seconds at which the worker next re-evaluates the churn risk of this
     # state if no event comes (streams/core/idle_risk.py; inf: never). A schedule, not a
     # fact: cleared by every event, set by the worker at the checkpoint and after each look.
-    risk_wake_s: float | None = None
+    risk_wake_s: float | None
     # Distinct UTC days with a purchase and the spend of the first of them (churn model: BG/NBD
     # counts repeat purchase days, Gamma-Gamma the mean spend of the repeat days). States
     # written before these fields decode with 0 (the churn scorer then uses ``purchases``).
-    purchase_days: int = 0
-    first_day_spend: float = 0.0
+    purchase_days: int
+    first_day_spend: float
+
+    def __init__(
+        self,
+        watermark: float | None = None,
+        first_seen: float | None = None,
+        lag_s: float = 0.0,
+        timezone: str | None = None,
+        segment: str | None = None,
+        seen: dict[int, int] | None = None,
+        score_sum: float = 0.0,
+        signals: list[SignalRec] | None = None,
+        score: float = 50.0,
+        risk: float = 0.0,
+        stage: str | None = None,
+        score_hourly: dict[int, float] | None = None,
+        pub_score: float | None = None,
+        pub_risk: float | None = None,
+        pub_stage: str | None = None,
+        activity_daily: dict[int, float] | None = None,
+        stage_seen: dict[str, float] | None = None,
+        purchases: int = 0,
+        first_purchase: float | None = None,
+        last_purchase: float | None = None,
+        last_purchase_id: str | None = None,
+        spend: float = 0.0,
+        last_negative: float | None = None,
+        contacts: list[ContactRec] | None = None,
+        errors: list[ErrorRec] | None = None,
+        views: list[ViewRec] | None = None,
+        last_cart: float | None = None,
+        pending_carts: list[CartRec] | None = None,
+        deferred: list[DeferredRec] | None = None,
+        last_fired: dict[str, float] | None = None,
+        daily_counts: dict[str, int] | None = None,
+        last_support_alert: float | None = None,
+        risk_wake_s: float | None = None,
+        purchase_days: int = 0,
+        first_day_spend: float = 0.0,
+    ) -> None:
+        self.watermark = watermark
+        self.first_seen = first_seen
+        self.lag_s = lag_s
+        self.timezone = timezone
+        self.segment = segment
+        self.seen = {} if seen is None else seen
+        self.score_sum = score_sum
+        self.signals = [] if signals is None else signals
+        self.score = score
+        self.risk = risk
+        self.stage = stage
+        self.score_hourly = {} if score_hourly is None else score_hourly
+        self.pub_score = pub_score
+        self.pub_risk = pub_risk
+        self.pub_stage = pub_stage
+        self.activity_daily = {} if activity_daily is None else activity_daily
+        self.stage_seen = {} if stage_seen is None else stage_seen
+        self.purchases = purchases
+        self.first_purchase = first_purchase
+        self.last_purchase = last_purchase
+        self.last_purchase_id = last_purchase_id
+        self.spend = spend
+        self.last_negative = last_negative
+        self.contacts = [] if contacts is None else contacts
+        self.errors = [] if errors is None else errors
+        self.views = [] if views is None else views
+        self.last_cart = last_cart
+        self.pending_carts = [] if pending_carts is None else pending_carts
+        self.deferred = [] if deferred is None else deferred
+        self.last_fired = {} if last_fired is None else last_fired
+        self.daily_counts = {} if daily_counts is None else daily_counts
+        self.last_support_alert = last_support_alert
+        self.risk_wake_s = risk_wake_s
+        self.purchase_days = purchase_days
+        self.first_day_spend = first_day_spend
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""
@@ -137,9 +225,32 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
             return risk_wake
         return wake
 
+    def wire(self) -> tuple[Any, ...]:
+        """The format version, then every field in declaration order (what is stored)."""
+        return (STATE_VERSION, self.watermark, self.first_seen, self.lag_s, self.timezone,
+                self.segment, self.seen, self.score_sum, self.signals, self.score,
+                self.risk, self.stage, self.score_hourly, self.pub_score, self.pub_risk,
+                self.pub_stage, self.activity_daily, self.stage_seen, self.purchases,
+                self.first_purchase, self.last_purchase, self.last_purchase_id, self.spend,
+                self.last_negative, self.contacts, self.errors, self.views, self.last_cart,
+                self.pending_carts, self.deferred, self.last_fired, self.daily_counts,
+                self.last_support_alert, self.risk_wake_s, self.purchase_days,
+                self.first_day_spend)
+
     def to_bytes(self) -> bytes:
-        """MessagePack of the fields in declaration order, after the format version."""
-        return _encode(self)
+        """MessagePack of :meth:`wire`: an array, the format version first."""
+        return _encode(self.wire())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (the containers are the state's own, not copies)."""
+        return dict(zip(STATE_FIELDS, self.wire()[1:], strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CustomerState) and self.wire() == other.wire()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"CustomerState({inner})"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CustomerState:
@@ -150,17 +261,60 @@ class CustomerState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False
         if data[:1] == b"{":  # version 1: a JSON object (still in deployed changelogs)
             return _from_v1(data)
         try:
-            return _decode(data)
-        except msgspec.DecodeError as exc:
-            raise ValueError(f"unsupported customer state: {exc}") from None
+            wire = decode_wire(data)
+        except msgspec.DecodeError:
+            try:  # written before the last fields were added
+                wire = decode_legacy(data)
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"unsupported customer state: {exc}") from None
+        return _from_wire(wire)
 
     def copy(self) -> CustomerState:
         """An independent deep copy (through the wire form)."""
         return CustomerState.from_bytes(self.to_bytes())
 
+_encode: Final = encode
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(CustomerState).decode
+
+def _from_wire(t: tuple[Any, ...]) -> CustomerState:
+    """A state from a decoded :data:`WIRE_TYPE` tuple (``t[0]`` is the version)."""
+    return CustomerState(
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            t[5],
+            t[6],
+            t[7],
+            t[8],
+            t[9],
+            t[10],
+            t[11],
+            t[12],
+            t[13],
+            t[14],
+            t[15],
+            t[16],
+            t[17],
+            t[18],
+            t[19],
+            t[20],
+            t[21],
+            t[22],
+            t[23],
+            t[24],
+            t[25],
+            t[26],
+            t[27],
+            t[28],
+            t[29],
+            t[30],
+            t[31],
+            t[32],
+            t[33],
+            t[34],
+            t[35],
+    )
 
 
 def _from_v1(data: bytes) -> CustomerState:

@@ -17,11 +17,11 @@ Times are epoch seconds (float); nothing here reads the wall clock.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-HOUR_S = 3600
-DAY_S = 86_400
-WEEK_S = 7 * DAY_S
+HOUR_S: Final = 3600
+DAY_S: Final = 86_400
+WEEK_S: Final = 7 * DAY_S
 
 T = TypeVar("T", bound=tuple[Any, ...])
 

@@ -543,3 +543,19 @@ def test_score_updates_carry_the_customer_value(engine: Engine) -> None:
     updates = [o.score_update for o in outs if o.score_update is not None]
     assert updates and all(u.clv_12m is not None for u in updates)
     assert any(u.clv_12m and u.clv_12m > 0 for u in updates)
+
+
+def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
+    """CustomerState became a plain (compiled) class; changelogs written by the msgspec Struct
+    it replaced must read back, and its bytes must be the Struct's, field for field."""
+    from streams.core.state_wire import LegacyState
+
+    state = _worst_case_state(36)
+    as_struct = LegacyState(**state.as_dict())
+    assert state.to_bytes() == msgspec.msgpack.encode(as_struct)
+    assert CustomerState.from_bytes(msgspec.msgpack.encode(as_struct)) == state
+    # the records come back as tuples and the floats as floats, as the Struct decoded them
+    back = CustomerState.from_bytes(state.to_bytes())
+    assert isinstance(back.signals[0], tuple) and isinstance(back.pending_carts[0], tuple)
+    assert back.deferred[0][1] == state.deferred[0][1]
+    assert CustomerState() != state and repr(CustomerState()).startswith("CustomerState(")

@@ -1,0 +1,96 @@
+"""The wire form of a customer state (format version 2): MessagePack decoders, kept as Python.
+
+A stored state is a MessagePack array: the format version (2), then the fields of
+:class:`streams.core.state.CustomerState` in declaration order. msgspec decodes it straight into
+a typed tuple (:data:`WIRE_TYPE`: every record a tuple, every float a float); an array written
+before the last fields were added (it is shorter) decodes through :class:`LegacyState`, which
+fills them with their defaults.
+
+This module is not compiled (streams/core/native.py): msgspec reads these type objects at run
+time. Failure behaviour: both decoders raise ``msgspec.DecodeError`` on anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+STATE_VERSION = 2
+
+# (event time, weight in score points, signal name, event id)
+SignalRec = tuple[float, float, str, str]
+# (event time, resolved, event id, contact id, reason)
+ContactRec = tuple[float, bool, str, str, str]
+# (event time, event id, error kind)
+ErrorRec = tuple[float, str, str]
+# (event time, event id, product id hash)
+ViewRec = tuple[float, str, int]
+# (due time, abandon time, event id, cart id, cart value, currency)
+CartRec = tuple[float, float, str, str, float, str]
+# (release time, alert as JSON-ready dict without emitted_at)
+DeferredRec = tuple[float, dict[str, Any]]
+
+# The version, then every field of CustomerState in order (state.STATE_FIELDS).
+WIRE_TYPE = tuple[
+    Literal[2],
+    float | None, float | None, float, str | None, str | None,  # watermark .. segment
+    dict[int, int], float, list[SignalRec], float, float, str | None,  # seen .. stage
+    dict[int, float], float | None, float | None, str | None,  # score_hourly .. pub_stage
+    dict[int, float], dict[str, float],  # activity_daily, stage_seen
+    int, float | None, float | None, str | None, float, float | None,  # purchases .. last_neg.
+    list[ContactRec], list[ErrorRec], list[ViewRec], float | None,  # contacts .. last_cart
+    list[CartRec], list[DeferredRec], dict[str, float], dict[str, int],  # .. daily_counts
+    float | None, float | None, int, float,  # last_support_alert .. first_day_spend
+]
+
+
+class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
+    """Format 2 as a msgspec Struct: reads arrays written before the last fields existed."""
+
+    watermark: float | None = None
+    first_seen: float | None = None
+    lag_s: float = 0.0
+    timezone: str | None = None
+    segment: str | None = None
+    seen: dict[int, int] = {}
+    score_sum: float = 0.0
+    signals: list[SignalRec] = []
+    score: float = 50.0
+    risk: float = 0.0
+    stage: str | None = None
+    score_hourly: dict[int, float] = {}
+    pub_score: float | None = None
+    pub_risk: float | None = None
+    pub_stage: str | None = None
+    activity_daily: dict[int, float] = {}
+    stage_seen: dict[str, float] = {}
+    purchases: int = 0
+    first_purchase: float | None = None
+    last_purchase: float | None = None
+    last_purchase_id: str | None = None
+    spend: float = 0.0
+    last_negative: float | None = None
+    contacts: list[ContactRec] = []
+    errors: list[ErrorRec] = []
+    views: list[ViewRec] = []
+    last_cart: float | None = None
+    pending_carts: list[CartRec] = []
+    deferred: list[DeferredRec] = []
+    last_fired: dict[str, float] = {}
+    daily_counts: dict[str, int] = {}
+    last_support_alert: float | None = None
+    risk_wake_s: float | None = None
+    purchase_days: int = 0
+    first_day_spend: float = 0.0
+
+
+encode = msgspec.msgpack.Encoder().encode
+decode_wire = msgspec.msgpack.Decoder(WIRE_TYPE).decode
+_decode_legacy = msgspec.msgpack.Decoder(LegacyState).decode
+_astuple = msgspec.structs.astuple
+
+
+def decode_legacy(data: bytes) -> tuple[Any, ...]:
+    """A format-2 array of any length the format had, as :data:`WIRE_TYPE` (defaults filled)."""
+    return (STATE_VERSION, *_astuple(_decode_legacy(data)))
