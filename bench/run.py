@@ -435,7 +435,7 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                 result.end_to_end, result.resources = e, done.resources
                 if profiler is not None:
                     result.profile = profiler.summary()
-                    result.profile_file = str(profiler.out.relative_to(REPO_ROOT))
+                    result.profile_file = os.path.relpath(profiler.out, REPO_ROOT)
                     if profiler.error:
                         result.errors["profile"] = profiler.error
             _phase(result, "e2e", e2e)

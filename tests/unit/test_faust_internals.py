@@ -197,3 +197,39 @@ def test_the_worker_tables_open_rocksdb_with_the_configured_memory_limits(tmp_pa
         written = "".join(p.read_text() for p in db_dir.glob("OPTIONS-*"))
         assert "write_buffer_size=3145728" in written
         assert "max_write_buffer_number=2" in written
+
+
+_KILLED_AFTER_PUT = """
+import os, sys
+from types import SimpleNamespace
+from rocksdict import Rdict
+from streams.faust_internals import TablePartitions
+db = Rdict(sys.argv[1])
+db.put(b"logged", b"1")  # the handle's default: through the write-ahead log
+store = SimpleNamespace(_db_for_partition=lambda partition: db)
+TablePartitions(SimpleNamespace(data=store, name="states")).put(0, b"unlogged", b"2")
+if sys.argv[2] == "close":
+    db.close()
+os._exit(0)  # no clean shutdown
+"""
+
+
+@pytest.mark.parametrize("ending", ["killed", "close"])
+def test_table_writes_skip_the_write_ahead_log_and_a_clean_close_keeps_them(
+        tmp_path: Path, ending: str) -> None:
+    """The worker's state writes skip RocksDB's WAL (the changelog is the durable copy): a
+    process killed before a flush reopens without them, while a clean close flushes them."""
+    import subprocess
+    import sys
+
+    from rocksdict import Rdict
+
+    path = tmp_path / "db"
+    subprocess.run([sys.executable, "-c", _KILLED_AFTER_PUT, str(path), ending], check=True,
+                   cwd=Path(__file__).resolve().parents[2])
+    db = Rdict(str(path))
+    try:
+        assert db.get(b"logged") == b"1"
+        assert db.get(b"unlogged") == (b"2" if ending == "close" else None)
+    finally:
+        db.close()
