@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) $(INSTALL_NATIVE) ## Create .venv, install CX Signals with its dev dependencies, compile the core
 
-$(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py)
+$(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py) streams/processing.py streams/deadlines.py \
+		streams/expiry.py streams/batch_observer.py streams/pipeline.py
 	@$(BIN)/python streams/core/native.py build || { echo "warning: mypyc could not compile the \
 	scoring core (see above: a type error in streams/core, or no C compiler): it runs as Python, \
 	about 1.45x slower; built again when a core source changes or after make clean-native."; \
@@ -91,5 +92,5 @@ schemas: install ## Re-export the JSON Schemas of the event contract into schema
 .PHONY: clean
 clean: ## Remove the virtualenv and local state (stops the services first)
 	-@deploy/services.sh down
-	rm -f streams/core/*.so streams/core/native-build.json
+	rm -f streams/core/*.so streams/*.so streams/core/native-build.json
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache build

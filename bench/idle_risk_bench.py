@@ -58,6 +58,7 @@ def run(n_events: int = 20_000, n_customers: int = 2_000, repeats: int = 3) -> d
     states = _states(on)
     out["customers"] = len(states)
     engine = on.engine
+    assert isinstance(engine, Engine)
     scorer: ChurnScorer = engine._churn_risk
     calls = [0]
 

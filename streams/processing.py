@@ -12,14 +12,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.alerts import AlertKind
 from schemas.topics import TopicNames
 from streams import metrics
-from streams.core.engine import Engine, Outcome
+from streams.core.engine import Outcome
 from streams.core.state import CustomerState, event_id_hash
 from streams.deadlines import DeadlineIndex
 from streams.expiry import ExpiryIndex, last_active_s
@@ -32,27 +31,57 @@ ReadState = Callable[[int, bytes], "bytes | None"]
 CATCH_UP_RETRY_S = 5.0
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, once per record
+class ScoringEngine(Protocol):
+    """What the processor needs of :class:`streams.core.engine.Engine` (tests wrap one)."""
+
+    def process(self, state: CustomerState | None, customer_id: str, event: Any, *,
+                now: datetime) -> Outcome: ...
+
+    def tick(self, state: CustomerState, customer_id: str, *, now: datetime,
+             idle_risk: bool = True) -> Outcome: ...
+
+    def risk_wakeup_s(self, state: CustomerState, now_s: float) -> float | None: ...
+
+    def risk_first_look_s(self, state: CustomerState, now_s: float) -> float | None: ...
+
+
 class Output:
-    """One record to hand to Kafka (``partition`` None: the producer's partitioner decides)."""
+    """One record to hand to Kafka (``partition`` None: the producer's partitioner decides).
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-    partition: int | None = None
-    on_sent: Callable[[], None] | None = None
+    A plain class rather than a dataclass (one or more per scored event): compiled
+    (streams/core/native.py), its ``__init__`` is native, where a dataclass's is interpreted."""
+
+    __slots__ = ("topic", "key", "value", "headers", "partition", "on_sent")
+
+    def __init__(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+                 on_sent: Callable[[], None] | None = None) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.partition = partition
+        self.on_sent = on_sent
+
+    def __repr__(self) -> str:
+        return f"Output({self.topic!r}, {self.key!r}, partition={self.partition!r})"
 
 
-@dataclass(slots=True)
 class PendingWrite:
     """A customer's serialized state to store in ``partition`` (None: delete it, an expired
     or erased customer); ``change`` numbers the change."""
 
-    customer_id: str
-    value: bytes | None
-    partition: int
-    change: int
+    __slots__ = ("customer_id", "value", "partition", "change")
+
+    def __init__(self, customer_id: str, value: bytes | None, partition: int,
+                 change: int) -> None:
+        self.customer_id = customer_id
+        self.value = value
+        self.partition = partition
+        self.change = change
+
+    def __repr__(self) -> str:
+        return f"PendingWrite({self.customer_id!r}, change={self.change})"
 
 
 class Processor:
@@ -66,7 +95,7 @@ class Processor:
     (a pending write of None: a RocksDB delete and a changelog tombstone).
     """
 
-    def __init__(self, engine: Engine, read_state: ReadState, topics: TopicNames, *,
+    def __init__(self, engine: ScoringEngine, read_state: ReadState, topics: TopicNames, *,
                  deadlines: DeadlineIndex | None = None, expiry: ExpiryIndex | None = None,
                  max_cached_states: int = 10_000) -> None:
         self.engine = engine

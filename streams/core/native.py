@@ -42,8 +42,11 @@ NATIVE_MODULES = (
     "outcome", "policy", "rule_evaluators", "rule_plan", "scoring", "signals", "state",
     "windows",
 )
+# The worker's per-event glue around the core (streams/*.py), compiled with it: Faust-free, sync.
+WORKER_MODULES = ("batch_observer", "deadlines", "expiry", "pipeline", "processing")
 GROUP = "_native"  # the shared library of the compiled modules: streams/core/_native__mypyc*.so
 CORE_DIR = Path(__file__).resolve().parent
+STREAMS_DIR = CORE_DIR.parent
 MANIFEST = CORE_DIR / "native-build.json"
 
 
@@ -56,15 +59,20 @@ def _digest(path: Path) -> str:
 
 
 def _sources() -> dict[str, str]:
-    """SHA-256 of every ``.py`` of streams/core: the compiled modules and what mypyc compiled
-    them against (the state, the configuration)."""
-    return {p.name: _digest(p) for p in sorted(CORE_DIR.glob("*.py"))}
+    """SHA-256 of every ``.py`` of streams/core (the compiled modules and what mypyc compiled
+    them against: the state, the configuration) and of the compiled worker modules."""
+    sources = {p.name: _digest(p) for p in sorted(CORE_DIR.glob("*.py"))}
+    for module in WORKER_MODULES:
+        path = STREAMS_DIR / f"{module}.py"
+        sources[f"streams/{module}.py"] = _digest(path) if path.exists() else ""
+    return sources
 
 
 def _extension_files() -> list[Path]:
-    """Every extension module in streams/core (also of a module no longer listed)."""
+    """Every extension module in streams/core and streams (also of a module no longer
+    listed)."""
     return sorted({p for suffix in importlib.machinery.EXTENSION_SUFFIXES
-                   for p in CORE_DIR.glob(f"*{suffix}")})
+                   for folder in (CORE_DIR, STREAMS_DIR) for p in folder.glob(f"*{suffix}")})
 
 
 def compiled_modules() -> list[str]:
@@ -132,13 +140,14 @@ def build() -> None:
     try:
         setup(
             name="cxsignals-native", py_modules=[],
-            ext_modules=mypycify([f"streams/core/{m}.py" for m in NATIVE_MODULES],
+            ext_modules=mypycify([f"streams/core/{m}.py" for m in NATIVE_MODULES]
+                                 + [f"streams/{m}.py" for m in WORKER_MODULES],
                                  group_name=f"streams.core.{GROUP}", opt_level="3"),
             script_args=["-q", "build_ext", "--inplace", "--build-temp", "build/native"],
         )
     finally:
         os.chdir(cwd)
-    missing = sorted(set(NATIVE_MODULES) - set(compiled_modules()))
+    missing = sorted({*NATIVE_MODULES, *WORKER_MODULES} - set(compiled_modules()))
     if missing:
         raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
     MANIFEST.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")
@@ -148,14 +157,15 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "build":
         build()
-        print(f"compiled {len(NATIVE_MODULES)} modules of streams/core with mypyc")
+        print(f"compiled {len(NATIVE_MODULES)} modules of streams/core and "
+              f"{len(WORKER_MODULES)} of streams with mypyc")
     elif command == "clean":
         removed = clean()
         print(f"removed {len(removed)} files: streams/core runs as Python")
     elif command == "status":
         compiled, stale = compiled_modules(), stale_modules()
         state = "stale: " + ", ".join(stale) if stale else "up to date"
-        print(f"{len(compiled)} of {len(NATIVE_MODULES)} modules compiled"
+        print(f"{len(compiled)} of {len(NATIVE_MODULES) + len(WORKER_MODULES)} modules compiled"
               + (f" ({state})" if compiled else ""))
         return 1 if stale else 0
     else:

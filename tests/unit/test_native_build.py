@@ -14,38 +14,49 @@ from streams.core import native
 
 @pytest.fixture()
 def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake streams/core with two of the native modules, both 'compiled'."""
-    monkeypatch.setattr(native, "CORE_DIR", tmp_path)
-    monkeypatch.setattr(native, "MANIFEST", tmp_path / "native-build.json")
+    """A fake streams/core with two of the native modules and a fake streams with one worker
+    module, all 'compiled'."""
+    streams = tmp_path
+    core = tmp_path / "core"
+    core.mkdir()
+    monkeypatch.setattr(native, "CORE_DIR", core)
+    monkeypatch.setattr(native, "STREAMS_DIR", streams)
+    monkeypatch.setattr(native, "MANIFEST", core / "native-build.json")
     monkeypatch.setattr(native, "NATIVE_MODULES", ("engine", "policy"))
+    monkeypatch.setattr(native, "WORKER_MODULES", ("processing",))
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for module in ("engine", "policy", "state"):  # state.py: compiled against, not compiled
-        (tmp_path / f"{module}.py").write_text(f"X = '{module}'\n")
+    for module in ("engine", "policy", "state"):  # state_wire.py: compiled against, not compiled
+        (core / f"{module}.py").write_text(f"X = '{module}'\n")
+    (streams / "processing.py").write_text("X = 'processing'\n")
+    (streams / "app.py").write_text("X = 'not compiled'\n")
     for module in ("engine", "policy", "_native__mypyc"):
-        (tmp_path / f"{module}{suffix}").write_bytes(b"\x7fELF")
-    sources = {p.name: native._digest(p) for p in tmp_path.glob("*.py")}
-    (tmp_path / "native-build.json").write_text(json.dumps({"sources": sources}))
-    return tmp_path
+        (core / f"{module}{suffix}").write_bytes(b"\x7fELF")
+    (streams / f"processing{suffix}").write_bytes(b"\x7fELF")
+    (core / "native-build.json").write_text(json.dumps({"sources": native._sources()}))
+    return core
 
 
 def test_a_build_that_matches_its_sources_passes(core: Path) -> None:
-    assert native.compiled_modules() == ["engine", "policy"]
+    assert native.compiled_modules() == ["engine", "policy", "processing"]
     assert native.stale_modules() == []
     native.check()
+    (core.parent / "app.py").write_text("X = 'edited, not compiled'\n")
+    assert native.stale_modules() == []  # only the compiled worker modules are guarded
 
 
-@pytest.mark.parametrize("edited", ["policy.py", "state.py"])
+@pytest.mark.parametrize("edited", ["policy.py", "state.py", "../processing.py"])
 def test_a_source_changed_after_the_build_is_refused_with_the_fix(core: Path, edited: str
                                                                    ) -> None:
     (core / edited).write_text("X = 'edited'\n")
-    assert native.stale_modules() == ["engine", "policy"]
+    assert native.stale_modules() == ["engine", "policy", "processing"]
+    edited = edited.replace("../", "streams/")
     with pytest.raises(native.StaleNativeBuild, match=rf"{edited} changed .*make native"):
         native.check()
 
 
 def test_a_build_without_its_manifest_is_incomplete(core: Path) -> None:
     (core / "native-build.json").unlink()
-    assert native.stale_modules() == ["engine", "policy"]
+    assert native.stale_modules() == ["engine", "policy", "processing"]
     with pytest.raises(native.StaleNativeBuild, match="incomplete"):
         native.check()
 
@@ -56,9 +67,9 @@ def test_clean_removes_every_extension_and_the_manifest(core: Path) -> None:
     removed = native.clean()
     assert {p.name for p in removed} == {f"engine{suffix}", f"policy{suffix}",
                                          f"_native__mypyc{suffix}", f"dropped{suffix}",
-                                         "native-build.json"}
+                                         f"processing{suffix}", "native-build.json"}
     assert native.compiled_modules() == [] and native.stale_modules() == []
-    assert (core / "engine.py").exists()  # the sources stay
+    assert (core / "engine.py").exists() and (core.parent / "processing.py").exists()
 
 
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="CI builds the core (make install)")
@@ -66,4 +77,4 @@ def test_ci_runs_the_compiled_core() -> None:
     import streams.core.engine as engine
 
     assert Path(engine.__file__ or "").suffix == ".so"
-    assert native.compiled_modules() == list(native.NATIVE_MODULES)
+    assert native.compiled_modules() == sorted(native.NATIVE_MODULES + native.WORKER_MODULES)
