@@ -3,8 +3,9 @@
 ``make native`` (part of ``make install``) runs ``python streams/core/native.py build`` (a
 script, so that a stale build cannot stop its own rebuild: importing ``streams.core`` runs the
 check below): mypyc
-compiles :data:`NATIVE_MODULES` into extension modules next to their sources
-(``streams/core/*.so``, git-ignored) and records the SHA-256 of each source in
+compiles :data:`NATIVE_MODULES` and the worker's per-event glue (:data:`WORKER_MODULES`, in
+streams/) into extension modules next to their sources (``streams/core/*.so``,
+``streams/*.so``, git-ignored) and records the SHA-256 of each source in
 ``streams/core/native-build.json``. Python imports an extension module in preference to the
 ``.py`` of the same name, so the worker, the tests and the bench run the compiled core; in the
 engine bench it is about 1.45x faster (docs/performance.md). The sources stay the reference:
@@ -20,8 +21,9 @@ crossing a function boundary raises TypeError where Python would carry on. A pro
 Python frames (py-spy) does not see inside compiled functions: ``make clean-native`` first.
 
 Failure behaviour: a compiled module whose sources changed after the build would run the old
-code. :func:`check`, run when ``streams.core`` is imported, compares the SHA-256 of every
-``.py`` of streams/core with the manifest and raises :class:`StaleNativeBuild` naming what
+code. :func:`check`, run when ``streams.core`` is imported (the compiled worker modules import
+it too), compares the SHA-256 of every ``.py`` of streams/core and of each worker module with
+the manifest and raises :class:`StaleNativeBuild` naming what
 changed and the fix. A failed build leaves no compiled module behind (it cleans first and
 writes the manifest last). The ``.so`` files are git-ignored, so they survive a checkout:
 before checking out a commit older than this module (which had no check), run
