@@ -583,21 +583,32 @@ class TablePartitions:
             self.store.set_persisted_offset(TP(topic, partition), offset)
 
     def scan(self, partition: int, chunk: int = 500) -> Iterator[list[tuple[bytes, bytes]]]:
-        """The partition's items in chunks (the caller yields to the event loop in between)."""
-        db = self.store._dbs.get(partition)
-        if db is None:
-            return
+        """The partition's items in chunks (the caller yields to the event loop in between).
+
+        Holds no handle or iterator between chunks: each chunk looks the partition up again and
+        seeks past the last key, so a partition Faust closes meanwhile (it drops the handle;
+        the close flushes the memtable, see :meth:`put`) is really closed, and the scan ends.
+        """
         offset_key = self.store.offset_key
-        items: list[tuple[bytes, bytes]] = []
-        for key, value in db.items():
-            if key == offset_key:
-                continue
-            items.append((key, value))
-            if len(items) >= chunk:
+        last: bytes | None = None
+        while True:
+            db = self.store._dbs.get(partition)
+            if db is None:
+                return
+            items: list[tuple[bytes, bytes]] = []
+            iterator = db.items() if last is None else db.items(from_key=last)
+            for key, value in iterator:
+                if key in (last, offset_key):  # from_key is inclusive
+                    continue
+                items.append((key, value))
+                if len(items) >= chunk:
+                    break
+            del iterator, db
+            if items:
+                last = items[-1][0]
                 yield items
-                items = []
-        if items:
-            yield items
+            if len(items) < chunk:
+                return
 
     def estimated_keys(self, partitions: Sequence[int]) -> int:
         """RocksDB's estimate of the keys in these partitions: O(1), no scan."""

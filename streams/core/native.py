@@ -21,13 +21,13 @@ crossing a function boundary raises TypeError where Python would carry on. A pro
 Python frames (py-spy) does not see inside compiled functions: ``make clean-native`` first.
 
 Failure behaviour: a compiled module whose sources changed after the build would run the old
-code. :func:`check`, run when ``streams.core`` is imported (the compiled worker modules import
-it too), compares the SHA-256 of every ``.py`` of streams/core and of each worker module with
-the manifest and raises :class:`StaleNativeBuild` naming what
-changed and the fix. A failed build leaves no compiled module behind (it cleans first and
-writes the manifest last). The ``.so`` files are git-ignored, so they survive a checkout:
-before checking out a commit older than this module (which had no check), run
-``make clean-native``.
+code. :func:`check`, run when ``streams.core`` is imported (a compiled worker module loads the
+shared library in streams/core first, which imports it), compares the SHA-256 of every
+``.py`` of streams/core and of each worker module with the manifest and raises
+:class:`StaleNativeBuild` naming what changed and the fix. A failed build leaves no compiled
+module behind (it cleans first and writes the manifest last). The ``.so`` files are
+git-ignored, so they survive a checkout: before checking out a commit older than this module
+(which had no check), run ``make clean-native``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ NATIVE_MODULES = (
     "outcome", "policy", "rule_evaluators", "rule_plan", "scoring", "signals", "state",
     "windows",
 )
-# The worker's per-event glue around the core (streams/*.py), compiled with it: Faust-free, sync.
+# The worker's per-event glue around the core (streams/*.py), compiled with it: Faust-free.
+# The Makefile lists their sources too (tests/unit/test_native_build.py checks both agree).
 WORKER_MODULES = ("batch_observer", "deadlines", "expiry", "pipeline", "processing")
 GROUP = "_native"  # the shared library of the compiled modules: streams/core/_native__mypyc*.so
 CORE_DIR = Path(__file__).resolve().parent

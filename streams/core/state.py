@@ -259,7 +259,10 @@ class CustomerState:
         Raises ValueError on anything else (an unknown format version included).
         """
         if data[:1] == b"{":  # version 1: a JSON object (still in deployed changelogs)
-            return _from_v1(data)
+            try:
+                return _from_v1(data)
+            except (KeyError, TypeError) as exc:  # a field missing or of the wrong type
+                raise ValueError(f"unsupported customer state (format 1): {exc!r}") from None
         try:
             wire = decode_wire(data)
         except msgspec.DecodeError:

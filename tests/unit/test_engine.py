@@ -225,6 +225,12 @@ def test_from_bytes_rejects_unknown_version() -> None:
         CustomerState.from_bytes(_v1_bytes(CustomerState()).replace(b'"v":1', b'"v":99'))
     with pytest.raises(ValueError, match="unsupported"):
         CustomerState.from_bytes(msgspec.msgpack.encode([99, *fields[1:]]))
+    # a format-1 state with a field missing, or of the wrong type: ValueError too
+    v1 = _v1_bytes(CustomerState())
+    with pytest.raises(ValueError, match="format 1"):
+        CustomerState.from_bytes(v1.replace(b'"ct":', b'"xx":'))
+    with pytest.raises(ValueError, match="format 1"):
+        CustomerState.from_bytes(v1.replace(b'"lag":0.0', b'"lag":"soon"'))
 
 
 def _v1_bytes(st: CustomerState) -> bytes:

@@ -239,3 +239,33 @@ def test_table_writes_skip_the_write_ahead_log_and_a_clean_close_keeps_them(
         assert db.get(b"unlogged") == (None if ending == "killed" else b"2")
     finally:
         db.close()
+
+
+def test_scan_reads_every_item_once_in_chunks_and_stops_when_the_partition_closes(
+        tmp_path: Path) -> None:
+    """The rebuild's scan holds no handle between chunks (Faust closes a partition by dropping
+    it): it seeks past the last key for each chunk and ends once the partition is gone."""
+    from rocksdict import Rdict
+
+    from streams.faust_internals import TablePartitions
+
+    db = Rdict(str(tmp_path / "db"))
+    try:
+        keys = [f"c-{i:05d}".encode() for i in range(1203)]
+        for key in keys:
+            db.put(key, b"v" + key)
+        db.put(b"__offset__", b"42")
+        store = SimpleNamespace(_dbs={0: db}, offset_key=b"__offset__",
+                                _db_for_partition=lambda partition: db)
+        table = TablePartitions(SimpleNamespace(data=store, name="states"))
+        chunks = list(table.scan(0, chunk=500))
+        assert [len(c) for c in chunks] == [500, 500, 203]
+        assert [k for c in chunks for k, _v in c] == sorted(keys)
+        assert all(v == b"v" + k for c in chunks for k, v in c)
+        scan = table.scan(0, chunk=500)
+        assert len(next(scan)) == 500
+        store._dbs.clear()  # Faust revoked the partition
+        assert list(scan) == []
+        assert list(table.scan(7)) == []  # a partition never opened
+    finally:
+        db.close()

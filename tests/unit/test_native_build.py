@@ -78,3 +78,13 @@ def test_ci_runs_the_compiled_core() -> None:
 
     assert Path(engine.__file__ or "").suffix == ".so"
     assert native.compiled_modules() == sorted(native.NATIVE_MODULES + native.WORKER_MODULES)
+
+
+def test_the_makefile_rebuilds_when_a_compiled_worker_module_changes() -> None:
+    """The Makefile's native stamp lists the compiled worker sources; one missing there would
+    leave the guard asking for a `make native` that rebuilds nothing."""
+    makefile = (Path(native.__file__).resolve().parents[2] / "Makefile").read_text()
+    rule = makefile.replace("\\\n", " ").split("$(NATIVE_STAMP):", 1)[1].split("\n", 1)[0]
+    listed = {part[len("streams/"):-len(".py")] for part in rule.split()
+              if part.startswith("streams/") and part.endswith(".py") and "*" not in part}
+    assert listed == set(native.WORKER_MODULES)
