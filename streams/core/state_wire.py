@@ -12,7 +12,7 @@ time. Failure behaviour: both decoders raise ``msgspec.DecodeError`` on anything
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import msgspec
 
@@ -31,22 +31,10 @@ CartRec = tuple[float, float, str, str, float, str]
 # (release time, alert as JSON-ready dict without emitted_at)
 DeferredRec = tuple[float, dict[str, Any]]
 
-# The version, then every field of CustomerState in order (state.STATE_FIELDS).
-WIRE_TYPE = tuple[
-    Literal[2],
-    float | None, float | None, float, str | None, str | None,  # watermark .. segment
-    dict[int, int], float, list[SignalRec], float, float, str | None,  # seen .. stage
-    dict[int, float], float | None, float | None, str | None,  # score_hourly .. pub_stage
-    dict[int, float], dict[str, float],  # activity_daily, stage_seen
-    int, float | None, float | None, str | None, float, float | None,  # purchases .. last_neg.
-    list[ContactRec], list[ErrorRec], list[ViewRec], float | None,  # contacts .. last_cart
-    list[CartRec], list[DeferredRec], dict[str, float], dict[str, int],  # .. daily_counts
-    float | None, float | None, int, float,  # last_support_alert .. first_day_spend
-]
-
-
 class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
-    """Format 2 as a msgspec Struct: reads arrays written before the last fields existed."""
+    """Format 2 as a msgspec Struct: the fields of CustomerState, in order, with their types and
+    defaults. Reads arrays written before the last fields existed; :data:`WIRE_TYPE` and
+    :data:`STATE_FIELDS` are derived from it."""
 
     watermark: float | None = None
     first_seen: float | None = None
@@ -84,6 +72,11 @@ class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
     purchase_days: int = 0
     first_day_spend: float = 0.0
 
+
+# Every field of CustomerState, in the order of the wire form.
+STATE_FIELDS: tuple[str, ...] = LegacyState.__struct_fields__
+# The version, then every field: what msgspec decodes a current state into (records as tuples).
+WIRE_TYPE: Any = tuple[(Literal[2], *get_type_hints(LegacyState).values())]  # type: ignore[misc]
 
 encode = msgspec.msgpack.Encoder().encode
 decode_wire = msgspec.msgpack.Decoder(WIRE_TYPE).decode
