@@ -285,8 +285,9 @@ def _model_json(value: Any) -> Any:
 
 
 def _explanation(contributions: Sequence[Any]) -> str:
-    # Records (dataclasses) encode natively; pydantic Contributions through _model_json.
-    return orjson.dumps(contributions, default=_model_json).decode("utf-8")
+    # Records (msgspec Structs) become builtins natively, pydantic Contributions through
+    # _model_json; orjson writes the floats as the published JSON does.
+    return _dumps(_to_builtins(contributions, enc_hook=_model_json)).decode("utf-8")
 
 
 def score_row(update: ScoreUpdateRecord | ScoreUpdate, *, ingested_at: datetime) -> Row:
