@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from cxsignals.gc_tuning import tune_collector
 from cxsignals.settings import Settings
 
 log = logging.getLogger("cxsignals")
@@ -36,8 +37,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             log.error("%s (set CX_SINK_METRICS_PORT to a free port, one per sink)", exc)
             return 2
 
+    sink = build_sink(config, health)
+    tune_collector()  # rows and records are short-lived; see gc_tuning
+
     async def main() -> None:
-        task = asyncio.ensure_future(serve(build_sink(config, health)))
+        task = asyncio.ensure_future(serve(sink))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ import signal
 import threading
 from typing import Any
 
+from cxsignals.gc_tuning import tune_collector
 from cxsignals.settings import Settings
 
 log = logging.getLogger("cxsignals")
@@ -117,8 +117,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     # Per-event work allocates many short-lived objects; the default collector thresholds spend
     # ~15 % of the engine's time in gen-0 collections. Freeze what start-up allocated.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_collector()
 
     class Worker(FaustWorker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
