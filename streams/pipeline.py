@@ -121,12 +121,6 @@ SendRecords = Callable[[Sequence[Any]], Awaitable[Sequence[Delivery]]]
 Ack = Callable[[Any, int, int], None]
 
 
-HANDOVER_EVENTS = 500
-"""A fetch larger than this hands its outputs over every this many records instead of at its
-end: an alert then waits for at most this many records to be scored before it, not for a whole
-catch-up fetch (up to ``CX_BATCH_MAX_EVENTS``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class PipelineLimits:
     partitions: int
@@ -139,7 +133,6 @@ class PipelineLimits:
     checkpoint_events: int = 50_000
     # Durable phases that may wait for the broker while later fetches are scored.
     durable_in_flight: int = 4
-    handover_events: int = HANDOVER_EVENTS
 
 
 class ScoringPipeline:
@@ -191,8 +184,6 @@ class ScoringPipeline:
         outputs: list[Output] = []
         handled = 0
         counts: dict[str, int] = {}
-        handover_events = self.limits.handover_events
-        since_handover = 0
         for tp, records in fetch.items():
             if not records:
                 continue
@@ -211,14 +202,6 @@ class ScoringPipeline:
                     reason = Invalid(ErrorCode.processing_error,
                                      f"{stage}: {type(exc).__name__}: {exc}")
                     outputs.append(self._dead_letter(record, reason, now))
-                since_handover += 1
-                if since_handover >= handover_events and outputs:
-                    # The outputs so far leave now (a durable phase without acks); yield once
-                    # so that it hands them to the producer before the rest is scored.
-                    since_handover = 0
-                    await self._hand_over(outputs, False, started)
-                    outputs = []
-                    await asyncio.sleep(0)
         self._ticks(now, outputs)
         for event_type, n in counts.items():
             metrics.child(metrics.events_processed, event_type).inc(n)

@@ -11,7 +11,7 @@ from schemas.topics import TopicNames
 from streams.core.deadletter import parse_dead_letter_headers
 from streams.expiry import DAY_S, ExpiryIndex
 from streams.partitioner import customer_partition
-from streams.pipeline import HANDOVER_EVENTS, PipelineLimits, ScoringPipeline
+from streams.pipeline import PipelineLimits, ScoringPipeline
 from streams.processing import Processor
 from tests.journeys import build_engine, make_event
 
@@ -92,9 +92,8 @@ def _done() -> asyncio.Future[None]:
 
 
 class _Harness:
-    def __init__(self, handover_events: int = HANDOVER_EVENTS) -> None:
+    def __init__(self) -> None:
         self.log: list[tuple[str, Any]] = []
-        self.send_sizes: list[int] = []
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None, Any]] = []
         self.acks: list[tuple[str, int, int, int]] = []
         self.changelog: list[tuple[int | None, bytes | None, bytes | None]] = []
@@ -105,7 +104,7 @@ class _Harness:
         self.pipeline = ScoringPipeline(
             processor, self.states, self.identities, self.send, self.ack, TOPICS, KEYED,
             PipelineLimits(partitions=PARTITIONS, max_event_bytes=1 << 20,
-                           max_future_skew_s=86_400, handover_events=handover_events))
+                           max_future_skew_s=86_400))
         self.fail_sends = 0
 
     async def send(self, records: Any) -> list[_Delivery]:
@@ -113,7 +112,6 @@ class _Harness:
         if self.fail_sends:
             self.fail_sends -= 1
             raise ConnectionError("broker away")
-        self.send_sizes.append(len(records))
         for record in records:
             if record.topic.endswith("-changelog"):
                 self.log.append((record.topic.split("-")[0], (record.partition, record.key)))
@@ -177,21 +175,6 @@ def test_an_event_on_another_partition_is_forwarded_to_its_customers_partition()
     # ... and scored there when it arrives through the keyed topic.
     h.run(_fetch(KEYED, home, [(customer.encode(), value)]))
     assert (home, customer.encode()) in h.states.data
-
-
-def test_a_large_fetch_hands_its_outputs_over_as_it_goes_in_order() -> None:
-    customer = "c-chunks"
-    home = customer_partition(customer, PARTITIONS)
-    away = (home + 1) % PARTITIONS
-    values = [(customer.encode(), _event(customer, n)) for n in range(7)]
-    whole = _Harness()
-    whole.run(_fetch(TOPICS.touchpoints, away, values))
-    assert whole.send_sizes == [7]  # one hand-over at the end of the fetch
-    h = _Harness(handover_events=3)
-    h.run(_fetch(TOPICS.touchpoints, away, values))
-    assert h.send_sizes == [3, 3, 1]  # every 3 records, then the rest with the fetch
-    assert h.sent == whole.sent  # the same records in the same order
-    assert h.acks == whole.acks == [(TOPICS.touchpoints, away, 0, 6)]
 
 
 def test_outputs_are_delivered_before_states_and_acks_come_last() -> None:
