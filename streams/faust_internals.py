@@ -488,15 +488,6 @@ class ChangelogRecord(NamedTuple):
     partition: int | None
 
 
-@lru_cache(maxsize=1)
-def _unlogged_writes() -> Any:
-    from rocksdict import WriteOptions  # Faust's RocksDB driver (CX_STORE_URL=rocksdb://)
-
-    options = WriteOptions()
-    options.disable_wal = True  # type: ignore[method-assign,assignment]  # a property (stub: a method)
-    return options
-
-
 class TablePartitions:
     """A Faust table's RocksDB partitions and changelog, written the way ``Table.__setitem__``
     writes them (a put into the partition's store, a changelog record with the same key, value
@@ -508,14 +499,13 @@ class TablePartitions:
     ``processing_guarantee="exactly_once"`` (Faust then persists offsets at commit time), which
     CX Signals does not use.
 
-    Writes skip RocksDB's write-ahead log (``disable_wal`` on the partition's handle, set on
-    every :meth:`put`, ~0.1 us: every later write through it, the persisted offset and Faust's
-    recovery batches included). The changelog is the durable copy: a process killed before
-    RocksDB flushed its memtable reopens the partition as of its last flush, a prefix of the
-    writes in order, so its persisted offset never passes the values stored with it, and
-    recovery replays the changelog from there. No reference to a handle is kept: Faust closes a
-    partition by dropping its handle (on revocation and at stop), and that close flushes the
-    memtable. The log cost ~4 us a put, about 5 % of the worker's time (docs/performance.md).
+    Writes go through RocksDB's write-ahead log (the handle's default). Skipping it (~4 us a
+    put, ~5 % of the worker's time) was tried and undone: the log makes a write durable when
+    ``put`` returns, while without it a write lives in the memtable until a flush, and Faust
+    closes a partition by dropping its handle, which closes (and flushes) only when the
+    handle is garbage-collected. A partition reopened before that (a standby promoted to
+    active in a rebalance) lost states that way in ``test_rebalance`` (docs/performance.md).
+    No reference to a handle is kept here either.
     """
 
     def __init__(self, table: Any) -> None:
@@ -554,9 +544,8 @@ class TablePartitions:
                 if db.get(key) is not None]
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Store ``value`` (None: delete the key), without the write-ahead log (see above)."""
+        """Store ``value`` (None: delete the key)."""
         db = self.store._db_for_partition(partition)
-        db.set_write_options(_unlogged_writes())
         if value is None:
             db.delete(key)
         else:
