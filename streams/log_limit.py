@@ -6,9 +6,9 @@ they come from the same logger with the same level and the same message template
 arguments may differ: another node id, another error text). The first of a window passes; the
 rest of that window are dropped and counted; the first one after the window passes with
 ``(N similar suppressed in the last W s)`` appended. A dropped record's traceback is dropped
-with it. Records of other templates are never held back, nor CX Signals' own (``OWN_LOGGERS``:
-they are backed off where they are logged). Thread-safe (aiokafka's consumer runs
-on its own thread).
+with it. Records of other templates are never held back, nor Faust's recovery lines, nor CX
+Signals' own (``OWN_LOGGERS``: they are backed off where they are logged). Thread-safe
+(aiokafka's consumer runs on its own thread).
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ DEFAULT_WINDOW_S = 30.0
 # CX Signals' own lines are never collapsed: they are rate-limited where they are logged (one
 # per backed-off attempt), and each says something the operator needs.
 OWN_LOGGERS = ("cxsignals", "streams", "sinks", "schemas")
+# Faust's table recovery logs a few lines per rebalance (what it reads, from where, "Worker
+# ready"): never a burst, and two rebalances within a window must both show (collapsed, the
+# second rebalance's recovery was invisible when a state loss was being diagnosed).
+NEVER_COLLAPSED = (*OWN_LOGGERS, "faust.tables.recovery")
 
 
 class RepeatFilter(logging.Filter):
     def __init__(self, window_s: float = DEFAULT_WINDOW_S, min_level: int = logging.DEBUG,
                  clock: Callable[[], float] = time.monotonic,
-                 exempt: tuple[str, ...] = OWN_LOGGERS) -> None:
+                 exempt: tuple[str, ...] = NEVER_COLLAPSED) -> None:
         super().__init__()
         self.window_s = window_s
         self.exempt = exempt

@@ -59,3 +59,14 @@ def test_our_own_lines_are_never_collapsed() -> None:
     for attempt in range(5):
         assert repeat.filter(_record("waiting for Kafka (attempt %d)", attempt, name="cxsignals"))
         assert repeat.filter(_record("batch %s failed", "send", name="streams.pipeline"))
+
+
+def test_faust_recovery_lines_of_every_rebalance_show() -> None:
+    clock = _Clock()
+    repeat = RepeatFilter(window_s=30, clock=clock)
+    for _rebalance in range(3):
+        assert repeat.filter(_record("[^---Recovery]: Highwater for active changelog partitions",
+                                     name="faust.tables.recovery", level=logging.INFO))
+        clock.now += 12
+    assert repeat.filter(_record("Unable connect to node", name="aiokafka.conn"))
+    assert not repeat.filter(_record("Unable connect to node", name="aiokafka.conn"))
