@@ -115,9 +115,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (UnsupportedVersion, ChurnParamsError) as exc:
         log.error("%s", exc)
         return 2
-    # Per-event work allocates many short-lived objects; the default collector thresholds spend
-    # ~15 % of the engine's time in gen-0 collections. Freeze what start-up allocated.
-    tune_collector()
+    tune_collector()  # states, events and records are short-lived; see gc_tuning
 
     class Worker(FaustWorker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:

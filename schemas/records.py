@@ -29,7 +29,8 @@ from schemas.alerts import Alert, AlertKind
 from schemas.events import JourneyStage
 from schemas.scores import ScoreUpdate
 
-_OPTIONS = orjson.OPT_UTC_Z  # pydantic writes UTC as "Z"
+# to_builtins writes datetimes as pydantic does (RFC 3339, "Z" for UTC); orjson then writes
+# the floats as pydantic does.
 _dumps = orjson.dumps
 _to_builtins = msgspec.to_builtins
 
@@ -64,7 +65,7 @@ class AlertRecord(msgspec.Struct, kw_only=True):
 
     def to_json(self) -> bytes:
         """The published JSON (``Alert.model_dump_json()`` of the same values, as bytes)."""
-        return _dumps(_to_builtins(self), option=_OPTIONS)
+        return _dumps(_to_builtins(self))
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON-ready dict without ``emitted_at``, as a deferred alert is kept in the state."""
@@ -93,7 +94,7 @@ class ScoreUpdateRecord(msgspec.Struct, kw_only=True):
 
     def to_json(self) -> bytes:
         """The published JSON (``ScoreUpdate.model_dump_json()`` of the same values, as bytes)."""
-        return _dumps(_to_builtins(self), option=_OPTIONS)
+        return _dumps(_to_builtins(self))
 
 
 _alert_decoder = msgspec.json.Decoder(AlertRecord)

@@ -58,8 +58,6 @@ def short_hash(text: str) -> int:
     return _from_bytes(_blake2b(text.encode(), digest_size=4).digest()) >> 1
 
 
-
-
 class CustomerState:
     """What the engine keeps per customer. Mutated in place by ``Engine.process``/``tick``.
 
