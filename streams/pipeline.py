@@ -101,6 +101,8 @@ class KeyValueTable(Protocol):
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
 
+    def put_many(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None: ...
+
     def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any: ...
 
     def delivered(self, delivery: Any) -> None: ...
@@ -516,9 +518,15 @@ class ScoringPipeline:
             await previous
         records = list(link_records)
         states, identities = self.states, self.identities
+        # Per partition, the states in one write batch (stored below, after the changelog).
+        batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for write in writes:
-            records.append(states.changelog_record(write.partition, write.customer_id.encode(),
-                                                   write.value))
+            key = write.customer_id.encode()
+            records.append(states.changelog_record(write.partition, key, write.value))
+            batch = batches.get(write.partition)
+            if batch is None:
+                batches[write.partition] = batch = []
+            batch.append((key, write.value))
         if records:
             def delivered(delivery: Delivery) -> None:
                 states.delivered(delivery)
@@ -536,9 +544,10 @@ class ScoringPipeline:
                 current = in_flight.get(anonymous)
                 if current is not None and current[0] == customer:
                     del in_flight[anonymous]
+            for partition, batch in batches.items():
+                states.put_many(partition, batch)
             processor = self.processor
             for write in writes:
-                states.put(write.partition, write.customer_id.encode(), write.value)
                 processor.written(write)
             states.persist_offsets()
             identities.persist_offsets()

@@ -202,14 +202,16 @@ def test_the_worker_tables_open_rocksdb_with_the_configured_memory_limits(tmp_pa
 _KILLED_AFTER_PUT = """
 import os, sys
 from types import SimpleNamespace
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 from streams.faust_internals import TablePartitions
-db = Rdict(sys.argv[1])
+db = Rdict(sys.argv[1], options=Options(raw_mode=True))  # as Faust opens its partitions
 store = SimpleNamespace(_db_for_partition=lambda partition: db)
 table = TablePartitions(SimpleNamespace(data=store, name="states"))
 table.put(0, b"state", b"2")
 table.put(0, b"gone", b"3")
 table.put(0, b"gone", None)
+table.put_many(0, [(b"batched-1", b"4"), (b"batched-2", b"5"), (b"state", None)])
+table.put_many(0, [(b"state", b"6")])
 if sys.argv[2] == "close":
     db.close()
 elif sys.argv[2] == "dropped":  # how Faust closes a partition: it drops the handle
@@ -223,20 +225,22 @@ def test_table_writes_are_durable_when_put_returns_however_the_process_ends(
         tmp_path: Path, ending: str) -> None:
     """The worker's state writes go through RocksDB's write-ahead log: a process killed before
     any flush, or one that dropped the handle without it being collected (Faust's way of
-    closing a partition), reopens with them. Without the log the killed case loses them and a
-    standby promoted in a rebalance scored customers from incomplete states."""
+    closing a partition), reopens with them, single puts and write batches alike. Without the
+    log the killed case loses them and a standby promoted in a rebalance scored customers from
+    incomplete states."""
     import subprocess
     import sys
 
-    from rocksdict import Rdict
+    from rocksdict import Options, Rdict
 
     path = tmp_path / "db"
     subprocess.run([sys.executable, "-c", _KILLED_AFTER_PUT, str(path), ending], check=True,
                    cwd=Path(__file__).resolve().parents[2])
-    db = Rdict(str(path))
+    db = Rdict(str(path), options=Options(raw_mode=True))
     try:
-        assert db.get(b"state") == b"2"
+        assert db.get(b"state") == b"6"  # put, deleted in a batch, put again in a batch
         assert db.get(b"gone") is None
+        assert (db.get(b"batched-1"), db.get(b"batched-2")) == (b"4", b"5")
     finally:
         db.close()
 

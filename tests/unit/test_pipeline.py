@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -56,6 +57,10 @@ class _Table:
             self.data.pop((partition, key), None)
         else:
             self.data[(partition, key)] = value
+
+    def put_many(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
+        for key, value in items:
+            self.put(partition, key, value)
 
     def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any:
         return _Out(f"{self.name}-changelog", key, value, None, partition)
