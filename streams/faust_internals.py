@@ -500,13 +500,13 @@ class TablePartitions:
     ``processing_guarantee="exactly_once"`` (Faust then persists offsets at commit time), which
     CX Signals does not use.
 
-    Writes go through RocksDB's write-ahead log (the handle's default). Skipping it (~4 us a
-    put, ~5 % of the worker's time) was tried and undone: the log makes a write durable when
-    ``put`` returns, while without it a write lives in the memtable until a flush, and Faust
-    closes a partition by dropping its handle, which closes (and flushes) only when the
-    handle is garbage-collected. With the log off, ``test_rebalance`` runs lost states when a
-    standby was promoted to active (3 failures in 14; with it none in 8: docs/performance.md).
-    No reference to a handle is kept here either.
+    Writes go through RocksDB's write-ahead log (the handle's default): a write is durable when
+    ``put`` or ``put_many`` returns. Skipping it (~4 us a put) was tried and undone: without it
+    a write lives in the memtable until a flush, and Faust closes a partition by dropping its
+    handle, which closes (and flushes) only when the handle is garbage-collected. (The
+    standby loss it was blamed for came back with the log on: docs/performance.md.) A
+    checkpoint writes with :meth:`put_many`, one log append per partition. No reference to a
+    handle is kept here either.
     """
 
     def __init__(self, table: Any) -> None:
