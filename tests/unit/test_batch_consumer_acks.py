@@ -61,14 +61,23 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
     )
     fake._split = partial(BatchConsumer._split, fake)
     fake._finishing = False
-    fake.skipped_starts = partial(BatchConsumer.skipped_starts, fake)
+    fake.skipped_ranges = partial(BatchConsumer.skipped_ranges, fake)
     fake._seek_back_skipped = partial(BatchConsumer._seek_back_skipped, fake)
     fake.sought: list[tuple[TP, int]] = []
+    # The partitions active when a fetch is split (Faust pauses some in between), and each
+    # partition's fetch position: just past its last fetched record unless sought since.
+    fake.active = {SOURCE, CHANGELOG}
+    fake.positions: dict[TP, int] = {}
+    fake.sought_since: dict[TP, int] = {}
 
     async def seek(tp: TP, offset: int) -> None:
         fake.sought.append((tp, offset))
 
+    async def position(tp: TP) -> int | None:
+        return fake.sought_since.get(tp, fake.positions.get(tp))
+
     fake.seek = seek
+    fake.position = position
     fake.assignment = lambda: {SOURCE, CHANGELOG}
     fake.ack_range = partial(BatchConsumer.ack_range, fake)
     pending = list(fetches)
@@ -77,7 +86,9 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
         if not pending:
             stopped.value = True
             return None, None
-        return pending.pop(0), {SOURCE, CHANGELOG}
+        fetch = pending.pop(0)
+        fake.positions.update({tp: recs[-1].offset + 1 for tp, recs in fetch.items() if recs})
+        return fetch, fake.active
 
     async def perform_seek() -> None:
         fake.seeks += 1
@@ -196,3 +207,26 @@ def test_a_revocation_commits_only_after_the_batch_in_flight_is_durable(
 
     asyncio.run(scenario())
     assert order == ["acked", "commit", "faust-revoke"]
+
+
+def test_changelog_records_of_a_partition_paused_since_the_fetch_are_fetched_again() -> None:
+    """Seen in test_rebalance: a joining worker's first fetch held standby changelog records
+    from offset 0, and Faust paused those partitions before the fetch was split. Left out
+    without a seek, the standby copy missed them for good (its persisted offset moved past
+    them) and a promotion scored customers from incomplete states."""
+    fake = _fake([{CHANGELOG: [_record(CHANGELOG, o) for o in range(0, 284)],
+                   SOURCE: [_record(SOURCE, o) for o in range(10, 15)]}])
+    fake.active = {SOURCE}
+    _drain(fake)
+    assert fake.sought == [(CHANGELOG, 0)]
+    assert fake.handled == [(SOURCE, o) for o in range(10, 15)]
+
+
+def test_a_partition_sought_since_the_fetch_is_left_where_the_seek_put_it() -> None:
+    """Faust's recovery seeks a standby changelog to its persisted offset: records of an older
+    fetch are not sought back over that (it could skip what lies between)."""
+    fake = _fake([{CHANGELOG: [_record(CHANGELOG, o) for o in range(300, 310)]}])
+    fake.active = {SOURCE}
+    fake.sought_since[CHANGELOG] = 120
+    _drain(fake)
+    assert fake.sought == []

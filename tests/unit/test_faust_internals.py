@@ -78,15 +78,20 @@ def test_a_new_group_starts_from_the_first_record() -> None:
 
 def test_fetched_records_left_out_of_a_paused_partition_are_fetched_again() -> None:
     """Records of a partition paused between the fetch and the hand-over were not processed:
-    the consumer must go back to them, or the next range's ack would close the gap over them."""
-    fetched, paused, revoked, other = TP("t", 0), TP("t", 1), TP("t", 2), TP("changelog", 0)
+    the consumer must go back to them (a source: or the next range's ack would close the gap
+    over them; a standby changelog: or the standby copy would miss them)."""
+    fetched, paused, revoked = TP("t", 0), TP("t", 1), TP("t", 2)
+    changelog, paused_changelog = TP("changelog", 0), TP("changelog", 1)
     rec = SimpleNamespace
     records = {fetched: [rec(offset=5), rec(offset=6)], paused: [rec(offset=40), rec(offset=41)],
-               revoked: [rec(offset=7)], other: [rec(offset=1)]}
+               revoked: [rec(offset=7)], changelog: [rec(offset=1)],
+               paused_changelog: [rec(offset=0), rec(offset=1), rec(offset=2)]}
     fake = SimpleNamespace(batch_topics=frozenset({"t"}),
-                           assignment=lambda: {fetched, paused, other})
+                           assignment=lambda: {fetched, paused, changelog, paused_changelog})
     ours = {fetched: records[fetched]}
-    assert BatchConsumer.skipped_starts(fake, records, ours) == {paused: 40}
+    others = [(changelog, records[changelog][0])]
+    assert BatchConsumer.skipped_ranges(fake, records, ours, others) == {
+        paused: (40, 41), paused_changelog: (0, 2)}
 
 
 def test_wait_for_broker_backs_off_and_names_the_reason() -> None:
