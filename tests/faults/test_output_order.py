@@ -5,7 +5,7 @@ that overtakes a later one leaves a stale score as the latest.
 Found by tests/faults/test_kill9.py (one run in three: the latest score update of one customer
 on the scores topic was an older one than the worker's stored state had published). The cause,
 shown here with the worker's own ``BatchSender`` against the real broker: up to
-``durable_in_flight`` (4) durable phases hand records to the producer concurrently, and
+``durable_in_flight`` (16) durable phases hand records to the producer concurrently, and
 aiokafka's ``MessageAccumulator.add_batch`` does not keep concurrent callers of one partition in
 call order (a caller waiting for the pending batch to drain is re-checked after the drain, and
 a caller arriving in between appends first). A worker catching up on a backlog (after a
@@ -21,7 +21,7 @@ from streams.processing import Output
 from tests.integration.conftest import Stack
 
 PHASES = 3000
-IN_FLIGHT = 4  # streams.pipeline.PipelineLimits.durable_in_flight
+IN_FLIGHT = 16  # streams.pipeline.PipelineLimits.durable_in_flight
 
 
 async def _send_in_phases(bootstrap: str, topic: str) -> list[int]:
