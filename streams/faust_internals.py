@@ -319,15 +319,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
         longer just past the fetched records was sought since (Faust's recovery or a seek to
         the committed offsets) and is left where that put it."""
         for tp, (first, last) in self.skipped_ranges(records, ours, others).items():
-            position = await self.position(tp)
-            if position is not None and position != last + 1:
-                log.info("fetched records of paused %s[%d] from offset %d: left out, the "
-                         "partition was sought to %d since", tp.topic, tp.partition, first,
-                         position)
-                continue
-            log.info("fetched records of paused %s[%d] from offset %d: seeking back to them",
-                     tp.topic, tp.partition, first)
-            await self.seek(tp, first)
+            try:
+                position = await self.position(tp)
+                if position is not None and position != last + 1:
+                    log.info("fetched records of paused %s[%d] from offset %d: left out, the "
+                             "partition was sought to %d since", tp.topic, tp.partition, first,
+                             position)
+                    continue
+                log.info("fetched records of paused %s[%d] from offset %d: seeking back to "
+                         "them", tp.topic, tp.partition, first)
+                await self.seek(tp, first)
+            except Exception as exc:  # revoked meanwhile: its next owner starts from its own
+                log.info("fetched records of paused %s[%d] from offset %d: not sought back "
+                         "(%s: %s)", tp.topic, tp.partition, first, type(exc).__name__, exc)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (a worker runs it)
         """Faust 0.15.3's fetch loop (``Consumer._drain_messages`` + ``getmany``), with the batch

@@ -230,3 +230,19 @@ def test_a_partition_sought_since_the_fetch_is_left_where_the_seek_put_it() -> N
     fake.sought_since[CHANGELOG] = 120
     _drain(fake)
     assert fake.sought == []
+
+
+def test_a_partition_revoked_before_its_seek_back_does_not_stop_the_fetch_loop() -> None:
+    """The position lookup of a partition revoked meanwhile raises: the loop logs it and goes
+    on (its next owner reads from its own position)."""
+    fake = _fake([{CHANGELOG: [_record(CHANGELOG, o) for o in range(0, 5)]},
+                  {SOURCE: [_record(SOURCE, o) for o in range(10, 12)]}])
+    fake.active = {SOURCE}
+
+    async def revoked(tp: TP) -> int:
+        raise RuntimeError(f"{tp} is not assigned")
+
+    fake.position = revoked
+    _drain(fake)
+    assert fake.sought == []
+    assert fake.handled == [(SOURCE, 10), (SOURCE, 11)]
