@@ -526,9 +526,9 @@ class TablePartitions:
     ``put`` or ``put_many`` returns. Skipping it (~4 us a put) was tried and undone: without it
     a write lives in the memtable until a flush, and Faust closes a partition by dropping its
     handle, which closes (and flushes) only when the handle is garbage-collected. (The
-    standby loss it was blamed for came back with the log on: docs/performance.md.) A
-    checkpoint writes with :meth:`put_many`, one log append per partition. No reference to a
-    handle is kept here either.
+    standby loss it was blamed for was a hole in the standby stream, closed in
+    :meth:`BatchConsumer._seek_back_skipped`.) A checkpoint writes with :meth:`put_many`, one
+    log append per partition. No reference to a handle is kept here either.
     """
 
     def __init__(self, table: Any) -> None:
