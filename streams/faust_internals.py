@@ -271,54 +271,48 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._next_ack.clear()  # Faust seeks every assigned partition to its committed offset
         await super().on_partitions_assigned(assigned, generation_id)
 
-    def _split(self, records: Mapping[TP, Sequence[Any]],
-               active: set[TP] | None) -> tuple[dict[TP, Sequence[Any]], list[tuple[TP, Any]]]:
+    def _split(self, records: Mapping[TP, Sequence[Any]], active: set[TP] | None
+               ) -> tuple[dict[TP, Sequence[Any]], list[tuple[TP, Any]], dict[TP, Sequence[Any]]]:
+        """The batch topics' records (for the handler), the other topics' (for Faust's
+        callback), and the records of partitions no longer active (paused since the fetch),
+        which nobody will see."""
         ours: dict[TP, Sequence[Any]] = {}
         others: list[tuple[TP, Any]] = []
+        left_out: dict[TP, Sequence[Any]] = {}
         batch_topics = self.batch_topics
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
+                if recs:
+                    left_out[tp] = recs
                 continue
             if tp.topic in batch_topics:
                 ours[tp] = recs
             else:
                 others.extend((tp, rec) for rec in recs)
-        return ours, others
+        return ours, others, left_out
 
-    def skipped_ranges(self, records: Mapping[TP, Sequence[Any]],
-                       ours: Mapping[TP, Sequence[Any]],
-                       others: Sequence[tuple[TP, Any]]) -> dict[TP, tuple[int, int]]:
-        """First and last offset of the fetched records of each partition that neither the
-        batch handler (``ours``) nor Faust's callback (``others``) will see, because
-        :meth:`_split` left them out (paused since the fetch), although the partition is still
-        assigned: source partitions and table changelogs alike."""
-        delivered = set(ours)
-        delivered.update(tp for tp, _rec in others)
-        skipped: dict[TP, tuple[int, int]] = {}
-        assigned: set[TP] | None = None
-        for tp, recs in records.items():
-            if not recs or tp in delivered:
-                continue
-            if assigned is None:
-                assigned = set(self.assignment())
-            if tp in assigned:
-                skipped[tp] = (recs[0].offset, recs[-1].offset)
-        return skipped
+    def skipped_ranges(self, left_out: Mapping[TP, Sequence[Any]]
+                       ) -> dict[TP, tuple[int, int]]:
+        """First and last offset of the left-out records (:meth:`_split`) of each partition
+        that is still assigned: source partitions and table changelogs alike."""
+        if not left_out:
+            return {}
+        assigned = set(self.assignment())
+        return {tp: (recs[0].offset, recs[-1].offset) for tp, recs in left_out.items()
+                if tp in assigned}
 
-    async def _seek_back_skipped(self, records: Mapping[TP, Sequence[Any]],
-                                 ours: Mapping[TP, Sequence[Any]],
-                                 others: Sequence[tuple[TP, Any]]) -> None:
+    async def _seek_back_skipped(self, left_out: Mapping[TP, Sequence[Any]]) -> None:
         """The fetch position moved past records nobody processed: go back to them.
 
         Else, for a source partition, the next fetch would be acked from the previous range's
         end (:meth:`ack_range` closes gaps) and they would be committed unprocessed; for a
         standby changelog partition (paused by Faust between the fetch and the split when a
-        worker joins: seen on every join, hundreds of records from offset 0), the standby copy
+        worker joins: hundreds of records from offset 0 at a join), the standby copy
         would miss them while its persisted offset moves past them, and a promotion would
         score from incomplete states (``test_rebalance``). A partition whose position is no
         longer just past the fetched records was sought since (Faust's recovery or a seek to
         the committed offsets) and is left where that put it."""
-        for tp, (first, last) in self.skipped_ranges(records, ours, others).items():
+        for tp, (first, last) in self.skipped_ranges(left_out).items():
             try:
                 position = await self.position(tp)
                 if position is not None and position != last + 1:
@@ -356,8 +350,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self.perform_seek()
                     continue
                 generation = self.app.consumer_generation_id
-                ours, others = self._split(records, active)
-                await self._seek_back_skipped(records, ours, others)
+                ours, others, left_out = self._split(records, active)
+                await self._seek_back_skipped(left_out)
                 for tp, rec in others:
                     if not self.flow_active or self.app.consumer_generation_id != generation:
                         break
