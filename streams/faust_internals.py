@@ -517,12 +517,12 @@ class TablePartitions:
     CX Signals does not use.
 
     Writes go through RocksDB's write-ahead log (the handle's default): a write is durable when
-    ``put`` or ``put_many`` returns. Skipping it (~4 us a put) was tried and undone: without it
+    ``put_many`` returns. Skipping it (~4 us a put) was tried and undone: without it
     a write lives in the memtable until a flush, and Faust closes a partition by dropping its
     handle, which closes (and flushes) only when the handle is garbage-collected. (The
     standby loss it was blamed for was a hole in the standby stream, closed in
-    :meth:`BatchConsumer._seek_back_skipped`.) A checkpoint writes with :meth:`put_many`, one
-    log append per partition. No reference to a handle is kept here either.
+    :meth:`BatchConsumer._seek_back_skipped`.) One log append per :meth:`put_many`. No
+    reference to a handle is kept here either.
     """
 
     def __init__(self, table: Any) -> None:
@@ -560,18 +560,10 @@ class TablePartitions:
         return [partition for partition, db in list(self.store._dbs.items())
                 if db.get(key) is not None]
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Store ``value`` (None: delete the key)."""
-        db = self.store._db_for_partition(partition)
-        if value is None:
-            db.delete(key)
-        else:
-            db.put(key, value)
-
     def put_many(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         """Store every ``(key, value)`` (None: delete the key) in one write batch: one
         write-ahead-log append for all of them (1.4 us a state instead of 2.2-2.7 here), applied
-        all or none, and durable when this returns like :meth:`put`. Faust opens its
+        all or none, and durable when this returns (through the write-ahead log). Faust opens its
         partitions in raw mode, so the batch is raw too."""
         batch = WriteBatch(raw_mode=True)
         for key, value in items:
@@ -606,7 +598,7 @@ class TablePartitions:
 
         Holds no handle or iterator between chunks: each chunk looks the partition up again and
         seeks past the last key, so a partition Faust closes meanwhile (it drops the handle;
-        the close flushes the memtable, see :meth:`put`) is really closed, and the scan ends.
+        the close flushes the memtable) is really closed, and the scan ends.
         """
         offset_key = self.store.offset_key
         last: bytes | None = None

@@ -93,8 +93,6 @@ class KeyValueTable(Protocol):
 
     def get_any(self, key: bytes) -> bytes | None: ...
 
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
-
     def put_many(self, partition: int, items: Sequence[tuple[bytes, bytes | None]]) -> None: ...
 
     def changelog_record(self, partition: int, key: bytes, value: bytes | None) -> Any: ...
@@ -436,17 +434,10 @@ class ScoringPipeline:
             await self._deliver("send", outputs, _no_delivery)
         if previous is not None:
             await previous
-        records = list(link_records)
         states, identities = self.states, self.identities
-        # Per partition, the states in one write batch (stored below, after the changelog).
-        batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for write in writes:
-            key = write.customer_id.encode()
-            records.append(states.changelog_record(write.partition, key, write.value))
-            batch = batches.get(write.partition)
-            if batch is None:
-                batches[write.partition] = batch = []
-            batch.append((key, write.value))
+        state_records = [states.changelog_record(write.partition, write.customer_id.encode(),
+                                                 write.value) for write in writes]
+        records = [*link_records, *state_records]
         if records:
             def delivered(delivery: Delivery) -> None:
                 states.delivered(delivery)
@@ -456,16 +447,15 @@ class ScoringPipeline:
             # Stored locally only once the changelog has them: a kill -9 in between leaves the
             # local store behind the changelog (recovery replays it), never ahead of it (the
             # redelivered events would be seen as duplicates and never reach the changelog).
+            _store(identities, link_records)
             in_flight = self._links_in_flight
             for record in link_records:
-                identities.put(record.partition, record.key, record.value)
                 anonymous = record.key.decode()
                 customer = record.value.decode() if record.value is not None else None
                 current = in_flight.get(anonymous)
                 if current is not None and current[0] == customer:
                     del in_flight[anonymous]
-            for partition, batch in batches.items():
-                states.put_many(partition, batch)
+            _store(states, state_records)
             processor = self.processor
             for write in writes:
                 processor.written(write)
@@ -519,6 +509,16 @@ class ScoringPipeline:
 
 def _no_delivery(delivery: Delivery) -> None:
     pass
+
+
+def _store(table: KeyValueTable, records: Sequence[Any]) -> None:
+    """Store what the changelog records of ``table`` hold (a value of None deletes the key),
+    one write batch per partition."""
+    batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for record in records:
+        batches.setdefault(record.partition, []).append((record.key, record.value))
+    for partition, batch in batches.items():
+        table.put_many(partition, batch)
 
 
 STUCK_LOG_S = 30.0

@@ -213,9 +213,9 @@ from streams.faust_internals import TablePartitions
 db = Rdict(sys.argv[1], options=Options(raw_mode=True))  # as Faust opens its partitions
 store = SimpleNamespace(_db_for_partition=lambda partition: db)
 table = TablePartitions(SimpleNamespace(data=store, name="states"))
-table.put(0, b"state", b"2")
-table.put(0, b"gone", b"3")
-table.put(0, b"gone", None)
+table.put_many(0, [(b"state", b"2")])
+table.put_many(0, [(b"gone", b"3")])
+table.put_many(0, [(b"gone", None)])
 table.put_many(0, [(b"batched-1", b"4"), (b"batched-2", b"5"), (b"state", None)])
 table.put_many(0, [(b"state", b"6")])
 if sys.argv[2] == "close":
@@ -231,7 +231,7 @@ def test_table_writes_are_durable_when_put_returns_however_the_process_ends(
         tmp_path: Path, ending: str) -> None:
     """The worker's state writes go through RocksDB's write-ahead log: a process killed before
     any flush, or one that dropped the handle without it being collected (Faust's way of
-    closing a partition), reopens with them, single puts and write batches alike. Without the
+    closing a partition), reopens with them, a write batch of one and of several alike. Without the
     log the killed case loses them and a standby promoted in a rebalance scored customers from
     incomplete states."""
     import subprocess
