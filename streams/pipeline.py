@@ -13,15 +13,21 @@ Then, in this order (a durable phase, which runs while the next fetch is scored)
 1. every output of the fetch (alerts, score updates, dead letters, forwarded events) is handed
    to the producer, as one record batch per topic partition, and the phase waits until the
    broker has each one;
-2. at a checkpoint (``checkpoint_s`` after the last, or ``checkpoint_events`` later), once the
-   previous phase is durable: every state changed since the last checkpoint goes to the
-   changelog once per customer, with every new identity link, and once the broker has them
-   they are stored in RocksDB (never ahead of the changelog);
-3. the offsets of every fetch up to the checkpoint are acked (Faust's commit loop commits them).
+2. when a checkpoint is under way, once the previous phase is durable: the next slice of its
+   states goes to the changelog (at most ``checkpoint_slice_states`` per fetch), and once the
+   broker has them they are stored in RocksDB (never ahead of the changelog). A checkpoint
+   (``checkpoint_s`` after the last began, or ``checkpoint_events`` later) takes every
+   customer whose state changed since, every new identity link (written with its first slice)
+   and the acks of every fetch handled so far; a slice encodes each state as it is then, with
+   every event scored so far, whose outputs this phase or an earlier one carries;
+3. with a checkpoint's last slice, the offsets of every fetch handled before it began are
+   acked (Faust's commit loop commits them).
 
 Alerts therefore leave with their fetch, while a customer seen many times between checkpoints
-costs one state write. At most ``durable_in_flight`` durable phases run behind the scoring;
-:meth:`ScoringPipeline.drain` checkpoints and waits (a revocation calls it before the
+costs one state write, and no single fetch pays for a whole checkpoint (10,000 changed states
+cost ~100 ms to encode and hand over: a stall that every alert behind it waited for). At most
+``durable_in_flight`` durable phases run behind the scoring; :meth:`ScoringPipeline.drain`
+writes everything changed, acks everything handled and waits (a revocation calls it before the
 partitions move).
 
 Delivery guarantee: at least once, and a redelivery changes nothing. A state that marks an
@@ -121,6 +127,17 @@ SendRecords = Callable[[Sequence[Any]], Awaitable[Sequence[Delivery]]]
 Ack = Callable[[Any, int, int], None]
 
 
+CHECKPOINT_SLICE_STATES = 1000
+"""States a checkpoint encodes and writes per fetch: a checkpoint of 10,000 changed states
+spreads over ten fetches instead of stalling one by ~100 ms (encoding, the first risk look,
+the changelog records); its acks go with its last slice."""
+
+# How a fetch's hand-over treats the checkpoint.
+NO_CHECKPOINT = 0  # outputs; and the next slice of a checkpoint under way
+CHECKPOINT_DUE = 1  # start a checkpoint unless one is under way
+CHECKPOINT_NOW = 2  # everything changed and handled so far, in this durable phase (drain, erase)
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineLimits:
     partitions: int
@@ -135,6 +152,7 @@ class PipelineLimits:
     # worker waited for broker acks in a backlog (its core 83-90 % busy, the broker sharing
     # the other core with the sink and ClickHouse); with 16, 93-97 % (e2e +12 %).
     durable_in_flight: int = 16
+    checkpoint_slice_states: int = CHECKPOINT_SLICE_STATES
 
 
 class ScoringPipeline:
@@ -168,6 +186,11 @@ class ScoringPipeline:
         self._pending: deque[asyncio.Future[None]] = deque()
         # Offsets handled since the last checkpoint: acked once their states are durable.
         self._unacked: list[tuple[Any, int, int]] = []
+        # The checkpoint under way: customers whose states are still to be written, and the
+        # acks (fetches handled before it began) that go with its last slice.
+        self._checkpoint_todo: list[str] | None = None
+        self._checkpoint_next = 0
+        self._checkpoint_acks: list[tuple[Any, int, int]] = []
         self._since_checkpoint = 0
         self._checkpoint_at = time.monotonic()
         # Per partition: wall time of its latest fetch with records, and the event time of
@@ -215,37 +238,79 @@ class ScoringPipeline:
             metrics.batch_messages.observe(handled)
             self._since_checkpoint += handled
         limits = self.limits
-        checkpoint = (self._since_checkpoint >= limits.checkpoint_events
-                      or time.monotonic() - self._checkpoint_at >= limits.checkpoint_s
-                      or self._erased)
+        if self._erased:
+            checkpoint = CHECKPOINT_NOW
+        elif (self._since_checkpoint >= limits.checkpoint_events
+              or time.monotonic() - self._checkpoint_at >= limits.checkpoint_s):
+            checkpoint = CHECKPOINT_DUE
+        else:
+            checkpoint = NO_CHECKPOINT
         self._erased = False
         await self._hand_over(outputs, checkpoint, started)
         return handled
 
-    async def _hand_over(self, outputs: list[Output], checkpoint: bool, started: float) -> None:
-        """Start the durable phase of a fetch's outputs and, at a checkpoint, of the states,
-        links and acks gathered since the last one."""
+    async def _hand_over(self, outputs: list[Output], checkpoint: int, started: float) -> None:
+        """Start the durable phase of a fetch's outputs and of the checkpoint's part in it.
+
+        A checkpoint begins when one is due and none is under way: it takes the customers whose
+        states changed, the identity links learnt and the acks of every fetch handled so far.
+        Its states are then encoded and written :attr:`PipelineLimits.checkpoint_slice_states`
+        per fetch (each slice in that fetch's durable phase, after its outputs, so a state is
+        never stored before the outputs of the events it has seen); its acks go with the last
+        slice. ``CHECKPOINT_NOW`` writes everything changed and acks everything handled, in
+        this phase."""
         writes: list[PendingWrite] = []
         link_records: list[Any] = []
         acks: list[tuple[Any, int, int]] = []
-        if checkpoint:
+        processor = self.processor
+        if checkpoint == CHECKPOINT_NOW:
             self._checkpoint_at = time.monotonic()
             self._since_checkpoint = 0
-            writes = self.processor.pending_writes()
-            identities = self.identities
-            # tombstones first: a link learnt again after an erase comes after them
-            for anonymous, partition in self._unlinks:
-                link_records.append(identities.changelog_record(partition, anonymous.encode(),
-                                                                None))
-            self._unlinks = []
-            for anonymous, (customer, partition) in self._links.items():
-                if customer is not None:
-                    link_records.append(identities.changelog_record(
-                        partition, anonymous.encode(), customer.encode()))
-                # stored once the changelog has it; looked up from here meanwhile
-                self._links_in_flight[anonymous] = (customer, partition)
-            self._links = {}
-            acks, self._unacked = self._unacked, []
+            writes = processor.pending_writes()
+            link_records = self._link_records()
+            acks = self._checkpoint_acks
+            acks.extend(self._unacked)
+            self._unacked, self._checkpoint_acks = [], []
+            self._checkpoint_todo = None
+        else:
+            if checkpoint == CHECKPOINT_DUE and self._checkpoint_todo is None:
+                self._checkpoint_at = time.monotonic()
+                self._since_checkpoint = 0
+                self._checkpoint_todo = processor.unhanded_customers()
+                self._checkpoint_next = 0
+                link_records = self._link_records()
+                self._checkpoint_acks, self._unacked = self._unacked, []
+            todo = self._checkpoint_todo
+            if todo is not None:
+                first = self._checkpoint_next
+                last = first + self.limits.checkpoint_slice_states
+                writes = processor.pending_writes(customers=todo[first:last])
+                self._checkpoint_next = last
+                if last >= len(todo):
+                    acks, self._checkpoint_acks = self._checkpoint_acks, []
+                    self._checkpoint_todo = None
+        await self._start_phase(outputs, writes, link_records, acks, started)
+
+    def _link_records(self) -> list[Any]:
+        """The identity changelog records of the links learnt and erased since the last
+        checkpoint (tombstones first: a link learnt again after an erase comes after them)."""
+        identities = self.identities
+        link_records = [identities.changelog_record(partition, anonymous.encode(), None)
+                        for anonymous, partition in self._unlinks]
+        self._unlinks = []
+        for anonymous, (customer, partition) in self._links.items():
+            if customer is not None:
+                link_records.append(identities.changelog_record(
+                    partition, anonymous.encode(), customer.encode()))
+            # stored once the changelog has it; looked up from here meanwhile
+            self._links_in_flight[anonymous] = (customer, partition)
+        self._links = {}
+        return link_records
+
+    async def _start_phase(self, outputs: list[Output], writes: list[PendingWrite],
+                           link_records: list[Any], acks: list[tuple[Any, int, int]],
+                           started: float) -> None:
+        """Start a durable phase (see :meth:`_durable`) behind the previous one."""
         if not (outputs or writes or link_records or acks):
             return
         previous = self._inflight
@@ -261,7 +326,7 @@ class ScoringPipeline:
     async def drain(self) -> None:
         """Checkpoint now and return once every fetch handled so far is durable and acked
         (before a revocation commits)."""
-        await self._hand_over([], True, time.perf_counter())
+        await self._hand_over([], CHECKPOINT_NOW, time.perf_counter())
         while self._pending:  # every durable phase is here, in order
             await self._pending.popleft()
 

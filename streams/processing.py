@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -285,9 +285,17 @@ class Processor:
             state.risk_wake_s = self.engine.risk_first_look_s(state, now_s)
         return state.next_wakeup_s()
 
-    def pending_writes(self, now_s: float | None = None) -> list[PendingWrite]:
-        """The states changed since last handed out, serialized now. Each stays dirty until
-        :meth:`written` is called for it; one handed out again is one that changed since.
+    def unhanded_customers(self) -> list[str]:
+        """The customers whose state changed since it was last handed out for writing."""
+        handed = self._handed
+        return [customer_id for customer_id, (_state, _partition, change) in self._dirty.items()
+                if handed.get(customer_id) != change]
+
+    def pending_writes(self, now_s: float | None = None,
+                       customers: Sequence[str] | None = None) -> list[PendingWrite]:
+        """The states changed since last handed out (of ``customers`` only, when given),
+        serialized now. Each stays dirty until :meth:`written` is called for it; one handed out
+        again is one that changed since.
 
         This is also where a customer whose state events changed gets its first look at its
         churn risk scheduled (``Engine.risk_first_look_s`` as of ``now_s``, default the wall
@@ -298,7 +306,12 @@ class Processor:
         engine = self.engine
         if now_s is None:
             now_s = time.time()
-        for customer_id, (state, partition, change) in self._dirty.items():
+        dirty = self._dirty
+        if customers is None:
+            entries = list(dirty.items())
+        else:
+            entries = [(c, dirty[c]) for c in customers if c in dirty]
+        for customer_id, (state, partition, change) in entries:
             if handed.get(customer_id) != change:
                 handed[customer_id] = change
                 if state is not None and state.risk_wake_s is None:

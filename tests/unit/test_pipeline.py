@@ -97,7 +97,7 @@ def _done() -> asyncio.Future[None]:
 
 
 class _Harness:
-    def __init__(self) -> None:
+    def __init__(self, **limits: Any) -> None:
         self.log: list[tuple[str, Any]] = []
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None, Any]] = []
         self.acks: list[tuple[str, int, int, int]] = []
@@ -109,7 +109,7 @@ class _Harness:
         self.pipeline = ScoringPipeline(
             processor, self.states, self.identities, self.send, self.ack, TOPICS, KEYED,
             PipelineLimits(partitions=PARTITIONS, max_event_bytes=1 << 20,
-                           max_future_skew_s=86_400))
+                           max_future_skew_s=86_400, **limits))
         self.fail_sends = 0
 
     async def send(self, records: Any) -> list[_Delivery]:
@@ -180,6 +180,63 @@ def test_an_event_on_another_partition_is_forwarded_to_its_customers_partition()
     # ... and scored there when it arrives through the keyed topic.
     h.run(_fetch(KEYED, home, [(customer.encode(), value)]))
     assert (home, customer.encode()) in h.states.data
+
+
+async def _settle() -> None:
+    """Let the durable phases (tasks on fake, already delivered sends) run to their end."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def test_a_checkpoint_writes_a_slice_of_its_states_per_fetch_and_acks_with_the_last() -> None:
+    h = _Harness(checkpoint_slice_states=2, checkpoint_s=0.0)
+    candidates = (f"c-slice-{i}" for i in range(1000))
+    customers = [c for c in candidates if customer_partition(c, PARTITIONS) == 0][:6]
+    first = _fetch(TOPICS.touchpoints, 0,
+                   [(c.encode(), _event(c, n)) for n, c in enumerate(customers[:5])])
+    late = _fetch(TOPICS.touchpoints, 0, [(customers[5].encode(), _event(customers[5], 9))],
+                  first_offset=5)
+
+    def stored() -> set[str]:
+        return {key.decode() for (_partition, key) in h.states.data}
+
+    async def scenario() -> None:
+        pipeline = h.pipeline
+        await pipeline.handle(first)  # a checkpoint begins: 5 changed states, 2 per fetch
+        await _settle()
+        assert stored() == set(customers[:2]) and h.acks == []
+        await pipeline.handle(late)  # changed after the checkpoint began: not in it
+        await _settle()
+        assert stored() == set(customers[:4]) and h.acks == []
+        await pipeline.handle({})
+        await _settle()
+        assert stored() == set(customers[:5])
+        assert h.acks == [(TOPICS.touchpoints, 0, 0, 4)]  # with the last slice, not before
+        await pipeline.drain()  # everything else at once
+        assert stored() == set(customers)
+        assert h.acks[1:] == [(TOPICS.touchpoints, 0, 5, 5)]
+
+    asyncio.run(scenario())
+
+
+def test_drain_writes_a_checkpoint_under_way_at_once() -> None:
+    h = _Harness(checkpoint_slice_states=1, checkpoint_s=0.0)
+    candidates = (f"c-drain-{i}" for i in range(1000))
+    customers = [c for c in candidates if customer_partition(c, PARTITIONS) == 1][:4]
+    fetch = _fetch(TOPICS.touchpoints, 1,
+                   [(c.encode(), _event(c, n)) for n, c in enumerate(customers)])
+
+    async def scenario() -> None:
+        await h.pipeline.handle(fetch)
+        await _settle()
+        assert len(h.states.data) == 1 and h.acks == []
+        await h.pipeline.drain()
+        assert len(h.states.data) == 4
+        assert h.acks == [(TOPICS.touchpoints, 1, 0, 3)]
+        kinds = [kind for kind, _ in h.log]
+        assert kinds[-1] == "ack" and kinds.count("ack") == 1
+
+    asyncio.run(scenario())
 
 
 def test_outputs_are_delivered_before_states_and_acks_come_last() -> None:
