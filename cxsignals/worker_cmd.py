@@ -20,7 +20,7 @@ import signal
 import threading
 from typing import Any
 
-from cxsignals.gc_tuning import tune_collector
+from cxsignals.gc_tuning import WORKER_YOUNG_ALLOCATIONS, tune_collector
 from cxsignals.settings import Settings
 
 log = logging.getLogger("cxsignals")
@@ -115,7 +115,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     except (UnsupportedVersion, ChurnParamsError) as exc:
         log.error("%s", exc)
         return 2
-    tune_collector()  # states, events and records are short-lived; see gc_tuning
+    # states, events and records are short-lived; short young collections: see gc_tuning
+    tune_collector(WORKER_YOUNG_ALLOCATIONS)
 
     class Worker(FaustWorker):
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:

@@ -47,10 +47,17 @@ def test_cyclic_garbage_is_still_collected_after_tuning() -> None:
     assert collected == ["node"]
 
 
+@pytest.mark.usefixtures("restored_collector")
+def test_the_young_threshold_can_be_chosen() -> None:
+    gc_tuning.tune_collector(gc_tuning.WORKER_YOUNG_ALLOCATIONS)
+    assert gc.get_threshold()[0] == gc_tuning.WORKER_YOUNG_ALLOCATIONS
+    assert gc_tuning.WORKER_YOUNG_ALLOCATIONS < gc_tuning.YOUNG_ALLOCATIONS
+
+
 def test_both_long_running_commands_tune_the_collector() -> None:
     import inspect
 
     from cxsignals import sink_cmd, worker_cmd
 
-    for module in (sink_cmd, worker_cmd):
-        assert "tune_collector()" in inspect.getsource(module._run), module.__name__
+    assert "tune_collector()" in inspect.getsource(sink_cmd._run)
+    assert "tune_collector(WORKER_YOUNG_ALLOCATIONS)" in inspect.getsource(worker_cmd._run)
