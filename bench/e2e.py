@@ -52,11 +52,13 @@ import orjson
 from tqdm import tqdm
 
 from bench.report import (
+    TARGET_ALERT_P99_MS,
     EndToEnd,
     Latency,
     ProcessFigures,
     Resources,
     histogram_stats,
+    latency_by_second,
     latency_stats,
     sustained_rate,
 )
@@ -522,6 +524,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     to_row = [seen - published[i] for i, seen in poller.seen_ms.items()
               if i in published and published[i] >= cutoff_ms]
     to_alert: list[float] = []
+    timed: list[tuple[float, float]] = []  # (trigger publish ms, latency ms)
     by_rule: dict[str, list[float]] = {}
     alerts = no_trigger = 0
     for topic in (settings.topic_alerts_marketing, settings.topic_alerts_support):
@@ -536,12 +539,14 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             trigger_ms = max(triggers)
             if trigger_ms >= cutoff_ms:
                 to_alert.append(ts - trigger_ms)
+                timed.append((trigger_ms, ts - trigger_ms))
                 by_rule.setdefault(str(alert.get("rule")), []).append(ts - trigger_ms)
     return Latency(
         rate_per_s=round(rate_per_s, 1), published=total - failed, measured_after_s=warmup_s,
         event_to_alert=latency_stats(to_alert), event_to_row=latency_stats(to_row),
         event_to_row_sink=histogram_stats(rows_at_warmup, rows_at_end),
         event_to_alert_by_rule={rule: latency_stats(v) for rule, v in sorted(by_rule.items())},
+        event_to_alert_by_second=latency_by_second(timed, TARGET_ALERT_P99_MS),
         alerts_seen=alerts, alerts_without_trigger=no_trigger, row_samples=len(sample),
         rows_not_seen=len(poller.pending), poll_ms=poll_ms, load_fraction=load_fraction,
         published_per_s=round(reached_per_s, 1), worker_loop_lag_max_s=_max(lags[:-1]),

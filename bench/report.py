@@ -70,6 +70,35 @@ def latency_stats(values_ms: Sequence[float]) -> LatencyStats:
     )
 
 
+class SecondStats(BaseModel):
+    """publish->alert of the alerts whose trigger was published in one second of a phase."""
+
+    model_config = ConfigDict(frozen=True)
+
+    second: int = Field(ge=0, description="from the first measured trigger's publish")
+    count: int = Field(ge=0)
+    p50_ms: float
+    max_ms: float
+    over_goal: int = Field(ge=0, description="alerts slower than the goal")
+
+
+def latency_by_second(samples: Sequence[tuple[float, float]], goal_ms: float
+                      ) -> list[SecondStats]:
+    """``(trigger publish ms, latency ms)`` samples grouped by the second of their trigger
+    (from the earliest), in order: shows whether a p99 comes from one episode or from the
+    whole phase."""
+    if not samples:
+        return []
+    first_ms = min(t for t, _ in samples)
+    by_second: dict[int, list[float]] = {}
+    for trigger_ms, latency_ms in samples:
+        by_second.setdefault(int((trigger_ms - first_ms) // 1000), []).append(latency_ms)
+    return [SecondStats(second=second, count=len(values),
+                        p50_ms=round(percentile(values, 50), 1), max_ms=round(max(values), 1),
+                        over_goal=sum(v > goal_ms for v in values))
+            for second, values in sorted(by_second.items())]
+
+
 def histogram_quantile(buckets: dict[float, float], q: float) -> float | None:
     """The ``q``-quantile (0-1) of a Prometheus histogram given as cumulative counts per upper
     bound (``+Inf`` included), interpolated linearly within the bucket like PromQL's
@@ -290,6 +319,8 @@ class Latency(BaseModel):
                           "the poller behind event_to_row")
     event_to_alert_by_rule: dict[str, LatencyStats] = Field(
         default_factory=dict, description="publish->alert of each rule that fired")
+    event_to_alert_by_second: list[SecondStats] = Field(
+        default_factory=list, description="publish->alert per second of trigger publish")
     alerts_seen: int
     alerts_without_trigger: int = Field(description="deadline alerts (no publish to measure)")
     row_samples: int

@@ -493,6 +493,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\npublish->alert by rule at {lat.rate_per_s:,.0f} ev/s (p50 / p99 / max ms):")
             for rule, st in lat.event_to_alert_by_rule.items():
                 print(f"  {rule:24} n={st.count:<6} {st.p50_ms} / {st.p99_ms} / {st.max_ms}")
+        if lat is not None and lat.event_to_alert_by_second:
+            worst = sorted(lat.event_to_alert_by_second, key=lambda s: -s.max_ms)[:3]
+            slow = sum(s.over_goal for s in lat.event_to_alert_by_second)
+            print(f"publish->alert at {lat.rate_per_s:,.0f} ev/s: {slow} of "
+                  f"{lat.event_to_alert.count} over the goal; slowest seconds (second: n, "
+                  "p50 / max ms, over the goal): " + "; ".join(
+                      f"{s.second}: {s.count}, {s.p50_ms} / {s.max_ms}, {s.over_goal}"
+                      for s in worst))
     if result.profile:
         print("\nworker main thread, top functions by self time (% of samples):")
         for line in result.profile[:15]:

@@ -25,6 +25,7 @@ from bench.report import (
     Params,
     ProcessFigures,
     format_table,
+    latency_by_second,
     latency_stats,
     percentile,
     result_path,
@@ -55,6 +56,16 @@ def test_percentile_rejects_empty_and_out_of_range() -> None:
 def test_percentile_matches_statistics_inclusive(values: list[float], q: int) -> None:
     expected = statistics.quantiles(values, n=100, method="inclusive")[q - 1]
     assert percentile(values, q) == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_latency_by_second_groups_by_the_triggers_second() -> None:
+    samples = [(10_000.0, 20.0), (10_999.0, 40.0), (11_000.0, 300.0), (12_500.0, 260.0),
+               (11_200.0, 30.0), (10_500.0, 30.0)]
+    seconds = latency_by_second(samples, goal_ms=250.0)
+    assert [(s.second, s.count, s.max_ms, s.over_goal) for s in seconds] == [
+        (0, 3, 40.0, 0), (1, 2, 300.0, 1), (2, 1, 260.0, 1)]
+    assert seconds[0].p50_ms == 30.0
+    assert latency_by_second([], goal_ms=250.0) == []
 
 
 def test_latency_stats() -> None:
