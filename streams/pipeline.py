@@ -264,8 +264,7 @@ class ScoringPipeline:
         acks: list[tuple[Any, int, int]] = []
         processor = self.processor
         if checkpoint == CHECKPOINT_NOW:
-            self._checkpoint_at = time.monotonic()
-            self._since_checkpoint = 0
+            self._restart_checkpoint_clock()
             writes = processor.pending_writes()
             link_records = self._link_records()
             acks = self._checkpoint_acks
@@ -274,8 +273,7 @@ class ScoringPipeline:
             self._checkpoint_todo = None
         else:
             if checkpoint == CHECKPOINT_DUE and self._checkpoint_todo is None:
-                self._checkpoint_at = time.monotonic()
-                self._since_checkpoint = 0
+                self._restart_checkpoint_clock()
                 self._checkpoint_todo = processor.unhanded_customers()
                 self._checkpoint_next = 0
                 link_records = self._link_records()
@@ -290,6 +288,12 @@ class ScoringPipeline:
                     acks, self._checkpoint_acks = self._checkpoint_acks, []
                     self._checkpoint_todo = None
         await self._start_phase(outputs, writes, link_records, acks, started)
+
+    def _restart_checkpoint_clock(self) -> None:
+        """A checkpoint begins: the next is due ``checkpoint_s`` or ``checkpoint_events``
+        from now."""
+        self._checkpoint_at = time.monotonic()
+        self._since_checkpoint = 0
 
     def _link_records(self) -> list[Any]:
         """The identity changelog records of the links learnt and erased since the last

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -307,10 +307,9 @@ class Processor:
         if now_s is None:
             now_s = time.time()
         dirty = self._dirty
-        if customers is None:
-            entries = list(dirty.items())
-        else:
-            entries = [(c, dirty[c]) for c in customers if c in dirty]
+        entries: Iterable[tuple[str, tuple[CustomerState | None, int, int]]] = (
+            dirty.items() if customers is None
+            else [(c, dirty[c]) for c in customers if c in dirty])
         for customer_id, (state, partition, change) in entries:
             if handed.get(customer_id) != change:
                 handed[customer_id] = change
