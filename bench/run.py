@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="events/s of the half-load latency run, the 80%% run gets 1.6x "
                              "(default: half the e2e rate)")
+    parser.add_argument("--latency-loads", default="50,80",
+                        help="which latency runs, in %% of the reference rate (50,80; a "
+                             "subset of them, e.g. 50 for a long half-load run alone)")
     parser.add_argument("--poll-ms", type=int, default=1000,
                         help="ClickHouse poll interval for row visibility, a cross-check of the "
                              "sink's histogram (1000: a faster poll loads ClickHouse)")
@@ -158,6 +161,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.phases) - set(PHASES))
     if unknown:
         parser.error(f"unknown phases {unknown}; choose from {', '.join(PHASES)}")
+    loads_pct = {round(f * 100): name for name, f in LATENCY_LOADS.items()}
+    try:
+        picked = [int(v) for v in args.latency_loads.split(",") if v.strip()]
+    except ValueError:
+        picked = [-1]
+    if not picked or not set(picked) <= set(loads_pct):
+        parser.error(f"--latency-loads {args.latency_loads!r}: choose from "
+                     f"{','.join(map(str, sorted(loads_pct)))}")
+    args.latency_loads = [loads_pct[v] for v in sorted(set(picked))]
     if args.events < 1 or args.customers < 1:
         parser.error("--events and --customers must be >= 1")
     if args.workers < 1:
@@ -324,7 +336,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         harness_cpu=harness_cpu, workers=args.workers,
         worker_cpus=worker_cores(args, worker_cpu, nproc), sink_cpu=sink_cpu,
         latency_s=args.latency_s, latency_warmup_s=args.latency_warmup_s,
-        latency_rate_per_s=args.latency_rate, latency_loads=list(LATENCY_LOADS.values()),
+        latency_rate_per_s=args.latency_rate,
+        latency_loads=[LATENCY_LOADS[n] for n in args.latency_loads],
         poll_ms=args.poll_ms, sink_rows=args.sink_rows, decode_n=args.decode_n,
         engine_events=args.engine_events, engine_customers=args.engine_customers,
         sink_batch_rows=base.sink_batch_rows, sink_batch_ms=base.sink_batch_ms,
@@ -448,6 +461,8 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                 "phases")
         if "latency" in args.phases:
             for field, fraction in LATENCY_LOADS.items():
+                if field not in args.latency_loads:
+                    continue
                 def latency(field: str = field, fraction: float = fraction) -> None:
                     if args.latency_rate is not None:  # stands for half the e2e rate
                         reference = args.latency_rate / LATENCY_LOADS["latency"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from streams.core.churn_model import (
     DAYS_PER_YEAR,
@@ -211,7 +211,7 @@ class ChurnScorer:
         neg = state.last_negative
         if neg is not None and w - neg <= self._neg_window_s:
             keep *= self._neg_keep
-        contacts = state.contacts
+        contacts: list[Any] = state.contacts  # indexed, not unpacked field by field
         if contacts:
             since = w - self._unresolved_window_s
             open_n = 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from schemas.event_records import (
     CartAbandonEvent,
@@ -446,16 +446,18 @@ class Engine:
             bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
             if st.daily_counts:
                 policy.prune_counts(st, w)
-        # timed_prune, with its no-op test (the oldest item is recent enough) done here.
-        items = st.contacts
+        # timed_prune, with its no-op test (the oldest item is recent enough) done here. The
+        # lists are read as Any records: compiled code would check every field's type to
+        # unpack a typed record only to read its time.
+        items: list[Any] = st.contacts
         if items and items[0][0] < w - self._contact_keep_s:
             timed_prune(items, w - self._contact_keep_s)
-        items_e = st.errors
-        if items_e and items_e[0][0] < w - self._error_keep_s:
-            timed_prune(items_e, w - self._error_keep_s)
-        items_v = st.views
-        if items_v and items_v[0][0] < w - self._view_keep_s:
-            timed_prune(items_v, w - self._view_keep_s)
+        items = st.errors
+        if items and items[0][0] < w - self._error_keep_s:
+            timed_prune(items, w - self._error_keep_s)
+        items = st.views
+        if items and items[0][0] < w - self._view_keep_s:
+            timed_prune(items, w - self._view_keep_s)
 
     def _prune_seen(self, st: CustomerState, w: float) -> None:
         """Forget the oldest-inserted ids once they are beyond grace, keeping at least 256.

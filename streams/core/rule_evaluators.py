@@ -198,7 +198,8 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
         return None
     assert st.watermark is not None
     horizon = st.watermark - r.params.window_hours * HOUR_S
-    negatives = sorted((s[0], s[3]) for s in st.signals if s[1] < 0 and s[0] >= horizon)
+    signals: list[Any] = st.signals  # indexed, not unpacked (see _browse_intent)
+    negatives = sorted((s[0], s[3]) for s in signals if s[1] < 0 and s[0] >= horizon)
     evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [f.event.event_id]))[-10:]
     return Candidate(
         rule=r.id,
@@ -273,7 +274,9 @@ def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Can
     product = ev.properties.product_id
     win = r.params.window_minutes * 60
     key = f.product_key if f.product_key is not None else short_hash(product)
-    views = [v for v in timed_between(st.views, f.t - win, f.t) if v[2] == key]
+    # Any records: compiled code would check every field's type to unpack a typed one.
+    recent: list[Any] = timed_between(st.views, f.t - win, f.t)
+    views = [v for v in recent if v[2] == key]
     if len(views) < r.params.min_views:
         return None
     if st.last_cart is not None and st.last_cart >= views[0][0]:

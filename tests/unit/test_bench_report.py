@@ -312,6 +312,15 @@ def test_presets_fill_only_what_was_not_given() -> None:
         parse_args(["--phases", "nope"])
 
 
+def test_latency_loads_pick_the_runs() -> None:
+    assert parse_args([]).latency_loads == ["latency", "latency_80"]
+    assert parse_args(["--latency-loads", "50"]).latency_loads == ["latency"]
+    assert parse_args(["--latency-loads", "80,50"]).latency_loads == ["latency", "latency_80"]
+    for bad in ("60", "", "half"):
+        with pytest.raises(SystemExit):
+            parse_args(["--latency-loads", bad])
+
+
 def test_workers_and_their_cores() -> None:
     assert LATENCY_LOADS == {"latency": 0.5, "latency_80": 0.8}
     one = parse_args([])
