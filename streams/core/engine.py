@@ -189,9 +189,12 @@ class Engine:
             w = w0
         if st.first_seen is None or t < st.first_seen:
             st.first_seen = t
-        seen[h] = int(t)
+        seen.add(h, int(t))
         if len(seen) > MIN_SEEN_IDS:
-            self._prune_seen(st, w)
+            # Forget the oldest-added ids once beyond grace, keeping at least MIN_SEEN_IDS and
+            # at most MAX_SEEN_IDS (an id that arrived out of order behind a newer one is
+            # forgotten when it reaches the front).
+            seen.prune(w - self._grace_s, MIN_SEEN_IDS, MAX_SEEN_IDS)
 
         sentiment = None
         product_key = None
@@ -458,22 +461,6 @@ class Engine:
         items = st.views
         if items and items[0][0] < w - self._view_keep_s:
             timed_prune(items, w - self._view_keep_s)
-
-    def _prune_seen(self, st: CustomerState, w: float) -> None:
-        """Forget the oldest-inserted ids once they are beyond grace, keeping at least 256.
-
-        Looks only at the front of the (insertion-ordered) dict, so it costs O(1) per event; an
-        id that arrived out of order behind a newer one is forgotten when it reaches the front.
-        """
-        seen = st.seen
-        if len(seen) <= MIN_SEEN_IDS:
-            return
-        horizon = w - self._grace_s
-        while len(seen) > MIN_SEEN_IDS:
-            oldest = next(iter(seen))
-            if seen[oldest] >= horizon and len(seen) <= MAX_SEEN_IDS:
-                break
-            del seen[oldest]
 
 
 __all__ = ["ALERT_NAMESPACE", "Engine", "EngineConfig", "Outcome", "alert_id"]

@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from streams.core.seen_ids import SeenIds
 from streams.core.state_wire import (
     STATE_FIELDS,
     STATE_VERSION,
@@ -74,7 +75,7 @@ class CustomerState:
     lag_s: float  # wall time minus event time at the last in-order event (for tick())
     timezone: str | None
     segment: str | None
-    seen: dict[int, int]  # event id hash -> event time (whole seconds)
+    seen: SeenIds  # event id hashes with their event times (whole seconds)
     score_sum: float  # decayed signal sum, referenced to the watermark
     signals: list[SignalRec]  # strongest signals, for explanations
     score: float  # experience score after the last event
@@ -118,7 +119,7 @@ class CustomerState:
         lag_s: float = 0.0,
         timezone: str | None = None,
         segment: str | None = None,
-        seen: dict[int, int] | None = None,
+        seen: SeenIds | dict[int, int] | tuple[bytes, bytes] | None = None,
         score_sum: float = 0.0,
         signals: list[SignalRec] | None = None,
         score: float = 50.0,
@@ -154,7 +155,7 @@ class CustomerState:
         self.lag_s = lag_s
         self.timezone = timezone
         self.segment = segment
-        self.seen = {} if seen is None else seen
+        self.seen = _seen_ids(seen)
         self.score_sum = score_sum
         self.signals = [] if signals is None else signals
         self.score = score
@@ -218,7 +219,7 @@ class CustomerState:
     def wire(self) -> tuple[Any, ...]:
         """The format version, then every field in declaration order (what is stored)."""
         return (STATE_VERSION, self.watermark, self.first_seen, self.lag_s, self.timezone,
-                self.segment, self.seen, self.score_sum, self.signals, self.score,
+                self.segment, self.seen.wire(), self.score_sum, self.signals, self.score,
                 self.risk, self.stage, self.score_hourly, self.pub_score, self.pub_risk,
                 self.pub_stage, self.activity_daily, self.stage_seen, self.purchases,
                 self.first_purchase, self.last_purchase, self.last_purchase_id, self.spend,
@@ -267,6 +268,17 @@ class CustomerState:
         return CustomerState.from_bytes(self.to_bytes())
 
 _encode: Final = encode
+
+
+def _seen_ids(seen: SeenIds | dict[int, int] | tuple[bytes, bytes] | None) -> SeenIds:
+    """The remembered ids as given: packed (format 3 and in memory), a dict (formats 1, 2)."""
+    if seen is None:
+        return SeenIds()
+    if isinstance(seen, SeenIds):
+        return seen
+    if isinstance(seen, dict):
+        return SeenIds.from_pairs(seen)
+    return SeenIds.from_wire(seen[0], seen[1])
 
 
 def _from_wire(t: tuple[Any, ...]) -> CustomerState:

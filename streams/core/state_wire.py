@@ -1,22 +1,23 @@
-"""The wire form of a customer state (format version 2): MessagePack decoders, kept as Python.
+"""The wire form of a customer state (format version 3): MessagePack decoders, kept as Python.
 
-A stored state is a MessagePack array: the format version (2), then the fields of
+A stored state is a MessagePack array: the format version, then the fields of
 :class:`streams.core.state.CustomerState` in declaration order. msgspec decodes it straight into
 a typed tuple (:data:`WIRE_TYPE`: every record a tuple, every float a float); an array written
 before the last fields were added (it is shorter) decodes through :class:`LegacyState`, which
-fills them with their defaults.
+fills them with their defaults. Format 3 differs from format 2 in one field only: the remembered
+event ids are two packed arrays (:mod:`streams.core.seen_ids`) instead of a map from hash to
+event time. Both decode here; only format 3 is written.
 
 This module is not compiled (streams/core/native.py): msgspec reads these type objects at run
 time. Failure behaviour: both decoders raise ``msgspec.DecodeError`` on anything else.
 """
-
 from __future__ import annotations
 
 from typing import Any, Literal, get_type_hints
 
 import msgspec
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 # (event time, weight in score points, signal name, event id)
 SignalRec = tuple[float, float, str, str]
@@ -31,7 +32,7 @@ CartRec = tuple[float, float, str, str, float, str]
 # (release time, alert as JSON-ready dict without emitted_at)
 DeferredRec = tuple[float, dict[str, Any]]
 
-class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
+class LegacyState(msgspec.Struct, array_like=True, tag=2, gc=False):
     """Format 2 as a msgspec Struct: the fields of CustomerState, in order, with their types and
     defaults. Reads arrays written before the last fields existed; :data:`WIRE_TYPE` and
     :data:`STATE_FIELDS` are derived from it."""
@@ -41,7 +42,7 @@ class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
     lag_s: float = 0.0
     timezone: str | None = None
     segment: str | None = None
-    seen: dict[int, int] = {}
+    seen: dict[int, int] | tuple[bytes, bytes] = {}  # format 2: a map; 3: packed
     score_sum: float = 0.0
     signals: list[SignalRec] = []
     score: float = 50.0
@@ -76,7 +77,7 @@ class LegacyState(msgspec.Struct, array_like=True, tag=STATE_VERSION, gc=False):
 # Every field of CustomerState, in the order of the wire form.
 STATE_FIELDS: tuple[str, ...] = LegacyState.__struct_fields__
 # The version, then every field: what msgspec decodes a current state into (records as tuples).
-WIRE_TYPE: Any = tuple[(Literal[2], *get_type_hints(LegacyState).values())]  # type: ignore[misc]
+WIRE_TYPE: Any = tuple[(Literal[2, 3], *get_type_hints(LegacyState).values())]  # type: ignore[misc]
 
 encode = msgspec.msgpack.Encoder().encode
 decode_wire = msgspec.msgpack.Decoder(WIRE_TYPE).decode
@@ -86,4 +87,4 @@ _astuple = msgspec.structs.astuple
 
 def decode_legacy(data: bytes) -> tuple[Any, ...]:
     """A format-2 array of any length the format had, as :data:`WIRE_TYPE` (defaults filled)."""
-    return (STATE_VERSION, *_astuple(_decode_legacy(data)))
+    return (2, *_astuple(_decode_legacy(data)))

@@ -559,8 +559,14 @@ def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
 
     state = _worst_case_state(36)
     state.first_seen, state.last_cart = 1.5e9, 1.6e9  # distinct values: a field order slip shows
-    as_struct = LegacyState(**{name: getattr(state, name) for name in STATE_FIELDS})
-    assert state.to_bytes() == msgspec.msgpack.encode(as_struct)
+    fields = {name: getattr(state, name) for name in STATE_FIELDS}
+    # format 3 is format 2 with the remembered ids packed: the same bytes otherwise
+    packed = LegacyState(**{**fields, "seen": state.seen.wire()})
+    assert state.to_bytes() == msgspec.msgpack.encode(
+        (STATE_VERSION, *msgspec.structs.astuple(packed)))
+    # a format-2 state (the Struct's bytes, ids as a map) reads back as the same state
+    as_struct = LegacyState(**{**fields, "seen": dict(state.seen.items())})
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(as_struct))[0] == 2
     assert CustomerState.from_bytes(msgspec.msgpack.encode(as_struct)) == state
     # the records come back as tuples and the floats as floats, as the Struct decoded them
     back = CustomerState.from_bytes(state.to_bytes())
