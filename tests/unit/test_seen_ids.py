@@ -54,10 +54,19 @@ def test_the_wire_form_is_two_little_endian_arrays_and_reads_back() -> None:
     assert back == seen and back.items() == seen.items() and 7 in back and 8 not in back
     assert -3 in back and back.items()[2] == (-3, 0)
     assert SeenIds.from_wire(b"", b"") == SeenIds() and len(SeenIds()) == 0
-    with pytest.raises(ValueError, match="whole number"):
-        SeenIds.from_wire(hashes[:-1], times)
-    with pytest.raises(ValueError, match="3 hashes but 2 times"):
-        SeenIds.from_wire(hashes, times[:8])
+    for bad_hashes, bad_times in ((hashes[:-1], times), (hashes, times[:8]), (hashes, b"x")):
+        with pytest.raises(ValueError, match="same count"):
+            SeenIds.from_wire(bad_hashes, bad_times)
+
+
+def test_an_id_is_found_only_at_a_value_boundary() -> None:
+    # two stored hashes whose bytes, read across their boundary, spell a third one
+    a, b = 0x1122334455667788, 0x0102030405060708
+    seen = SeenIds.from_pairs({a: 1, b: 2})
+    straddling = int.from_bytes(bytes(seen._hashes[4:12]), "little", signed=True)
+    assert a in seen and b in seen and straddling not in seen
+    seen.add(straddling, 3)  # once added, it is found at its own boundary
+    assert straddling in seen and len(seen) == 3
 
 
 def test_a_full_guard_is_small_in_memory_and_on_the_wire() -> None:
@@ -67,8 +76,8 @@ def test_a_full_guard_is_small_in_memory_and_on_the_wire() -> None:
     assert len(hashes) + len(times) == 12 * MAX_SEEN_IDS
     as_dict = sys.getsizeof(pairs) + sum(sys.getsizeof(k) + sys.getsizeof(v)
                                          for k, v in pairs.items())
-    arrays = sum(sys.getsizeof(a) for a in (seen._order, seen._times, seen._sorted))
-    assert arrays <= 21 * MAX_SEEN_IDS < as_dict / 4, (arrays, as_dict)
+    packed = sys.getsizeof(seen._hashes) + sys.getsizeof(seen._times)
+    assert packed <= 13 * MAX_SEEN_IDS < as_dict / 6, (packed, as_dict)
 
 
 def test_states_with_either_form_of_ids_are_equal_and_write_the_packed_one() -> None:
