@@ -1,9 +1,10 @@
 """Per-customer state: everything the engine remembers about one customer, and its wire form.
 
 The Faust table stores ``CustomerState.to_bytes()``: MessagePack (msgspec) of the fields in
-order, after the format version (2); the decoders live in :mod:`streams.core.state_wire`.
-``from_bytes`` also reads format 1 (a JSON object with short keys), which deployed changelogs
-still hold. MessagePack is about half the size of that JSON and
+order, after the format version (3: the remembered event ids packed, :mod:`streams.core.seen_ids`);
+the decoders live in :mod:`streams.core.state_wire`. ``from_bytes`` also reads format 2 (the
+ids as a map) and format 1 (a JSON object with short keys), which deployed changelogs still
+hold. MessagePack is about half the size of that JSON and
 encodes and decodes in about half the time (no float text to format or parse, tuples built in C).
 Every container is bounded by a time retention *and* a hard length cap, so the encoded
 size has a fixed upper bound (see docs/scoring.md, "State size", and tests/unit/test_engine.py).
