@@ -454,6 +454,16 @@ def publish_paced(messages: list[SimMessage], *, bootstrap_servers: str, topic: 
     return failed, len(messages) / elapsed_s if elapsed_s > 0 else 0.0
 
 
+def latency_traffic(rate_per_s: float, duration_s: float, customers: int, seed: int, *,
+                    start: datetime) -> SimConfig:
+    """What a latency phase publishes: simulator events ``1 / rate_per_s`` apart in event time
+    (``seed``: the run's; the phase uses the next one), no bad messages. Also replayed by
+    ``bench.steady_engine``."""
+    return SimConfig(customers=customers, seed=seed + 1,
+                     total_events=max(1, int(rate_per_s * duration_s)), start=start,
+                     event_gap_s=1.0 / rate_per_s, bad_share=0.0)
+
+
 def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | None,
                 duration_s: float, warmup_s: float, customers: int, seed: int,
                 worker_cpus: list[int | None], sink_cpu: int | None, poll_ms: int,
@@ -463,10 +473,9 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     settings = stack.settings()
     workers, sink = stack.start(worker_cpus, sink_cpu)
     procs = [*workers, sink]
-    total = max(1, int(rate_per_s * duration_s))
-    config = SimConfig(customers=customers, seed=seed + 1, total_events=total,
-                       start=datetime.now(timezone.utc).replace(microsecond=0),
-                       event_gap_s=1.0 / rate_per_s, bad_share=0.0)
+    config = latency_traffic(rate_per_s, duration_s, customers, seed,
+                             start=datetime.now(timezone.utc).replace(microsecond=0))
+    total = config.total_events or 1
     messages = list(generate(config))
     ids = [i for i in (_event_id(m.value) for m in messages) if i is not None]
     sample = ids[:: max(1, len(ids) // MAX_ROW_SAMPLES)]

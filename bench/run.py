@@ -162,14 +162,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown phases {unknown}; choose from {', '.join(PHASES)}")
     loads_pct = {round(f * 100): name for name, f in LATENCY_LOADS.items()}
-    try:
-        picked = [int(v) for v in args.latency_loads.split(",") if v.strip()]
-    except ValueError:
-        picked = [-1]
-    if not picked or not set(picked) <= set(loads_pct):
+    picked = {v.strip() for v in args.latency_loads.split(",") if v.strip()}
+    if not picked or not picked <= {str(pct) for pct in loads_pct}:
         parser.error(f"--latency-loads {args.latency_loads!r}: choose from "
                      f"{','.join(map(str, sorted(loads_pct)))}")
-    args.latency_loads = [loads_pct[v] for v in sorted(set(picked))]
+    args.latency_loads = [loads_pct[pct] for pct in sorted(loads_pct) if str(pct) in picked]
     if args.events < 1 or args.customers < 1:
         parser.error("--events and --customers must be >= 1")
     if args.workers < 1:

@@ -51,6 +51,7 @@ from streams.core.scoring import (
     add_signals,
     current_stage_value,
 )
+from streams.core.seen_ids import id_key
 from streams.core.sentiment import SentimentAnalyzer
 from streams.core.signals import Signal, error_kind, event_signals
 from streams.core.state import (
@@ -153,9 +154,9 @@ class Engine:
         now_s = now.timestamp()
         if t > now_s:
             t = now_s
-        h = event_id_hash(event.event_id)
+        key = id_key(event_id_hash(event.event_id))  # stored form, computed once
         seen = st.seen
-        if h in seen:
+        if seen.has_key(key):
             return Outcome(st, duplicate=True)
         w0 = st.watermark
         if w0 is not None and t < w0 - self._grace_s:
@@ -189,7 +190,7 @@ class Engine:
             w = w0
         if st.first_seen is None or t < st.first_seen:
             st.first_seen = t
-        seen.add(h, int(t))
+        seen.add_key(key, int(t))
         if len(seen) > MIN_SEEN_IDS:
             # Forget the oldest-added ids once beyond grace, keeping at least MIN_SEEN_IDS and
             # at most MAX_SEEN_IDS (an id that arrived out of order behind a newer one is

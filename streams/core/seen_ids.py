@@ -32,7 +32,9 @@ def _time(t: int) -> int:
     return 0 if t < 0 else _MAX_TIME if t > _MAX_TIME else t
 
 
-def _key(h: int) -> bytes:
+def id_key(h: int) -> bytes:
+    """A hash as it is stored: 8 little-endian bytes (compute it once per event and pass it
+    to :meth:`SeenIds.has_key` and :meth:`SeenIds.add_key`)."""
     return h.to_bytes(8, "little", signed=True)
 
 
@@ -49,7 +51,7 @@ class SeenIds:
     def from_pairs(cls, pairs: dict[int, int]) -> SeenIds:
         """From ``{hash: event time}`` in insertion order (format 1 and 2 states)."""
         seen = cls()
-        seen._hashes = bytearray(b"".join([_key(h) for h in pairs]))
+        seen._hashes = bytearray(b"".join([id_key(h) for h in pairs]))
         seen._times = array("I", [_time(t) for t in pairs.values()])
         return seen
 
@@ -78,8 +80,11 @@ class SeenIds:
         return len(self._times)
 
     def __contains__(self, h: int) -> bool:
+        return self.has_key(id_key(h))
+
+    def has_key(self, key: bytes) -> bool:
+        """Whether the hash whose :func:`id_key` is ``key`` was added."""
         hashes = self._hashes
-        key = _key(h)
         i = hashes.find(key)
         while i >= 0:
             if not i & 7:  # a whole value, not the end of one and the start of the next
@@ -89,7 +94,11 @@ class SeenIds:
 
     def add(self, h: int, t: int) -> None:
         """Remember hash ``h`` applied at event time ``t`` (the caller checked it is new)."""
-        self._hashes += _key(h)
+        self.add_key(id_key(h), t)
+
+    def add_key(self, key: bytes, t: int) -> None:
+        """:meth:`add` with the hash's :func:`id_key` already computed."""
+        self._hashes += key
         self._times.append(_time(t))
 
     def prune(self, horizon: float, min_n: int, max_n: int) -> None:

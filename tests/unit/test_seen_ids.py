@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from streams.core.seen_ids import SeenIds
+from streams.core.seen_ids import SeenIds, id_key
 from streams.core.state import MAX_SEEN_IDS, MIN_SEEN_IDS, CustomerState, event_id_hash
 
 
@@ -53,6 +53,11 @@ def test_the_wire_form_is_two_little_endian_arrays_and_reads_back() -> None:
     back = SeenIds.from_wire(hashes, times)
     assert back == seen and back.items() == seen.items() and 7 in back and 8 not in back
     assert -3 in back and back.items()[2] == (-3, 0)
+    by_key = SeenIds()  # the engine's path: the stored form computed once
+    for h, t in back.items():
+        assert not by_key.has_key(id_key(h))
+        by_key.add_key(id_key(h), t)
+    assert by_key == back and by_key.has_key(id_key(7))
     assert SeenIds.from_wire(b"", b"") == SeenIds() and len(SeenIds()) == 0
     for bad_hashes, bad_times in ((hashes[:-1], times), (hashes, times[:8]), (hashes, b"x")):
         with pytest.raises(ValueError, match="same count"):
