@@ -263,7 +263,68 @@ def verify(stack: Stack, expected: Recomputed) -> Verdict:
     if mismatched:
         problems.append(f"state fields differing (customers per field): {dict(mismatched)}")
         problems.extend(examples)
+        problems.extend(_state_history(stack, [e.split(":")[0].strip() for e in examples[:3]]))
     return v
+
+
+def _wall(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+# Worker log lines that place a state's history among the rebalances (wall clock, UTC).
+_LOG_MARKS = ("Setting newly assigned", "Revoking previously", "stop:", "commit before",
+              "seeking back", "left out", "Restore complete", "Worker ready", "rebuilt from",
+              "Traceback", "ERROR", "WARNING")
+
+
+def _state_history(stack: Stack, customers: list[str]) -> list[str]:
+    """For a state that differs: the customer's events on the touchpoint topic and every
+    changelog record of its key (partition, offset, broker time, ids seen, watermark), and the
+    workers' rebalance log lines, so that a failure in CI says where the event went."""
+    settings = stack.settings()
+    lines: list[str] = []
+    wanted = set(customers)
+    events: dict[str, list[str]] = {c: [] for c in customers}
+    for r in read_topic(stack, settings.topic_touchpoints):
+        try:
+            body = orjson.loads(r.value)
+        except orjson.JSONDecodeError:
+            continue
+        customer = body.get("customer_id") if isinstance(body, dict) else None
+        if customer in wanted:
+            events[customer].append(f"[{r.partition}]@{r.offset} {_wall(r.timestamp)} "
+                                    f"{body.get('event_type')} at {body.get('occurred_at')} "
+                                    f"{str(body.get('event_id'))[:8]}")
+    history: dict[str, list[str]] = {c: [] for c in customers}
+    keys = {c.encode(): c for c in customers}
+    for r in read_topic(stack, changelog_topic(settings.app_id)):
+        customer = keys.get(r.key)
+        if customer is None:
+            continue
+        if r.value is None:
+            history[customer].append(f"[{r.partition}]@{r.offset} {_wall(r.timestamp)} tombstone")
+            continue
+        state = CustomerState.from_bytes(r.value)
+        history[customer].append(f"[{r.partition}]@{r.offset} {_wall(r.timestamp)} "
+                                 f"{len(state.seen)} ids, watermark {state.watermark}")
+    dead: dict[str, list[str]] = {c: [] for c in customers}
+    for r in read_topic(stack, settings.topic_dlq):
+        customer = keys.get(r.key or b"")
+        if customer is not None:
+            headers = {k: v.decode(errors="replace")[:120] for k, v in r.headers or ()}
+            dead[customer].append(f"[{r.partition}]@{r.offset} {_wall(r.timestamp)} {headers}")
+    for customer in customers:
+        lines.append(f"  {customer} dead letters: {dead[customer] or 'none'}")
+        lines.append(f"  {customer} events (touchpoints [partition]@offset, published at):")
+        lines.extend(f"    {e}" for e in events[customer])
+        lines.append(f"  {customer} changelog records ([partition]@offset, written at):")
+        lines.extend(f"    {h}" for h in history[customer])
+    for log_path in sorted(stack.tmp.glob("worker-*.log")):
+        marks = [line.rstrip()[:200] for line in log_path.read_text(errors="replace").splitlines()
+                 if any(mark in line for mark in _LOG_MARKS)]
+        lines.append(f"  {log_path.name}: {len(marks)} rebalance lines")
+        lines.extend(f"    {m}" for m in marks[:60])
+    return lines
 
 
 def write_report(stack: Stack, name: str, lines: list[str]) -> Path:
