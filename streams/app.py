@@ -131,9 +131,14 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
                       partitions=partitions, internal=True)
     state_table = app.Table(STATE_TABLE, default=None, key_type=bytes, value_type=bytes,
                             partitions=partitions, options=config.rocksdb_options())
+    # A link another worker learnt must be usable at once: Faust stores a table's changelog
+    # records in batches of ``recovery_buffer_size`` (1,000 by default), so a global table's
+    # updates from other workers stayed invisible until 1,000 had arrived. Links are few: one
+    # write each is cheap.
     identity_table = app.GlobalTable(IDENTITY_TABLE, default=None, key_type=bytes,
                                      value_type=bytes, partitions=partitions,
-                                     options=config.rocksdb_options())
+                                     options=config.rocksdb_options(),
+                                     recovery_buffer_size=1)
     states = TablePartitions(state_table)
     identities = TablePartitions(identity_table)
     deadlines = DeadlineIndex()

@@ -3,6 +3,7 @@ exactly the expected alerts, and redelivering the same events changes nothing.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -120,6 +121,36 @@ def test_scripted_journeys_produce_exactly_the_expected_alerts(
 def test_identity_stitching_scores_anonymous_events_for_the_linked_customer(
     stack: Stack, start_worker: Callable[..., WorkerProcess]
 ) -> None:
+    _identity_stitching(stack, [start_worker()])
+
+
+def test_identity_stitching_across_two_workers_sees_the_other_workers_link(
+    stack: Stack, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Two workers, one partition each: the link is learnt by the customer's worker and must
+    reach the anonymous id's worker through the identity table's changelog. (Faust buffers a
+    global table's changelog records, 1,000 by default, before it stores them: a link from
+    another worker stayed invisible until 1,000 had arrived or a rebalance came.)"""
+    one = start_worker()
+    wait_until(lambda: _metric_total(one, "cx_rebalances_total") >= 1, 60, "worker one ready")
+    two = start_worker(CX_STATE_DIR=str(stack.tmp / "worker-2-state"))
+    wait_until(lambda: _metric_total(one, "cx_rebalances_total") >= 2
+               and _metric_total(two, "cx_rebalances_total") >= 1, 60,
+               "the partitions to be shared by the two workers")
+    # (health "starting" clears once the tables are recovered: /healthz answers 200)
+    wait_until(lambda: all(_ready(w) for w in (one, two)), 60, "both workers ready")
+    _identity_stitching(stack, [one, two])
+
+
+def _ready(worker: WorkerProcess) -> bool:
+    try:
+        http_get(worker.metrics_url.replace("/metrics", "/healthz"))
+    except Exception:
+        return False
+    return True
+
+
+def _identity_stitching(stack: Stack, workers: list[WorkerProcess]) -> None:
     from datetime import datetime, timedelta, timezone
 
     from streams.core.engine import alert_id
@@ -141,26 +172,40 @@ def test_identity_stitching_scores_anonymous_events_for_the_linked_customer(
                         base + timedelta(minutes=5), {"survey": "nps", "score": 1},
                         anonymous_id=anonymous)
     settings = stack.settings()
-    worker = start_worker()
 
     def send(event: object, key: str) -> None:
         payload = event.model_dump_json(exclude_none=True).encode()  # type: ignore[attr-defined]
         publish(stack.endpoints.kafka_bootstrap, settings.topic_touchpoints,
                 [(key.encode(), payload)])
 
+    def total(name: str, *labels: str) -> float:
+        return sum(_metric_total(w, name, *labels) for w in workers)
+
     send(browse, anonymous)
     send(login, customer)
     # Partitions are processed independently: the link must be known before the anonymous
     # survey arrives on the anonymous id's partition.
-    wait_until(lambda: _metric_total(worker, "cx_events_processed_total") >= 2, 60,
+    wait_until(lambda: total("cx_events_processed_total") >= 2, 60,
                "the browse and identify events to be processed")
+    if len(workers) > 1:
+        # The link is in the identity changelog once the customer's worker checkpointed; the
+        # other worker reads it from there (allow it a few seconds, as an operator would).
+        wait_until(lambda: _identity_link_written(stack, anonymous), 30,
+                   "the link to reach the identity changelog")
+        time.sleep(3.0)
     send(survey, anonymous)
     alerts = _alerts(stack, expect=1, settle_s=2)
     assert [(a["rule"], a["customer_id"]) for a in alerts] == [("detractor_follow_up", customer)]
     assert alerts[0]["alert_id"] == alert_id("detractor_follow_up", customer, [survey.event_id])
-    forwarded = _metric_total(worker, "cx_messages_consumed_total{",
-                              f'topic="{settings.app_id}.touchpoints.keyed"')
+    forwarded = total("cx_messages_consumed_total{", f'topic="{settings.app_id}.touchpoints.keyed"')
     assert forwarded == 1
+
+
+def _identity_link_written(stack: Stack, anonymous: str) -> bool:
+    from tests.faults.chaos_support import read_topic
+
+    topic = f"{stack.settings().app_id}-identities-changelog"
+    return any(r.key == anonymous.encode() for r in read_topic(stack, topic))
 
 
 def test_state_is_recovered_from_the_changelog_when_the_state_dir_is_lost(
