@@ -40,6 +40,7 @@ from streams.faust_internals import (
     TablePartitions,
     batch_consumer,
     check_versions,
+    guard_changelog_queue,
     probe_broker,
     subscribe,
 )
@@ -157,6 +158,7 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
     subscribe(app, touchpoints)
     subscribe(app, keyed)
     consumer.batch_topics = frozenset({config.topics.touchpoints, config.keyed_topic})
+    guard_changelog_queue(app, consumer.changelog_holes)
     consumer.batch_handler = pipeline.handle
     consumer.batch_drain = pipeline.drain
     consumer.fetch_timeout_s = min(config.checkpoint_interval_ms / 1000,

@@ -12,6 +12,9 @@ standbys, offset commits); the scoring path does not iterate Faust streams. This
   partitions move (:meth:`BatchConsumer.on_partitions_revoked`): the new owner resumes where this
   worker stopped, and no message is skipped (Faust's stream path acks the messages it skips
   during a rebalance; ours never acks what it did not process);
+* mends the holes Faust's flow control cuts into the table changelogs' record stream
+  (:class:`ChangelogHoles`): each ``flow_control.resume()`` empties the changelog queue, and
+  records fetched but not yet stored are gone while the fetch position has moved past them;
 * reads and writes a table's RocksDB partition and its changelog directly
   (:class:`TablePartitions`), as ``Table.__setitem__`` would but without a current event;
 * stops gracefully (:meth:`BatchApp._stop_consumer` -> :meth:`BatchConsumer.finish_batches`):
@@ -183,6 +186,61 @@ Fetch = Mapping[TP, Sequence[Any]]
 BatchHandler = Callable[[Fetch], Awaitable[Any]]
 
 
+class ChangelogHoles:
+    """Table changelog records that Faust's flow control threw away before they were stored.
+
+    Faust hands every table changelog record (recovery, standby copies, the global identity
+    table) to a queue that one task drains into the table (``Recovery._slurp_changelogs``,
+    which keeps a record only if its offset is above the last one it kept for that partition).
+    That queue is cleared on every ``flow_control.resume()`` and ``flow_control.clear()``:
+    several times per rebalance, among them once after the standby partitions were resumed
+    (``Recovery.on_recovery_completed``), with nothing sought afterwards. Records in the queue
+    at that moment are lost while the fetch position is past them, and the next record kept
+    moves the table's offset past them too: a hole in a standby copy (found by
+    ``test_rebalance``: a promoted copy without a customer's first state, which its later
+    events then replaced) or in the identity links.
+
+    :meth:`discarded` notes the lowest thrown-away offset per partition (installed in the
+    queue's ``clear`` by :func:`guard_changelog_queue`); the fetch loop then mends each hole
+    (:meth:`BatchConsumer._mend_changelog_holes`): it drops the partition's records still in
+    the queue, lowers the table's last-kept offset below the hole and seeks back to it, so the
+    records from the hole on are read and stored again, in order (storing a record twice is
+    harmless: the last one per key wins)."""
+
+    def __init__(self) -> None:
+        self.first: dict[TP, int] = {}
+
+    def discarded(self, events: Sequence[Any]) -> None:
+        first = self.first
+        for event in events:
+            message = event.message
+            tp, offset = message.tp, message.offset
+            if offset < first.get(tp, offset + 1):
+                first[tp] = offset
+
+    @staticmethod
+    def target(hole: int, position: int | None, queued: Sequence[int]) -> int:
+        """Where to read the partition again: the hole, or earlier if the position or a record
+        still queued is earlier (never forward over unread records)."""
+        return min(hole, *queued, *(() if position is None else (position,)))
+
+
+def guard_changelog_queue(app: faust.App, holes: ChangelogHoles) -> None:
+    """Have the table changelog queue report what each clear throws away to ``holes``."""
+    queue: Any = cast(Any, app.tables).changelog_queue
+    clear = queue.clear
+
+    def clear_noting_holes() -> None:
+        pending = list(queue._queue)  # asyncio.Queue's deque
+        if pending:
+            holes.discarded(pending)
+            log.info("Faust's flow control dropped %d table changelog records not stored yet: "
+                     "they are read again", len(pending))
+        clear()
+
+    queue.clear = clear_noting_holes
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer whose fetcher hands the batch topics' records to a handler,
     one whole fetch at a time, instead of one message at a time through the conductor."""
@@ -210,6 +268,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self.batch_lock = asyncio.Lock()
         self._next_ack: dict[TP, int] = {}
         self._finishing = False
+        self.changelog_holes = ChangelogHoles()
+        self._seek_epoch = 0  # counts seeks, Faust's included (see _mend_changelog_holes)
 
     async def finish_batches(self) -> bool:
         """Graceful stop, before Faust stops the fetcher: hand no further fetch to the
@@ -270,6 +330,61 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self._next_ack.clear()  # Faust seeks every assigned partition to its committed offset
         await super().on_partitions_assigned(assigned, generation_id)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._seek_epoch += 1
+        await super().seek(partition, offset)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        self._seek_epoch += 1
+        await super().seek_wait(partitions)
+
+    async def perform_seek(self) -> None:
+        self._seek_epoch += 1
+        await super().perform_seek()
+
+    async def _mend_changelog_holes(self) -> None:
+        """Read again, from the hole on, each table changelog partition whose records Faust's
+        flow control threw away (:class:`ChangelogHoles`). Runs between fetches while the flow
+        is active; a partition no longer assigned is left to its next owner, and one sought by
+        someone else while its position was looked up is looked at again after the next fetch.
+        """
+        first = self.changelog_holes.first
+        if not first or not self.flow_active:
+            return
+        tables: Any = self.app.tables
+        recovery, queue = tables.recovery, tables.changelog_queue
+        for tp, hole in list(first.items()):
+            epoch = self._seek_epoch
+            try:
+                if tp not in self.assignment():
+                    del first[tp]
+                    continue
+                position = await self.position(tp)
+            except Exception as exc:  # revoked meanwhile: its next owner reads it
+                first.pop(tp, None)
+                log.info("changelog %s[%d]: hole at %d not mended (%s: %s)", tp.topic,
+                         tp.partition, hole, type(exc).__name__, exc)
+                continue
+            if self._seek_epoch != epoch:
+                continue  # sought meanwhile: look again after the next fetch
+            # From here to the seek nothing yields to the event loop.
+            del first[tp]
+            pending = queue._queue  # the asyncio.Queue's deque
+            queued = [e.message.offset for e in pending if e.message.tp == tp]
+            target = ChangelogHoles.target(hole, position, queued)
+            if queued:
+                kept = [e for e in pending if e.message.tp != tp]
+                pending.clear()
+                pending.extend(kept)
+            for offsets in (recovery.active_offsets, recovery.standby_offsets):
+                if tp in offsets and (offsets[tp] is None or offsets[tp] >= target):
+                    offsets[tp] = target - 1
+            if position != target:
+                await self.seek(tp, target)
+            log.info("changelog %s[%d]: records from offset %d read again (dropped by Faust's "
+                     "flow control at %d; position was %s)", tp.topic, tp.partition, target,
+                     hole, position)
 
     def _split(self, records: Mapping[TP, Sequence[Any]], active: set[TP] | None
                ) -> tuple[dict[TP, Sequence[Any]], list[tuple[TP, Any]], dict[TP, Sequence[Any]]]:
@@ -338,6 +453,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
+                await self._mend_changelog_holes()
                 records, active = await self._wait_next_records(self.fetch_timeout_s)
                 await asyncio.sleep(0)
                 if self.should_stop:

@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.faust_internals import BatchConsumer
+from streams.faust_internals import BatchConsumer, ChangelogHoles
 
 SOURCE = TP("it.touchpoints", 0)
 CHANGELOG = TP("it-customer-state-changelog", 0)
@@ -60,6 +60,9 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
         transport=SimpleNamespace(app=SimpleNamespace(should_stop=False)),
     )
     fake._split = partial(BatchConsumer._split, fake)
+    fake.changelog_holes = ChangelogHoles()
+    fake._seek_epoch = 0
+    fake._mend_changelog_holes = partial(BatchConsumer._mend_changelog_holes, fake)
     fake._finishing = False
     fake.skipped_ranges = partial(BatchConsumer.skipped_ranges, fake)
     fake._seek_back_skipped = partial(BatchConsumer._seek_back_skipped, fake)
@@ -246,3 +249,94 @@ def test_a_partition_revoked_before_its_seek_back_does_not_stop_the_fetch_loop()
     _drain(fake)
     assert fake.sought == []
     assert fake.handled == [(SOURCE, 10), (SOURCE, 11)]
+
+
+# -- holes Faust's flow control cuts into the table changelogs' record stream -------------------
+
+def _event(tp: TP, offset: int) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset))
+
+
+def _with_tables(fake: Any, queued: list[Any], offsets: dict[TP, int | None]) -> Any:
+    from collections import deque
+
+    fake.app.tables = SimpleNamespace(
+        changelog_queue=SimpleNamespace(_queue=deque(queued)),
+        recovery=SimpleNamespace(active_offsets={}, standby_offsets=dict(offsets)))
+    return fake
+
+
+def test_faust_clears_the_changelog_queue_on_resume_and_the_guard_notes_what_it_dropped() -> None:
+    """The mechanism itself, with Faust's own queue and flow control: records queued for the
+    table but not stored yet are thrown away by ``flow_control.resume()``."""
+    import faust
+
+    from streams.faust_internals import guard_changelog_queue
+
+    app = faust.App("holes-test", broker="kafka://127.0.0.1:1")
+    holes = ChangelogHoles()
+    guard_changelog_queue(app, holes)
+    queue = app.tables.changelog_queue  # type: ignore[attr-defined]
+    for offset in (41, 42, 43):
+        queue.put_nowait(_event(CHANGELOG, offset))
+    queue.put_nowait(_event(SOURCE, 7))
+    app.flow_control.suspend()
+    app.flow_control.resume()
+    assert queue.qsize() == 0
+    assert holes.first == {CHANGELOG: 41, SOURCE: 7}
+
+
+def test_a_hole_is_read_again_from_its_start_and_the_tables_offset_lowered() -> None:
+    """Records 100..119 fetched; 100..104 dropped from the queue by Faust, 118 still queued,
+    and the standby copy already kept 110 (delivered after the clear): the partition is read
+    again from 100, the queued record dropped (it comes again), the kept offset lowered to 99."""
+    fake = _fake([{SOURCE: [_record(SOURCE, 10)]}])
+    other = _event(TP("it-identities-changelog", 0), 5)
+    _with_tables(fake, [_event(CHANGELOG, 118), other], {CHANGELOG: 110})
+    fake.changelog_holes.first[CHANGELOG] = 100
+    fake.positions[CHANGELOG] = 120
+    _drain(fake)
+    assert fake.sought == [(CHANGELOG, 100)]
+    assert fake.app.tables.recovery.standby_offsets == {CHANGELOG: 99}
+    assert list(fake.app.tables.changelog_queue._queue) == [other]
+    assert fake.changelog_holes.first == {}
+    assert fake.handled == [(SOURCE, 10)]
+
+
+def test_a_hole_behind_a_later_seek_lowers_the_offset_and_never_seeks_forward() -> None:
+    """Sought to 90 since (before the hole at 100): reading goes on from 90, nothing is sought,
+    and the table keeps records from 90 on."""
+    fake = _with_tables(_fake([]), [], {CHANGELOG: 95})
+    fake.changelog_holes.first[CHANGELOG] = 100
+    fake.positions[CHANGELOG] = 90
+    _drain(fake)
+    assert fake.sought == []
+    assert fake.app.tables.recovery.standby_offsets == {CHANGELOG: 89}
+
+
+def test_a_hole_is_looked_at_again_when_a_seek_ran_during_its_position_lookup() -> None:
+    fake = _with_tables(_fake([{SOURCE: [_record(SOURCE, 10)]}]), [], {CHANGELOG: 110})
+    fake.changelog_holes.first[CHANGELOG] = 100
+    fake.positions[CHANGELOG] = 120
+    looked = []
+
+    async def position_while_faust_seeks(tp: TP) -> int:
+        looked.append(tp)
+        if len(looked) == 1:
+            fake._seek_epoch += 1  # e.g. Recovery seeking its standbys meanwhile
+        return 120
+
+    fake.position = position_while_faust_seeks
+    _drain(fake)
+    assert looked == [CHANGELOG, CHANGELOG]  # once per fetch loop turn: mended on the second
+    assert fake.sought == [(CHANGELOG, 100)]
+
+
+def test_a_hole_of_a_partition_no_longer_assigned_is_left_to_its_next_owner() -> None:
+    fake = _with_tables(_fake([]), [], {CHANGELOG: 110})
+    fake.changelog_holes.first[CHANGELOG] = 100
+    fake.assignment = lambda: {SOURCE}
+    _drain(fake)
+    assert fake.sought == []
+    assert fake.changelog_holes.first == {}
+    assert fake.app.tables.recovery.standby_offsets == {CHANGELOG: 110}
