@@ -175,6 +175,10 @@ class ScoringPipeline:
         # Erased links: (anonymous id, identity changelog partition) tombstones to write.
         self._unlinks: list[tuple[str, int]] = []
         self._erased = False  # an erase in this fetch: checkpoint now
+        # Stored links looked up during the current fetch (anonymous id -> customer or None).
+        # Exact: a fetch is scored in one synchronous pass, during which nothing else writes
+        # the identity store; cleared at each fetch (other workers' links arrive in between).
+        self._stored_links: dict[str, str | None] = {}
         self._consumed = {name: metrics.child(metrics.messages_consumed, name)
                           for name in (topics.touchpoints, keyed_topic)}
         self._lag = BatchObserver(metrics.processing_lag)
@@ -208,6 +212,7 @@ class ScoringPipeline:
         now_s = now.timestamp()
         outputs: list[Output] = []
         handled = 0
+        self._stored_links = {}
         counts: dict[str, int] = {}
         for tp, records in fetch.items():
             if not records:
@@ -478,8 +483,13 @@ class ScoringPipeline:
         pending = self._links.get(anonymous_id) or self._links_in_flight.get(anonymous_id)
         if pending is not None:
             return pending[0]
+        stored = self._stored_links
+        if anonymous_id in stored:
+            return stored[anonymous_id]
         linked = self.identities.get_any(anonymous_id.encode())
-        return linked.decode() if linked else None
+        customer = linked.decode() if linked else None
+        stored[anonymous_id] = customer
+        return customer
 
     def _remember_link(self, anonymous: str, customer: str, partition: int) -> None:
         if self._linked_customer(anonymous) != customer:

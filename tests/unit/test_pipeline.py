@@ -310,6 +310,33 @@ def test_an_anonymous_event_follows_its_link_to_the_customers_partition() -> Non
         assert forwarded == [(KEYED, customer.encode(), anon_event, home, None)]
 
 
+def test_a_stored_link_is_looked_up_once_per_fetch_and_again_in_the_next_fetch() -> None:
+    """The per-fetch memo of stored links: an anonymous id seen many times in one fetch costs
+    one look at the identity store (every partition), and a link stored by another worker
+    between two fetches is seen by the next one."""
+    h = _Harness()
+    customer, anonymous = "c-memo", "anon-memo"
+    anon_partition = customer_partition(anonymous, PARTITIONS)
+    lookups: list[bytes] = []
+    get_any = h.identities.get_any
+
+    def counted(key: bytes) -> bytes | None:
+        lookups.append(key)
+        return get_any(key)
+
+    h.identities.get_any = counted  # type: ignore[method-assign]
+    events = [(anonymous.encode(), _event(None, n, anonymous_id=anonymous)) for n in range(5)]
+    h.run(_fetch(TOPICS.touchpoints, anon_partition, events))
+    assert lookups == [anonymous.encode()]
+    assert not [s for s in h.sent if s[0] == KEYED]  # no link yet: scored as the visitor's
+    h.identities.put(0, anonymous.encode(), customer.encode())  # another worker's link
+    later = [(anonymous.encode(), _event(None, n, anonymous_id=anonymous)) for n in (5, 6)]
+    h.run(_fetch(TOPICS.touchpoints, anon_partition, later, 5))
+    assert lookups == [anonymous.encode()] * 2
+    if customer_partition(customer, PARTITIONS) != anon_partition:
+        assert len([s for s in h.sent if s[0] == KEYED]) == 2
+
+
 def test_a_customer_inactive_for_the_ttl_is_tombstoned_in_store_and_changelog() -> None:
     h = _Harness()
     customer = "c-ttl"
