@@ -137,17 +137,7 @@ def test_identity_stitching_across_two_workers_sees_the_other_workers_link(
     wait_until(lambda: _metric_total(one, "cx_rebalances_total") >= 2
                and _metric_total(two, "cx_rebalances_total") >= 1, 60,
                "the partitions to be shared by the two workers")
-    # (health "starting" clears once the tables are recovered: /healthz answers 200)
-    wait_until(lambda: all(_ready(w) for w in (one, two)), 60, "both workers ready")
     _identity_stitching(stack, [one, two])
-
-
-def _ready(worker: WorkerProcess) -> bool:
-    try:
-        http_get(worker.metrics_url.replace("/metrics", "/healthz"))
-    except Exception:
-        return False
-    return True
 
 
 def _identity_stitching(stack: Stack, workers: list[WorkerProcess]) -> None:
