@@ -15,6 +15,12 @@ simulated second, the states changed in it are encoded, as a 1-s checkpoint does
 Prints, per repeat and best of them: ``process`` and ``encode`` in us an event, the encoded
 bytes an event, and a digest of the alerts and score updates (equal digests: the same outputs;
 compare two commits with the same arguments). Single-threaded, no I/O besides the output.
+
+``--in-place`` adds one run on the warm states themselves. A copy decoded from bytes lays each
+state's objects out together; states built event by event, as a worker's are, have them spread
+over the heap, and both ``process`` and ``encode`` cost more on them (at 9c29786: 21.0 + 3.5 us
+from copies, 27.5 + 6.7 us in place; see docs/performance.md). The copies give the stable
+figure to compare commits; in place is the one closer to a running worker.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7, help="the bench run's seed (7)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="after the repeats, one more run on the warm states themselves, "
+                             "as the replay built them (a worker's states), not on copies")
     args = parser.parse_args(argv)
     now = START + timedelta(seconds=args.warm_s + args.measure_s + 60)
     events = simulated_events(args.rate, args.warm_s + args.measure_s, args.customers,
@@ -118,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"best: process {best.process_us:.2f} + encode {best.encode_us:.2f} = "
           f"{best.process_us + best.encode_us:.2f} us an event; outputs "
           f"{best.outputs_digest[:16]}")
+    if args.in_place:
+        run = replay(engine, states, events[warm:], now, per_second)
+        print(f"in place: process {run.process_us:.2f} us, encode {run.encode_us:.2f} us, "
+              f"{run.bytes_per_event:,.0f} state bytes an event; outputs "
+              f"{run.outputs_digest[:16]}")
 
 
 if __name__ == "__main__":

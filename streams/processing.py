@@ -338,9 +338,8 @@ class Processor:
         events. The records' own metrics are counted when the broker has them."""
         key = customer_id.encode()
         for policy in outcome.policy_events:
-            metrics.alerts_policy.labels(
-                policy.rule, AlertKind(policy.kind).value, policy.reason, policy.action
-            ).inc()
+            metrics.child(metrics.alerts_policy, policy.rule, AlertKind(policy.kind).value,
+                          policy.reason, policy.action).inc()
         records = []
         topics = self.topics
         for alert in outcome.alerts:

@@ -208,3 +208,29 @@ def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
     assert len(CustomerState.from_bytes(newer.value).seen) == 2
     processor.written(newer)
     assert processor.dirty_customers == 0
+
+
+def test_policy_events_are_counted_by_rule_kind_reason_and_action() -> None:
+    from prometheus_client import REGISTRY
+
+    from schemas.alerts import AlertKind
+    from streams.core.outcome import Outcome
+    from streams.core.policy import PolicyEvent
+
+    processor = _processor(_Store())
+    labels = {"rule": "friction_spike", "kind": "support", "reason": "cooldown",
+              "action": "suppressed"}
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("cx_alerts_policy_total", labels) or 0.0
+
+    before = counted()
+    outcome = Outcome(CustomerState())
+    outcome.policy_events = [
+        PolicyEvent("friction_spike", AlertKind.support, "cooldown", "suppressed", "a-1", NOW),
+        PolicyEvent("friction_spike", AlertKind.support, "cooldown", "suppressed", "a-2", NOW),
+        PolicyEvent("friction_spike", AlertKind.support, "cap", "suppressed", "a-3", NOW),
+    ]
+    for _ in range(2):  # the second time through the remembered label set
+        assert processor.outputs(outcome, "c-pol", kafka_ts_s=None) == []
+    assert counted() - before == 4

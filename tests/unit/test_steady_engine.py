@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bench.steady_engine import START, replay, simulated_events
+import pytest
+
+from bench.steady_engine import START, main, replay, simulated_events
 from streams.core.engine import Engine, EngineConfig
 from streams.core.rules import load_rules
 from streams.core.sentiment import VaderAnalyzer
@@ -27,3 +29,17 @@ def test_replays_from_the_same_states_give_the_same_outputs() -> None:
     # the warm states matter: from empty states the same events give other outputs
     cold = replay(engine, {}, events[4_000:], now, 2_000)
     assert cold.outputs_digest != runs[0].outputs_digest
+
+
+def test_in_place_runs_on_the_warm_states_and_gives_the_copies_outputs(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--rate", "1000", "--warm-s", "3", "--measure-s", "2", "--repeats", "1",
+          "--customers", "200", "--in-place"])
+    lines = capsys.readouterr().out.splitlines()
+    best = next(line for line in lines if line.startswith("best:"))
+    in_place = next(line for line in lines if line.startswith("in place:"))
+    # the same events from the same states: the same outputs, whatever the memory layout
+    assert best.rsplit("outputs ", 1)[1] == in_place.rsplit("outputs ", 1)[1]
+    main(["--rate", "1000", "--warm-s", "3", "--measure-s", "2", "--repeats", "1",
+          "--customers", "200"])
+    assert not any(line.startswith("in place:") for line in capsys.readouterr().out.splitlines())
