@@ -14,6 +14,7 @@ Times are event-time epoch seconds; the only wall-clock quantity kept is ``lag_s
 from __future__ import annotations
 
 import hashlib
+from array import array
 from typing import Any, Final
 
 import msgspec
@@ -69,7 +70,7 @@ class CustomerState:
     field (the wire form); the fields are listed in :data:`STATE_FIELDS`.
     """
 
-    __slots__ = STATE_FIELDS
+    __slots__ = (*STATE_FIELDS, "signal_ranks")
 
     watermark: float | None  # highest event time processed
     first_seen: float | None  # lowest event time processed
@@ -112,6 +113,11 @@ class CustomerState:
     # written before these fields decode with 0 (the churn scorer then uses ``purchases``).
     purchase_days: int
     first_day_spend: float
+    # Not stored: the list ``signals`` was last sorted into, the half-life of that sort and the
+    # rank of each signal, kept by ``scoring.add_signals`` (the only writer of ``signals``) so
+    # that a full list takes a new signal without ranking every kept one again. None until the
+    # list is first trimmed, after any append that did not trim, and in a decoded state.
+    signal_ranks: tuple[list[SignalRec], float, array[float]] | None
 
     def __init__(
         self,
@@ -186,6 +192,7 @@ class CustomerState:
         self.risk_wake_s = risk_wake_s
         self.purchase_days = purchase_days
         self.first_day_spend = first_day_spend
+        self.signal_ranks = None
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""

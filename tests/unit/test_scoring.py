@@ -160,3 +160,53 @@ def test_stage_is_the_furthest_reached_in_30_days_and_falls_back() -> None:
 
 def test_explanation_empty_for_new_state() -> None:
     assert explanation(CustomerState(), 50.0, HALF_LIFE_S) == []
+
+
+def _reference_add(kept: list[Any], t: float, event_id: str, signals: list[tuple[str, float]],
+                   half_life_s: float) -> None:
+    """add_signals' list as its contract states it: append, then a stable sort by rank and the
+    weakest dropped (what it did before the ranks were remembered)."""
+    for name, weight in signals:
+        kept.append((t, weight, name, event_id))
+    excess = len(kept) - MAX_SIGNALS
+    if excess > 0:
+        kept.sort(key=lambda s: math.log2(abs(s[1]) or 1e-12) + s[0] / half_life_s)
+        del kept[:excess]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_remembered_ranks_keep_the_list_a_full_sort_would(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    weights = [-8.0, -3.0, -1.5, -1.5, 0.0, 1.5, 2.0, 5.3392, 3]  # ties, a zero, an int
+    half_life_s = 7 * 86_400.0
+    st = CustomerState(watermark=1_800_000_000.0)
+    expected: list[Any] = []
+    for i in range(400):
+        t = 1_800_000_000.0 - rng.choice([0.0, 0.0, 5.0, 3600.0, rng.random() * 86_400])
+        signals = [(f"s{rng.randrange(3)}", rng.choice(weights))
+                   for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+        if i % 97 == 96:  # a state read back from its bytes: no remembered ranks
+            st = CustomerState.from_bytes(st.to_bytes())
+            assert st.signal_ranks is None
+        if i == 250:  # another half-life (a restarted worker with another config)
+            half_life_s = 2 * 86_400.0
+        add_signals(st, t, f"e{i}", signals, half_life_s)
+        _reference_add(expected, t, f"e{i}", signals, half_life_s)
+        assert st.signals == expected, f"event {i}"
+    assert st.signal_ranks is not None and st.signal_ranks[0] is st.signals
+
+
+def test_a_replaced_signal_list_is_ranked_again() -> None:
+    st = CustomerState(watermark=1_800_000_000.0)
+    for i in range(MAX_SIGNALS + 2):
+        add_signals(st, 1_800_000_000.0 - i, f"e{i}", [("slow_page", -1.5)], 86_400.0)
+    assert st.signal_ranks is not None
+    replacement = [(1_800_000_000.0, w, "n", f"r{i}") for i, w in
+                   enumerate([1.0] * (MAX_SIGNALS - 1) + [-9.0])]
+    st.signals = list(replacement)  # same length as the remembered ranks, another list
+    add_signals(st, 1_800_000_000.0, "new", [("purchase", 2.0)], 86_400.0)
+    expected = list(replacement)
+    _reference_add(expected, 1_800_000_000.0, "new", [("purchase", 2.0)], 86_400.0)
+    assert st.signals == expected
