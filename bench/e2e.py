@@ -447,7 +447,16 @@ def publish_paced(messages: list[SimMessage], *, bootstrap_servers: str, topic: 
             # message (every 78 us at 12,875/s) cost the harness, on the services' core, a
             # wake-up per message.
             time.sleep(max(wait_s, PACE_TICK_S))
-        producer.produce(topic, key=message.key, value=message.value, on_delivery=delivered)
+        while True:
+            try:
+                producer.produce(topic, key=message.key, value=message.value,
+                                 on_delivery=delivered)
+                break
+            except BufferError:
+                # librdkafka's queue is full: the broker acknowledges slower than the pace (a
+                # broker just started, a busy services core). Wait for deliveries, go on: the
+                # records published late are measured late, as a real producer's would be.
+                producer.poll(0.05)
         producer.poll(0)
     elapsed_s = time.monotonic() - started
     failed += producer.flush(60)

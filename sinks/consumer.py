@@ -16,9 +16,12 @@ per table per batch (split by month so that no insert touches more than 100 part
 
 Pipelining: a batch is written (in a worker thread), dead-lettered and committed while the next
 one is collected; the next one is written only after the previous one was committed, so
-commits stay in order and every committed offset covers rows that are durable. At most two
-batches are held: once the next batch is complete and the previous one is still being written,
-the loop pauses its partitions until the write is done.
+commits stay in order and every committed offset covers rows that are durable. A batch is
+collected for ``CX_SINK_BATCH_MS`` and then for as long as the previous write lasts, up to
+``CX_SINK_BATCH_ROWS``: under a backlog the batches grow, and ClickHouse takes fewer, larger
+inserts (an insert costs about the same whether it holds a thousand rows or ten thousand). At
+most two batches are held: once the next batch is full and the previous one is still being
+written, the loop pauses its partitions until the write is done.
 
 Failure behaviour (nothing halts, nothing is skipped):
 
@@ -90,6 +93,9 @@ STUCK_LOG_EVERY_S = 30.0
 STOP_FLUSH_S = 2.0  # at shutdown, how long the batch being written may take to commit
 YIELD_EVERY = 500  # records turned into rows between two event-loop turns
 FETCH_MAX_RECORDS = 5000
+# A batch old enough to be written but whose predecessor is still being written takes fetches
+# at most this long apart, so that it is handed over soon after that write ends.
+WRITING_POLL_MS = 20
 Rows = Sequence[tuple[str, Row]]
 
 
@@ -408,7 +414,9 @@ class StoreLoop:
         handled = 0
         started_ms = _now_ms()
         while True:
-            wait_ms = max(0, started_ms + batch_ms - _now_ms())
+            wait_ms = started_ms + batch_ms - _now_ms()
+            if wait_ms <= 0:
+                wait_ms = WRITING_POLL_MS  # old enough: collecting on while the write lasts
             records = await self._records(consumer, batch_rows - len(buffer), wait_ms)
             now = datetime.now(timezone.utc)
             now_ms = _now_ms()
@@ -422,13 +430,19 @@ class StoreLoop:
                 for table, row in rows:
                     buffer.add(table, row, now_ms=now_ms, source=source, origin=record)
             handled += len(records)
-            if len(buffer) >= batch_rows or _now_ms() - started_ms >= batch_ms:
+            if len(buffer) >= batch_rows:
+                break
+            if _now_ms() - started_ms >= batch_ms and not self._writing():
                 break
         batch = buffer.drain()
         await self.drain(consumer)
         if batch.offsets:
             self._flushing = asyncio.ensure_future(self._flush(consumer, batch))
         return handled
+
+    def _writing(self) -> bool:
+        """True while the previous batch is being written (or dead-lettered, or committed)."""
+        return self._flushing is not None and not self._flushing.done()
 
     async def drain(self, consumer: AIOKafkaConsumer) -> None:
         """Wait until the batch being written is written and committed. Meanwhile the partitions

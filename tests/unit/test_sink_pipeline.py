@@ -129,6 +129,36 @@ def test_the_next_batch_is_collected_while_the_previous_one_is_written() -> None
     ]
 
 
+def test_a_batch_grows_while_the_previous_one_is_still_being_written() -> None:
+    log: list[str] = []
+    consumer = ScriptedConsumer([_records(0, 5)], log)
+    writer = GatedWriter(log)
+    loop = StoreLoop(SinkConfig(batch_rows=100, batch_ms=50), _build, writer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        assert await loop.run_once(consumer) == 5  # written once 50 ms old: nothing in flight
+        await _started(writer)
+        consumer.fetches.append(_records(5, 5))
+        second = asyncio.ensure_future(loop.run_once(consumer))
+        await asyncio.sleep(0.2)  # past the batch's 50 ms, the first write still going on
+        consumer.fetches.append(_records(10, 5))
+        await asyncio.sleep(0.2)
+        assert not second.done()
+        writer.gates[0].set()
+        assert await second == 10
+        assert consumer.pauses == 0  # never full: the partitions were not paused meanwhile
+        await _started(writer)
+        writer.gates[1].set()
+        await loop.drain(consumer)
+
+    asyncio.run(scenario())
+
+    # Both fetches that came during the first write went into one insert.
+    assert [line for line in log if line.startswith("write start")] == [
+        "write start 0-4", "write start 5-14"]
+    assert [line for line in log if line.startswith("commit")] == ["commit 5", "commit 15"]
+
+
 def test_a_complete_batch_waiting_for_a_slow_write_pauses_the_partitions() -> None:
     log, consumer, writer, loop = _sink(3)
 
