@@ -23,6 +23,10 @@ standbys, offset commits); the scoring path does not iterate Faust streams. This
   on SIGTERM/SIGINT no further fetch is handed over, the open batch finishes and is made
   durable, and exactly its offsets are committed before Faust stops the fetcher and leaves the
   group;
+* subscribes only once the broker's metadata lists every topic (:class:`BatchConsumerThread`),
+  and assigns a global table whose changelog is not listed yet to nobody instead of failing
+  the assignment (:class:`BatchPartitionAssignor`): a worker never hangs at start-up on a
+  changelog topic the broker lists late;
 * backs off aiokafka's failed metadata updates (:func:`back_off_metadata_updates`), which
   otherwise spin while the broker is down, and probes the broker (:func:`probe_broker`,
   :func:`wait_for_broker`) for start-up and /healthz.
@@ -42,6 +46,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NamedTuple, Protocol, cast
 
 import faust
+from faust.assignor import PartitionAssignor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -546,17 +551,59 @@ def back_off_metadata_updates(client: Any, first_s: float = METADATA_BACKOFF_FIR
 CONSUMER_METADATA_MAX_AGE_MS = 10_000
 
 
-class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread whose aiokafka client backs off failed metadata updates and
-    refreshes its metadata every ``CONSUMER_METADATA_MAX_AGE_MS``.
+# How long a subscription waits for the broker's metadata to list every topic subscribed to
+# (Faust creates the changelog topics just before it subscribes). See BatchConsumerThread.
+SUBSCRIBE_METADATA_WAIT_S = 60.0
+SUBSCRIBE_METADATA_LOG_EVERY_S = 10.0
+SUBSCRIBE_METADATA_POLL_S = 0.1
 
-    Why the refresh: Faust creates the changelog topics just before it subscribes. When the
-    first assignment is computed before the broker's metadata lists a topic that was just
-    created, aiokafka logs "Topic ... not found in cluster metadata", assigns without it and
-    only rejoins once a later metadata update shows it. With aiokafka's 5-minute default the
-    worker then waited minutes for the identity changelog and never reported Ready within the
-    tests' 180 s (seen once in CI and once in `make chaos`, 2026-12-05). Now it rejoins within
-    about 10 s."""
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose aiokafka client backs off failed metadata updates,
+    refreshes its metadata every ``CONSUMER_METADATA_MAX_AGE_MS``, and subscribes only once
+    its metadata lists every topic of the subscription (:meth:`subscribe`).
+
+    Why: Faust creates the changelog topics just before it subscribes, and a broker lists a
+    topic it has just created a moment later (seen: 0.3 s on a busy machine). A first
+    assignment computed in between lacked the identity changelog, and Faust's assignor then
+    failed with ``KeyError`` (``PartitionAssignor._global_table_standby_assignments`` indexes
+    every global table's changelog). aiokafka hands a failed assignment to the consumer's next
+    ``getmany`` and waits for it there, while Faust fetches nothing before it is assigned: the
+    worker never rejoined and never reported Ready (CI and `make chaos` on 2026-12-05, a
+    `make bench` latency phase on 2026-12-06; reproduced by hiding the topic from the first
+    metadata responses). :class:`BatchPartitionAssignor` no longer fails on a missing topic,
+    and the refresh every 10 s (aiokafka's default: 5 minutes) notices the topic and rejoins."""
+
+    async def subscribe(self, topics: Any) -> None:
+        """Wait until the consumer's metadata lists every topic of ``topics`` (at most
+        ``SUBSCRIBE_METADATA_WAIT_S``; a log line every ``SUBSCRIBE_METADATA_LOG_EVERY_S``
+        names the missing ones), then subscribe as Faust does."""
+        wanted = set(topics)
+        await self.call_thread(self._await_topic_metadata, wanted)
+        await super().subscribe(wanted)
+
+    async def _await_topic_metadata(self, topics: set[str]) -> None:
+        client = self._ensure_consumer()._client
+        started = logged = time.monotonic()
+        while True:
+            missing = sorted(t for t in topics if not client.cluster.partitions_for_topic(t))
+            if not missing:
+                return
+            now = time.monotonic()
+            if now - started >= SUBSCRIBE_METADATA_WAIT_S:
+                log.warning("subscribing although the broker's metadata still lacks %s after "
+                            "%.0f s; the group rejoins when it lists them",
+                            ", ".join(missing), now - started)
+                return
+            if now - logged >= SUBSCRIBE_METADATA_LOG_EVERY_S:
+                logged = now
+                log.info("waiting %.0f s so far for the broker's metadata to list %s",
+                         now - started, ", ".join(missing))
+            for topic in missing:
+                # Tracked from now on: each metadata update asks for it.
+                client._topics.add(topic)
+            await client.force_metadata_update()
+            await asyncio.sleep(SUBSCRIBE_METADATA_POLL_S)
 
     def _create_consumer(self, loop: asyncio.AbstractEventLoop) -> Any:
         consumer = super()._create_consumer(loop)
@@ -579,13 +626,44 @@ class BatchProducer(faust_aiokafka.Producer):
         return producer
 
 
+class BatchPartitionAssignor(PartitionAssignor):
+    """Faust's assignor, which assigns a global table whose changelog the cluster metadata does
+    not list yet to nobody instead of failing the whole assignment with ``KeyError`` (Faust
+    0.15.3 indexes the metadata by every global changelog topic). The consumer's metadata
+    refresh then sees the topic appear and the group rejoins (see
+    :class:`BatchConsumerThread`)."""
+
+    def _global_table_standby_assignments(
+        self, assignments: Any, partitions_by_topic: Mapping[str, int]
+    ) -> Any:
+        missing = [topic for table in self._table_manager.data.values() if table.is_global
+                   and (topic := table._changelog_topic_name()) not in partitions_by_topic]
+        if not missing:
+            return super()._global_table_standby_assignments(assignments, partitions_by_topic)
+        log.warning("global table changelog(s) %s not in the cluster metadata yet: assigned "
+                    "once the broker lists them (the group then rejoins)", ", ".join(missing))
+        # Zero partitions: Faust assigns each member an empty list for the topic; dropped here.
+        assignments = super()._global_table_standby_assignments(
+            assignments, {**partitions_by_topic, **dict.fromkeys(missing, 0)})
+        for assignment in assignments.values():
+            for topic in missing:
+                assignment.actives.pop(topic, None)
+                assignment.standbys.pop(topic, None)
+        return assignments
+
+
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
     Producer = BatchProducer
 
 
 class BatchApp(faust.App):
-    """``faust.App`` whose consumer is :class:`BatchConsumer` (producers are Faust's own)."""
+    """``faust.App`` whose consumer is :class:`BatchConsumer` and whose assignor is
+    :class:`BatchPartitionAssignor` (producers are Faust's own)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("PartitionAssignor", BatchPartitionAssignor)
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)

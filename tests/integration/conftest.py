@@ -164,8 +164,9 @@ def cli(stack: Stack) -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 LOG_TAIL_LINES = 80
-# A start normally takes 1-3 s. A worker once waited minutes for a changelog topic missing from
-# its first assignment (fixed: streams/faust_internals.BatchConsumerThread). Starts slower than
+# A start normally takes 1-3 s. A worker once hung for a changelog topic missing from its first
+# assignment (fixed: streams/faust_internals.BatchConsumerThread and BatchPartitionAssignor;
+# tests/integration/test_worker_start_metadata.py). Starts slower than
 # SLOW_START_S are reported as warnings with their log; only one beyond the timeout fails.
 SLOW_START_S = 30
 

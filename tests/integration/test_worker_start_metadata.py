@@ -1,0 +1,91 @@
+"""A worker starts although the broker lists a changelog topic it just created a moment late.
+
+Faust creates the table changelog topics just before it subscribes, and a busy broker lists a
+new topic some time after creating it (seen: 0.3 s). A first assignment computed in between
+lacked the identity changelog; Faust's assignor then failed with ``KeyError`` and aiokafka
+parked the failure for a ``getmany`` that Faust does not make before it is assigned: the worker
+never reported Ready (CI, `make chaos`, `make bench`; streams/faust_internals.py,
+``BatchConsumerThread`` and ``BatchPartitionAssignor``). Here the worker runs under
+tests/integration/lagging_metadata_worker.py, which hides the identity changelog from every
+metadata response of its first 4 seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.integration.conftest import Stack, _cli
+from tests.integration.services import REPO, free_port, wait_until
+
+HIDE_S = 4.0
+READY_WITHIN_S = 60.0
+
+
+def _start(stack: Stack, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    full_env = stack.env()
+    done = _cli("topics", "create", env=full_env)
+    assert done.returncode == 0, done.stderr
+    log_path = stack.tmp / f"lagging-worker-{len(env)}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.lagging_metadata_worker", "worker",
+             "--loglevel", "info"],
+            env={**os.environ, **full_env, "CX_METRICS_PORT": str(free_port()),
+                 "CX_TEST_HIDE_S": str(HIDE_S), **env},
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+    return proc, str(log_path)
+
+
+def _read(path: str) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def _ready(proc: subprocess.Popen[bytes], path: str) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"the worker exited with {proc.returncode}:\n{_read(path)}")
+    return "Ready" in _read(path)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_the_worker_waits_for_its_topics_metadata_before_it_subscribes(stack: Stack) -> None:
+    proc, log_path = _start(stack)
+    try:
+        started = time.monotonic()
+        wait_until(lambda: _ready(proc, log_path), READY_WITHIN_S, "the worker to report Ready")
+        log = _read(log_path)
+        assert "test: hiding" in log  # the lag was there
+        assert time.monotonic() - started >= HIDE_S - 1  # and was waited for
+        # Subscribed once the topic was listed: the one assignment had every topic.
+        assert "Ignoring missing topic" not in log
+        assert "generation id 1 " in log
+    finally:
+        _stop(proc)
+
+
+def test_an_assignment_without_the_identity_changelog_is_mended_by_a_rejoin(
+        stack: Stack) -> None:
+    proc, log_path = _start(stack, CX_TEST_NO_SUBSCRIBE_WAIT="1")
+    try:
+        wait_until(lambda: _ready(proc, log_path), READY_WITHIN_S, "the worker to report Ready")
+        assert "Ignoring missing topic" in _read(log_path)  # the first assignment lacked it
+        # The metadata refresh (every 10 s) sees the topic and the group rejoins: the identity
+        # changelog's partitions are then assigned (Faust opens the table's partitions).
+        wait_until(lambda: "generation id 2 " in _read(log_path), 30,
+                   "the worker to rejoin once the topic is listed")
+        wait_until(lambda: "Recovery complete" in _read(log_path).split(
+            "generation id 2 ", 1)[-1], 30, "the recovery after the rejoin")
+    finally:
+        _stop(proc)
