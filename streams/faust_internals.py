@@ -17,8 +17,9 @@ standbys, offset commits); the scoring path does not iterate Faust streams. This
   records fetched but not yet stored are gone while the fetch position has moved past them;
 * reads and writes a table's RocksDB partition and its changelog directly
   (:class:`TablePartitions`), as ``Table.__setitem__`` would but without a current event;
-* hands records to aiokafka's accumulator as whole batches (:class:`BatchSender`) and keeps
-  every topic it sends to in the metadata aiokafka refreshes (``AIOKafkaClient._topics``);
+* hands records to aiokafka's accumulator as whole batches (:class:`BatchSender`); the
+  producer keeps every topic it sends to in the metadata aiokafka refreshes
+  (:func:`track_topics_sent_to`);
 * stops gracefully (:meth:`BatchApp._stop_consumer` -> :meth:`BatchConsumer.finish_batches`):
   on SIGTERM/SIGINT no further fetch is handed over, the open batch finishes and is made
   durable, and exactly its offsets are committed before Faust stops the fetcher and leaves the
@@ -617,12 +618,38 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def track_topics_sent_to(client: Any) -> None:
+    """Make an ``AIOKafkaClient`` keep every topic it is asked to send to in the metadata it
+    refreshes (``client._topics``).
+
+    aiokafka 0.14 refreshes metadata for the topics in ``_topics`` only (every topic while that
+    set is empty), and ``_wait_on_metadata``, which every ``send`` and ``send_batch`` awaits,
+    adds a topic to it only when the topic is missing from the metadata at hand: a topic first
+    sent to while the metadata listed every topic is never added. The next update for the
+    tracked topics then drops it; a batch of it waiting in the accumulator has no leader any
+    more, the sender forces metadata updates that never bring it back (a busy loop) and the
+    batch waits until Faust's producer request timeout (1,200 s), the pipeline with it (seen
+    once: a changelog batch unacknowledged for 270 s at the start of a bench run). Now the
+    first send to a topic adds it (one forced metadata update); later sends pay a set look-up.
+    """
+    wait_on_metadata = client._wait_on_metadata
+
+    async def tracked(topic: str) -> Any:
+        if topic not in client._topics:  # set_topics replaces the set: read it each time
+            await client.add_topic(topic)
+        return await wait_on_metadata(topic)
+
+    client._wait_on_metadata = tracked
+
+
 class BatchProducer(faust_aiokafka.Producer):
-    """Faust's producer whose aiokafka client backs off failed metadata updates."""
+    """Faust's producer whose aiokafka client backs off failed metadata updates and keeps every
+    topic it sends to in its metadata (:func:`track_topics_sent_to`)."""
 
     def _new_producer(self, transactional_id: str | None = None) -> Any:
         producer = super()._new_producer(transactional_id)
         back_off_metadata_updates(producer.client)
+        track_topics_sent_to(producer.client)
         return producer
 
 
@@ -869,23 +896,6 @@ class BatchSender:
         """A sender on the aiokafka producer Faust started for ``app``."""
         return cls(lambda: cast(Any, app.producer)._ensure_producer())
 
-    @staticmethod
-    async def _track(producer: Any, topic: str) -> None:
-        """Keep ``topic`` in the metadata the producer refreshes (aiokafka's ``_topics``).
-
-        aiokafka 0.14 refreshes metadata for the topics in ``client._topics`` only (all topics
-        while that set is empty), and ``send_batch`` (``_wait_on_metadata``) adds a topic to
-        it only when the topic is missing from the metadata at hand: a topic first sent to
-        while the metadata listed every topic is never added. The next update for the tracked
-        topics then drops it; a batch of it waiting in the accumulator has no leader any more,
-        the sender forces metadata updates that never bring it back (a busy loop) and the batch
-        waits until Faust's producer request timeout (1,200 s), the pipeline with it (seen
-        once: a changelog batch unacknowledged for 270 s at the start of a bench run). Adding
-        the topic forces one metadata update, the first time a topic is sent to."""
-        client = producer.client
-        if topic not in client._topics:
-            await client.add_topic(topic)
-
     async def _partitions(self, producer: Any, topic: str) -> int:
         partitions = producer.client.cluster.partitions_for_topic(topic)
         if not partitions:
@@ -927,7 +937,6 @@ class BatchSender:
                     partition = key_partition(record.key, count)
             group = groups.get((record.topic, partition))
             if group is None:
-                await self._track(producer, record.topic)
                 groups[(record.topic, partition)] = [index]
             else:
                 group.append(index)

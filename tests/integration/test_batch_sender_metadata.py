@@ -1,4 +1,4 @@
-"""A topic the worker's BatchSender sends to stays in the producer's metadata.
+"""A topic the worker's producer sends to stays in its metadata (``track_topics_sent_to``).
 
 aiokafka 0.14 refreshes metadata for the topics it tracks (``client._topics``; every topic while
 it tracks none), and ``send_batch`` tracks a topic only when the metadata at hand lacks it. A
@@ -7,16 +7,17 @@ the tracked topics dropped it, and its next batch had no leader. The sender then
 updates in a busy loop that never brought the topic back, and the batch waited for Faust's
 producer request timeout (1,200 s), the worker's pipeline with it. Seen once in `make bench`: a
 changelog batch "not acknowledged by the broker" for 270 s while the broker listed the
-partition's leader. The test checks the cause: after another topic is tracked, the producer's
-metadata still knows the leader of the topic sent to (a batch arriving in the accumulator at
-that moment is a race, not reproduced here).
+partition's leader. The test checks the cause on a producer mended as the worker's
+(``BatchProducer`` applies ``track_topics_sent_to``), sending through ``BatchSender``: after
+another topic is tracked, the producer's metadata still knows the leader of the topic sent to
+(a batch arriving in the accumulator at that moment is a race, not reproduced here).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from streams.faust_internals import BatchSender
+from streams.faust_internals import BatchSender, track_topics_sent_to
 from streams.processing import Output
 from tests.integration.conftest import Stack
 
@@ -26,6 +27,7 @@ async def _send_while_another_topic_is_tracked(bootstrap: str, first: str,
     from aiokafka import AIOKafkaProducer, TopicPartition
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    track_topics_sent_to(producer.client)
     await producer.start()
     try:
         client = producer.client
