@@ -210,13 +210,23 @@ def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
     assert processor.dirty_customers == 0
 
 
-def test_policy_events_are_counted_by_rule_kind_reason_and_action() -> None:
+def test_policy_events_are_counted_by_rule_kind_reason_and_action(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from prometheus_client import REGISTRY
 
     from schemas.alerts import AlertKind
+    from streams import metrics
     from streams.core.outcome import Outcome
     from streams.core.policy import PolicyEvent
 
+    label_calls: list[tuple[str, ...]] = []
+    real_labels = metrics.alerts_policy.labels
+
+    def counting_labels(*values: str) -> object:
+        label_calls.append(values)
+        return real_labels(*values)
+
+    monkeypatch.setattr(metrics.alerts_policy, "labels", counting_labels)
     processor = _processor(_Store())
     labels = {"rule": "friction_spike", "kind": "support", "reason": "cooldown",
               "action": "suppressed"}
@@ -234,3 +244,5 @@ def test_policy_events_are_counted_by_rule_kind_reason_and_action() -> None:
     for _ in range(2):  # the second time through the remembered label set
         assert processor.outputs(outcome, "c-pol", kafka_ts_s=None) == []
     assert counted() - before == 4
+    # Six policy events, two label sets: labels() (a lock, a tuple, a dict) at most once each.
+    assert len(label_calls) == len(set(label_calls)) <= 2

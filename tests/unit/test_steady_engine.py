@@ -32,9 +32,22 @@ def test_replays_from_the_same_states_give_the_same_outputs() -> None:
 
 
 def test_in_place_runs_on_the_warm_states_and_gives_the_copies_outputs(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.steady_engine as steady
+
+    replayed_on: list[dict[str, CustomerState]] = []
+
+    def recording_replay(engine: Engine, states: dict[str, CustomerState], *args: object,
+                         **kwargs: object) -> steady.SteadyRun:
+        replayed_on.append(states)
+        return replay(engine, states, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steady, "replay", recording_replay)
     main(["--rate", "1000", "--warm-s", "3", "--measure-s", "2", "--repeats", "1",
           "--customers", "200", "--in-place"])
+    # warm-up, one repeat on a copy, then in place: on the very states the warm-up built
+    warmed, copy, in_place_states = replayed_on
+    assert in_place_states is warmed and copy is not warmed
     lines = capsys.readouterr().out.splitlines()
     best = next(line for line in lines if line.startswith("best:"))
     in_place = next(line for line in lines if line.startswith("in place:"))
