@@ -557,6 +557,10 @@ CONSUMER_METADATA_MAX_AGE_MS = 10_000
 SUBSCRIBE_METADATA_WAIT_S = 60.0
 SUBSCRIBE_METADATA_LOG_EVERY_S = 10.0
 SUBSCRIBE_METADATA_POLL_S = 0.1
+# A group coordinator error that nothing has taken for this long is taken by the consumer
+# thread itself (see BatchConsumerThread._take_parked_coordinator_error).
+PARKED_ERROR_CHECK_S = 1.0
+PARKED_ERROR_TAKE_AFTER_S = 5.0
 
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -574,6 +578,42 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     `make bench` latency phase on 2026-12-06; reproduced by hiding the topic from the first
     metadata responses). :class:`BatchPartitionAssignor` no longer fails on a missing topic,
     and the refresh every 10 s (aiokafka's default: 5 minutes) notices the topic and rejoins."""
+
+    _parked: tuple[BaseException, float] | None = None
+
+    @Service.timer(PARKED_ERROR_CHECK_S)
+    async def _take_parked_coordinator_error(self) -> None:
+        """Take a group coordinator error that waited ``PARKED_ERROR_TAKE_AFTER_S`` for a
+        ``getmany`` to take it, log it and let the coordinator go on (it joins the group again).
+
+        aiokafka 0.14 hands an error of its coordinator (a failed join or assignment, e.g. an
+        exception in the assignor) to the consumer's next ``getmany`` and waits until that call
+        takes it: no heartbeat, no rejoin meanwhile. Faust makes no ``getmany`` before it is
+        assigned, so such an error at start-up (or during a rebalance) hung the worker for ever
+        (see :class:`BatchPartitionAssignor` for the one seen). When Faust is fetching, its own
+        ``getmany`` takes the error long before this does."""
+        coordinator: Any = getattr(getattr(self, "_consumer", None), "_coordinator", None)
+        error = getattr(coordinator, "_pending_exception", None)
+        if coordinator is None or error is None:
+            self._parked = None
+            return
+        now = time.monotonic()
+        if self._parked is None or self._parked[0] is not error:
+            self._parked = (error, now)
+            return
+        waited_s = now - self._parked[1]
+        if waited_s < PARKED_ERROR_TAKE_AFTER_S:
+            return
+        self._parked = None
+        # What GroupCoordinator.check_errors does with a pending error, without raising it.
+        coordinator._pending_exception = None
+        consumed = coordinator._error_consumed_fut
+        coordinator._error_consumed_fut = None
+        if consumed is not None and not consumed.done():
+            consumed.set_result(None)
+        log.warning("the group coordinator failed (%s: %s) and no fetch took the error for "
+                    "%.0f s (none is made before partitions are assigned): taken here, the "
+                    "group is joined again", type(error).__name__, error, waited_s)
 
     async def subscribe(self, topics: Any) -> None:
         """Wait until the consumer's metadata lists every topic of ``topics`` (at most

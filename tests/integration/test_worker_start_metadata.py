@@ -89,3 +89,16 @@ def test_an_assignment_without_the_identity_changelog_is_mended_by_a_rejoin(
             "generation id 2 ", 1)[-1], 30, "the recovery after the rejoin")
     finally:
         _stop(proc)
+
+
+def test_a_failed_first_assignment_does_not_hang_the_start(stack: Stack) -> None:
+    """aiokafka hands a failed assignment to the next ``getmany`` and waits for it; Faust makes
+    none before it is assigned. The consumer thread takes such an error after 5 s itself."""
+    proc, log_path = _start(stack, CX_TEST_HIDE_S="0", CX_TEST_ASSIGNOR_FAILS_ONCE="1")
+    try:
+        wait_until(lambda: _ready(proc, log_path), READY_WITHIN_S, "the worker to report Ready")
+        log = _read(log_path)
+        assert "the group coordinator failed (KafkaError" in log
+        assert "test: the first assignment fails" in log
+    finally:
+        _stop(proc)
