@@ -27,7 +27,8 @@ standbys, offset commits); the scoring path does not iterate Faust streams. This
 * subscribes only once the broker's metadata lists every topic (:class:`BatchConsumerThread`),
   and assigns a global table whose changelog is not listed yet to nobody instead of failing
   the assignment (:class:`BatchPartitionAssignor`): a worker never hangs at start-up on a
-  changelog topic the broker lists late;
+  changelog topic the broker lists late; a group-coordinator error that aiokafka parks for a
+  ``getmany`` nobody makes is taken after 5 s and the group joined again;
 * backs off aiokafka's failed metadata updates (:func:`back_off_metadata_updates`), which
   otherwise spin while the broker is down, and probes the broker (:func:`probe_broker`,
   :func:`wait_for_broker`) for start-up and /healthz.
