@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.services import REPO, free_port, port_open
+from tests.integration.services import REPO, free_port, port_open, stop_process
 
 KAFKA_VERSION = "3.9.1"
 CACHE = Path(os.environ.get("CX_CACHE_DIR")
@@ -118,14 +117,9 @@ class PrivateKafka:
     def stop(self, timeout_s: float = 30) -> None:
         """Stop the broker (SIGTERM, SIGKILL after ``timeout_s``); the data dir stays."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout_s=timeout_s)
         deadline = time.monotonic() + 10
         while port_open("127.0.0.1", self.port) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -21,7 +21,14 @@ import orjson
 import pytest
 
 from cxsignals.settings import Settings, namespaced_env
-from tests.integration.services import REPO, Endpoints, free_port, resolve_endpoints, wait_until
+from tests.integration.services import (
+    REPO,
+    Endpoints,
+    free_port,
+    resolve_endpoints,
+    stop_process,
+    wait_until,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -135,14 +142,7 @@ class WorkerProcess:
         return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc, sig, timeout_s)
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,6 +111,19 @@ def resolve_endpoints() -> Iterator[Endpoints]:
         yield docker or _native_endpoints()
 
 
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                 timeout_s: float = 30) -> None:
+    """Send ``sig`` (SIGTERM) to a running ``proc`` and wait; SIGKILL after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.2) -> None:
     """Poll ``predicate()`` until it is truthy; fail with ``what`` after ``timeout_s``."""
     assert callable(predicate)
@@ -165,12 +179,7 @@ class PrivateClickHouse:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
         wait_until(lambda: not port_open("127.0.0.1", self.tcp_port), 30, "ClickHouse to stop")

@@ -37,7 +37,7 @@ from tests.dashboards import (
     variable_query,
 )
 from tests.integration.conftest import Stack, WorkerProcess, clickhouse_client, publish
-from tests.integration.services import REPO, free_port, http_get, wait_until
+from tests.integration.services import REPO, free_port, http_get, stop_process, wait_until
 
 RULES = REPO / "deploy" / "prometheus" / "rules" / "cxsignals.rules.yml"
 SCRAPE_INTERVAL_S = 1
@@ -90,12 +90,7 @@ def prometheus_scraping(jobs: dict[str, str], tmp: Path) -> Iterator[str]:
         wait_until(ready, 60, "the test's Prometheus to be ready")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _prom_api(url: str, path: str, **params: str | list[str]) -> Any:
