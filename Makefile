@@ -79,7 +79,7 @@ test-unit: install ## Run the unit tests only (no services needed)
 .PHONY: lint
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy cxsignals streams schemas sinks bench
+	$(BIN)/mypy cxsignals streams schemas sinks bench tests
 
 .PHONY: bench
 bench: setup ## Benchmark worker and sink processes on the local Kafka and ClickHouse (BENCH_ARGS="--quick", "--workers 2"; writes bench/results/)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,8 @@ def _same(key: str, current: str | None, wanted: str) -> bool:
     return current == wanted
 
 
-def config_drift(spec: TopicSpec, current: dict[str, str | None]) -> tuple[ConfigDrift, ...]:
+def config_drift(spec: TopicSpec,
+                 current: Mapping[str, str | None]) -> tuple[ConfigDrift, ...]:
     """The keys of ``spec.config`` whose effective value on the topic (``current``: key ->
     value) differs. Keys the spec does not name are never drift: an
     operator's own settings stay."""

@@ -896,11 +896,22 @@ class TablePartitions:
 
 
 class OutRecord(Protocol):
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] | None
-    partition: int | None
+    """What :meth:`BatchSender.send` reads of a record (read-only: any record class fits)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
 
 
 class Delivery(NamedTuple):

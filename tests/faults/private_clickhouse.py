@@ -32,7 +32,7 @@ class OwnClickHouse(PrivateClickHouse):
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, kill: bool = False) -> None:  # type: ignore[override]
+    def stop(self, kill: bool = False) -> None:
         if kill and self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from streams.core.deadletter import original_value
-from tests.integration.conftest import Stack, WorkerProcess, consume_all
+from tests.integration.conftest import Stack, WorkerProcess, consume_all, json_value
 from tests.integration.services import wait_until
 from tests.journeys import make_event
 
@@ -37,7 +37,7 @@ def _publish(stack: Stack, messages: list[tuple[bytes, bytes]], **config: object
 
 def _alerts(stack: Stack, expect: int) -> list[dict[str, object]]:
     topic = stack.settings().topic_alerts_support
-    return [orjson.loads(r.value)  # type: ignore[attr-defined]
+    return [json_value(r)
             for r in consume_all(stack.endpoints.kafka_bootstrap, topic, expect=expect,
                                  timeout_s=60, settle_s=2)]
 
@@ -60,10 +60,10 @@ def test_a_4_mb_event_sent_compressed_is_dead_lettered_whole_and_alerts_keep_flo
                           expect=1, timeout_s=30)
     assert len(letters) == 1
     letter = letters[0]
-    headers = dict(letter.headers)  # type: ignore[attr-defined]
+    headers = dict(letter.headers)
     assert headers["cx-error-code"] == b"too_large"
     assert headers["cx-value-encoding"] == b"gzip"
-    assert original_value(letter.value, letter.headers) == big  # type: ignore[attr-defined]
+    assert original_value(letter.value, letter.headers) == big
     assert worker.metric("cx_batch_retries_total") == 0
 
 
@@ -93,5 +93,5 @@ def test_a_clock_20_h_ahead_is_dead_lettered_and_never_makes_real_events_late(
     assert worker.metric("cx_late_events_dropped_total") == 0
     letters = consume_all(stack.endpoints.kafka_bootstrap, stack.settings().topic_dlq,
                           expect=1, timeout_s=30, settle_s=1)
-    assert [dict(r.headers)["cx-error-code"] for r in letters] == [  # type: ignore[attr-defined]
+    assert [dict(r.headers)["cx-error-code"] for r in letters] == [
         b"future_timestamp"]

@@ -12,10 +12,10 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pytest
@@ -236,7 +236,8 @@ def start_sink(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
         sink.stop()
 
 
-def publish(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def publish(bootstrap: str, topic: str,
+            messages: Sequence[tuple[bytes | None, bytes]]) -> None:
     """Publish (key, value) pairs in order and wait until the broker has all of them."""
     from kafka import KafkaProducer
 
@@ -272,7 +273,7 @@ def alert_id_counts(stack: Stack, *, expect: int, settle_s: float,
     ``expect`` records arrived, then ``settle_s`` more seconds so that repeats are seen too."""
     records = consume_all(bootstrap or stack.endpoints.kafka_bootstrap, alert_topics(stack),
                           expect=expect, timeout_s=timeout_s, settle_s=settle_s)
-    return Counter(orjson.loads(r.value)["alert_id"] for r in records)  # type: ignore[attr-defined]
+    return Counter(json_value(r)["alert_id"] for r in records)
 
 
 def alert_topics(stack: Stack) -> tuple[str, str, str]:
@@ -282,10 +283,42 @@ def alert_topics(stack: Stack) -> tuple[str, str, str]:
             settings.topic_alerts_control)
 
 
+class Consumed(Protocol):
+    """What the tests read of a record ``consume_all`` returns (kafka-python's ConsumerRecord)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]: ...
+
+
+def json_value(record: Consumed) -> Any:
+    """The record's JSON value (a record without one fails the test)."""
+    where = f"{record.topic}[{record.partition}]@{record.offset}"
+    assert record.value is not None, f"{where} has no value"
+    return orjson.loads(record.value)
+
+
 def consume_all(
     bootstrap: str, topic: str | tuple[str, ...], *, expect: int, timeout_s: float = 60,
     settle_s: float = 0.0,
-) -> list[object]:
+) -> list[Consumed]:
     """Read ``topic`` (or several, with one consumer) from the beginning until ``expect``
     records arrived (or time runs out); then keep reading ``settle_s`` more seconds so that
     extra records are seen too."""
@@ -296,7 +329,7 @@ def consume_all(
         *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         enable_auto_commit=False, group_id=None, consumer_timeout_ms=500,
     )
-    records: list[object] = []
+    records: list[Consumed] = []
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and len(records) < expect:

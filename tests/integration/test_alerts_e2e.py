@@ -32,13 +32,13 @@ def _metric_total(worker: WorkerProcess, name: str, *labels: str) -> float:
     return total
 
 
-def _alerts(stack: Stack, expect: int, settle_s: float) -> list[dict[str, object]]:
+def _alerts(stack: Stack, expect: int, settle_s: float) -> list[dict[str, Any]]:
     """Every alert that passed the policy: on the alert topics, or withheld as a control alert
     on the control topic (``_topic`` says which)."""
     # One consumer on the three topics: waiting for ``expect`` is done once, not per topic.
     records: list[Any] = consume_all(stack.endpoints.kafka_bootstrap, alert_topics(stack),
                                      expect=expect, timeout_s=10, settle_s=settle_s)
-    found: list[dict[str, object]] = []
+    found: list[dict[str, Any]] = []
     for record in records:
         alert = orjson.loads(record.value)
         assert record.key.decode() == alert["customer_id"]
@@ -103,8 +103,8 @@ def test_scripted_journeys_produce_exactly_the_expected_alerts(
     def event_driven_scores() -> int:
         records = consume_all(stack.endpoints.kafka_bootstrap, settings.topic_scores,
                               expect=10**6, timeout_s=3)
-        return sum(1 for r in records if r.value is not None  # type: ignore[attr-defined]
-                   and datetime.fromisoformat(orjson.loads(r.value)["event_time"])  # type: ignore[attr-defined]
+        return sum(1 for r in records if r.value is not None
+                   and datetime.fromisoformat(orjson.loads(r.value)["event_time"])
                    <= journeys_end)
 
     scores_before = event_driven_scores()

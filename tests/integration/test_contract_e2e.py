@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from cxsignals.simulator.journeys import SimConfig, generate
+from cxsignals.simulator.journeys import SimConfig, SimMessage, generate
 from streams.core.deadletter import original_value, parse_dead_letter_headers
 from tests.integration.conftest import (
     Stack,
@@ -40,16 +40,17 @@ def test_bad_messages_reach_the_dlq_unchanged_and_valid_ones_are_consumed(
     letters = consume_all(stack.endpoints.kafka_bootstrap, settings.topic_dlq, expect=len(bad),
                           timeout_s=90, settle_s=2)
     assert len(letters) == len(bad)
-    by_value = {(m.key, m.value): m for m in bad}
+    by_value: dict[tuple[bytes | None, bytes | None], SimMessage] = {
+        (m.key, m.value): m for m in bad}
     for record in letters:
         # (a value over 1 MiB, the too_large one, is kept gzip-compressed: docs/events.md)
-        value = original_value(record.value, record.headers)  # type: ignore[attr-defined]
-        original = by_value[(record.key, value)]  # type: ignore[attr-defined]
-        info = parse_dead_letter_headers(record.headers)  # type: ignore[attr-defined]
+        value = original_value(record.value, record.headers)
+        original = by_value[(record.key, value)]
+        info = parse_dead_letter_headers(record.headers)
         assert info.code == original.expected_error, info
         assert info.message and info.source_topic == settings.topic_touchpoints
         assert info.source_offset is not None and info.received_at is not None
-    codes = Counter(parse_dead_letter_headers(r.headers).code for r in letters)  # type: ignore[attr-defined]
+    codes = Counter(parse_dead_letter_headers(r.headers).code for r in letters)
     assert sum(codes.values()) == len(bad)
 
     client = clickhouse_client(stack)

@@ -131,8 +131,8 @@ def test_erase_removes_one_person_everywhere_and_keeps_the_other(
     assert shown.returncode == 1, shown.stdout
     assert _stored_state(stack, kept)
     scores = consume_all(bootstrap, settings.topic_scores, expect=10**6, timeout_s=1.5)
-    assert any(r.key == gone.encode() and r.value is None for r in scores)  # type: ignore[attr-defined]
-    assert not any(r.key == kept.encode() and r.value is None for r in scores)  # type: ignore[attr-defined]
+    assert any(r.key == gone.encode() and r.value is None for r in scores)
+    assert not any(r.key == kept.encode() and r.value is None for r in scores)
     links = read_changelog(bootstrap, f"{settings.app_id}-identities-changelog")
     assert links[gone_anon.encode()].value is None  # link tombstone
     assert links[kept_anon.encode()].value == kept.encode()

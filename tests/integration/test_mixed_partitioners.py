@@ -55,7 +55,7 @@ def test_one_customer_published_by_murmur2_and_crc32_producers_keeps_one_state(
     alerts = _alerts(stack, expect=1, settle_s=2)
     assert [(a["rule"], a["customer_id"]) for a in alerts] == [("repeat_contact", customer)]
     assert alerts[0]["alert_id"] == journey.expected_alert_ids()["repeat_contact"]
-    assert sorted(alerts[0]["evidence"]) == sorted(  # type: ignore[arg-type]
+    assert sorted(alerts[0]["evidence"]) == sorted(
         journey.evidence["repeat_contact"])
     forwarded = _metric_total(worker, "cx_messages_consumed_total{",
                               f'topic="{settings.app_id}.touchpoints.keyed"')

@@ -17,7 +17,13 @@ import pytest
 from streams.core.alert_ids import in_control_group
 from streams.core.rule_config import DEFAULT_RULES_PATH
 from tests.dashboards import clickhouse_sql, load_dashboards, panel_queries
-from tests.integration.conftest import Stack, WorkerProcess, clickhouse_client, consume_all
+from tests.integration.conftest import (
+    Stack,
+    WorkerProcess,
+    clickhouse_client,
+    consume_all,
+    json_value,
+)
 from tests.integration.services import wait_until
 
 BASELINE = 0.2  # customers who buy within 24 h anyway
@@ -108,13 +114,13 @@ def test_control_alerts_are_recorded_never_sent_and_the_report_recovers_the_upli
     assert control_ids == {a for a, _ in rows if in_control_group(a, CONTROL_SHARE)}
     assert 0.4 < len(control_ids) / len(rows) < 0.6
     settings = stack.settings()
-    on_topic = {orjson.loads(r.value)["alert_id"]  # type: ignore[attr-defined]
+    on_topic = {json_value(r)["alert_id"]
                 for r in consume_all(stack.endpoints.kafka_bootstrap,
                                      settings.topic_alerts_marketing, expect=len(sent_ids),
                                      timeout_s=20, settle_s=1)}
     assert on_topic == sent_ids
     assert not on_topic & control_ids
-    on_control_topic = {orjson.loads(r.value)["alert_id"]  # type: ignore[attr-defined]
+    on_control_topic = {json_value(r)["alert_id"]
                         for r in consume_all(stack.endpoints.kafka_bootstrap,
                                              settings.topic_alerts_control,
                                              expect=len(control_ids), timeout_s=20)}

@@ -24,7 +24,7 @@ def test_kafka_produce_and_consume(endpoints: Endpoints) -> None:
     producer.flush(timeout=30)
     producer.close()
     records = consume_all(endpoints.kafka_bootstrap, topic, expect=5)
-    assert [r.value for r in records] == payloads  # type: ignore[attr-defined]
+    assert [r.value for r in records] == payloads
 
 
 def test_clickhouse_columnar_insert_and_select(endpoints: Endpoints) -> None:

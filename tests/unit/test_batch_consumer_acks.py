@@ -47,7 +47,7 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
     """A consumer whose fetches are ``fetches`` (then it stops); the other topics' callback
     runs ``on_other`` (a rebalance can happen there: it yields to the event loop)."""
     stopped = _Flag()
-    fake = SimpleNamespace(
+    fake: Any = SimpleNamespace(
         _acked=defaultdict(list), _acked_index=defaultdict(set), _n_acked=0,
         _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree),
         _next_ack={}, _buffered_partitions=set(), _commit_every=None, fetch_timeout_s=0.1,
@@ -66,12 +66,14 @@ def _fake(fetches: list[dict[TP, list[Any]]], *, on_other: Any = None) -> Any:
     fake._finishing = False
     fake.skipped_ranges = partial(BatchConsumer.skipped_ranges, fake)
     fake._seek_back_skipped = partial(BatchConsumer._seek_back_skipped, fake)
-    fake.sought: list[tuple[TP, int]] = []
+    sought: list[tuple[TP, int]] = []
+    fake.sought = sought
     # The partitions active when a fetch is split (Faust pauses some in between), and each
     # partition's fetch position: just past its last fetched record unless sought since.
     fake.active = {SOURCE, CHANGELOG}
-    fake.positions: dict[TP, int] = {}
-    fake.sought_since: dict[TP, int] = {}
+    positions: dict[TP, int] = {}
+    sought_since: dict[TP, int] = {}
+    fake.positions, fake.sought_since = positions, sought_since
 
     async def seek(tp: TP, offset: int) -> None:
         fake.sought.append((tp, offset))
@@ -192,7 +194,7 @@ def test_a_revocation_commits_only_after_the_batch_in_flight_is_durable(
             await delivered.wait()
             order.append("acked")
 
-        async def commit() -> bool:
+        async def commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
             order.append("commit")
             return True
 

@@ -36,9 +36,10 @@ def _erase_fetch(subject: str, value: bytes, offset: int = 100) -> dict[_TP, lis
 
 
 def _confirmations(h: _Harness) -> list[tuple[bytes, dict[str, object]]]:
-    found = []
+    found: list[tuple[bytes, dict[str, object]]] = []
     for topic, key, value, _partition, headers in h.sent:
         if topic == TOPICS.scores and value is None:
+            assert key is not None
             named = dict(headers)
             assert named[ERASE_REQUEST_HEADER] == b"req-1"
             found.append((key, orjson.loads(named[ERASE_RESULT_HEADER])))

@@ -86,7 +86,7 @@ def test_fetched_records_left_out_of_a_paused_partition_are_fetched_again() -> N
     records = {fetched: [rec(offset=5), rec(offset=6)], paused: [rec(offset=40), rec(offset=41)],
                revoked: [rec(offset=7)], changelog: [rec(offset=1)],
                paused_changelog: [rec(offset=0), rec(offset=1), rec(offset=2)]}
-    fake = SimpleNamespace(batch_topics=frozenset({"t"}), _buffered_partitions=set(),
+    fake: Any = SimpleNamespace(batch_topics=frozenset({"t"}), _buffered_partitions=set(),
                            assignment=lambda: {fetched, paused, changelog, paused_changelog})
     ours, others, left_out = BatchConsumer._split(fake, records, {fetched, changelog})
     assert ours == {fetched: records[fetched]}

@@ -1,6 +1,7 @@
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +17,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served() -> tuple[Health, str]:
+def served() -> Iterator[tuple[Health, str]]:
     health = Health()
     server = serve_health(health, 0)
     yield health, f"http://127.0.0.1:{server.server_port}"

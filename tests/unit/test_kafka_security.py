@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def ca_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
                  "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE",
                  "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"):
@@ -89,14 +90,18 @@ def test_sasl_ssl_reaches_every_client_library(env: pytest.MonkeyPatch, ca_file:
 
 def test_the_faust_app_gets_the_credentials(env: pytest.MonkeyPatch, ca_file: Path,
                                             tmp_path: Path) -> None:
+    import faust
+
     from streams.app import _faust_app
     from streams.config import WorkerConfig
 
     security = KafkaSecurity(protocol="SASL_SSL", sasl_username="u", sasl_password=SECRET,
                              ssl_cafile=str(ca_file))
     app = _faust_app(WorkerConfig(kafka_security=security, state_dir=tmp_path))
-    assert app.conf.broker_credentials.username == "u"
-    assert app.conf.broker_credentials.password == SECRET
+    credentials = app.conf.broker_credentials
+    assert isinstance(credentials, faust.SASLCredentials)
+    assert credentials.username == "u"
+    assert credentials.password == SECRET
 
 
 def test_password_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def _event(customer: str | None, n: int, event_type: str = "page_view",
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def _fetch(topic: str, partition: int, values: list[tuple[bytes | None, bytes | None]],
+def _fetch(topic: str, partition: int, values: Sequence[tuple[bytes | None, bytes | None]],
            first_offset: int = 0) -> dict[_TP, list[_Record]]:
     return {_TP(topic, partition): [_Record(topic, partition, first_offset + i, key, value)
                                     for i, (key, value) in enumerate(values)]}
@@ -277,7 +277,7 @@ def test_invalid_and_failing_messages_are_dead_lettered_and_the_rest_flows_on() 
             raise RuntimeError("a bug")
 
     processor = h.pipeline.processor
-    processor.engine = FailingEngine(processor.engine)  # type: ignore[assignment]
+    processor.engine = FailingEngine(processor.engine)
     h.run(_fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 2))], 9))
     [_, failed] = [s for s in h.sent if s[0] == TOPICS.dead_letters]
     assert parse_dead_letter_headers(failed[4]).code == "processing_error"

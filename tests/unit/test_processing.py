@@ -205,7 +205,7 @@ def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
     processor.written(write)
     assert processor.dirty_customers == 1  # e-2's change is not lost
     [newer] = processor.pending_writes()
-    assert len(CustomerState.from_bytes(newer.value).seen) == 2
+    assert newer.value is not None and len(CustomerState.from_bytes(newer.value).seen) == 2
     processor.written(newer)
     assert processor.dirty_customers == 0
 

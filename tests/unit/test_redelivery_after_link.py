@@ -12,6 +12,9 @@ anonymous visitors, replayed from a crash point: one extra alert in 3,000 events
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
 
 from streams.partitioner import customer_partition
@@ -49,9 +52,9 @@ def test_a_state_stored_locally_but_not_in_the_changelog_reaches_the_changelog_o
 
     crashed = _Harness()
 
-    async def changelog_never_acknowledged(records: object) -> list[_Delivery]:
+    async def changelog_never_acknowledged(records: Sequence[Any]) -> list[_Delivery]:
         deliveries = []
-        for i, record in enumerate(records):  # type: ignore[attr-defined]
+        for i, record in enumerate(records):
             fut = asyncio.get_running_loop().create_future()
             if not record.topic.endswith("-changelog"):
                 fut.set_result(None)

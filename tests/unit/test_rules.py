@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from schemas.alerts import Alert, AlertKind
+from schemas.alerts import AlertKind
 from schemas.events import EventBase
+from schemas.records import AlertRecord
 from streams.core.engine import Engine, EngineConfig
 from streams.core.rules import DEFAULT_RULES_PATH, RULE_IDS, RulesError, load_rules, parse_rules
 from streams.core.state import CustomerState
@@ -58,9 +59,9 @@ def ev(
     return make_event("c", f"e{i}", typ, at(minutes), props, **kw)
 
 
-def alerts_of(engine: Engine, events: Sequence[EventBase]) -> list[Alert]:
+def alerts_of(engine: Engine, events: Sequence[EventBase]) -> list[AlertRecord]:
     state: CustomerState | None = None
-    out: list[Alert] = []
+    out: list[AlertRecord] = []
     for e in events:
         o = engine.process(state, "c", e, now=NOW)
         state = o.state

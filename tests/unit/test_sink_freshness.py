@@ -68,8 +68,8 @@ def test_each_touchpoint_row_is_observed_once_with_its_age_after_the_write() -> 
         "_bucket", le="2.5")
 
     async def one_batch() -> None:
-        await loop.run_once(consumer)  # type: ignore[arg-type]
-        await loop.drain(consumer)  # type: ignore[arg-type]
+        await loop.run_once(consumer)
+        await loop.drain(consumer)
 
     asyncio.run(one_batch())
 

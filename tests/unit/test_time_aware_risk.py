@@ -316,7 +316,8 @@ def test_the_worker_path_backdated_purchases_then_win_back_through_the_deadline_
                            {"order_id": f"o{i}", "order_value": 60.0, "currency": "EUR"})
         outcome = processor.process("c", 0, event, now)
         assert outcome is not None and not outcome.alerts
-    assert outcome.score_update is not None and outcome.score_update.churn_risk < 0.6
+    assert outcome is not None and outcome.score_update is not None
+    assert outcome.score_update.churn_risk < 0.6
     assert deadlines.pop_due(0, now.timestamp() + 10 * DAY_S, 10) == []  # nothing yet
     store.write_pending(processor, now.timestamp())  # the checkpoint schedules a first look
     assert deadlines.pop_due(0, now.timestamp(), 10) == ["c"]  # at once: the risk is high
