@@ -1,11 +1,15 @@
 """Where the worker's time goes: py-spy sampling of the running worker, summarised.
 
-:func:`record` attaches ``py-spy record --format raw --threads --idle --full-filenames`` to a pid
-for a bounded time (py-spy must be installed in the venv: ``pip install py-spy``; it needs
-ptrace rights, i.e. root or ``kernel.yama.ptrace_scope=0``). :func:`summarize` is pure: it reads
-the collapsed stacks and returns the main (event-loop) thread's top functions by self time and
-by inclusive time, as percentages of all of that thread's samples, idle ones included, so that
-"idle" says how much headroom the loop had.
+:func:`record` attaches ``py-spy record --format raw --threads --idle --full-filenames --native``
+to a pid for a bounded time (py-spy must be installed in the venv: ``pip install py-spy``; it
+needs ptrace rights, i.e. root or ``kernel.yama.ptrace_scope=0``). ``--native`` shows the
+functions of the mypyc-compiled core (without it their time lands on the Python function that
+called into them): :func:`parse` names them ``[compiled] module:Class.method``, folds the
+CPython header helpers inlined into them (``Py_DECREF (object.h)``, which the unwinder reports
+as frames) into their caller and merges libc's unnamed addresses. :func:`summarize` is pure:
+it reads the collapsed stacks and returns the main (event-loop) thread's top functions by self
+time and by inclusive time, as percentages of all of that thread's samples, idle ones included,
+so that "idle" says how much headroom the loop had.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from bench.report import ProfileLine
 from cxsignals.settings import REPO_ROOT
 
 # Leaf functions where a thread waits rather than works (event loop poll, locks, queues).
-IDLE_LEAVES = frozenset({"select", "poll", "epoll", "wait", "sleep", "get", "accept", "_worker"})
+IDLE_LEAVES = frozenset({"select", "poll", "epoll", "wait", "sleep", "get", "accept", "_worker",
+                         # the same waits seen in C (``--native``)
+                         "epoll_wait", "pthread_cond_wait", "pthread_cond_timedwait",
+                         "sem_timedwait", "clock_nanosleep", "nanosleep"})
 IDLE = "(idle: waiting in select/poll/locks)"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 _THREAD = re.compile(r"^thread \(\S+\): (?P<name>.*)$")
@@ -36,15 +43,18 @@ def py_spy() -> str | None:
 
 
 def record(pid: int, out: Path, duration_s: float, *, rate_hz: int = 100,
-           cpu: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Sample ``pid`` for ``duration_s`` into ``out`` (collapsed stacks). Bounded: killed after
-    ``duration_s + 60`` s. Raises FileNotFoundError when py-spy is not installed."""
+           cpu: int | None = None, native: bool = True) -> subprocess.CompletedProcess[str]:
+    """Sample ``pid`` for ``duration_s`` into ``out`` (collapsed stacks; with the native frames
+    of compiled code unless ``native`` is False). Bounded: killed after ``duration_s + 60`` s.
+    Raises FileNotFoundError when py-spy is not installed."""
     exe = py_spy()
     if exe is None:
         raise FileNotFoundError("py-spy is not installed: .venv/bin/pip install py-spy")
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))),
            "--rate", str(rate_hz), "--format", "raw", "--threads", "--idle",
            "--full-filenames", "--output", str(out)]
+    if native:
+        cmd.append("--native")
     if cpu is not None and shutil.which("taskset"):
         # Keep the sampler off the worker's core so it does not steal the worker's CPU.
         cmd = ["taskset", "-c", str(cpu), *cmd]
@@ -61,11 +71,27 @@ def short_location(path: str) -> str:
     return path
 
 
-def _frame_name(frame: str) -> str:
+_MYPYC_PREFIXES = ("CPyDef_", "CPyPy_")
+_MYPYC_GENERATOR = "_____mypyc_generator_helper__"
+
+
+def _frame_name(frame: str) -> str | None:
+    """``file:function``; None for a CPython header helper inlined into its caller."""
     match = _FRAME.match(frame)
     if match is None:
         return frame
-    return f"{short_location(match['file'])}:{match['func']}"
+    func, file = match["func"], match["file"]
+    if file.endswith(".h"):
+        return None  # Py_DECREF (object.h:537): inlined code of the calling function
+    if func.startswith(_MYPYC_PREFIXES):
+        # CPyDef_engine___Engine___process (its C entry) and CPyPy_engine___Engine___process
+        # (its Python-callable wrapper) are one function: engine:Engine.process.
+        name = func.split("_", 1)[1].removesuffix(_MYPYC_GENERATOR)
+        module, _, rest = name.partition("___")
+        return f"[compiled] {module}:{rest.replace('___', '.')}"
+    # C code (``--native``): the library or source file's name is enough
+    where = short_location(file) if file.endswith(".py") else file.rsplit("/", 1)[-1]
+    return f"{where}:(unnamed)" if func.startswith("0x") else f"{where}:{func}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +116,8 @@ def parse(lines: Iterable[str]) -> list[tuple[str, list[str], int]]:
         match = _THREAD.match(parts[0])
         if match is not None:
             thread, parts = match["name"], parts[1:]
-        stacks.append((thread, [_frame_name(p) for p in parts], int(count)))
+        frames = [name for name in map(_frame_name, parts) if name is not None]
+        stacks.append((thread, frames, int(count)))
     return stacks
 
 

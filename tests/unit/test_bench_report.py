@@ -296,6 +296,29 @@ def test_profile_summary_self_total_and_idle() -> None:
     assert summary["Thread-1"].busy_samples == 0  # idle in Class.select
 
 
+NATIVE = """\
+thread (1): MainThread;0x7f61d524524a (libc.so.6);_run (/x/site-packages/faust/worker.py:1);CPyPy_engine___Engine___process (__native__native.c:10);CPyDef_engine___Engine___process (__native__native.c:20);Py_DECREF (object.h:537);CPyDef_rule_plan___evaluate_event (__native__native.c:30) 40
+thread (1): MainThread;0x7f61d524524a (libc.so.6);_run (/x/site-packages/faust/worker.py:1);CPyPy_engine___Engine___process (__native__native.c:10);CPyDef_engine___Engine___process (__native__native.c:21);Py_DECREF (object.h:537) 35
+thread (1): MainThread;0x7f61d524524a (libc.so.6);_run (/x/site-packages/faust/worker.py:1);CPyDef_pipeline___handle_ScoringPipeline_gen_____mypyc_generator_helper__ (__native__native.c:5);0x7f61d52a4193 (libc.so.6) 15
+thread (1): MainThread;0x7f61d524524a (libc.so.6);_run (/x/site-packages/faust/worker.py:1);select_epoll_poll_impl (selectmodule.c:1);epoll_wait (libc.so.6) 10
+"""  # noqa: E501
+
+
+def test_profile_names_compiled_functions_and_folds_inlined_helpers() -> None:
+    stacks = parse(NATIVE.splitlines())
+    lines = {line.function: line for line in summarize(stacks)}
+    assert lines[IDLE].self_pct == 10.0  # epoll_wait, a wait seen in C
+    rules = lines["[compiled] rule_plan:evaluate_event"]
+    assert (rules.self_pct, rules.total_pct) == (40.0, 40.0)
+    # Its Python-callable wrapper and its C entry are one function; the inlined Py_DECREF is
+    # its own code, so the 35 samples in it are the engine's self time.
+    process = lines["[compiled] engine:Engine.process"]
+    assert (process.self_pct, process.total_pct) == (35.0, 75.0)
+    assert not any("Py_DECREF" in name for name in lines)
+    assert lines["libc.so.6:(unnamed)"].self_pct == 15.0
+    assert "[compiled] pipeline:handle_ScoringPipeline_gen" in stacks[2][1]  # a coroutine
+
+
 # ---------------------------------------------------------------------------- arguments
 
 
