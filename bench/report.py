@@ -194,6 +194,9 @@ class Machine(BaseModel):
     clickhouse_version: str | None = None
     loadavg_start: float | None = Field(None, description="1-min load average: a shared host")
     loadavg_end: float | None = None
+    kafka_uptime_s: float | None = Field(
+        None, description="seconds since the local broker (deploy/local pid file) started; a "
+                          "broker minutes old is still warming up: its first runs are slower")
 
 
 class Params(BaseModel):

@@ -61,6 +61,7 @@ from bench.stack import (
     BenchStack,
     Proc,
     pinned,
+    service_age_s,
     services_off_cpu,
     wait_quiet,
 )
@@ -82,6 +83,9 @@ PRESETS: dict[str, dict[str, Any]] = {
              "decode_n": 200_000, "latency_s": 60.0},
 }
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+# A broker younger than this is still warming up (its JVM compiling the hot paths): said at the
+# start of a run, kept in the results as machine.kafka_uptime_s.
+WARM_BROKER_S = 600
 EPILOG = """\
 examples:
   make bench                                           # the default size (see docs/performance.md)
@@ -227,6 +231,7 @@ def machine_facts(settings: Settings, clickhouse_version: str | None) -> Machine
         python=platform.python_version(), platform=platform.platform(),
         kafka_bootstrap=settings.kafka_bootstrap_servers,
         clickhouse_version=clickhouse_version, loadavg_start=os.getloadavg()[0],
+        kafka_uptime_s=service_age_s("kafka", REPO_ROOT / ".state"),
     )
 
 
@@ -353,6 +358,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         f"{args.events:,} events, {args.customers:,} customers; {args.workers} worker(s) on "
         f"cpu {params.worker_cpus}, sink and harness on cpu {harness_cpu}; logs in {tmp}; "
         f"load average {os.getloadavg()[0]:.2f}")
+    kafka_age_s = result.machine.kafka_uptime_s
+    if kafka_age_s is not None and kafka_age_s < WARM_BROKER_S:
+        say(f"warning: the broker started {kafka_age_s:.0f} s ago. The first run after a start "
+            f"measured the latency phases 5-10 times slower than a run minutes later (three "
+            f"pairs of runs, docs/performance.md): compare runs made later.")
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):
             _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)

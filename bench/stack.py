@@ -412,6 +412,27 @@ class GroupLag:
 LOCAL_SERVICES = ("kafka", "clickhouse", "prometheus")
 
 
+def process_age_s(pid: int) -> float | None:
+    """Seconds since process ``pid`` started (from /proc), None if it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    # starttime, field 22 of stat (20 after the ") "), in clock ticks since boot
+    return max(0.0, boot_uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+
+
+def service_age_s(name: str, state_dir: Path) -> float | None:
+    """How long ago the local service ``name`` (its deploy/local pid file in ``state_dir``)
+    started; None when it has no pid file (docker compose, a remote broker) or is gone."""
+    try:
+        pid = int((state_dir / f"{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return process_age_s(pid)
+
+
 @contextmanager
 def services_off_cpu(cpu: int | None, state_dir: Path) -> Iterator[list[str]]:
     """Keep the local services started by ``deploy/local/services.sh`` (found by their pid files

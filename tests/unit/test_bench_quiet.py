@@ -1,12 +1,16 @@
-"""bench.stack's quiet-machine gate before a latency phase, on this machine's /proc/stat."""
+"""bench.stack's quiet-machine gate before a latency phase (on this machine's /proc/stat) and
+the services' age it reports."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
-from bench.stack import cpu_busy, wait_quiet
+from bench.stack import cpu_busy, process_age_s, service_age_s, wait_quiet
 
 
 def _spin(stop: threading.Event) -> None:
@@ -34,3 +38,20 @@ def test_the_gate_gives_up_after_its_timeout_and_passes_a_quiet_enough_machine()
     assert 0.0 <= busy <= 1.0
     waited_s, _busy = wait_quiet([0], busy_max=1.01, timeout_s=30)  # always quiet enough
     assert waited_s < 1.5
+
+
+def test_a_process_age_comes_from_proc_and_a_missing_service_has_none(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(1.2)
+        (tmp_path / "kafka.pid").write_text(f"{child.pid}\n")
+        age_s = service_age_s("kafka", tmp_path)
+        assert age_s is not None and 1.0 <= age_s < 10.0
+        mine = process_age_s(os.getpid())
+        assert mine is not None and mine > age_s  # this test process started earlier
+    finally:
+        child.kill()
+        child.wait()
+    assert service_age_s("clickhouse", tmp_path) is None  # no pid file
+    (tmp_path / "prometheus.pid").write_text("not a pid")
+    assert service_age_s("prometheus", tmp_path) is None
