@@ -338,7 +338,7 @@ class Processor:
         events. The records' own metrics are counted when the broker has them."""
         key = customer_id.encode()
         for policy in outcome.policy_events:
-            metrics.child(metrics.alerts_policy, policy.rule, AlertKind(policy.kind).value,
+            metrics.child(metrics.alerts_policy, policy.rule, policy.kind.value,
                           policy.reason, policy.action).inc()
         records = []
         topics = self.topics
