@@ -87,8 +87,8 @@ class Settings(BaseSettings):
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
     # Fetch coalescing: the broker answers once it has this many bytes or after this long.
-    fetch_min_bytes: int = Field(64 * 1024, ge=1)
-    fetch_max_wait_ms: int = Field(20, ge=0, le=5000)
+    fetch_min_bytes: int = Field(256 * 1024, ge=1)
+    fetch_max_wait_ms: int = Field(30, ge=0, le=5000)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
 
     # Event contract.
