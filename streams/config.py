@@ -34,7 +34,7 @@ class WorkerConfig:
     checkpoint_interval_ms: int = 1000
     producer_linger_ms: int = 5
     # A fetch waits for this many bytes, at most this long: fewer, larger fetches under a
-    # steady load (each fetch has a fixed cost, ~2 ms measured at live rates), at most
+    # steady load (each fetch has a fixed cost, an estimated ~2.5 ms at live rates), at most
     # fetch_max_wait_ms more latency (docs/performance.md: 256 KiB / 30 ms against 64 KiB / 20 ms:
     # live events per worker CPU second +7 %, alert p50 +25 ms, the p99 tails lower).
     fetch_min_bytes: int = 256 * 1024
