@@ -361,7 +361,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     kafka_age_s = result.machine.kafka_uptime_s
     if kafka_age_s is not None and kafka_age_s < WARM_BROKER_S:
         say(f"warning: the broker started {kafka_age_s:.0f} s ago. The first run after a start "
-            f"measured the latency phases 5-10 times slower than a run minutes later (three "
+            f"measured the half-load latencies 5-20 times higher than a run minutes later (three "
             f"pairs of runs, docs/performance.md): compare runs made later.")
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):

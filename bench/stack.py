@@ -423,14 +423,20 @@ def process_age_s(pid: int) -> float | None:
     return max(0.0, boot_uptime_s - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
 
 
-def service_age_s(name: str, state_dir: Path) -> float | None:
-    """How long ago the local service ``name`` (its deploy/local pid file in ``state_dir``)
-    started; None when it has no pid file (docker compose, a remote broker) or is gone."""
+def service_pid(name: str, state_dir: Path) -> int | None:
+    """The pid in the deploy/local pid file of service ``name`` in ``state_dir``; None without
+    one (docker compose, a remote broker)."""
     try:
-        pid = int((state_dir / f"{name}.pid").read_text().strip())
+        return int((state_dir / f"{name}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return process_age_s(pid)
+
+
+def service_age_s(name: str, state_dir: Path) -> float | None:
+    """How long ago the local service ``name`` started; None when it has no pid file or is
+    gone."""
+    pid = service_pid(name, state_dir)
+    return None if pid is None else process_age_s(pid)
 
 
 @contextmanager
@@ -445,10 +451,12 @@ def services_off_cpu(cpu: int | None, state_dir: Path) -> Iterator[list[str]]:
     saved: dict[int, set[int]] = {}
     moved: list[str] = []
     for name in LOCAL_SERVICES:
+        pid = service_pid(name, state_dir)
+        if pid is None:
+            continue
         try:
-            pid = int((state_dir / f"{name}.pid").read_text().strip())
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except (OSError, ValueError):
+        except OSError:  # a service that is not running
             continue
         for tid in tids:
             try:
