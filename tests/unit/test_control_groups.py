@@ -112,8 +112,9 @@ def test_control_alerts_go_to_the_control_topic_only() -> None:
         for event in cart_abandoned(customer).events:
             outcome = processor.process(customer, 0, event, now)
             assert outcome is not None
-            outputs += [(customer, o.topic, orjson.loads(o.value or b"null"))
-                        for o in processor.outputs(outcome, customer, kafka_ts_s=None)]
+            for o in processor.outputs(outcome, customer, kafka_ts_s=None):
+                assert o.value is not None
+                outputs.append((customer, o.topic, orjson.loads(o.value)))
     alerts = [(c, t, v["rule"]) for c, t, v in outputs if t != "sc"]
     assert alerts == [("c-ctl", "ctl", "cart_recovery"), ("c-sent", "m", "cart_recovery")]
 
