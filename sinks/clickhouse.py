@@ -83,6 +83,21 @@ class NullObserver:
         pass
 
 
+class BatchWriter(Protocol):
+    """What the sink's store loop writes with: a :class:`ClickHouseWriter`, or
+    :class:`sinks.table_writers.TableWriters` (the tables of a batch at once)."""
+
+    observer: WriterObserver
+
+    def write(self, batch: Mapping[str, Sequence[Row]]) -> WriteStats: ...
+
+    def ping(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A row ClickHouse cannot take: its table, its position in that table's rows of the batch,
@@ -219,29 +234,41 @@ class ClickHouseWriter:
         started = self._clock()
         self.observer.batch_rows(sum(len(rows) for rows in batch.values()))
         for table, rows in batch.items():
-            if not rows:
-                continue
-            width = len(TABLE_COLUMNS[table])
-            try:
-                bad = out_of_range(table, to_columns(rows, width)) if self.check_ranges else {}
-            except ValueError:  # a row of the wrong width: the bisection below isolates it
-                bad = {}
-            for index, reason in sorted(bad.items()):
-                stats.rejected.append(Rejected(table, index, VALUE_OUT_OF_RANGE, reason))
-            if bad:
-                positions = [i for i in range(len(rows)) if i not in bad]
-                fitting: Sequence[Row] = [rows[i] for i in positions]
-            else:
-                positions, fitting = list(range(len(rows))), rows
-            written = 0
-            for group in split_by_partition(table, fitting):
-                group_rows = fitting if len(group) == len(fitting) else [fitting[i] for i in group]
-                written += self._insert_or_bisect(
-                    table, group_rows, [positions[i] for i in group], stats
-                )
-            stats.rows[table] = written
+            self._write_table(table, rows, stats)
         stats.seconds = self._clock() - started
         return stats
+
+    def write_table(self, table: str, rows: Sequence[Row]) -> WriteStats:
+        """Insert one table's rows of a batch, as :meth:`write` does (the batch size is not
+        observed: the caller that splits a batch observes it)."""
+        stats = WriteStats()
+        started = self._clock()
+        self._write_table(table, rows, stats)
+        stats.seconds = self._clock() - started
+        return stats
+
+    def _write_table(self, table: str, rows: Sequence[Row], stats: WriteStats) -> None:
+        if not rows:
+            return
+        width = len(TABLE_COLUMNS[table])
+        try:
+            bad = out_of_range(table, to_columns(rows, width)) if self.check_ranges else {}
+        except ValueError:  # a row of the wrong width: the bisection below isolates it
+            bad = {}
+        for index, reason in sorted(bad.items()):
+            stats.rejected.append(Rejected(table, index, VALUE_OUT_OF_RANGE, reason))
+        if bad:
+            positions = [i for i in range(len(rows)) if i not in bad]
+            fitting: Sequence[Row] = [rows[i] for i in positions]
+        else:
+            positions, fitting = list(range(len(rows))), rows
+        written = 0
+        for group in split_by_partition(table, fitting):
+            group_rows = fitting if len(group) == len(fitting) else [fitting[i] for i in group]
+            written += self._insert_or_bisect(
+                table, group_rows, [positions[i] for i in group], stats
+            )
+        stats.rows[table] = written
 
     def _insert_or_bisect(
         self, table: str, rows: Sequence[Row], positions: list[int], stats: WriteStats

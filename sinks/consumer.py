@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -57,7 +58,7 @@ from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.records import decode_alert, decode_score_update
 from sinks import metrics
 from sinks.batch import Batch, BatchBuffer
-from sinks.clickhouse import ClickHouseWriter, Rejected, WriteStats
+from sinks.clickhouse import BatchWriter, ClickHouseWriter, Rejected, WriteStats
 from sinks.config import SinkConfig
 from sinks.retry import RetryPolicy, RetryStopped
 from sinks.rows import (
@@ -71,6 +72,7 @@ from sinks.rows import (
     event_row,
     score_row,
 )
+from sinks.table_writers import TableWriters
 from streams.batch_observer import BatchObserver
 from streams.core.deadletter import (
     HEADER_ERROR_CODE,
@@ -120,8 +122,14 @@ class Stuck:
         self.since: float | None = None
         self.failures = 0
         self._logged = 0.0
+        # The per-table writers report from their own threads.
+        self._lock = threading.Lock()
 
     def failed(self, reason: str, delay_s: float) -> None:
+        with self._lock:
+            self._failed(reason, delay_s)
+
+    def _failed(self, reason: str, delay_s: float) -> None:
         now = self.clock()
         if self.since is None:
             self.since = now
@@ -136,6 +144,10 @@ class Stuck:
                         self.what, waited, self.failures, delay_s, reason)
 
     def ok(self) -> None:
+        with self._lock:
+            self._ok()
+
+    def _ok(self) -> None:
         if self.since is None:
             return
         log.info("%s is back after %.0fs (%d failed attempts)", self.what,
@@ -282,7 +294,7 @@ class StoreLoop:
     guarantees."""
 
     def __init__(self, config: SinkConfig, build: Callable[[ConsumerRecord, datetime], Rows],
-                 writer: ClickHouseWriter, health: Health | None = None) -> None:
+                 writer: BatchWriter, health: Health | None = None) -> None:
         self.config = config
         self.build = build
         self.writer = writer
@@ -620,15 +632,21 @@ async def _kafka_problem(bootstrap: str, security: KafkaSecurity) -> str | None:
 
 
 def build_sink(config: SinkConfig, health: Health | None = None) -> StoreLoop:
-    """The sink with its ClickHouse writer (retried forever) and its own sentiment analyzer."""
+    """The sink with its ClickHouse writers (one connection per table, retried forever) and
+    its own sentiment analyzer."""
     health = health if health is not None else Health()
     ch = config.clickhouse
-    writer = ClickHouseWriter.from_params(
-        host=ch.host, port=ch.port, user=ch.user, password=ch.password, database=ch.database,
-        secure=ch.secure, ca_certs=ch.ca_certs, verify=ch.verify,
-        observer=PrometheusObserver(health, where=f"ClickHouse at {ch.where}"),
-        retry=RetryPolicy(max_delay_s=config.retry_max_s),
-    )
+    observer = PrometheusObserver(health, where=f"ClickHouse at {ch.where}")
+    retry = RetryPolicy(max_delay_s=config.retry_max_s)
+
+    def new_writer() -> ClickHouseWriter:
+        return ClickHouseWriter.from_params(
+            host=ch.host, port=ch.port, user=ch.user, password=ch.password,
+            database=ch.database, secure=ch.secure, ca_certs=ch.ca_certs, verify=ch.verify,
+            observer=observer, retry=retry,
+        )
+
+    writer = TableWriters(new_writer, observer)  # one connection per table, written at once
     return StoreLoop(config, RowBuilder(config, VaderAnalyzer()), writer, health)
 
 
