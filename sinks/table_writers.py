@@ -64,15 +64,12 @@ class TableWriters:
         started = time.perf_counter()
         tables = [table for table, rows in batch.items() if rows]
         self.observer.batch_rows(sum(len(batch[table]) for table in tables))
-        if len(tables) == 1:  # nothing to overlap: no thread hand-over
-            results = [self.writer(tables[0]).write_table(tables[0], batch[tables[0]])]
-        else:
-            futures: list[Future[WriteStats]] = [
-                self._pool.submit(self.writer(table).write_table, table, batch[table])
-                for table in tables
-            ]
-            wait(futures)
-            results = [future.result() for future in futures]
+        futures: list[Future[WriteStats]] = [
+            self._pool.submit(self.writer(table).write_table, table, batch[table])
+            for table in tables
+        ]
+        wait(futures)  # every table finished, before any error is raised
+        results = [future.result() for future in futures]
         stats = WriteStats()
         for result in results:
             stats.rows.update(result.rows)

@@ -5,6 +5,7 @@ writer. The real server path runs in tests/integration (the sink uses TableWrite
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,12 +22,13 @@ TABLES = (R.TOUCHPOINT_EVENTS, R.CUSTOMER_SCORES, R.ALERTS)
 
 class Client:
     """Records the inserts it is sent; each insert waits at ``barrier`` (all tables' inserts
-    must be in flight together to pass it) and then raises ``error`` if one is set."""
+    must be in flight together to pass it), then ``delay_s``, then raises ``error`` if set."""
 
     def __init__(self, barrier: threading.Barrier | None = None,
-                 error: BaseException | None = None) -> None:
+                 error: BaseException | None = None, delay_s: float = 0.0) -> None:
         self.barrier = barrier
         self.error = error
+        self.delay_s = delay_s
         self.inserts: list[tuple[str, int]] = []
         self.threads: set[str] = set()
 
@@ -37,6 +39,7 @@ class Client:
         self.threads.add(threading.current_thread().name)
         if self.barrier is not None:
             self.barrier.wait()
+        time.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
         table = sql.split()[2].split(".")[1]
@@ -124,7 +127,8 @@ def test_the_next_batch_reuses_each_tables_writer() -> None:
 
 def test_an_error_of_one_table_is_raised_after_the_other_tables_are_written() -> None:
     failing = Client(error=RetryStopped())
-    clients = [Client(), failing, Client()]
+    # The last table is still being written when the failing one raises.
+    clients = [Client(), failing, Client(delay_s=0.3)]
     writers = _writers(clients, Observer())
     try:
         with pytest.raises(RetryStopped):
