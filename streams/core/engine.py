@@ -216,7 +216,7 @@ class Engine:
             error = status is not None and status >= 500
             if product is not None:
                 product_key = short_hash(product)
-                timed_insert(st.views, (t, event.event_id, product_key), MAX_VIEWS)
+                st.views.insert(t, event.event_id, product_key, MAX_VIEWS)
             if error:
                 timed_insert(st.errors, (t, event.event_id, "error_page"), MAX_ERRORS)
             # event.stage: the stated stage, else derive_stage's for a page view
@@ -459,9 +459,7 @@ class Engine:
         items = st.errors
         if items and items[0][0] < w - self._error_keep_s:
             timed_prune(items, w - self._error_keep_s)
-        items = st.views
-        if items and items[0][0] < w - self._view_keep_s:
-            timed_prune(items, w - self._view_keep_s)
+        st.views.prune(w - self._view_keep_s)
 
 
 __all__ = ["ALERT_NAMESPACE", "Engine", "EngineConfig", "Outcome", "alert_id"]

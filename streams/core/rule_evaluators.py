@@ -198,7 +198,8 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
         return None
     assert st.watermark is not None
     horizon = st.watermark - r.params.window_hours * HOUR_S
-    signals: list[Any] = st.signals  # indexed, not unpacked (see _browse_intent)
+    # Any records, indexed: compiled code would check every field of a typed one to unpack it.
+    signals: list[Any] = st.signals
     negatives = sorted((s[0], s[3]) for s in signals if s[1] < 0 and s[0] >= horizon)
     evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [f.event.event_id]))[-10:]
     return Candidate(
@@ -274,20 +275,19 @@ def _browse_intent(st: CustomerState, f: EventFacts, r: BrowseIntentRule) -> Can
     product = ev.properties.product_id
     win = r.params.window_minutes * 60
     key = f.product_key if f.product_key is not None else short_hash(product)
-    # Any records: compiled code would check every field's type to unpack a typed one.
-    recent: list[Any] = timed_between(st.views, f.t - win, f.t)
-    views = [v for v in recent if v[2] == key]
-    if len(views) < r.params.min_views:
+    found = st.views.find(key, f.t - win, f.t, r.params.min_views)
+    if found is None:
         return None
-    if st.last_cart is not None and st.last_cart >= views[0][0]:
+    first_t, event_ids = found
+    if st.last_cart is not None and st.last_cart >= first_t:
         return None
     return Candidate(
         rule=r.id,
         kind=r.kind,
         event_time=f.t,
-        evidence=[v[1] for v in views],
+        evidence=event_ids,
         action=f"Recommend product {product} (or similar) with a personalised message.",
-        context={"product_id": product, "views": len(views)},
+        context={"product_id": product, "views": len(event_ids)},
     )
 
 

@@ -1,10 +1,11 @@
 """Per-customer state: everything the engine remembers about one customer, and its wire form.
 
 The Faust table stores ``CustomerState.to_bytes()``: MessagePack (msgspec) of the fields in
-order, after the format version (3: the remembered event ids packed, :mod:`streams.core.seen_ids`);
-the decoders live in :mod:`streams.core.state_wire`. ``from_bytes`` also reads format 2 (the
-ids as a map) and format 1 (a JSON object with short keys), which deployed changelogs still
-hold. MessagePack is about half the size of that JSON and
+order, after the format version (4: the remembered event ids packed,
+:mod:`streams.core.seen_ids`, and the product views, :mod:`streams.core.product_views`); the
+decoders live in :mod:`streams.core.state_wire`. ``from_bytes`` also reads format 3 (the views
+as records), format 2 (the ids as a map too) and format 1 (a JSON object with short keys),
+which deployed changelogs still hold. MessagePack is about half the size of that JSON and
 encodes and decodes in about half the time (no float text to format or parse, tuples built in C).
 Every container is bounded by a time retention *and* a hard length cap, so the encoded
 size has a fixed upper bound (see docs/scoring.md, "State size", and tests/unit/test_engine.py).
@@ -20,6 +21,7 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from streams.core.product_views import ProductViews
 from streams.core.seen_ids import SeenIds
 from streams.core.state_wire import (
     STATE_FIELDS,
@@ -28,6 +30,7 @@ from streams.core.state_wire import (
     ContactRec,
     DeferredRec,
     ErrorRec,
+    PackedViews,
     SignalRec,
     ViewRec,
     decode_legacy,
@@ -97,7 +100,7 @@ class CustomerState:
     last_negative: float | None  # last detractor-like survey answer
     contacts: list[ContactRec]
     errors: list[ErrorRec]
-    views: list[ViewRec]
+    views: ProductViews  # product page views (browse intent)
     last_cart: float | None  # last checkout_started / cart_abandon / purchase
     pending_carts: list[CartRec]
     deferred: list[DeferredRec]
@@ -146,7 +149,7 @@ class CustomerState:
         last_negative: float | None = None,
         contacts: list[ContactRec] | None = None,
         errors: list[ErrorRec] | None = None,
-        views: list[ViewRec] | None = None,
+        views: ProductViews | list[ViewRec] | PackedViews | None = None,
         last_cart: float | None = None,
         pending_carts: list[CartRec] | None = None,
         deferred: list[DeferredRec] | None = None,
@@ -182,7 +185,7 @@ class CustomerState:
         self.last_negative = last_negative
         self.contacts = [] if contacts is None else contacts
         self.errors = [] if errors is None else errors
-        self.views = [] if views is None else views
+        self.views = _product_views(views)
         self.last_cart = last_cart
         self.pending_carts = [] if pending_carts is None else pending_carts
         self.deferred = [] if deferred is None else deferred
@@ -231,7 +234,7 @@ class CustomerState:
                 self.risk, self.stage, self.score_hourly, self.pub_score, self.pub_risk,
                 self.pub_stage, self.activity_daily, self.stage_seen, self.purchases,
                 self.first_purchase, self.last_purchase, self.last_purchase_id, self.spend,
-                self.last_negative, self.contacts, self.errors, self.views, self.last_cart,
+                self.last_negative, self.contacts, self.errors, self.views.wire(), self.last_cart,
                 self.pending_carts, self.deferred, self.last_fired, self.daily_counts,
                 self.last_support_alert, self.risk_wake_s, self.purchase_days,
                 self.first_day_spend)
@@ -241,8 +244,11 @@ class CustomerState:
         return _encode(self.wire())
 
     def as_dict(self) -> dict[str, Any]:
-        """Every field by name (the containers are the state's own, not copies)."""
-        return dict(zip(STATE_FIELDS, self.wire()[1:], strict=True))
+        """Every field by name: the containers are the state's own, not copies, but for
+        ``seen`` (its wire form) and ``views`` (a list of records)."""
+        fields = dict(zip(STATE_FIELDS, self.wire()[1:], strict=True))
+        fields["views"] = self.views.records()
+        return fields
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CustomerState) and self.wire() == other.wire()
@@ -287,6 +293,17 @@ def _seen_ids(seen: SeenIds | dict[int, int] | tuple[bytes, bytes] | None) -> Se
     if isinstance(seen, dict):
         return SeenIds.from_pairs(seen)
     return SeenIds.from_wire(seen[0], seen[1])
+
+
+def _product_views(views: ProductViews | list[ViewRec] | PackedViews | None) -> ProductViews:
+    """The product views as given: packed (format 4 and in memory), records (formats 1-3)."""
+    if views is None:
+        return ProductViews()
+    if isinstance(views, ProductViews):
+        return views
+    if isinstance(views, list):
+        return ProductViews.from_records(views)
+    return ProductViews.from_wire(views[0], views[1], views[2])
 
 
 def _from_wire(t: tuple[Any, ...]) -> CustomerState:

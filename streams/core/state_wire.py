@@ -1,4 +1,4 @@
-"""The wire form of a customer state (format version 3): MessagePack decoders, kept as Python.
+"""The wire form of a customer state (format version 4): MessagePack decoders, kept as Python.
 
 A stored state is a MessagePack array: the format version, then the fields of
 :class:`streams.core.state.CustomerState` in declaration order. msgspec decodes it straight into
@@ -6,7 +6,9 @@ a typed tuple (:data:`WIRE_TYPE`: every record a tuple, every float a float); an
 before the last fields were added (it is shorter) decodes through :class:`LegacyState`, which
 fills them with their defaults. Format 3 differs from format 2 in one field only: the remembered
 event ids are two packed arrays (:mod:`streams.core.seen_ids`) instead of a map from hash to
-event time. Both decode here; only format 3 is written.
+event time. Format 4 differs from format 3 in one field only: the product views are two packed
+arrays and a list of ids (:mod:`streams.core.product_views`) instead of a list of records.
+All three decode here (:func:`decode_wire` tries format 4, then 3); only format 4 is written.
 
 This module is not compiled (streams/core/native.py): msgspec reads these type objects at run
 time. Failure behaviour: both decoders raise ``msgspec.DecodeError`` on anything else.
@@ -17,7 +19,7 @@ from typing import Any, Literal, get_type_hints
 
 import msgspec
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 # (event time, weight in score points, signal name, event id)
 SignalRec = tuple[float, float, str, str]
@@ -25,8 +27,10 @@ SignalRec = tuple[float, float, str, str]
 ContactRec = tuple[float, bool, str, str, str]
 # (event time, event id, error kind)
 ErrorRec = tuple[float, str, str]
-# (event time, event id, product id hash)
+# (event time, event id, product id hash): formats 1-3 (format 4 packs them, PackedViews)
 ViewRec = tuple[float, str, int]
+# (times, product id hashes, event ids): format 4 (streams.core.product_views)
+PackedViews = tuple[bytes, bytes, list[str]]
 # (due time, abandon time, event id, cart id, cart value, currency)
 CartRec = tuple[float, float, str, str, float, str]
 # (release time, alert as JSON-ready dict without emitted_at)
@@ -76,13 +80,27 @@ class LegacyState(msgspec.Struct, array_like=True, tag=2, gc=False):
 
 # Every field of CustomerState, in the order of the wire form.
 STATE_FIELDS: tuple[str, ...] = LegacyState.__struct_fields__
-# The version, then every field: what msgspec decodes a current state into (records as tuples).
-WIRE_TYPE: Any = tuple[(Literal[2, 3], *get_type_hints(LegacyState).values())]  # type: ignore[misc]
+_HINTS: dict[str, Any] = get_type_hints(LegacyState)
+_HINTS_4 = [PackedViews if field == "views" else hint for field, hint in _HINTS.items()]
+# The version, then every field: what msgspec decodes a format-2 or -3 state into (records as
+# tuples), and a format-4 one (the same but for the packed views).
+WIRE_TYPE_3: Any = tuple[(Literal[2, 3], *_HINTS.values())]  # type: ignore[misc]
+WIRE_TYPE: Any = tuple[(Literal[4], *_HINTS_4)]  # type: ignore[valid-type]
 
 encode = msgspec.msgpack.Encoder().encode
-decode_wire = msgspec.msgpack.Decoder(WIRE_TYPE).decode
+_decode_4 = msgspec.msgpack.Decoder(WIRE_TYPE).decode
+_decode_3 = msgspec.msgpack.Decoder(WIRE_TYPE_3).decode
 _decode_legacy = msgspec.msgpack.Decoder(LegacyState).decode
 _astuple = msgspec.structs.astuple
+
+
+def decode_wire(data: bytes) -> tuple[Any, ...]:
+    """A format-4 state as :data:`WIRE_TYPE`, or a full-length format-2 or -3 one as
+    :data:`WIRE_TYPE_3` (its views as records)."""
+    try:
+        return _decode_4(data)
+    except msgspec.DecodeError:
+        return _decode_3(data)
 
 
 def decode_legacy(data: bytes) -> tuple[Any, ...]:

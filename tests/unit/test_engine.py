@@ -244,7 +244,7 @@ def _v1_bytes(st: CustomerState) -> bytes:
             "pst": st.pub_stage, "ad": list(st.activity_daily.items()), "ss": st.stage_seen,
             "np": st.purchases, "fp": st.first_purchase, "lp": st.last_purchase,
             "lpi": st.last_purchase_id, "sp": st.spend, "neg": st.last_negative,
-            "ct": st.contacts, "er": st.errors, "vw": st.views, "lc": st.last_cart,
+            "ct": st.contacts, "er": st.errors, "vw": st.views.records(), "lc": st.last_cart,
             "pc": st.pending_carts, "df": st.deferred, "lf": st.last_fired,
             "dc": st.daily_counts, "lsa": st.last_support_alert,
         }
@@ -560,12 +560,20 @@ def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
     state = _worst_case_state(36)
     state.first_seen, state.last_cart = 1.5e9, 1.6e9  # distinct values: a field order slip shows
     fields = {name: getattr(state, name) for name in STATE_FIELDS}
-    # format 3 is format 2 with the remembered ids packed: the same bytes otherwise
-    packed = LegacyState(**{**fields, "seen": state.seen.wire()})
+    # format 4 is format 2 with the remembered ids and the product views packed: the same
+    # bytes otherwise
+    packed = LegacyState(**{**fields, "seen": state.seen.wire(), "views": state.views.wire()})
     assert state.to_bytes() == msgspec.msgpack.encode(
         (STATE_VERSION, *msgspec.structs.astuple(packed)))
-    # a format-2 state (the Struct's bytes, ids as a map) reads back as the same state
-    as_struct = LegacyState(**{**fields, "seen": dict(state.seen.items())})
+    # a format-3 state (ids packed, views as records) reads back as the same state
+    format_3 = LegacyState(**{**fields, "seen": state.seen.wire(), "views": state.views.records()})
+    format_3_bytes = msgspec.msgpack.encode((3, *msgspec.structs.astuple(format_3)))
+    assert CustomerState.from_bytes(format_3_bytes) == state
+    assert CustomerState.from_bytes(format_3_bytes).views.records() == state.views.records()
+    # a format-2 state (the Struct's bytes, ids as a map, views as records) reads back as the
+    # same state
+    as_struct = LegacyState(**{**fields, "seen": dict(state.seen.items()),
+                               "views": state.views.records()})
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(as_struct))[0] == 2
     assert CustomerState.from_bytes(msgspec.msgpack.encode(as_struct)) == state
     # the records come back as tuples and the floats as floats, as the Struct decoded them
