@@ -24,7 +24,7 @@ def _reference_find(records: list[Any], key: int, lo_t: float, hi_t: float,
 
 def test_inserts_prunes_and_finds_match_the_timed_list_it_replaced() -> None:
     rng = random.Random(5)
-    packed, reference = ProductViews(), []
+    packed, reference = ProductViews(), list[Any]()
     keys = [short_hash(f"p-{i}") for i in range(4)]  # few products: runs of the same one
     t = 1_700_000_000.0
     found = longest = 0
