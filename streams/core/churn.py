@@ -348,7 +348,7 @@ class ChurnScorer:
                     "name": "experience",
                     "log_odds": round(_logit(total) - _logit(pr), 4),
                     "value": round(score, 2),
-                    "evidence": [s[3] for s in state.signals if s[1] < 0][-5:],
+                    "evidence": state.signals.negative_ids()[-5:],
                 }
             )
         out.sort(key=lambda d: -abs(float(d["log_odds"])))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ def explanation(
     Contributions are the decayed weights scaled by ``(score - 50) / S`` so that, while no
     signal has been trimmed, they add up to ``score - 50``.
     """
-    if state.watermark is None or not state.signals:
+    if state.watermark is None or not len(state.signals):
         return []
     w = state.watermark
     s = state.score_sum
@@ -25,10 +25,15 @@ def explanation(
     # this runs for every score update and emitted alert.
     # Largest contribution first; ties by event time, event id, signal name, then list position
     # (what a stable sort on the first four would do), so that tuples sort natively.
-    ranked = [
-        (-abs(c := wt * 2.0 ** ((t - w) / half_life_s) * scale), t, eid, name, i, c)
-        for i, (t, wt, name, eid) in enumerate(state.signals)
-    ]
+    # Only the signals that can be among the ``top`` (KeptSignals.strongest): a full list in
+    # rank order offers the last few.
+    times, weights, names, ids = state.signals.columns()
+    ranked = []
+    for i in state.signals.strongest(top, half_life_s):
+        t = times[i]
+        wt = weights[i]
+        c = wt * 2.0 ** ((t - w) / half_life_s) * scale
+        ranked.append((-abs(c), t, ids[i], names[i], i, c))
     ranked.sort()
     return [
         ContributionRecord(name, round(c, 2), eid)

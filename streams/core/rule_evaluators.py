@@ -198,9 +198,7 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
         return None
     assert st.watermark is not None
     horizon = st.watermark - r.params.window_hours * HOUR_S
-    # Any records, indexed: compiled code would check every field of a typed one to unpack it.
-    signals: list[Any] = st.signals
-    negatives = sorted((s[0], s[3]) for s in signals if s[1] < 0 and s[0] >= horizon)
+    negatives = sorted(st.signals.negatives(horizon))
     evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [f.event.event_id]))[-10:]
     return Candidate(
         rule=r.id,

@@ -2,10 +2,11 @@
 
 The Faust table stores ``CustomerState.to_bytes()``: MessagePack (msgspec) of the fields in
 order, after the format version (4: the remembered event ids packed,
-:mod:`streams.core.seen_ids`, and the product views, :mod:`streams.core.product_views`); the
-decoders live in :mod:`streams.core.state_wire`. ``from_bytes`` also reads format 3 (the views
-as records), format 2 (the ids as a map too) and format 1 (a JSON object with short keys),
-which deployed changelogs still hold. MessagePack is about half the size of that JSON and
+:mod:`streams.core.seen_ids`, the kept signals, :mod:`streams.core.kept_signals`, and the
+product views, :mod:`streams.core.product_views`); the decoders live in
+:mod:`streams.core.state_wire`. ``from_bytes`` also reads format 3 (signals and views as
+records), format 2 (the ids as a map too) and format 1 (a JSON object with short keys), which
+deployed changelogs still hold. MessagePack is about half the size of that JSON and
 encodes and decodes in about half the time (no float text to format or parse, tuples built in C).
 Every container is bounded by a time retention *and* a hard length cap, so the encoded
 size has a fixed upper bound (see docs/scoring.md, "State size", and tests/unit/test_engine.py).
@@ -15,12 +16,12 @@ Times are event-time epoch seconds; the only wall-clock quantity kept is ``lag_s
 from __future__ import annotations
 
 import hashlib
-from array import array
 from typing import Any, Final
 
 import msgspec
 import orjson
 
+from streams.core.kept_signals import KeptSignals
 from streams.core.product_views import ProductViews
 from streams.core.seen_ids import SeenIds
 from streams.core.state_wire import (
@@ -30,6 +31,7 @@ from streams.core.state_wire import (
     ContactRec,
     DeferredRec,
     ErrorRec,
+    PackedSignals,
     PackedViews,
     SignalRec,
     ViewRec,
@@ -73,7 +75,7 @@ class CustomerState:
     field (the wire form); the fields are listed in :data:`STATE_FIELDS`.
     """
 
-    __slots__ = (*STATE_FIELDS, "signal_ranks")
+    __slots__ = STATE_FIELDS
 
     watermark: float | None  # highest event time processed
     first_seen: float | None  # lowest event time processed
@@ -82,7 +84,7 @@ class CustomerState:
     segment: str | None
     seen: SeenIds  # event id hashes with their event times (whole seconds)
     score_sum: float  # decayed signal sum, referenced to the watermark
-    signals: list[SignalRec]  # strongest signals, for explanations
+    signals: KeptSignals  # strongest signals, for explanations
     score: float  # experience score after the last event
     risk: float  # churn risk after the last event
     stage: str | None  # journey stage after the last event
@@ -116,11 +118,6 @@ class CustomerState:
     # written before these fields decode with 0 (the churn scorer then uses ``purchases``).
     purchase_days: int
     first_day_spend: float
-    # Not stored: the list ``signals`` was last sorted into, the half-life of that sort and the
-    # rank of each signal, kept by ``scoring.add_signals`` (the only writer of ``signals``) so
-    # that a full list takes a new signal without ranking every kept one again. None until the
-    # list is first trimmed, after any append that did not trim, and in a decoded state.
-    signal_ranks: tuple[list[SignalRec], float, array[float]] | None
 
     def __init__(
         self,
@@ -131,7 +128,7 @@ class CustomerState:
         segment: str | None = None,
         seen: SeenIds | dict[int, int] | tuple[bytes, bytes] | None = None,
         score_sum: float = 0.0,
-        signals: list[SignalRec] | None = None,
+        signals: KeptSignals | list[SignalRec] | PackedSignals | None = None,
         score: float = 50.0,
         risk: float = 0.0,
         stage: str | None = None,
@@ -167,7 +164,7 @@ class CustomerState:
         self.segment = segment
         self.seen = _seen_ids(seen)
         self.score_sum = score_sum
-        self.signals = [] if signals is None else signals
+        self.signals = _kept_signals(signals)
         self.score = score
         self.risk = risk
         self.stage = stage
@@ -195,7 +192,6 @@ class CustomerState:
         self.risk_wake_s = risk_wake_s
         self.purchase_days = purchase_days
         self.first_day_spend = first_day_spend
-        self.signal_ranks = None
 
     def next_due(self) -> float | None:
         """Earliest event-time deadline (pending cart or deferred alert), or None."""
@@ -230,7 +226,7 @@ class CustomerState:
     def wire(self) -> tuple[Any, ...]:
         """The format version, then every field in declaration order (what is stored)."""
         return (STATE_VERSION, self.watermark, self.first_seen, self.lag_s, self.timezone,
-                self.segment, self.seen.wire(), self.score_sum, self.signals, self.score,
+                self.segment, self.seen.wire(), self.score_sum, self.signals.wire(), self.score,
                 self.risk, self.stage, self.score_hourly, self.pub_score, self.pub_risk,
                 self.pub_stage, self.activity_daily, self.stage_seen, self.purchases,
                 self.first_purchase, self.last_purchase, self.last_purchase_id, self.spend,
@@ -245,8 +241,9 @@ class CustomerState:
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name: the containers are the state's own, not copies, but for
-        ``seen`` (its wire form) and ``views`` (a list of records)."""
+        ``seen`` (its wire form), ``signals`` and ``views`` (lists of records)."""
         fields = dict(zip(STATE_FIELDS, self.wire()[1:], strict=True))
+        fields["signals"] = self.signals.records()
         fields["views"] = self.views.records()
         return fields
 
@@ -293,6 +290,17 @@ def _seen_ids(seen: SeenIds | dict[int, int] | tuple[bytes, bytes] | None) -> Se
     if isinstance(seen, dict):
         return SeenIds.from_pairs(seen)
     return SeenIds.from_wire(seen[0], seen[1])
+
+
+def _kept_signals(signals: KeptSignals | list[SignalRec] | PackedSignals | None) -> KeptSignals:
+    """The kept signals as given: packed (format 4 and in memory), records (formats 1-3)."""
+    if signals is None:
+        return KeptSignals()
+    if isinstance(signals, KeptSignals):
+        return signals
+    if isinstance(signals, list):
+        return KeptSignals.from_records(signals)
+    return KeptSignals.from_wire(signals[0], signals[1], signals[2], signals[3])
 
 
 def _product_views(views: ProductViews | list[ViewRec] | PackedViews | None) -> ProductViews:

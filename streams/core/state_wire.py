@@ -6,8 +6,9 @@ a typed tuple (:data:`WIRE_TYPE`: every record a tuple, every float a float); an
 before the last fields were added (it is shorter) decodes through :class:`LegacyState`, which
 fills them with their defaults. Format 3 differs from format 2 in one field only: the remembered
 event ids are two packed arrays (:mod:`streams.core.seen_ids`) instead of a map from hash to
-event time. Format 4 differs from format 3 in one field only: the product views are two packed
-arrays and a list of ids (:mod:`streams.core.product_views`) instead of a list of records.
+event time. Format 4 differs from format 3 in two fields: the kept signals
+(:mod:`streams.core.kept_signals`) and the product views (:mod:`streams.core.product_views`) are
+packed arrays and lists of strings instead of lists of records.
 All three decode here (:func:`decode_wire` tries format 4, then 3); only format 4 is written.
 
 This module is not compiled (streams/core/native.py): msgspec reads these type objects at run
@@ -21,13 +22,15 @@ import msgspec
 
 STATE_VERSION = 4
 
-# (event time, weight in score points, signal name, event id)
+# (event time, weight in score points, signal name, event id): formats 1-3 (format 4 packs them)
 SignalRec = tuple[float, float, str, str]
+# (times, weights, names, event ids): format 4 (streams.core.kept_signals)
+PackedSignals = tuple[bytes, bytes, list[str], list[str]]
 # (event time, resolved, event id, contact id, reason)
 ContactRec = tuple[float, bool, str, str, str]
 # (event time, event id, error kind)
 ErrorRec = tuple[float, str, str]
-# (event time, event id, product id hash): formats 1-3 (format 4 packs them, PackedViews)
+# (event time, event id, product id hash): formats 1-3 (format 4 packs them)
 ViewRec = tuple[float, str, int]
 # (times, product id hashes, event ids): format 4 (streams.core.product_views)
 PackedViews = tuple[bytes, bytes, list[str]]
@@ -81,9 +84,10 @@ class LegacyState(msgspec.Struct, array_like=True, tag=2, gc=False):
 # Every field of CustomerState, in the order of the wire form.
 STATE_FIELDS: tuple[str, ...] = LegacyState.__struct_fields__
 _HINTS: dict[str, Any] = get_type_hints(LegacyState)
-_HINTS_4 = [PackedViews if field == "views" else hint for field, hint in _HINTS.items()]
+_PACKED_4: dict[str, Any] = {"signals": PackedSignals, "views": PackedViews}
+_HINTS_4 = [_PACKED_4.get(field, hint) for field, hint in _HINTS.items()]
 # The version, then every field: what msgspec decodes a format-2 or -3 state into (records as
-# tuples), and a format-4 one (the same but for the packed views).
+# tuples), and a format-4 one (the same but for the packed signals and views).
 WIRE_TYPE_3: Any = tuple[(Literal[2, 3], *_HINTS.values())]  # type: ignore[misc]
 WIRE_TYPE: Any = tuple[(Literal[4], *_HINTS_4)]  # type: ignore[valid-type]
 
@@ -96,7 +100,7 @@ _astuple = msgspec.structs.astuple
 
 def decode_wire(data: bytes) -> tuple[Any, ...]:
     """A format-4 state as :data:`WIRE_TYPE`, or a full-length format-2 or -3 one as
-    :data:`WIRE_TYPE_3` (its views as records)."""
+    :data:`WIRE_TYPE_3` (its signals and views as records)."""
     try:
         return _decode_4(data)
     except msgspec.DecodeError:

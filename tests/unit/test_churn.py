@@ -25,6 +25,7 @@ from streams.core.churn_model import (
     p_no_purchase,
     parse_churn_model,
 )
+from streams.core.kept_signals import KeptSignals
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 
@@ -164,7 +165,8 @@ def test_old_states_without_purchase_days_use_purchases() -> None:
 
 def test_drivers_explain_the_risk_with_evidence() -> None:
     st = _buyer([0, 10], 200)
-    st.signals = [(st.watermark or 0.0, -8.0, "unresolved_contact", "ev-contact")]
+    st.signals = KeptSignals.from_records(
+        [(st.watermark or 0.0, -8.0, "unresolved_contact", "ev-contact")])
     drivers = churn_risk.drivers(st, 30.0)
     names = [d["name"] for d in drivers]
     assert names[0] == "recency_months"  # 190 quiet days dominate

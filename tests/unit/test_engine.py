@@ -187,7 +187,7 @@ def test_state_round_trip_keeps_everything(engine: Engine) -> None:
     events = [e for i, b in enumerate(ALL_JOURNEYS) for e in b(f"c-rt-{i}").events]
     events.sort(key=lambda e: e.occurred_at)
     state, _ = run(engine, events, "c-rt")
-    assert state.signals and state.contacts and state.seen and state.stage_seen
+    assert len(state.signals) and state.contacts and state.seen and state.stage_seen
     clone = CustomerState.from_bytes(state.to_bytes())
     assert clone == state
     assert clone.to_bytes() == state.to_bytes()
@@ -239,7 +239,7 @@ def _v1_bytes(st: CustomerState) -> bytes:
         {
             "v": 1, "w": st.watermark, "fs": st.first_seen, "lag": st.lag_s, "tz": st.timezone,
             "seg": st.segment, "ids": list(st.seen.items()), "s": st.score_sum,
-            "sig": st.signals, "sc": st.score, "rk": st.risk, "st": st.stage,
+            "sig": st.signals.records(), "sc": st.score, "rk": st.risk, "st": st.stage,
             "sh": list(st.score_hourly.items()), "ps": st.pub_score, "pr": st.pub_risk,
             "pst": st.pub_stage, "ad": list(st.activity_daily.items()), "ss": st.stage_seen,
             "np": st.purchases, "fp": st.first_purchase, "lp": st.last_purchase,
@@ -256,7 +256,7 @@ def test_from_bytes_reads_states_written_by_format_1(engine: Engine) -> None:
     events = [e for i, b in enumerate(ALL_JOURNEYS) for e in b(f"c-v1-{i}").events]
     events.sort(key=lambda e: e.occurred_at)
     state, _ = run(engine, events, "c-v1")
-    assert state.signals and state.contacts and state.deferred == [] and state.seen
+    assert len(state.signals) and state.contacts and state.deferred == [] and state.seen
     old = _v1_bytes(state)
     decoded = CustomerState.from_bytes(old)
     # Format 1 predates the purchase-day fields: they decode as 0 (the churn scorer then
@@ -560,24 +560,29 @@ def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
     state = _worst_case_state(36)
     state.first_seen, state.last_cart = 1.5e9, 1.6e9  # distinct values: a field order slip shows
     fields = {name: getattr(state, name) for name in STATE_FIELDS}
-    # format 4 is format 2 with the remembered ids and the product views packed: the same
-    # bytes otherwise
-    packed = LegacyState(**{**fields, "seen": state.seen.wire(), "views": state.views.wire()})
+    # format 4 is format 2 with the remembered ids, the kept signals and the product views
+    # packed: the same bytes otherwise
+    packed = LegacyState(**{**fields, "seen": state.seen.wire(), "signals": state.signals.wire(),
+                            "views": state.views.wire()})
     assert state.to_bytes() == msgspec.msgpack.encode(
         (STATE_VERSION, *msgspec.structs.astuple(packed)))
     # a format-3 state (ids packed, views as records) reads back as the same state
-    format_3 = LegacyState(**{**fields, "seen": state.seen.wire(), "views": state.views.records()})
+    format_3 = LegacyState(**{**fields, "seen": state.seen.wire(),
+                              "signals": state.signals.records(),
+                              "views": state.views.records()})
     format_3_bytes = msgspec.msgpack.encode((3, *msgspec.structs.astuple(format_3)))
     assert CustomerState.from_bytes(format_3_bytes) == state
     assert CustomerState.from_bytes(format_3_bytes).views.records() == state.views.records()
     # a format-2 state (the Struct's bytes, ids as a map, views as records) reads back as the
     # same state
     as_struct = LegacyState(**{**fields, "seen": dict(state.seen.items()),
+                               "signals": state.signals.records(),
                                "views": state.views.records()})
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(as_struct))[0] == 2
     assert CustomerState.from_bytes(msgspec.msgpack.encode(as_struct)) == state
     # the records come back as tuples and the floats as floats, as the Struct decoded them
     back = CustomerState.from_bytes(state.to_bytes())
-    assert isinstance(back.signals[0], tuple) and isinstance(back.pending_carts[0], tuple)
+    assert isinstance(back.pending_carts[0], tuple) and isinstance(back.contacts[0], tuple)
+    assert back.signals.records() == state.signals.records()
     assert back.deferred[0][1] == state.deferred[0][1]
     assert CustomerState() != state and repr(CustomerState()).startswith("CustomerState(")
