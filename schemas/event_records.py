@@ -47,7 +47,7 @@ Money = Annotated[float, msgspec.Meta(ge=0, le=_MAX_FLOAT)]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class _Props(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class _Props(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Every optional property defaults to None, so ``msgspec.to_builtins`` of a properties
     Struct leaves out the absent ones, like pydantic's ``model_dump(exclude_none=True)``."""
 
@@ -110,7 +110,7 @@ class IdentifyProps(_Props, frozen=True):
     method: _text(0, 64) | None = None  # type: ignore[valid-type]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event_type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event_type", gc=False):
     """Envelope fields shared by every event type (``schemas.events.EventBase``)."""
 
     event_type: ClassVar[str]

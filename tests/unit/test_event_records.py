@@ -9,6 +9,7 @@ what the contract alone would (same event, or same error code and message).
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from datetime import datetime, timezone
@@ -67,6 +68,17 @@ def test_valid_events_decode_alike(event: dict[str, Any]) -> None:
         # as a value (e.g. customer_id), so the timestamp pre-check cannot find it just once.
         assert value.count(b'"occurred_at"') > 1
         assert validate_event(value, now=NOW) == expected
+
+
+@PROPERTY_SETTINGS
+@given(valid_events())
+def test_decoded_events_are_not_tracked_by_the_collector(event: dict[str, Any]) -> None:
+    """The worker keeps each applied event until its state is durable (tens of thousands at
+    a time): untracked, the collector's generations do not walk them. They cannot form a
+    cycle (frozen, only strings, numbers, datetimes, enum members and their properties)."""
+    decoded = validate_event(orjson.dumps(event), now=NOW)
+    assert isinstance(decoded, Event)
+    assert not gc.is_tracked(decoded) and not gc.is_tracked(decoded.properties)  # type: ignore[attr-defined]
 
 
 @PROPERTY_SETTINGS
