@@ -19,15 +19,14 @@ Compiled with the engine (streams/core/native.py). Not thread-safe; no I/O.
 from __future__ import annotations
 
 import math
-import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Final
 
+from streams.core.packed_arrays import extend_le, le_bytes
 from streams.core.state_wire import SignalRec
 
-_SWAP: Final = sys.byteorder != "little"  # the wire form is little-endian
 if array("d").itemsize != 8:  # pragma: no cover - every platform CPython supports today
     raise ImportError("streams.core.kept_signals needs 8-byte doubles")
 # How far (in log2 units) a rank may be from the log2 of a decayed size computed another way:
@@ -76,11 +75,8 @@ class KeptSignals:
                              f"weights, {len(names)} names and {len(ids)} ids are not one "
                              "signal each")
         kept = cls()
-        kept._times.frombytes(times)
-        kept._weights.frombytes(weights)
-        if _SWAP:
-            kept._times.byteswap()
-            kept._weights.byteswap()
+        extend_le(kept._times, times)
+        extend_le(kept._weights, weights)
         kept._names = names
         kept._ids = ids
         return kept
@@ -88,12 +84,7 @@ class KeptSignals:
     def wire(self) -> tuple[bytes, bytes, list[str], list[str]]:
         """Times and weights (little-endian doubles), then the names and the ids (the state's
         own lists)."""
-        times, weights = self._times, self._weights
-        if _SWAP:
-            times, weights = array("d", times), array("d", weights)
-            times.byteswap()
-            weights.byteswap()
-        return times.tobytes(), weights.tobytes(), self._names, self._ids
+        return le_bytes(self._times), le_bytes(self._weights), self._names, self._ids
 
     def records(self) -> list[SignalRec]:
         """Every signal as ``(time, weight, name, event id)``, in list order (a copy)."""

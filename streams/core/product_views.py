@@ -17,14 +17,12 @@ views before a time. Compiled with the engine (streams/core/native.py). Not thre
 
 from __future__ import annotations
 
-import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import Final
 
+from streams.core.packed_arrays import extend_le, le_bytes
 from streams.core.state_wire import ViewRec
 
-_SWAP: Final = sys.byteorder != "little"  # the wire form is little-endian
 if array("i").itemsize != 4 or array("d").itemsize != 8:  # pragma: no cover - every platform
     raise ImportError("streams.core.product_views needs 4-byte ints and 8-byte doubles")
 
@@ -55,23 +53,15 @@ class ProductViews:
             raise ValueError(f"product views: {len(times)} bytes of times, {len(keys)} of "
                              f"product digests and {len(ids)} ids are not one view each")
         views = cls()
-        views._times.frombytes(times)
-        views._keys.frombytes(keys)
-        if _SWAP:
-            views._times.byteswap()
-            views._keys.byteswap()
+        extend_le(views._times, times)
+        extend_le(views._keys, keys)
         views._ids = ids
         return views
 
     def wire(self) -> tuple[bytes, bytes, list[str]]:
         """The times (doubles) and product digests (signed 32-bit), little-endian, and the ids
         (the state's own list)."""
-        times, keys = self._times, self._keys
-        if _SWAP:
-            times, keys = array("d", times), array("i", keys)
-            times.byteswap()
-            keys.byteswap()
-        return times.tobytes(), keys.tobytes(), self._ids
+        return le_bytes(self._times), le_bytes(self._keys), self._ids
 
     def records(self) -> list[ViewRec]:
         """Every view as ``(event time, event id, product digest)``, oldest first (a copy)."""

@@ -17,11 +17,11 @@ Compiled with the engine (streams/core/native.py). Not thread-safe; no I/O.
 from __future__ import annotations
 
 import struct
-import sys
 from array import array
 from typing import Final
 
-_SWAP: Final = sys.byteorder != "little"  # the times' wire form is little-endian too
+from streams.core.packed_arrays import extend_le, le_bytes
+
 _MAX_TIME: Final = 2**32 - 1
 if array("I").itemsize != 4:  # pragma: no cover - every platform CPython supports today
     raise ImportError("streams.core.seen_ids needs 4-byte unsigned ints (array typecode 'I')")
@@ -63,18 +63,12 @@ class SeenIds:
                              "times are not whole 8- and 4-byte values of the same count")
         seen = cls()
         seen._hashes = bytearray(hashes)
-        seen._times.frombytes(times)
-        if _SWAP:
-            seen._times.byteswap()
+        extend_le(seen._times, times)
         return seen
 
     def wire(self) -> tuple[bytes, bytes]:
         """The hashes (signed 64-bit) and their times (unsigned 32-bit), little-endian."""
-        times = self._times
-        if _SWAP:
-            times = array("I", times)
-            times.byteswap()
-        return bytes(self._hashes), times.tobytes()
+        return bytes(self._hashes), le_bytes(self._times)
 
     def __len__(self) -> int:
         return len(self._times)

@@ -87,3 +87,17 @@ def test_a_state_stores_its_views_packed_and_reads_records_of_older_formats() ->
     assert back == st and back.views.records() == records
     assert st.as_dict()["views"] == records  # records for the CLI's state view and recompute
     assert repr(back.views) == "ProductViews(2 views)"
+
+
+def test_the_packed_columns_are_little_endian_whatever_the_machine() -> None:
+    import struct
+    from array import array
+
+    from streams.core.packed_arrays import extend_le, le_bytes
+
+    times, keys = array("d", [1.5, -2.0]), array("i", [7, -1])
+    assert le_bytes(times) == struct.pack("<2d", 1.5, -2.0)
+    assert le_bytes(keys) == struct.pack("<2i", 7, -1)
+    back = array("d", [0.5])
+    extend_le(back, le_bytes(times))
+    assert back == array("d", [0.5, 1.5, -2.0])
