@@ -128,6 +128,7 @@ Ack = Callable[[Any, int, int], None]
 
 
 CHECKPOINT_SLICE_STATES = 1000
+YIELD_EVERY_RECORDS = 2000
 """States a checkpoint encodes and writes per fetch: a checkpoint of 10,000 changed states
 spreads over ten fetches instead of stalling one by ~100 ms (encoding, the first risk look,
 the changelog records); its acks go with its last slice."""
@@ -153,6 +154,11 @@ class PipelineLimits:
     # the other core with the sink and ClickHouse); with 16, 93-97 % (e2e +12 %).
     durable_in_flight: int = 16
     checkpoint_slice_states: int = CHECKPOINT_SLICE_STATES
+    # A fetch of a backlog (up to CX_BATCH_MAX_EVENTS records) is scored in one pass, but
+    # every this many records its outputs so far are handed over and the event loop gets a
+    # turn (the producer's sender and earlier durable phases run): alerts and the loop lag of
+    # a large fetch are those of fetches this size.
+    yield_every_records: int = YIELD_EVERY_RECORDS
 
 
 class ScoringPipeline:
@@ -214,6 +220,8 @@ class ScoringPipeline:
         handled = 0
         self._stored_links = {}
         counts: dict[str, int] = {}
+        yield_every = self.limits.yield_every_records
+        since_yield = 0
         for tp, records in fetch.items():
             if not records:
                 continue
@@ -232,6 +240,18 @@ class ScoringPipeline:
                     reason = Invalid(ErrorCode.processing_error,
                                      f"{stage}: {type(exc).__name__}: {exc}")
                     outputs.append(self._dead_letter(record, reason, now))
+                since_yield += 1
+                if since_yield >= yield_every:
+                    since_yield = 0
+                    # The outputs so far leave now (a durable phase of outputs only), not
+                    # after the whole fetch; states and acks still wait for its end.
+                    if outputs:
+                        await self._start_phase(outputs, [], [], [], started)
+                        outputs = []
+                    await asyncio.sleep(0)
+                    # A durable phase that ran meanwhile may have stored (or erased) links:
+                    # the links looked up so far are looked up again.
+                    self._stored_links = {}
         self._ticks(now, outputs)
         for event_type, n in counts.items():
             metrics.child(metrics.events_processed, event_type).inc(n)

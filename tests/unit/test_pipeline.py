@@ -253,6 +253,58 @@ def test_outputs_are_delivered_before_states_and_acks_come_last() -> None:
     assert h.states.persisted == 1
 
 
+def _sent_while_handling(h: _Harness, fetch: dict[_TP, list[_Record]]) -> list[int]:
+    """How many records had been sent at each event-loop turn taken while ``handle`` ran."""
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        handling = True
+
+        async def watch() -> None:
+            while handling:
+                seen.append(len(h.sent))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        await h.pipeline.handle(fetch)
+        handling = False
+        await watcher
+        await h.pipeline.drain()
+
+    asyncio.run(scenario())
+    return seen
+
+
+def test_a_large_fetch_hands_its_outputs_over_in_parts_while_it_is_scored() -> None:
+    customer = "c-large-fetch"
+    away = (customer_partition(customer, PARTITIONS) + 1) % PARTITIONS
+    values = [(customer.encode(), _event(customer, n)) for n in range(7)]  # 7 forwards
+    h = _Harness(yield_every_records=3)
+    seen = _sent_while_handling(h, _fetch(TOPICS.touchpoints, away, values))
+    # forwards left in parts of three before the fetch was scored to its end (how many parts
+    # the watcher saw depends on the loop turns a delivery takes)
+    assert 3 in seen and max(seen) in (3, 6)
+    assert [value for _topic, _key, value, _p, _h in h.sent] == [v for _k, v in values]
+    assert h.acks == [(TOPICS.touchpoints, away, 0, 6)]
+    # one part (as before): nothing left before the end of the fetch
+    h = _Harness(yield_every_records=1000)
+    assert max(_sent_while_handling(h, _fetch(TOPICS.touchpoints, away, values)),
+               default=0) == 0
+    assert len(h.sent) == 7
+
+
+def test_a_large_fetch_stores_its_states_after_every_part_of_its_outputs() -> None:
+    customer = "c-large-order"
+    home = customer_partition(customer, PARTITIONS)
+    nps = {"survey": "nps", "score": 1, "comment": "Terrible."}
+    values = [(customer.encode(), _event(customer, n, "survey_answer", nps)) for n in range(5)]
+    h = _Harness(yield_every_records=2)
+    h.run(_fetch(TOPICS.touchpoints, home, values))
+    kinds = [kind for kind, _ in h.log]
+    assert kinds.count("state") == 1 and kinds[-1] == "ack"
+    assert max(i for i, k in enumerate(kinds) if k == "send") < kinds.index("state")
+
+
 def test_invalid_and_failing_messages_are_dead_lettered_and_the_rest_flows_on() -> None:
     h = _Harness()
     customer = "c-bad"
