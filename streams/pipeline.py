@@ -12,7 +12,8 @@ Then, in this order (a durable phase, which runs while the next fetch is scored)
 
 1. every output of the fetch (alerts, score updates, dead letters, forwarded events) is handed
    to the producer, as one record batch per topic partition, and the phase waits until the
-   broker has each one;
+   broker has each one (a large fetch hands its outputs over every ``yield_every_records``
+   records, each part in a durable phase of its own, and gives the event loop a turn);
 2. when a checkpoint is under way, once the previous phase is durable: the next slice of its
    states goes to the changelog (at most ``checkpoint_slice_states`` per fetch), and once the
    broker has them they are stored in RocksDB (never ahead of the changelog). A checkpoint
