@@ -154,6 +154,7 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s,
                        checkpoint_s=config.checkpoint_interval_ms / 1000),
+        send_states=BatchSender.of_app(app, states=True).send,
     )
     subscribe(app, touchpoints)
     subscribe(app, keyed)

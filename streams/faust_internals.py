@@ -49,6 +49,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import faust
 from faust.assignor import PartitionAssignor
+from faust.exceptions import NotReady
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -685,13 +686,44 @@ def track_topics_sent_to(client: Any) -> None:
 
 class BatchProducer(faust_aiokafka.Producer):
     """Faust's producer whose aiokafka client backs off failed metadata updates and keeps every
-    topic it sends to in its metadata (:func:`track_topics_sent_to`)."""
+    topic it sends to in its metadata (:func:`track_topics_sent_to`).
+
+    It also runs a second aiokafka producer with the same settings, for the state changelog
+    only (:meth:`ensure_state_producer`; started and stopped with this one). aiokafka keeps one
+    produce request in flight per broker: with one producer, a checkpoint slice (up to 1,000
+    states, megabytes) held every alert and score update behind it until the broker had
+    written it. With its own connection, outputs and states are in flight side by side; the
+    pipeline still sends a phase's states only once its outputs are acknowledged."""
+
+    _state_producer: Any = None
 
     def _new_producer(self, transactional_id: str | None = None) -> Any:
         producer = super()._new_producer(transactional_id)
         back_off_metadata_updates(producer.client)
         track_topics_sent_to(producer.client)
         return producer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        producer = self._state_producer = self._new_producer()
+        await producer.start()
+
+    async def on_stop(self) -> None:
+        producer, self._state_producer = self._state_producer, None
+        if producer is not None:
+            await producer.stop()
+        await super().on_stop()
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self._state_producer is not None:
+            await self._state_producer.flush()
+
+    def ensure_state_producer(self) -> Any:
+        """The started changelog producer (``NotReady`` before the service started)."""
+        if self._state_producer is None:
+            raise NotReady("state producer not yet started")
+        return self._state_producer
 
 
 class BatchPartitionAssignor(PartitionAssignor):
@@ -944,8 +976,11 @@ class BatchSender:
         self._turns: dict[tuple[str, int], asyncio.Future[None]] = {}
 
     @classmethod
-    def of_app(cls, app: faust.App) -> BatchSender:
-        """A sender on the aiokafka producer Faust started for ``app``."""
+    def of_app(cls, app: faust.App, *, states: bool = False) -> BatchSender:
+        """A sender on the aiokafka producer Faust started for ``app`` (``states``: on its
+        second producer, the state changelog's; see :class:`BatchProducer`)."""
+        if states:
+            return cls(lambda: cast(BatchProducer, app.producer).ensure_state_producer())
         return cls(lambda: cast(Any, app.producer)._ensure_producer())
 
     async def _partitions(self, producer: Any, topic: str) -> int:

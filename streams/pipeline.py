@@ -165,11 +165,14 @@ class PipelineLimits:
 class ScoringPipeline:
     def __init__(self, processor: Processor, states: KeyValueTable, identities: KeyValueTable,
                  send: SendRecords, ack: Ack, topics: TopicNames, keyed_topic: str,
-                 limits: PipelineLimits) -> None:
+                 limits: PipelineLimits, send_states: SendRecords | None = None) -> None:
         self.processor = processor
         self.states = states
         self.identities = identities
         self.send = send
+        # The state changelog's records (states, identity links): its own producer in a
+        # worker (streams.faust_internals.BatchProducer), the same function in tests.
+        self.send_states = send if send_states is None else send_states
         self.ack = ack
         self.topics = topics
         self.keyed_topic = keyed_topic
@@ -531,7 +534,7 @@ class ScoringPipeline:
         """Outputs first, then (after the previous phase is durable) states and links, then
         the acks; returns when the broker has all of them."""
         if outputs:
-            await self._deliver("send", outputs, _no_delivery)
+            await self._deliver("send", outputs, _no_delivery, self.send)
         if previous is not None:
             await previous
         states, identities = self.states, self.identities
@@ -543,7 +546,7 @@ class ScoringPipeline:
                 states.delivered(delivery)
                 identities.delivered(delivery)
 
-            await self._deliver("state", records, delivered)
+            await self._deliver("state", records, delivered, self.send_states)
             # Stored locally only once the changelog has them: a kill -9 in between leaves the
             # local store behind the changelog (recovery replays it), never ahead of it (the
             # redelivered events would be seen as duplicates and never reach the changelog).
@@ -567,9 +570,10 @@ class ScoringPipeline:
         metrics.batch_flush_seconds.observe(time.perf_counter() - started)
 
     async def _deliver(self, stage: str, records: Sequence[Any],
-                       delivered: Callable[[Delivery], None]) -> None:
-        """Hand ``records`` over until the broker has every one; a failed hand-over or
-        delivery is retried (the failed records only) with capped exponential backoff."""
+                       delivered: Callable[[Delivery], None], send: SendRecords) -> None:
+        """Hand ``records`` over to ``send`` until the broker has every one; a failed
+        hand-over or delivery is retried (the failed records only) with capped exponential
+        backoff."""
         pending = list(range(len(records)))
         delay_s = RETRY_FIRST_S
         while pending:
@@ -577,7 +581,7 @@ class ScoringPipeline:
             failed: list[int] = []
             deliveries: Sequence[Delivery] = ()
             try:
-                deliveries = await self.send(subset)
+                deliveries = await send(subset)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -305,6 +305,31 @@ def test_a_large_fetch_stores_its_states_after_every_part_of_its_outputs() -> No
     assert max(i for i, k in enumerate(kinds) if k == "send") < kinds.index("state")
 
 
+def test_states_go_to_their_own_sender_after_the_outputs_of_their_events() -> None:
+    h = _Harness()
+    by_sender: list[tuple[str, str]] = []
+
+    async def send_states(records: Any) -> list[_Delivery]:
+        by_sender.extend(("states", record.topic) for record in records)
+        return await h.send(records)
+
+    async def send_outputs(records: Any) -> list[_Delivery]:
+        by_sender.extend(("outputs", record.topic) for record in records)
+        return await h.send(records)
+
+    h.pipeline.send, h.pipeline.send_states = send_outputs, send_states
+    customer = "c-own-sender"
+    home = customer_partition(customer, PARTITIONS)
+    nps = {"survey": "nps", "score": 1, "comment": "Terrible."}
+    h.run(_fetch(TOPICS.touchpoints, home,
+                 [(customer.encode(), _event(customer, 1, "survey_answer", nps))]))
+    assert {topic for sender, topic in by_sender if sender == "states"} == {"state-changelog"}
+    outputs = [topic for sender, topic in by_sender if sender == "outputs"]
+    assert TOPICS.alerts_support in outputs and "state-changelog" not in outputs
+    assert by_sender[-1] == ("states", "state-changelog")  # after every output
+    assert (home, customer.encode()) in h.states.data
+
+
 def test_invalid_and_failing_messages_are_dead_lettered_and_the_rest_flows_on() -> None:
     h = _Harness()
     customer = "c-bad"
