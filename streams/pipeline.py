@@ -129,10 +129,13 @@ Ack = Callable[[Any, int, int], None]
 
 
 CHECKPOINT_SLICE_STATES = 1000
-YIELD_EVERY_RECORDS = 2000
 """States a checkpoint encodes and writes per fetch: a checkpoint of 10,000 changed states
 spreads over ten fetches instead of stalling one by ~100 ms (encoding, the first risk look,
 the changelog records); its acks go with its last slice."""
+YIELD_EVERY_RECORDS = 2000
+"""Records of a fetch scored between two hand-overs of its outputs (and turns of the event
+loop): a backlog fetch of CX_BATCH_MAX_EVENTS (6,000) records then sends its alerts as three
+fetches of 2,000 did."""
 
 # How a fetch's hand-over treats the checkpoint.
 NO_CHECKPOINT = 0  # outputs; and the next slice of a checkpoint under way
