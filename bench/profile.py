@@ -75,6 +75,15 @@ _MYPYC_PREFIXES = ("CPyDef_", "CPyPy_")
 _MYPYC_GENERATOR = "_____mypyc_generator_helper__"
 
 
+def compiled_name(func: str) -> str:
+    """``[compiled] module:Class.method`` of a mypyc C symbol. CPyDef_engine___Engine___process
+    (its C entry) and CPyPy_engine___Engine___process (its Python-callable wrapper) are one
+    function: engine:Engine.process."""
+    name = func.split("_", 1)[1].removesuffix(_MYPYC_GENERATOR)
+    module, _, rest = name.partition("___")
+    return f"[compiled] {module}:{rest.replace('___', '.')}"
+
+
 def _frame_name(frame: str) -> str | None:
     """``file:function``; None for a CPython header helper inlined into its caller."""
     match = _FRAME.match(frame)
@@ -84,11 +93,7 @@ def _frame_name(frame: str) -> str | None:
     if file.endswith(".h"):
         return None  # Py_DECREF (object.h:537): inlined code of the calling function
     if func.startswith(_MYPYC_PREFIXES):
-        # CPyDef_engine___Engine___process (its C entry) and CPyPy_engine___Engine___process
-        # (its Python-callable wrapper) are one function: engine:Engine.process.
-        name = func.split("_", 1)[1].removesuffix(_MYPYC_GENERATOR)
-        module, _, rest = name.partition("___")
-        return f"[compiled] {module}:{rest.replace('___', '.')}"
+        return compiled_name(func)
     # C code (``--native``): the library or source file's name is enough
     where = short_location(file) if file.endswith(".py") else file.rsplit("/", 1)[-1]
     return f"{where}:(unnamed)" if func.startswith("0x") else f"{where}:{func}"

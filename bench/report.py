@@ -230,7 +230,8 @@ class Params(BaseModel):
     engine_customers: int = Field(ge=1)
     sink_batch_rows: int
     sink_batch_ms: int
-    profile_s: float = Field(0.0, ge=0, description="py-spy record time on the e2e worker")
+    profile_s: float = Field(0.0, ge=0, description="profiling time on the e2e worker")
+    profiler: str = Field("py-spy", description="what profiled it: py-spy or perf")
     phases: list[str]
 
 

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
-from bench import profile
+from bench import perf_profile, profile
 from bench.report import (
     BenchResult,
     Ceiling,
@@ -92,10 +92,11 @@ examples:
   make bench BENCH_ARGS="--quick"                      # a few minutes
   make bench BENCH_ARGS="--full"                       # 500,000 events for 50,000 customers
   make bench BENCH_ARGS="--phases decode,engine,sink"  # micro-benchmarks only
-  make bench BENCH_ARGS="--profile-s 30"               # also py-spy the e2e worker
+  make bench BENCH_ARGS="--profile-s 30"               # also profile the e2e worker (perf)
   make bench BENCH_ARGS="--workers 2"                  # two worker processes, one group
 
-Needs the services (make services). py-spy for --profile-s: .venv/bin/pip install py-spy.
+Needs the services (make services). --profile-s needs perf (apt install linux-perf), or py-spy
+with --profiler py-spy (.venv/bin/pip install py-spy).
 """
 
 
@@ -153,7 +154,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=None,
                         help="e2e limit after the worker is Ready (120 + events/500)")
     parser.add_argument("--profile-s", type=float, default=0.0,
-                        help="py-spy the e2e worker for this long after 15%% of the events")
+                        help="profile the e2e worker for this long after 15%% of the events")
+    parser.add_argument("--profiler", choices=("perf", "py-spy"), default="perf",
+                        help="perf (default: on-CPU samples, no slow-down; compiled functions "
+                             "by name, each charged with what it calls) or py-spy --native "
+                             "(Python names, but it slows the worker by ~40 %%)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the processes' logs also when every phase succeeded")
@@ -276,34 +281,43 @@ def run_ceiling(stack: BenchStack, topic: str, events: int, cpu: int | None,
 
 
 class Profiler:
-    """Starts py-spy once on the (first) e2e worker when enough of the backlog is handled."""
+    """Starts a profiler (``perf`` or py-spy) once on the (first) e2e worker when enough of
+    the backlog is handled."""
 
-    def __init__(self, out: Path, duration_s: float, cpu: int | None) -> None:
-        self.out, self.duration_s, self.cpu = out, duration_s, cpu
+    def __init__(self, out: Path, duration_s: float, cpu: int | None, tool: str = "perf") -> None:
+        self.out, self.duration_s, self.cpu, self.tool = out, duration_s, cpu, tool
         self.thread: threading.Thread | None = None
         self.error: str | None = None
+        self.pid: int | None = None
 
     def __call__(self, worker: Proc, fraction: float) -> None:
         if self.thread is None and fraction >= 0.15:
-            say(f"py-spy: sampling the worker (pid {worker.pid}) for {self.duration_s:.0f} s")
+            say(f"{self.tool}: sampling the worker (pid {worker.pid}) for "
+                f"{self.duration_s:.0f} s")
+            self.pid = worker.pid
             self.thread = threading.Thread(target=self._record, args=(worker.pid,), daemon=True)
             self.thread.start()
 
     def _record(self, pid: int) -> None:
         try:
-            done = profile.record(pid, self.out, self.duration_s, cpu=self.cpu)
+            if self.tool == "perf":
+                done = perf_profile.record(pid, self.out, self.duration_s, cpu=self.cpu)
+            else:
+                done = profile.record(pid, self.out, self.duration_s, cpu=self.cpu)
             if done.returncode != 0:
-                self.error = done.stderr.strip()[-500:]
+                self.error = (done.stderr or "").strip()[-500:]
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def summary(self) -> list[ProfileLine] | None:
         if self.thread is not None:
-            self.thread.join(timeout=self.duration_s + 90)
+            self.thread.join(timeout=self.duration_s + 180)
         if not self.out.exists():
             return None
-        stacks = profile.parse(self.out.read_text().splitlines())
-        return profile.summarize(stacks)
+        lines = self.out.read_text().splitlines()
+        if self.tool == "perf":  # the event-loop thread: its id is the process id
+            return perf_profile.owners(perf_profile.parse(lines), tid=self.pid)
+        return profile.summarize(profile.parse(lines))
 
 
 def _phase(result: BenchResult, name: str, action: Callable[[], None]) -> None:
@@ -343,7 +357,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         poll_ms=args.poll_ms, sink_rows=args.sink_rows, decode_n=args.decode_n,
         engine_events=args.engine_events, engine_customers=args.engine_customers,
         sink_batch_rows=base.sink_batch_rows, sink_batch_ms=base.sink_batch_ms,
-        profile_s=args.profile_s, phases=args.phases,
+        profile_s=args.profile_s, profiler=args.profiler, phases=args.phases,
     )
     result = BenchResult(
         started_at=started_at, finished_at=started_at, git=git,
@@ -439,8 +453,9 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
             filled = fill
             profiler = None
             if args.profile_s > 0:
-                profiler = Profiler(out.with_name(out.stem + "-profile.folded"), args.profile_s,
-                                    harness_cpu)
+                suffix = "-profile.perf.txt" if args.profiler == "perf" else "-profile.folded"
+                profiler = Profiler(out.with_name(out.stem + suffix), args.profile_s,
+                                    harness_cpu, args.profiler)
 
             def e2e() -> None:
                 done = run_throughput(tput, filled, customers=args.customers,
@@ -523,7 +538,12 @@ def main(argv: list[str] | None = None) -> int:
                   "p50 / max ms, over the goal): " + "; ".join(
                       f"{s.second}: {s.count}, {s.p50_ms} / {s.max_ms}, {s.over_goal}"
                       for s in worst))
-    if result.profile:
+    if result.profile and result.params.profiler == "perf":
+        print("\nworker main thread (perf), compiled functions by the share of samples they own "
+              "(with what they call that is not compiled) and inclusive:")
+        for line in result.profile[:20]:
+            print(f"  {line.self_pct:5.1f}% own {line.total_pct:5.1f}% total  {line.function}")
+    elif result.profile:
         print("\nworker main thread, top functions by self time (% of samples):")
         for line in result.profile[:15]:
             print(f"  {line.self_pct:5.1f}% self {line.total_pct:5.1f}% total  {line.function}")
