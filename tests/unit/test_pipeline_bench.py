@@ -1,0 +1,34 @@
+"""bench/pipeline_bench.py: the pipeline without Kafka handles every record it is given."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pipeline_bench import fetches, main, run_once
+from cxsignals.gc_tuning import WORKER_YOUNG_ALLOCATIONS
+from streams.config import WorkerConfig
+
+
+def test_every_record_is_handled_and_each_customer_written_once_per_checkpoint() -> None:
+    batches = fetches(3_000, 200, seed=3, batch=1_000)
+    records = sum(len(recs) for fetch in batches for recs in fetch.values())
+    assert records == 3_000
+    assert all(sum(map(len, fetch.values())) <= 1_000 for fetch in batches)
+    run = run_once(batches, WorkerConfig())
+    assert run.events == 3_000
+    assert run.fetches == len(batches) and run.outputs > 0
+    # every state written once by the final drain at least, at most once per fetch
+    assert 200 <= run.state_writes <= 200 * len(batches) + 200
+    assert run.cpu_us_per_event > 0
+
+
+def test_main_prints_the_median_of_its_repeats(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    tuned: list[int] = []
+    # the worker's collector settings, not applied to the test process
+    monkeypatch.setattr("bench.pipeline_bench.tune_collector", tuned.append)
+    main(["--events", "1000", "--customers", "50", "--batch", "500", "--repeats", "2"])
+    assert tuned == [WORKER_YOUNG_ALLOCATIONS]
+    out = capsys.readouterr().out
+    assert out.count("repeat ") == 2
+    assert "median " in out and "fetches of 500" in out
