@@ -399,7 +399,8 @@ class ScoringPipeline:
             return
         # (a keyed record on another partition means the partition count changed: score it
         # where it is rather than bounce it forever)
-        outcome = self.processor.process(customer_id, record.partition, result, now)
+        outcome = self.processor.process(customer_id, record.partition, result, now,
+                                         raw=record.value)
         if outcome is None:
             return
         self._latest_event[record.partition] = result.occurred_at

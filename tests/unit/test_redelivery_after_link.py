@@ -61,7 +61,7 @@ def test_a_state_stored_locally_but_not_in_the_changelog_reaches_the_changelog_o
             deliveries.append(_Delivery(fut, [i]))
         return deliveries
 
-    crashed.pipeline.send = changelog_never_acknowledged
+    crashed.pipeline.send = crashed.pipeline.send_states = changelog_never_acknowledged
     customer = "c-crash"
     home = customer_partition(customer, PARTITIONS)
     fetch = _fetch(TOPICS.touchpoints, home, [(customer.encode(), _event(customer, 1))])
