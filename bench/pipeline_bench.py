@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
 from cxsignals.gc_tuning import WORKER_YOUNG_ALLOCATIONS, tune_collector
 from cxsignals.simulator.journeys import SimConfig, generate
 from schemas.topics import TopicNames
@@ -35,24 +37,6 @@ from streams.processing import Processor
 
 PARTITIONS = 4
 KEYED = "bench.touchpoints.keyed"
-
-
-@dataclass(frozen=True)
-class _TP:
-    topic: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    timestamp_type: int = 0
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,29 +101,35 @@ class PipelineRun:
     state_writes: int
 
 
-def fetches(events: int, customers: int, seed: int, batch: int) -> list[dict[_TP, list[_Record]]]:
+Fetch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+def fetches(events: int, customers: int, seed: int, batch: int) -> list[Fetch]:
     """The pre-fill of ``make bench`` (0.1 % bad messages), keyed by customer on 4 partitions,
-    cut into fetches of at most ``batch`` records spread over the partitions."""
+    cut into fetches of at most ``batch`` records spread over the partitions (aiokafka's own
+    record type, as the worker gets them)."""
     start = (datetime.now(timezone.utc) - timedelta(seconds=events * 0.001 + 60)).replace(
         microsecond=0)
     messages = generate(SimConfig(customers=customers, seed=seed, start=start,
                                   total_events=events, event_gap_s=0.001, bad_share=0.001))
     now_ms = int(time.time() * 1000)
-    parts: list[list[_Record]] = [[] for _ in range(PARTITIONS)]
+    parts: list[list[ConsumerRecord[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
     topic = TopicNames().touchpoints
     for message in messages:
         p = customer_partition(message.key.decode(), PARTITIONS) if message.key else 0
-        parts[p].append(_Record(topic, p, len(parts[p]), message.key, message.value, now_ms))
+        key, value = message.key, message.value
+        parts[p].append(ConsumerRecord(topic, p, len(parts[p]), now_ms, 0, key, value, None,
+                                       len(key or b""), len(value or b""), []))
     per_partition = max(1, batch // PARTITIONS)
     out = []
     for start_at in range(0, max(map(len, parts)), per_partition):
-        fetch = {_TP(topic, p): recs[start_at:start_at + per_partition]
+        fetch = {TopicPartition(topic, p): recs[start_at:start_at + per_partition]
                  for p, recs in enumerate(parts) if recs[start_at:start_at + per_partition]}
         out.append(fetch)
     return out
 
 
-def run_once(batches: list[dict[_TP, list[_Record]]], config: WorkerConfig) -> PipelineRun:
+def run_once(batches: list[Fetch], config: WorkerConfig) -> PipelineRun:
     """One pipeline over ``batches`` (fresh states), timed from the first fetch to the drain."""
     topics = TopicNames()
     states, identities = _Table("state"), _Table("identity")

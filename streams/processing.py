@@ -117,7 +117,7 @@ class Processor:
         self._handed: dict[str, int] = {}
         # The events applied to each dirty state, to rebuild it if the engine fails half-way:
         # their message values when the caller passed them (bytes: one object each, freed at
-        # once when the state is written, where a decoded event held a dozen; ~7 % of the
+        # once when the state is written, where a decoded event held a dozen; ~6 % of the
         # pipeline's CPU, bench.pipeline_bench), else the events themselves.
         self._applied: dict[str, list[Any]] = {}
         # Expired customers whose deletion is not stored yet -> the change that deleted them:

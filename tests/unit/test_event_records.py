@@ -73,9 +73,9 @@ def test_valid_events_decode_alike(event: dict[str, Any]) -> None:
 @PROPERTY_SETTINGS
 @given(valid_events())
 def test_decoded_events_are_not_tracked_by_the_collector(event: dict[str, Any]) -> None:
-    """The worker keeps each applied event until its state is durable (tens of thousands at
-    a time): untracked, the collector's generations do not walk them. They cannot form a
-    cycle (frozen, only strings, numbers, datetimes, enum members and their properties)."""
+    """A fetch decodes thousands of events at a time: untracked, they do not count towards
+    the collector's young generation nor get walked by it. They cannot form a cycle (frozen,
+    only strings, numbers, datetimes, enum members and their properties)."""
     decoded = validate_event(orjson.dumps(event), now=NOW)
     assert isinstance(decoded, Event)
     assert not gc.is_tracked(decoded) and not gc.is_tracked(decoded.properties)  # type: ignore[attr-defined]
