@@ -9,6 +9,12 @@ spends on everything but Kafka and RocksDB, per event, without the box's broker 
 (on 2026-12-06: ~22 us an event here against ~26 us per worker CPU second in ``make bench``).
 The collector is tuned as in the worker. Use it to compare two commits: alternate the runs.
 
+``--warm-events N`` scores N events first, untimed, so that the measured ones meet full states
+as the latency phases' do (700,000 at 10,000 customers: ~80 events a customer, as 30 s at
+27,000 events/s); ``--batch 700`` gives fetches of a live worker's size. On 2026-12-06 that
+measured ~44 us an event where fresh states cost ~22, the figure a live worker in the 80 %
+phase showed (22,890 events per CPU second): see docs/performance.md.
+
 Nothing here is built at import; it needs no service.
 """
 
@@ -104,33 +110,43 @@ class PipelineRun:
 Fetch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
-def fetches(events: int, customers: int, seed: int, batch: int) -> list[Fetch]:
+def fetches(events: int, customers: int, seed: int, batch: int,
+            warm_events: int = 0) -> tuple[list[Fetch], list[Fetch]]:
     """The pre-fill of ``make bench`` (0.1 % bad messages), keyed by customer on 4 partitions,
     cut into fetches of at most ``batch`` records spread over the partitions (aiokafka's own
-    record type, as the worker gets them)."""
-    start = (datetime.now(timezone.utc) - timedelta(seconds=events * 0.001 + 60)).replace(
+    record type, as the worker gets them): the fetches of the first ``warm_events`` events,
+    then those of the ``events`` after them."""
+    total = warm_events + events
+    start = (datetime.now(timezone.utc) - timedelta(seconds=total * 0.001 + 60)).replace(
         microsecond=0)
-    messages = generate(SimConfig(customers=customers, seed=seed, start=start,
-                                  total_events=events, event_gap_s=0.001, bad_share=0.001))
+    messages = list(generate(SimConfig(customers=customers, seed=seed, start=start,
+                                       total_events=total, event_gap_s=0.001,
+                                       bad_share=0.001)))
+    return (_cut(messages[:warm_events], batch, 0),
+            _cut(messages[warm_events:], batch, warm_events))
+
+
+def _cut(messages: Sequence[Any], batch: int, first_offset: int) -> list[Fetch]:
     now_ms = int(time.time() * 1000)
     parts: list[list[ConsumerRecord[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
     topic = TopicNames().touchpoints
     for message in messages:
         p = customer_partition(message.key.decode(), PARTITIONS) if message.key else 0
         key, value = message.key, message.value
-        parts[p].append(ConsumerRecord(topic, p, len(parts[p]), now_ms, 0, key, value, None,
-                                       len(key or b""), len(value or b""), []))
+        parts[p].append(ConsumerRecord(topic, p, first_offset + len(parts[p]), now_ms, 0, key,
+                                       value, None, len(key or b""), len(value or b""), []))
     per_partition = max(1, batch // PARTITIONS)
     out = []
-    for start_at in range(0, max(map(len, parts)), per_partition):
+    for start_at in range(0, max(map(len, parts), default=0), per_partition):
         fetch = {TopicPartition(topic, p): recs[start_at:start_at + per_partition]
                  for p, recs in enumerate(parts) if recs[start_at:start_at + per_partition]}
         out.append(fetch)
     return out
 
 
-def run_once(batches: list[Fetch], config: WorkerConfig) -> PipelineRun:
-    """One pipeline over ``batches`` (fresh states), timed from the first fetch to the drain."""
+def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0) -> PipelineRun:
+    """One pipeline over ``batches`` (fresh states), timed from fetch ``warm`` (the ones
+    before fill the states, as a live worker's are) to the drain."""
     topics = TopicNames()
     states, identities = _Table("state"), _Table("identity")
     processor = Processor(build_engine(config), states.get, topics,
@@ -150,19 +166,28 @@ def run_once(batches: list[Fetch], config: WorkerConfig) -> PipelineRun:
                        max_future_skew_s=config.max_future_skew_s,
                        checkpoint_s=config.checkpoint_interval_ms / 1000))
 
+    clock: dict[str, float] = {}
+
     async def scenario() -> int:
         handled = 0
-        for fetch in batches:
+        for i, fetch in enumerate(batches):
+            if i == warm:
+                await pipeline.drain()
+                gc.collect()
+                handled = 0
+                clock.update(wall=time.perf_counter(), cpu=time.process_time(),
+                             outputs=outputs, written=states.written)
             handled += await pipeline.handle(fetch)
         await pipeline.drain()
         return handled
 
     gc.collect()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
     handled = asyncio.run(scenario())
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    wall = time.perf_counter() - clock["wall"]
+    cpu = time.process_time() - clock["cpu"]
     return PipelineRun(handled, round(cpu / handled * 1e6, 2), round(handled / wall),
-                       len(batches), outputs, states.written)
+                       len(batches) - warm, outputs - int(clock["outputs"]),
+                       states.written - int(clock["written"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,13 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=WorkerConfig().batch_max_events,
                         help="records a fetch (CX_BATCH_MAX_EVENTS's default)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warm-events", type=int, default=0,
+                        help="events scored before the measured ones (not timed): full states, "
+                             "as in the latency phases (e.g. 700000: ~80 events a customer)")
+    parser.add_argument("--checkpoint-ms", type=int, default=WorkerConfig().checkpoint_interval_ms,
+                        help="CX_CHECKPOINT_MS (wall time: the run's pace sets the events "
+                             "a checkpoint covers)")
     args = parser.parse_args(argv)
     tune_collector(WORKER_YOUNG_ALLOCATIONS)
-    config = WorkerConfig()
-    batches = fetches(args.events, args.customers, args.seed, args.batch)
+    config = WorkerConfig(checkpoint_interval_ms=args.checkpoint_ms)
+    warm, measured = fetches(args.events, args.customers, args.seed, args.batch,
+                             args.warm_events)
+    batches = warm + measured
     runs = []
     for rep in range(max(1, args.repeats)):
-        run = run_once(batches, config)
+        run = run_once(batches, config, len(warm))
         runs.append(run)
         print(f"repeat {rep}: {run.cpu_us_per_event:.2f} us CPU an event, "
               f"{run.events_per_s:,} events/s; {run.fetches} fetches, {run.outputs:,} outputs, "

@@ -364,6 +364,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         machine=machine_facts(base, clickhouse_version(base)), params=params,
     )
     out = result_path(args.results_dir, started_at, git.short)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the profiler writes next to it mid-run
     run_id = uuid.uuid4().hex[:8]
     url = base.clickhouse_url.get_secret_value()
     tmp = Path(tempfile.mkdtemp(prefix=f"cx-bench-{run_id}-"))

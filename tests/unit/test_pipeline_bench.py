@@ -10,7 +10,7 @@ from streams.config import WorkerConfig
 
 
 def test_every_record_is_handled_and_each_customer_written_once_per_checkpoint() -> None:
-    batches = fetches(3_000, 200, seed=3, batch=1_000)
+    _warm, batches = fetches(3_000, 200, seed=3, batch=1_000)
     records = sum(len(recs) for fetch in batches for recs in fetch.values())
     assert records == 3_000
     assert all(sum(map(len, fetch.values())) <= 1_000 for fetch in batches)
@@ -20,6 +20,20 @@ def test_every_record_is_handled_and_each_customer_written_once_per_checkpoint()
     # every state written once by the final drain at least, at most once per fetch
     assert 200 <= run.state_writes <= 200 * len(batches) + 200
     assert run.cpu_us_per_event > 0
+
+
+def test_warm_fetches_fill_the_states_and_are_not_counted() -> None:
+    warm, measured = fetches(1_000, 100, seed=3, batch=500, warm_events=2_000)
+    assert sum(len(r) for f in warm for r in f.values()) == 2_000
+    assert sum(len(r) for f in measured for r in f.values()) == 1_000
+    # the measured records follow the warm ones on each partition
+    last_warm = {tp: recs[-1].offset for f in warm for tp, recs in f.items()}
+    assert all(recs[0].offset > last_warm.get(tp, -1) for f in measured[:1]
+               for tp, recs in f.items())
+    run = run_once(warm + measured, WorkerConfig(), len(warm))
+    assert run.events == 1_000 and run.fetches == len(measured)
+    # the warm fetches' customers are written again only when the measured events change them
+    assert 0 < run.state_writes <= 100 * len(measured) + 100
 
 
 def test_main_prints_the_median_of_its_repeats(capsys: pytest.CaptureFixture[str],
