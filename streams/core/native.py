@@ -40,7 +40,8 @@ import sys
 from pathlib import Path
 
 NATIVE_MODULES = (
-    "alert_ids", "alerting", "churn", "churn_model", "engine", "explanation", "idle_risk",
+    "alert_ids", "alerting", "churn", "churn_model", "engine", "explanation", "identity",
+    "idle_risk",
     "kept_signals", "outcome", "packed_arrays", "policy", "product_views", "rule_evaluators",
     "rule_plan", "scoring", "seen_ids", "signals", "state", "windows",
 )

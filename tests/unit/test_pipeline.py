@@ -275,6 +275,28 @@ def _sent_while_handling(h: _Harness, fetch: dict[_TP, list[_Record]]) -> list[i
     return seen
 
 
+def test_every_customer_is_scored_on_the_partition_the_project_partitioner_gives_it() -> None:
+    # the pipeline remembers each customer's partition: it must stay customer_partition's
+    customers = [f"c-{n}-{'x' * (n % 7)}" for n in range(120)] + ["ü-ß", "c 1", ""]
+    h = _Harness()
+    values = [(c.encode(), _event(c or None, 0, anonymous_id="a-empty") if not c
+               else _event(c, 0)) for c in customers]
+    assert h.run(_fetch(TOPICS.touchpoints, 0, values)) == len(values)
+    forwarded = {key.decode(): p for topic, key, _v, p, _h in h.sent
+                 if topic == KEYED and key is not None}
+    scored = {key.decode() for (p, key) in h.states.data if p == 0}
+    for c in customers[:-1]:
+        home = customer_partition(c, PARTITIONS)
+        if home == 0:
+            assert c in scored and c not in forwarded
+        else:
+            assert forwarded[c] == home and c not in scored
+    # the visitor's events count for its anonymous id, which has a partition of its own
+    anonymous_home = customer_partition("a-empty", PARTITIONS)
+    assert ("a-empty" in forwarded) == (anonymous_home != 0)
+    assert forwarded.get("a-empty", 0) == anonymous_home
+
+
 def test_a_large_fetch_hands_its_outputs_over_in_parts_while_it_is_scored() -> None:
     customer = "c-large-fetch"
     away = (customer_partition(customer, PARTITIONS) + 1) % PARTITIONS
