@@ -37,6 +37,7 @@ from cxsignals.simulator.journeys import SimConfig, generate
 from schemas.topics import TopicNames
 from streams.app import build_engine
 from streams.config import WorkerConfig
+from streams.core.engine import Engine
 from streams.partitioner import customer_partition
 from streams.pipeline import PipelineLimits, ScoringPipeline
 from streams.processing import Processor
@@ -97,6 +98,54 @@ class _Table:
         return [p for (p, k) in self.data if k == key]
 
 
+class TimedEngine:
+    """The engine, with the CPU each ``process`` call took summed per event type (a survey
+    answer with a comment apart: it runs the sentiment analyzer) while ``timing`` is on.
+    ``tick`` and the risk look-ups pass through untimed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.timing = False
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def process(self, state: Any, customer_id: str, event: Any, *, now: datetime) -> Any:
+        if not self.timing:
+            return self.engine.process(state, customer_id, event, now=now)
+        started = time.process_time()
+        try:
+            return self.engine.process(state, customer_id, event, now=now)
+        finally:
+            took = time.process_time() - started
+            kind = event.event_type
+            if kind == "survey_answer" and getattr(event.properties, "comment", None):
+                kind = "survey_answer (comment)"
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + took
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def tick(self, state: Any, customer_id: str, *, now: datetime, idle_risk: bool = True) -> Any:
+        return self.engine.tick(state, customer_id, now=now, idle_risk=idle_risk)
+
+    def risk_wakeup_s(self, state: Any, now_s: float) -> float | None:
+        return self.engine.risk_wakeup_s(state, now_s)
+
+    def risk_first_look_s(self, state: Any, now_s: float) -> float | None:
+        return self.engine.risk_first_look_s(state, now_s)
+
+    def table(self) -> list[str]:
+        """One line per event type, the largest share of the engine's time first."""
+        n = sum(self.counts.values())
+        if not n:
+            return []
+        lines = [f"engine by event type ({n:,} events, "
+                 f"{sum(self.seconds.values()) / n * 1e6:.1f} us an event):"]
+        for kind in sorted(self.seconds, key=lambda k: -self.seconds[k]):
+            count, took = self.counts[kind], self.seconds[kind]
+            lines.append(f"  {kind:26s} {100 * count / n:5.1f} % of events, "
+                         f"{took / count * 1e6:6.1f} us each, {took / n * 1e6:5.2f} us an event")
+        return lines
+
+
 @dataclass(frozen=True)
 class PipelineRun:
     events: int
@@ -144,12 +193,16 @@ def _cut(messages: Sequence[Any], batch: int, first_offset: int) -> list[Fetch]:
     return out
 
 
-def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0) -> PipelineRun:
+def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
+             timed: TimedEngine | None = None) -> PipelineRun:
     """One pipeline over ``batches`` (fresh states), timed from fetch ``warm`` (the ones
-    before fill the states, as a live worker's are) to the drain."""
+    before fill the states, as a live worker's are) to the drain. ``timed``: an engine whose
+    ``process`` calls are timed per event type from fetch ``warm`` on (it adds ~1 us an
+    event to the total)."""
     topics = TopicNames()
     states, identities = _Table("state"), _Table("identity")
-    processor = Processor(build_engine(config), states.get, topics,
+    engine: Any = timed if timed is not None else build_engine(config)
+    processor = Processor(engine, states.get, topics,
                           max_cached_states=config.state_cache_customers)
     outputs = 0
 
@@ -175,6 +228,8 @@ def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0) -> Pipel
                 await pipeline.drain()
                 gc.collect()
                 handled = 0
+                if timed is not None:
+                    timed.timing = True
                 clock.update(wall=time.perf_counter(), cpu=time.process_time(),
                              outputs=outputs, written=states.written)
             handled += await pipeline.handle(fetch)
@@ -204,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-ms", type=int, default=WorkerConfig().checkpoint_interval_ms,
                         help="CX_CHECKPOINT_MS (wall time: the run's pace sets the events "
                              "a checkpoint covers)")
+    parser.add_argument("--by-type", action="store_true",
+                        help="also time Engine.process per event type (the last repeat)")
     args = parser.parse_args(argv)
     tune_collector(WORKER_YOUNG_ALLOCATIONS)
     config = WorkerConfig(checkpoint_interval_ms=args.checkpoint_ms)
@@ -211,14 +268,20 @@ def main(argv: list[str] | None = None) -> None:
                              args.warm_events)
     batches = warm + measured
     runs = []
-    for rep in range(max(1, args.repeats)):
-        run = run_once(batches, config, len(warm))
+    repeats = max(1, args.repeats)
+    timed = None
+    for rep in range(repeats):
+        timed = TimedEngine(build_engine(config)) if args.by_type and rep == repeats - 1 \
+            else None
+        run = run_once(batches, config, len(warm), timed)
         runs.append(run)
         print(f"repeat {rep}: {run.cpu_us_per_event:.2f} us CPU an event, "
               f"{run.events_per_s:,} events/s; {run.fetches} fetches, {run.outputs:,} outputs, "
               f"{run.state_writes:,} state writes")
     print(f"median {statistics.median(r.cpu_us_per_event for r in runs):.2f} us CPU an event "
           f"({args.events:,} events, {args.customers:,} customers, fetches of {args.batch})")
+    if timed is not None:
+        print("\n".join(timed.table()))
 
 
 if __name__ == "__main__":

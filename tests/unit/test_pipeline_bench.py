@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pipeline_bench import fetches, main, run_once
+from bench.pipeline_bench import TimedEngine, fetches, main, run_once
 from cxsignals.gc_tuning import WORKER_YOUNG_ALLOCATIONS
+from streams.app import build_engine
 from streams.config import WorkerConfig
 
 
@@ -46,3 +47,25 @@ def test_main_prints_the_median_of_its_repeats(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert out.count("repeat ") == 2
     assert "median " in out and "fetches of 500" in out
+
+
+def test_the_engine_is_timed_per_event_type_from_the_first_measured_fetch() -> None:
+    warm, measured = fetches(1_000, 100, seed=3, batch=500, warm_events=1_000)
+    timed = TimedEngine(build_engine(WorkerConfig()))
+    run = run_once(warm + measured, WorkerConfig(), len(warm), timed)
+    # every valid, new measured event went through the engine once, none of the warm ones
+    assert 0 < sum(timed.counts.values()) <= run.events
+    assert sum(timed.counts.values()) > 0.95 * run.events
+    assert "page_view" in timed.counts and all(s > 0 for s in timed.seconds.values())
+    lines = timed.table()
+    assert lines[0].startswith(f"engine by event type ({sum(timed.counts.values()):,} events")
+    assert len(lines) == 1 + len(timed.counts)
+
+
+def test_main_prints_the_engine_by_event_type_when_asked(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bench.pipeline_bench.tune_collector", lambda _n: None)
+    main(["--events", "600", "--customers", "40", "--batch", "300", "--repeats", "1",
+          "--warm-events", "600", "--by-type"])
+    out = capsys.readouterr().out
+    assert "engine by event type" in out and "page_view" in out
