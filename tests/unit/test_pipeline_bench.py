@@ -68,4 +68,12 @@ def test_main_prints_the_engine_by_event_type_when_asked(
     main(["--events", "600", "--customers", "40", "--batch", "300", "--repeats", "1",
           "--warm-events", "600", "--by-type"])
     out = capsys.readouterr().out
+    assert out.count("repeat ") == 1  # the timed run is not one of the repeats
     assert "engine by event type" in out and "page_view" in out
+    assert out.index("median ") < out.index("engine by event type")
+
+
+def test_a_run_with_nothing_left_to_measure_is_refused() -> None:
+    warm, _measured = fetches(100, 20, seed=3, batch=50, warm_events=200)
+    with pytest.raises(ValueError, match="none to measure"):
+        run_once(warm, WorkerConfig(), len(warm))
