@@ -455,6 +455,15 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         a, r = lat.event_to_alert, lat.event_to_row
         published = f"published {_num(lat.published_per_s, 0, 'ev/s')}"
         rows.append((f"3 latency load{tag}", _num(lat.rate_per_s, 0, "ev/s"), published))
+        workers = [p for p in lat.processes if p.role == "worker"]
+        for i, w in enumerate(workers):
+            # what the worker could score on its core, against its share of the load
+            share = lat.rate_per_s / len(workers)
+            short = w.events_per_cpu_s is not None and w.events_per_cpu_s < share
+            rows.append((f"3 worker{f' {i}' if len(workers) > 1 else ''} per CPU second{tag}",
+                         _num(w.events_per_cpu_s, 0, "ev/s"),
+                         f"CPU use {_num(w.cpu_utilization, 2)}"
+                         + ("; below its load: it fell behind" if short else "")))
         rows.append((f"3 publish->alert p50{tag}", _num(a.p50_ms, 1, "ms"), f"n={a.count}"))
         rows.append((f"3 publish->alert p99{tag}", _num(a.p99_ms, 1, "ms"),
                      _vs(a.p99_ms, TARGET_ALERT_P99_MS, lower_is_better=True)))

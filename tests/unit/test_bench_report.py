@@ -263,6 +263,23 @@ def test_table_shows_both_loads_each_process_and_loop_lag() -> None:
     assert rows["3 event-loop lag max (80%)"] == ("50.0 ms", "sink 200.0 ms")
 
 
+def test_table_shows_what_the_worker_could_score_against_each_latency_load() -> None:
+    worker, sink = _process("worker", 11, 0, 5_000), _process("sink", 13, 1, 5_000)
+    result = _result(
+        latency=_latency(6_000, 120.0, 0.5).model_copy(update={"processes": [worker, sink]}),
+        latency_80=_latency(24_000, 300.0, 0.8).model_copy(update={"processes": [worker, sink]}))
+    rows = {name: (value, note) for name, value, note in table_rows(result)}
+    # 20,000 events per CPU second: enough for 6,000 ev/s, not for 24,000
+    assert rows["3 worker per CPU second"] == ("20,000 ev/s", "CPU use 0.90")
+    assert rows["3 worker per CPU second (80%)"] == (
+        "20,000 ev/s", "CPU use 0.90; below its load: it fell behind")
+    two = _latency(24_000, 300.0, 0.8).model_copy(update={"processes": [
+        worker, _process("worker", 12, 1, 5_000), sink]})
+    rows = {name: (value, note) for name, value, note in table_rows(_result(latency_80=two))}
+    assert rows["3 worker 0 per CPU second (80%)"] == ("20,000 ev/s", "CPU use 0.90")
+    assert "3 worker 1 per CPU second (80%)" in rows
+
+
 def test_format_table_aligns_values() -> None:
     text = format_table([("short", "1 ev/s", ""), ("a much longer name", "12,345 ev/s", "ok")])
     lines = text.splitlines()
