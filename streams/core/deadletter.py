@@ -6,9 +6,7 @@ and the readers (``cxsignals dlq show/replay``, the ClickHouse sink) agree on on
 
 One exception keeps an oversize message from halting the worker: a value larger than
 :data:`MAX_DEAD_LETTER_VALUE_BYTES` (a ``too_large`` event that reached the worker compressed)
-is stored gzip-compressed (the fastest level first, the strongest only when that does not
-fit: such a value costs ~1.3 ms instead of ~2.8 for a mebibyte of padding, so a flood of them
-does not stall the pipeline), marked ``cx-value-encoding: gzip`` with its original size; if even
+is stored gzip-compressed, marked ``cx-value-encoding: gzip`` with its original size; if even
 that does not fit, the value is left out, marked ``cx-value-omitted`` with the reason, its size
 and SHA-256, and the original stays at its source offset (``cx-source-*``) until that topic's
 retention removes it. :func:`original_value` gives the original bytes back.
@@ -47,8 +45,6 @@ HEADER_ORIGINAL_BYTES = "cx-original-bytes"
 HEADER_VALUE_OMITTED = "cx-value-omitted"
 # The largest value a dead letter carries as is: far below the topic's and the producer's limit.
 MAX_DEAD_LETTER_VALUE_BYTES = MAX_EVENT_BYTES
-# gzip level tried first for an oversize dead letter (level 9 when its output does not fit).
-FAST_GZIP_LEVEL = 1
 # Every header this pipeline adds starts with this; a replay drops them and keeps the rest.
 HEADER_PREFIX = "cx-"
 MAX_MESSAGE_CHARS = 1000
@@ -112,9 +108,7 @@ def fit_dead_letter_value(
     if value is None or len(value) <= limit:
         return value, headers
     size = str(len(value)).encode()
-    packed = gzip.compress(value, compresslevel=FAST_GZIP_LEVEL, mtime=0)
-    if len(packed) > limit:  # try harder before leaving the value out
-        packed = gzip.compress(value, compresslevel=9, mtime=0)
+    packed = gzip.compress(value, compresslevel=6, mtime=0)
     if len(packed) <= limit:
         return packed, [*headers, (HEADER_VALUE_ENCODING, b"gzip"), (HEADER_ORIGINAL_BYTES, size)]
     reason = (f"{len(value)} bytes, {len(packed)} gzip-compressed, over the {limit}-byte limit "

@@ -172,26 +172,3 @@ def test_an_incompressible_oversize_value_is_left_out_with_its_reason() -> None:
     reason = value_omitted(headers)
     assert reason is not None and hashlib.sha256(noise).hexdigest() in reason
     assert "4096 bytes" in reason and "source offset" in reason
-
-
-def test_a_value_the_fast_level_cannot_fit_is_compressed_harder_before_it_is_left_out() -> None:
-    import gzip
-
-    from streams.core.deadletter import (
-        FAST_GZIP_LEVEL,
-        fit_dead_letter_value,
-        original_value,
-        value_omitted,
-    )
-
-    big = b'{"padding":"' + b"x" * 1_000_000 + b'"}'
-    fast = len(gzip.compress(big, compresslevel=FAST_GZIP_LEVEL, mtime=0))
-    strongest = len(gzip.compress(big, compresslevel=9, mtime=0))
-    assert strongest < fast  # the premise: a limit between the two
-    limit = (strongest + fast) // 2
-    value, headers = fit_dead_letter_value(big, _headers(), limit=limit)
-    assert value is not None and len(value) <= limit
-    assert original_value(value, headers) == big and value_omitted(headers) is None
-    # with room for the fast level's output, that is what is sent
-    value, headers = fit_dead_letter_value(big, _headers(), limit=fast)
-    assert value is not None and len(value) == fast and original_value(value, headers) == big
