@@ -75,7 +75,7 @@ from streams.batch_observer import BatchObserver
 from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
 from streams.core.identity import resolve
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
-from streams.partitioner import CACHED_CUSTOMERS, partition_for
+from streams.partitioner import customer_partition
 from streams.processing import Output, PendingWrite, Processor
 
 log = logging.getLogger(__name__)
@@ -214,9 +214,6 @@ class ScoringPipeline:
         # its latest scored event (whether it is live, for the timer's risk looks).
         self._arrived: dict[int, float] = {}
         self._latest_event: dict[int, datetime] = {}
-        # customer id -> its partition (customer_partition for limits.partitions), remembered:
-        # a str-keyed dict costs a third of customer_partition's lru_cache (tuple keys).
-        self._partitions: dict[str, int] = {}
 
     # -- one fetch ----------------------------------------------------------------------------
 
@@ -391,11 +388,11 @@ class ScoringPipeline:
             # A visitor's event that followed a link: if it was scored as the visitor's own
             # before the link was learnt (this is a redelivery), it is a duplicate.
             anonymous = result.anonymous_id
-            home = self._partition(anonymous)
+            home = customer_partition(anonymous, limits.partitions)
             if home == record.partition and self.processor.has_seen(anonymous, home, result):
                 metrics.duplicates_skipped.inc()
                 return
-        partition = self._partition(customer_id)
+        partition = customer_partition(customer_id, limits.partitions)
         if partition != record.partition and not keyed:
             outputs.append(Output(self.keyed_topic, customer_id.encode(), record.value,
                                   partition=partition))
@@ -417,18 +414,6 @@ class ScoringPipeline:
                 or outcome.control_alerts):
             outputs.extend(self.processor.outputs(outcome, customer_id,
                                                   kafka_ts_s=record.timestamp / 1000))
-
-    def _partition(self, customer_id: str) -> int:
-        """:func:`streams.partitioner.customer_partition` of ``customer_id``, remembered (at most
-        ``CACHED_CUSTOMERS`` ids; then forgotten all at once and learnt again)."""
-        partitions = self._partitions
-        partition = partitions.get(customer_id)
-        if partition is None:
-            if len(partitions) >= CACHED_CUSTOMERS:
-                partitions.clear()
-            partition = partitions[customer_id] = partition_for(customer_id.encode(),
-                                                                self.limits.partitions)
-        return partition
 
     def _ticks(self, now: datetime, outputs: list[Output]) -> None:
         now_s = now.timestamp()

@@ -46,7 +46,9 @@ NATIVE_MODULES = (
 )
 # The worker's per-event glue around the core (streams/*.py), compiled with it: Faust-free.
 # The Makefile lists their sources too (tests/unit/test_native_build.py checks both agree).
-WORKER_MODULES = ("batch_observer", "deadlines", "expiry", "pipeline", "processing")
+WORKER_MODULES = (
+    "batch_observer", "deadlines", "expiry", "partitioner", "pipeline", "processing",
+)
 GROUP = "_native"  # the shared library of the compiled modules: streams/core/_native__mypyc*.so
 CORE_DIR = Path(__file__).resolve().parent
 STREAMS_DIR = CORE_DIR.parent

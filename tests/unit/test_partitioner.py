@@ -33,3 +33,14 @@ def test_librdkafka_default_disagrees_for_many_customers() -> None:
     moved = sum(customer_partition(f"c-{n}", 4) != zlib.crc32(f"c-{n}".encode()) % 4
                 for n in range(1000))
     assert 600 < moved < 900  # about three in four
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
+def test_a_remembered_customer_partition_is_partition_for_at_each_partition_count(
+        customer: str, partitions: int) -> None:
+    # asked twice (the second answer is the remembered one) and at another count in between
+    first = customer_partition(customer, partitions)
+    other = customer_partition(customer, partitions + 1)
+    assert first == customer_partition(customer, partitions) \
+        == partition_for(customer.encode(), partitions)
+    assert other == partition_for(customer.encode(), partitions + 1)

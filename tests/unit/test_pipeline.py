@@ -276,7 +276,7 @@ def _sent_while_handling(h: _Harness, fetch: dict[_TP, list[_Record]]) -> list[i
 
 
 def test_every_customer_is_scored_on_the_partition_the_project_partitioner_gives_it() -> None:
-    # the pipeline remembers each customer's partition: it must stay customer_partition's
+    # customer_partition remembers each partition: the pipeline must route by what it says
     customers = [f"c-{n}-{'x' * (n % 7)}" for n in range(120)] + ["ü-ß", "c 1", ""]
     h = _Harness()
     values = [(c.encode(), _event(c or None, 0, anonymous_id="a-empty") if not c
