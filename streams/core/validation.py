@@ -119,12 +119,9 @@ def validate_event(
                 f"value: {len(value)} bytes exceeds the limit of {max_bytes} bytes",
             )
         try:
-            event = decode_event(value)
-        except msgspec.DecodeError:
-            try:
-                event = from_model(_validate_json(value))
-            except ValidationError as exc:
-                return _classify_failure(value, exc.errors(include_url=False))
+            event = decode_valid(value)
+        except ValidationError as exc:
+            return _classify_failure(value, exc.errors(include_url=False))
         # The rules the models do not express, inlined: this is the hot path of the ingest agent.
         if event.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
             return _unsupported_version(event.schema_version)
@@ -153,10 +150,11 @@ def validate_event(
 
 
 def decode_valid(value: bytes) -> Event:
-    """The event of a value that :func:`validate_event` accepted, parsed again without its
-    checks (the pipeline keeps the bytes of the events a state applied since it was written,
-    and decodes them only if that state must be rebuilt). Raises ``ValueError`` (a
-    ``pydantic.ValidationError``) for a value the contract rejects."""
+    """The event in ``value`` without the envelope checks: msgspec's plain form, else the
+    pydantic contract (:func:`validate_event`'s parse, which adds the checks; the pipeline
+    also decodes the kept bytes of a state's applied events with it when the state must be
+    rebuilt). Raises ``ValueError`` (a ``pydantic.ValidationError``) for a value the contract
+    rejects."""
     try:
         return decode_event(value)
     except msgspec.DecodeError:
