@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) $(INSTALL_NATIVE) ## Create .venv, install CX Signals with its dev dependencies, compile the core
 
 $(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py) streams/processing.py streams/deadlines.py \
-		streams/expiry.py streams/batch_observer.py streams/pipeline.py streams/partitioner.py
+		streams/expiry.py streams/batch_observer.py streams/pipeline.py streams/partitioner.py \
+		streams/huge_arenas.c
 	@$(BIN)/python streams/core/native.py build || { echo "warning: mypyc could not compile the \
 	scoring core (see above: a type error in streams/core, or no C compiler): it runs as Python, \
 	about 1.45x slower; built again when a core source changes or after make clean-native."; \

@@ -38,6 +38,7 @@ from schemas.topics import TopicNames
 from streams.app import build_engine
 from streams.config import WorkerConfig
 from streams.core.engine import Engine
+from streams.huge_pages import use_huge_pages
 from streams.partitioner import customer_partition
 from streams.pipeline import PipelineLimits, ScoringPipeline
 from streams.processing import Processor
@@ -263,9 +264,14 @@ def main(argv: list[str] | None = None) -> None:
                              "a checkpoint covers)")
     parser.add_argument("--by-type", action="store_true",
                         help="then one more run timing Engine.process per event type")
+    parser.add_argument("--no-huge-pages", action="store_true",
+                        help="keep Python's objects on 4 KiB pages (the worker's CX_HUGE_PAGES="
+                             "false)")
     args = parser.parse_args(argv)
     if args.events < 1 or args.warm_events < 0:
         parser.error("--events must be >= 1 and --warm-events >= 0")
+    # as `cxsignals worker` does, before anything big is allocated
+    print("huge pages: off (--no-huge-pages)" if args.no_huge_pages else use_huge_pages())
     tune_collector(WORKER_YOUNG_ALLOCATIONS)
     config = WorkerConfig(checkpoint_interval_ms=args.checkpoint_ms)
     warm, measured = fetches(args.events, args.customers, args.seed, args.batch,

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     state_ttl_days: float = Field(400.0, ge=0)
     # Re-evaluate idle customers' churn risk as time passes (CX_IDLE_RISK=false turns it off).
     idle_risk: bool = True
+    # The worker's Python objects on transparent huge pages where the kernel allows it
+    # (streams/huge_pages.py; CX_HUGE_PAGES=false turns it off).
+    huge_pages: bool = True
 
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)

@@ -95,10 +95,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.core.churn_model import ChurnParamsError
     from streams.faust_internals import UnsupportedVersion
     from streams.health import Health, PortUnavailable, serve_health
+    from streams.huge_pages import use_huge_pages
 
     loglevel = (args.loglevel or settings.log_level).upper()
     logging.basicConfig(level=loglevel, format=LOG_FORMAT)
     log_limit.install(logging.getLogger())
+    if settings.huge_pages:  # before the states are loaded: see streams/huge_pages.py
+        log.info("%s", use_huge_pages())
     health = Health()
     if settings.metrics_port:
         try:

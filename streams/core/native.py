@@ -51,6 +51,9 @@ WORKER_MODULES = (
     "batch_observer", "deadlines", "expiry", "partitioner", "pipeline", "processing",
 )
 GROUP = "_native"  # the shared library of the compiled modules: streams/core/_native__mypyc*.so
+# Plain C extension modules built with them: module name -> source (streams/huge_arenas.c:
+# the worker's object arenas on huge pages, loaded by streams/huge_pages.py).
+C_EXTENSIONS = {"streams._huge_arenas": "streams/huge_arenas.c"}
 CORE_DIR = Path(__file__).resolve().parent
 STREAMS_DIR = CORE_DIR.parent
 MANIFEST = CORE_DIR / "native-build.json"
@@ -66,11 +69,15 @@ def _digest(path: Path) -> str:
 
 def _sources() -> dict[str, str]:
     """SHA-256 of every ``.py`` of streams/core (the compiled modules and what mypyc compiled
-    them against: the state, the configuration) and of the compiled worker modules."""
+    them against: the state, the configuration), of the compiled worker modules and of the C
+    extensions' sources."""
     sources = {p.name: _digest(p) for p in sorted(CORE_DIR.glob("*.py"))}
     for module in WORKER_MODULES:
         path = STREAMS_DIR / f"{module}.py"
         sources[f"streams/{module}.py"] = _digest(path) if path.exists() else ""
+    for source in C_EXTENSIONS.values():
+        path = STREAMS_DIR.parent / source
+        sources[source] = _digest(path) if path.exists() else ""
     return sources
 
 
@@ -136,7 +143,7 @@ def build() -> None:
     """Compile :data:`NATIVE_MODULES` in place (setuptools ``build_ext --inplace``, run from
     the repository root, temporary files in ``build/native``), then write the manifest."""
     from mypyc.build import mypycify  # mypy is a development dependency
-    from setuptools import setup
+    from setuptools import Extension, setup
 
     root = CORE_DIR.parent.parent
     clean()
@@ -148,12 +155,16 @@ def build() -> None:
             name="cxsignals-native", py_modules=[],
             ext_modules=mypycify([f"streams/core/{m}.py" for m in NATIVE_MODULES]
                                  + [f"streams/{m}.py" for m in WORKER_MODULES],
-                                 group_name=f"streams.core.{GROUP}", opt_level="3"),
+                                 group_name=f"streams.core.{GROUP}", opt_level="3")
+            + [Extension(name, [source], extra_compile_args=["-O2"])
+               for name, source in C_EXTENSIONS.items()],
             script_args=["-q", "build_ext", "--inplace", "--build-temp", "build/native"],
         )
     finally:
         os.chdir(cwd)
-    missing = sorted({*NATIVE_MODULES, *WORKER_MODULES} - set(compiled_modules()))
+    expected = {*NATIVE_MODULES, *WORKER_MODULES,
+                *(name.rsplit(".", 1)[1] for name in C_EXTENSIONS)}
+    missing = sorted(expected - set(compiled_modules()))
     if missing:
         raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
     MANIFEST.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")
@@ -164,7 +175,7 @@ def main(argv: list[str]) -> int:
     if command == "build":
         build()
         print(f"compiled {len(NATIVE_MODULES)} modules of streams/core and "
-              f"{len(WORKER_MODULES)} of streams with mypyc")
+              f"{len(WORKER_MODULES)} of streams with mypyc, {len(C_EXTENSIONS)} C extension")
     elif command == "clean":
         removed = clean()
         print(f"removed {len(removed)} files: streams/core runs as Python")

@@ -77,7 +77,9 @@ def test_ci_runs_the_compiled_core() -> None:
     import streams.core.engine as engine
 
     assert Path(engine.__file__ or "").suffix == ".so"
-    assert native.compiled_modules() == sorted(native.NATIVE_MODULES + native.WORKER_MODULES)
+    c_modules = tuple(name.rsplit(".", 1)[1] for name in native.C_EXTENSIONS)
+    assert native.compiled_modules() == sorted(native.NATIVE_MODULES + native.WORKER_MODULES
+                                               + c_modules)
 
 
 def test_the_makefile_rebuilds_when_a_compiled_worker_module_changes() -> None:
@@ -88,3 +90,5 @@ def test_the_makefile_rebuilds_when_a_compiled_worker_module_changes() -> None:
     listed = {part[len("streams/"):-len(".py")] for part in rule.split()
               if part.startswith("streams/") and part.endswith(".py") and "*" not in part}
     assert listed == set(native.WORKER_MODULES)
+    c_sources = {part for part in rule.split() if part.endswith(".c")}
+    assert c_sources == set(native.C_EXTENSIONS.values())
