@@ -7,18 +7,16 @@ Two shapes, both plain Python containers so that the state serializes cheaply:
   counts, for the 7-day vs previous-28-day trend), written by the engine. Adding to a bucket is
   commutative, so buckets are order-independent; a bucket older than its retention is deleted by
   :func:`bucket_prune`.
-* **Timed lists**: small lists of tuples sorted by event time (first tuple field), with a hard
-  length cap (oldest dropped first): the pending carts and deferred alerts. A late event is
-  inserted at its place with ``bisect``, so the list content does not depend on arrival order
-  (until the cap bites). The longer timed records of a state (signals, product views, support
-  contacts, errors) are kept in columns instead (:mod:`streams.core.timed_columns`).
+* **Timed lists**: small lists of tuples sorted by event time (first tuple field), with a time
+  retention and a hard length cap (oldest dropped first). A late event is inserted at its place
+  with ``bisect``, so the list content does not depend on arrival order (until the cap bites).
 
 Times are epoch seconds (float); nothing here reads the wall clock.
 """
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Any, Final, TypeVar
 
 HOUR_S: Final = 3600
@@ -45,3 +43,21 @@ def timed_insert(items: list[T], item: T, cap: int) -> None:
         del items[: len(items) - cap]
 
 
+def timed_prune(items: list[T], min_t: float) -> None:
+    """Drop the items with event time before ``min_t``."""
+    if items and items[0][0] < min_t:
+        del items[: bisect_left(items, min_t, key=lambda it: it[0])]
+
+
+def timed_between(items: list[T], lo_t: float, hi_t: float) -> list[T]:
+    """Items with ``lo_t <= time <= hi_t`` (inclusive both ends), in time order."""
+    if not items:
+        return []
+    start = 0 if items[0][0] >= lo_t else bisect_left(items, lo_t, key=_time_of)
+    if items[-1][0] <= hi_t:  # the usual case: nothing after the current event
+        return items[start:]
+    return items[start : bisect_right(items, hi_t, lo=start, key=_time_of)]
+
+
+def _time_of(item: tuple[Any, ...]) -> Any:
+    return item[0]

@@ -12,8 +12,7 @@ import pytest
 from streams.core.contact_log import ContactLog
 from streams.core.error_log import ErrorLog
 from streams.core.state import MAX_CONTACTS, MAX_ERRORS, CustomerState
-from streams.core.windows import DAY_S, timed_insert
-from tests.timed_lists import timed_between, timed_prune
+from streams.core.windows import DAY_S, timed_between, timed_insert, timed_prune
 
 
 def _open_since(records: list[Any], since_t: float) -> int:

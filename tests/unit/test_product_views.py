@@ -10,8 +10,7 @@ import pytest
 
 from streams.core.product_views import ProductViews
 from streams.core.state import MAX_VIEWS, CustomerState, short_hash
-from streams.core.windows import timed_insert
-from tests.timed_lists import timed_between, timed_prune
+from streams.core.windows import timed_between, timed_insert, timed_prune
 
 
 def _reference_find(records: list[Any], key: int, lo_t: float, hi_t: float,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import random
 
-from streams.core.windows import bucket_prune, timed_insert
-from tests.timed_lists import timed_between, timed_prune
+from streams.core.windows import (
+    bucket_prune,
+    timed_between,
+    timed_insert,
+    timed_prune,
+)
 
 
 def test_bucket_prune() -> None:
