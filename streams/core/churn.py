@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from streams.core.churn_model import (
     DAYS_PER_YEAR,
@@ -211,9 +211,13 @@ class ChurnScorer:
         neg = state.last_negative
         if neg is not None and w - neg <= self._neg_window_s:
             keep *= self._neg_keep
-        contacts = state.contacts
+        contacts: list[Any] = state.contacts  # indexed, not unpacked field by field
         if contacts:
-            open_n = contacts.open_since(w - self._unresolved_window_s)
+            since = w - self._unresolved_window_s
+            open_n = 0
+            for c in contacts:
+                if c[0] >= since and not c[1]:
+                    open_n += 1
             if open_n:
                 keep *= 1.0 - min(self._unresolved_max, self._unresolved_each * open_n)
         daily = state.activity_daily

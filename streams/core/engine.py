@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from schemas.event_records import (
     CartAbandonEvent,
@@ -69,7 +69,9 @@ from streams.core.windows import (
     DAY_S,
     HOUR_S,
     bucket_prune,
+    timed_between,
     timed_insert,
+    timed_prune,
 )
 
 ACTIVITY_DAYS: Final = 35  # 7-day trend window + 28-day baseline
@@ -216,7 +218,7 @@ class Engine:
                 product_key = short_hash(product)
                 st.views.insert(t, event.event_id, product_key, MAX_VIEWS)
             if error:
-                st.errors.insert(t, event.event_id, "error_page", MAX_ERRORS)
+                timed_insert(st.errors, (t, event.event_id, "error_page"), MAX_ERRORS)
             # event.stage: the stated stage, else derive_stage's for a page view
             stage = js._value_ if js is not None else _PAGE_VIEW_STAGE[product is not None]
             plan_key = self._page_view_plans[product is not None][error]
@@ -227,7 +229,7 @@ class Engine:
                 if comment and comment.strip():
                     sentiment = self.sentiment.compound(comment)
             elif isinstance(event, SupportContactEvent):
-                repeated = st.contacts.any_between(t - DAY_S, t)
+                repeated = bool(timed_between(st.contacts, t - DAY_S, t))
             signals = event_signals(
                 event, self._weights, repeated_contact=repeated, sentiment=sentiment
             )
@@ -424,8 +426,8 @@ class Engine:
                     timed_insert(st.pending_carts, rec, MAX_PENDING_CARTS)
         elif isinstance(event, SupportContactEvent):
             sp = event.properties
-            st.contacts.insert(t, sp.resolved, event.event_id, sp.contact_id, sp.reason,
-                               MAX_CONTACTS)
+            rec_c = (t, sp.resolved, event.event_id, sp.contact_id, sp.reason)
+            timed_insert(st.contacts, rec_c, MAX_CONTACTS)
         elif isinstance(event, SurveyAnswerEvent):
             if is_negative_answer(event, sentiment, self.rules.detractor) and (
                 st.last_negative is None or t > st.last_negative
@@ -434,7 +436,7 @@ class Engine:
         else:
             kind = error_kind(event)  # app errors and payment failures
             if kind is not None:
-                st.errors.insert(t, event.event_id, kind, MAX_ERRORS)
+                timed_insert(st.errors, (t, event.event_id, kind), MAX_ERRORS)
 
     def _prune(self, st: CustomerState, w: float, w0: float | None) -> None:
         """Drop what fell out of every window. Buckets only move when the hour turns.
@@ -448,8 +450,15 @@ class Engine:
             bucket_prune(st.score_hourly, hour - SCORE_HOURS - 1)
             if st.daily_counts:
                 policy.prune_counts(st, w)
-        st.contacts.prune(w - self._contact_keep_s)
-        st.errors.prune(w - self._error_keep_s)
+        # timed_prune, with its no-op test (the oldest item is recent enough) done here. The
+        # lists are read as Any records: compiled code would check every field's type to
+        # unpack a typed record only to read its time.
+        items: list[Any] = st.contacts
+        if items and items[0][0] < w - self._contact_keep_s:
+            timed_prune(items, w - self._contact_keep_s)
+        items = st.errors
+        if items and items[0][0] < w - self._error_keep_s:
+            timed_prune(items, w - self._error_keep_s)
         st.views.prune(w - self._view_keep_s)
 
 

@@ -10,19 +10,18 @@ containers: the browse-intent rule counts a product's views with one C-level ``a
 and builds a list only when the rule may fire, and the wire form is the two arrays' bytes as
 they are (little-endian) plus the ids.
 
-Same semantics as the timed lists of :mod:`streams.core.windows` (positions from
-:mod:`streams.core.timed_columns`): a late view is inserted at its place (after views of the
-same time), the oldest are dropped beyond the cap, pruning drops the views before a time.
-Compiled with the engine (streams/core/native.py). Not thread-safe; no I/O.
+Same semantics as the timed lists of :mod:`streams.core.windows`: a late view is inserted at its
+place (after views of the same time), the oldest are dropped beyond the cap, pruning drops the
+views before a time. Compiled with the engine (streams/core/native.py). Not thread-safe; no I/O.
 """
 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left, bisect_right
 
 from streams.core.packed_arrays import extend_le, le_bytes
 from streams.core.state_wire import ViewRec
-from streams.core.timed_columns import before_count, insert_index, span
 
 if array("i").itemsize != 4 or array("d").itemsize != 8:  # pragma: no cover - every platform
     raise ImportError("streams.core.product_views needs 4-byte ints and 8-byte doubles")
@@ -74,12 +73,12 @@ class ProductViews:
     def insert(self, t: float, event_id: str, key: int, cap: int) -> None:
         """Remember a view of the product whose digest is ``key``; keep the newest ``cap``."""
         times = self._times
-        i = insert_index(times, t)
-        if i == len(times):  # the in-order case: no search
+        if not times or t >= times[-1]:  # the in-order case: no search
             times.append(t)
             self._keys.append(key)
             self._ids.append(event_id)
         else:
+            i = bisect_right(times, t)
             times.insert(i, t)
             self._keys.insert(i, key)
             self._ids.insert(i, event_id)
@@ -89,9 +88,9 @@ class ProductViews:
 
     def prune(self, min_t: float) -> None:
         """Forget the views before ``min_t``."""
-        drop = before_count(self._times, min_t)
-        if drop:
-            self._drop(drop)
+        times = self._times
+        if times and times[0] < min_t:
+            self._drop(bisect_left(times, min_t))
 
     def find(self, key: int, lo_t: float, hi_t: float,
              min_count: int) -> tuple[float, list[str]] | None:
@@ -102,7 +101,8 @@ class ProductViews:
         n = len(times)
         if not n:
             return None
-        start, end = span(times, lo_t, hi_t)
+        start = 0 if times[0] >= lo_t else bisect_left(times, lo_t)
+        end = n if times[n - 1] <= hi_t else bisect_right(times, hi_t, start)
         keys = self._keys
         window = keys if start == 0 and end == n else keys[start:end]
         if window.count(key) < min_count:  # the usual case: counted in C, nothing built

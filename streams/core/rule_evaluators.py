@@ -36,7 +36,7 @@ from streams.core.rule_config import (
 )
 from streams.core.signals import error_kind
 from streams.core.state import CustomerState, short_hash
-from streams.core.windows import DAY_S, HOUR_S
+from streams.core.windows import DAY_S, HOUR_S, timed_between
 
 # Candidate and EventFacts are plain classes rather than dataclasses: they are built on the hot
 # path, and a compiled dataclass still runs the interpreted ``__init__`` of ``dataclasses``.
@@ -141,7 +141,7 @@ def _detractor_follow_up(
 def _repeat_contact(st: CustomerState, f: EventFacts, r: RepeatContactRule) -> Candidate | None:
     if not isinstance(f.event, SupportContactEvent):
         return None
-    window = st.contacts.between(f.t - r.params.window_hours * HOUR_S, f.t)
+    window = timed_between(st.contacts, f.t - r.params.window_hours * HOUR_S, f.t)
     if len(window) < r.params.min_contacts or all(c[1] for c in window):
         return None
     unresolved = [c for c in window if not c[1]]
@@ -167,7 +167,7 @@ def _friction_spike(st: CustomerState, f: EventFacts, r: FrictionSpikeRule) -> C
     if error_kind(f.event) is None:
         return None
     win = r.params.window_minutes * 60
-    near = st.errors.between(f.t - win, f.t + win)
+    near = timed_between(st.errors, f.t - win, f.t + win)
     # The earliest window of length `win` that contains this event and enough errors.
     for i, first in enumerate(near):
         if first[0] > f.t:

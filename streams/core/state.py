@@ -1,15 +1,13 @@
 """Per-customer state: everything the engine remembers about one customer, and its wire form.
 
 The Faust table stores ``CustomerState.to_bytes()``: MessagePack (msgspec) of the fields in
-order, after the format version (5: the remembered event ids packed,
-:mod:`streams.core.seen_ids`, the kept signals, :mod:`streams.core.kept_signals`, the
-product views, :mod:`streams.core.product_views`, the support contacts,
-:mod:`streams.core.contact_log`, and the errors, :mod:`streams.core.error_log`); the decoders
-live in :mod:`streams.core.state_wire`. ``from_bytes`` also reads format 4 (contacts and errors
-as records), format 3 (signals and views as records too), format 2 (the ids as a map too) and
-format 1 (a JSON object with short keys), which deployed changelogs still hold. MessagePack is
-about half the size of that JSON and encodes and decodes in about half the time (no float text
-to format or parse, tuples built in C).
+order, after the format version (4: the remembered event ids packed,
+:mod:`streams.core.seen_ids`, the kept signals, :mod:`streams.core.kept_signals`, and the
+product views, :mod:`streams.core.product_views`); the decoders live in
+:mod:`streams.core.state_wire`. ``from_bytes`` also reads format 3 (signals and views as
+records), format 2 (the ids as a map too) and format 1 (a JSON object with short keys), which
+deployed changelogs still hold. MessagePack is about half the size of that JSON and
+encodes and decodes in about half the time (no float text to format or parse, tuples built in C).
 Every container is bounded by a time retention *and* a hard length cap, so the encoded
 size has a fixed upper bound (see docs/scoring.md, "State size", and tests/unit/test_engine.py).
 Times are event-time epoch seconds; the only wall-clock quantity kept is ``lag_s``.
@@ -23,8 +21,6 @@ from typing import Any, Final
 import msgspec
 import orjson
 
-from streams.core.contact_log import ContactLog
-from streams.core.error_log import ErrorLog
 from streams.core.kept_signals import KeptSignals
 from streams.core.product_views import ProductViews
 from streams.core.seen_ids import SeenIds
@@ -35,8 +31,6 @@ from streams.core.state_wire import (
     ContactRec,
     DeferredRec,
     ErrorRec,
-    PackedContacts,
-    PackedErrors,
     PackedSignals,
     PackedViews,
     SignalRec,
@@ -106,8 +100,8 @@ class CustomerState:
     last_purchase_id: str | None
     spend: float
     last_negative: float | None  # last detractor-like survey answer
-    contacts: ContactLog  # support contacts (repeat_contact, open contacts for churn)
-    errors: ErrorLog  # 5xx pages, app errors, failed payments (friction_spike)
+    contacts: list[ContactRec]
+    errors: list[ErrorRec]
     views: ProductViews  # product page views (browse intent)
     last_cart: float | None  # last checkout_started / cart_abandon / purchase
     pending_carts: list[CartRec]
@@ -150,8 +144,8 @@ class CustomerState:
         last_purchase_id: str | None = None,
         spend: float = 0.0,
         last_negative: float | None = None,
-        contacts: ContactLog | list[ContactRec] | PackedContacts | None = None,
-        errors: ErrorLog | list[ErrorRec] | PackedErrors | None = None,
+        contacts: list[ContactRec] | None = None,
+        errors: list[ErrorRec] | None = None,
         views: ProductViews | list[ViewRec] | PackedViews | None = None,
         last_cart: float | None = None,
         pending_carts: list[CartRec] | None = None,
@@ -186,8 +180,8 @@ class CustomerState:
         self.last_purchase_id = last_purchase_id
         self.spend = spend
         self.last_negative = last_negative
-        self.contacts = _contact_log(contacts)
-        self.errors = _error_log(errors)
+        self.contacts = [] if contacts is None else contacts
+        self.errors = [] if errors is None else errors
         self.views = _product_views(views)
         self.last_cart = last_cart
         self.pending_carts = [] if pending_carts is None else pending_carts
@@ -236,8 +230,7 @@ class CustomerState:
                 self.risk, self.stage, self.score_hourly, self.pub_score, self.pub_risk,
                 self.pub_stage, self.activity_daily, self.stage_seen, self.purchases,
                 self.first_purchase, self.last_purchase, self.last_purchase_id, self.spend,
-                self.last_negative, self.contacts.wire(), self.errors.wire(), self.views.wire(),
-                self.last_cart,
+                self.last_negative, self.contacts, self.errors, self.views.wire(), self.last_cart,
                 self.pending_carts, self.deferred, self.last_fired, self.daily_counts,
                 self.last_support_alert, self.risk_wake_s, self.purchase_days,
                 self.first_day_spend)
@@ -248,13 +241,10 @@ class CustomerState:
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name: the containers are the state's own, not copies, but for
-        ``seen`` (its wire form), ``signals``, ``views``, ``contacts`` and ``errors`` (lists of
-        records)."""
+        ``seen`` (its wire form), ``signals`` and ``views`` (lists of records)."""
         fields = dict(zip(STATE_FIELDS, self.wire()[1:], strict=True))
         fields["signals"] = self.signals.records()
         fields["views"] = self.views.records()
-        fields["contacts"] = self.contacts.records()
-        fields["errors"] = self.errors.records()
         return fields
 
     def __eq__(self, other: object) -> bool:
@@ -311,28 +301,6 @@ def _kept_signals(signals: KeptSignals | list[SignalRec] | PackedSignals | None)
     if isinstance(signals, list):
         return KeptSignals.from_records(signals)
     return KeptSignals.from_wire(signals[0], signals[1], signals[2], signals[3])
-
-
-def _contact_log(contacts: ContactLog | list[ContactRec] | PackedContacts | None) -> ContactLog:
-    """The support contacts as given: packed (format 5 and in memory), records (formats 1-4)."""
-    if contacts is None:
-        return ContactLog()
-    if isinstance(contacts, ContactLog):
-        return contacts
-    if isinstance(contacts, list):
-        return ContactLog.from_records(contacts)
-    return ContactLog.from_wire(contacts[0], contacts[1], contacts[2], contacts[3], contacts[4])
-
-
-def _error_log(errors: ErrorLog | list[ErrorRec] | PackedErrors | None) -> ErrorLog:
-    """The errors as given: packed (format 5 and in memory), records (formats 1-4)."""
-    if errors is None:
-        return ErrorLog()
-    if isinstance(errors, ErrorLog):
-        return errors
-    if isinstance(errors, list):
-        return ErrorLog.from_records(errors)
-    return ErrorLog.from_wire(errors[0], errors[1], errors[2])
 
 
 def _product_views(views: ProductViews | list[ViewRec] | PackedViews | None) -> ProductViews:

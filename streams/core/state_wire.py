@@ -1,4 +1,4 @@
-"""The wire form of a customer state (format version 5): MessagePack decoders, kept as Python.
+"""The wire form of a customer state (format version 4): MessagePack decoders, kept as Python.
 
 A stored state is a MessagePack array: the format version, then the fields of
 :class:`streams.core.state.CustomerState` in declaration order. msgspec decodes it straight into
@@ -8,11 +8,8 @@ fills them with their defaults. Format 3 differs from format 2 in one field only
 event ids are two packed arrays (:mod:`streams.core.seen_ids`) instead of a map from hash to
 event time. Format 4 differs from format 3 in two fields: the kept signals
 (:mod:`streams.core.kept_signals`) and the product views (:mod:`streams.core.product_views`) are
-packed arrays and lists of strings instead of lists of records. Format 5 differs from format 4
-in two more: the support contacts (:mod:`streams.core.contact_log`) and the errors
-(:mod:`streams.core.error_log`) are packed the same way.
-All four decode here (:func:`decode_wire` tries format 5, then 4, then 3); only format 5 is
-written.
+packed arrays and lists of strings instead of lists of records.
+All three decode here (:func:`decode_wire` tries format 4, then 3); only format 4 is written.
 
 This module is not compiled (streams/core/native.py): msgspec reads these type objects at run
 time. Failure behaviour: both decoders raise ``msgspec.DecodeError`` on anything else.
@@ -23,20 +20,16 @@ from typing import Any, Literal, get_type_hints
 
 import msgspec
 
-STATE_VERSION = 5
+STATE_VERSION = 4
 
 # (event time, weight in score points, signal name, event id): formats 1-3 (format 4 packs them)
 SignalRec = tuple[float, float, str, str]
 # (times, weights, names, event ids): format 4 (streams.core.kept_signals)
 PackedSignals = tuple[bytes, bytes, list[str], list[str]]
-# (event time, resolved, event id, contact id, reason): formats 1-4 (format 5 packs them)
+# (event time, resolved, event id, contact id, reason)
 ContactRec = tuple[float, bool, str, str, str]
-# (times, resolved flags, event ids, contact ids, reasons): format 5 (streams.core.contact_log)
-PackedContacts = tuple[bytes, bytes, list[str], list[str], list[str]]
-# (event time, event id, error kind): formats 1-4 (format 5 packs them)
+# (event time, event id, error kind)
 ErrorRec = tuple[float, str, str]
-# (times, event ids, kinds): format 5 (streams.core.error_log)
-PackedErrors = tuple[bytes, list[str], list[str]]
 # (event time, event id, product id hash): formats 1-3 (format 4 packs them)
 ViewRec = tuple[float, str, int]
 # (times, product id hashes, event ids): format 4 (streams.core.product_views)
@@ -93,31 +86,21 @@ STATE_FIELDS: tuple[str, ...] = LegacyState.__struct_fields__
 _HINTS: dict[str, Any] = get_type_hints(LegacyState)
 _PACKED_4: dict[str, Any] = {"signals": PackedSignals, "views": PackedViews}
 _HINTS_4 = [_PACKED_4.get(field, hint) for field, hint in _HINTS.items()]
-_PACKED_5: dict[str, Any] = {**_PACKED_4, "contacts": PackedContacts, "errors": PackedErrors}
-_HINTS_5 = [_PACKED_5.get(field, hint) for field, hint in _HINTS.items()]
 # The version, then every field: what msgspec decodes a format-2 or -3 state into (records as
-# tuples), a format-4 one (the same but for the packed signals and views) and a format-5 one
-# (the contacts and errors packed too).
+# tuples), and a format-4 one (the same but for the packed signals and views).
 WIRE_TYPE_3: Any = tuple[(Literal[2, 3], *_HINTS.values())]  # type: ignore[misc]
-WIRE_TYPE_4: Any = tuple[(Literal[4], *_HINTS_4)]  # type: ignore[valid-type]
-WIRE_TYPE: Any = tuple[(Literal[5], *_HINTS_5)]  # type: ignore[valid-type]
+WIRE_TYPE: Any = tuple[(Literal[4], *_HINTS_4)]  # type: ignore[valid-type]
 
 encode = msgspec.msgpack.Encoder().encode
-_decode_5 = msgspec.msgpack.Decoder(WIRE_TYPE).decode
-_decode_4 = msgspec.msgpack.Decoder(WIRE_TYPE_4).decode
+_decode_4 = msgspec.msgpack.Decoder(WIRE_TYPE).decode
 _decode_3 = msgspec.msgpack.Decoder(WIRE_TYPE_3).decode
 _decode_legacy = msgspec.msgpack.Decoder(LegacyState).decode
 _astuple = msgspec.structs.astuple
 
 
 def decode_wire(data: bytes) -> tuple[Any, ...]:
-    """A format-5 state as :data:`WIRE_TYPE`, a format-4 one as :data:`WIRE_TYPE_4` (its
-    contacts and errors as records), or a full-length format-2 or -3 one as
-    :data:`WIRE_TYPE_3` (its signals and views as records too)."""
-    try:
-        return _decode_5(data)
-    except msgspec.DecodeError:
-        pass
+    """A format-4 state as :data:`WIRE_TYPE`, or a full-length format-2 or -3 one as
+    :data:`WIRE_TYPE_3` (its signals and views as records)."""
     try:
         return _decode_4(data)
     except msgspec.DecodeError:

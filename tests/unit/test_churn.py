@@ -25,7 +25,6 @@ from streams.core.churn_model import (
     p_no_purchase,
     parse_churn_model,
 )
-from streams.core.contact_log import ContactLog
 from streams.core.kept_signals import KeptSignals
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
@@ -106,8 +105,7 @@ def _random_state(rng: random.Random) -> CustomerState:
     if rng.random() < 0.3:
         st.last_negative = w - rng.uniform(0, 40) * DAY_S
     if rng.random() < 0.3:
-        st.contacts = ContactLog.from_records([(w - rng.uniform(0, 8) * DAY_S, False, "e", "c",
-                                                 "r")])
+        st.contacts = [(w - rng.uniform(0, 8) * DAY_S, False, "e", "c", "r")]
     if rng.random() < 0.3:
         for i in range(rng.randint(0, 12)):
             day = int((w - rng.uniform(0, 34) * DAY_S) // DAY_S)
@@ -153,8 +151,7 @@ def test_adjustments_raise_risk() -> None:
     assert churn_risk(neg, 50.0) > base
     unresolved = _buyer([0, 10], 20)
     assert unresolved.watermark is not None
-    unresolved.contacts = ContactLog.from_records([(unresolved.watermark - 60, False, "e", "t",
-                                                    "r")])
+    unresolved.contacts = [(unresolved.watermark - 60, False, "e", "t", "r")]
     assert churn_risk(unresolved, 50.0) > base
 
 

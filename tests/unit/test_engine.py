@@ -155,7 +155,7 @@ def test_late_event_within_grace_updates_windows(engine: Engine) -> None:
     late = make_event("c1", "b", "app_error", at(120 - 59), {"error_code": "E"})
     out = engine.process(state, "c1", late, now=NOW)
     assert not out.late_dropped and not out.duplicate
-    assert [e[1] for e in state.errors.records()] == ["b"]
+    assert [e[1] for e in state.errors] == ["b"]
     assert state.watermark == at(120).timestamp()  # a late event does not move the watermark
     assert state.score < 50
 
@@ -244,8 +244,7 @@ def _v1_bytes(st: CustomerState) -> bytes:
             "pst": st.pub_stage, "ad": list(st.activity_daily.items()), "ss": st.stage_seen,
             "np": st.purchases, "fp": st.first_purchase, "lp": st.last_purchase,
             "lpi": st.last_purchase_id, "sp": st.spend, "neg": st.last_negative,
-            "ct": st.contacts.records(), "er": st.errors.records(), "vw": st.views.records(),
-            "lc": st.last_cart,
+            "ct": st.contacts, "er": st.errors, "vw": st.views.records(), "lc": st.last_cart,
             "pc": st.pending_carts, "df": st.deferred, "lf": st.last_fired,
             "dc": st.daily_counts, "lsa": st.last_support_alert,
         }
@@ -561,27 +560,16 @@ def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
     state = _worst_case_state(36)
     state.first_seen, state.last_cart = 1.5e9, 1.6e9  # distinct values: a field order slip shows
     fields = {name: getattr(state, name) for name in STATE_FIELDS}
-    # format 5 is format 2 with the remembered ids, the kept signals, the product views, the
-    # contacts and the errors packed: the same bytes otherwise
+    # format 4 is format 2 with the remembered ids, the kept signals and the product views
+    # packed: the same bytes otherwise
     packed = LegacyState(**{**fields, "seen": state.seen.wire(), "signals": state.signals.wire(),
-                            "views": state.views.wire(), "contacts": state.contacts.wire(),
-                            "errors": state.errors.wire()})
+                            "views": state.views.wire()})
     assert state.to_bytes() == msgspec.msgpack.encode(
         (STATE_VERSION, *msgspec.structs.astuple(packed)))
-    # a format-4 state (contacts and errors as records) reads back as the same state
-    format_4 = LegacyState(**{**fields, "seen": state.seen.wire(), "signals": state.signals.wire(),
-                              "views": state.views.wire(), "contacts": state.contacts.records(),
-                              "errors": state.errors.records()})
-    format_4_bytes = msgspec.msgpack.encode((4, *msgspec.structs.astuple(format_4)))
-    assert CustomerState.from_bytes(format_4_bytes) == state
-    assert CustomerState.from_bytes(format_4_bytes).contacts.records() == state.contacts.records()
-    # a format-3 state (ids packed, signals, views, contacts and errors as records) reads back
-    # as the same state
+    # a format-3 state (ids packed, views as records) reads back as the same state
     format_3 = LegacyState(**{**fields, "seen": state.seen.wire(),
                               "signals": state.signals.records(),
-                              "views": state.views.records(),
-                              "contacts": state.contacts.records(),
-                              "errors": state.errors.records()})
+                              "views": state.views.records()})
     format_3_bytes = msgspec.msgpack.encode((3, *msgspec.structs.astuple(format_3)))
     assert CustomerState.from_bytes(format_3_bytes) == state
     assert CustomerState.from_bytes(format_3_bytes).views.records() == state.views.records()
@@ -589,17 +577,12 @@ def test_the_compiled_state_class_keeps_the_wire_format_of_the_struct() -> None:
     # same state
     as_struct = LegacyState(**{**fields, "seen": dict(state.seen.items()),
                                "signals": state.signals.records(),
-                               "views": state.views.records(),
-                               "contacts": state.contacts.records(),
-                               "errors": state.errors.records()})
+                               "views": state.views.records()})
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(as_struct))[0] == 2
     assert CustomerState.from_bytes(msgspec.msgpack.encode(as_struct)) == state
     # the records come back as tuples and the floats as floats, as the Struct decoded them
     back = CustomerState.from_bytes(state.to_bytes())
-    assert isinstance(back.pending_carts[0], tuple)
-    assert isinstance(back.contacts.records()[0], tuple)
-    assert back.contacts.records() == state.contacts.records()
-    assert back.errors.records() == state.errors.records()
+    assert isinstance(back.pending_carts[0], tuple) and isinstance(back.contacts[0], tuple)
     assert back.signals.records() == state.signals.records()
     assert back.deferred[0][1] == state.deferred[0][1]
     assert CustomerState() != state and repr(CustomerState()).startswith("CustomerState(")

@@ -366,12 +366,10 @@ def test_the_schedule_is_stored_but_not_compared_and_old_states_decode() -> None
     other.risk_wake_s = 123.0
     assert state_differences(other, st) == []
     # a state written before the field existed (one element shorter; format 2, where the
-    # remembered ids were a map, the signals, contacts, errors and product views records)
-    # decodes with None
+    # remembered ids were a map, the signals and product views records) decodes with None
     raw = msgspec.msgpack.decode(st.to_bytes())
     raw[0], raw[6] = 2, dict(st.seen.items())
     raw[8], raw[26] = st.signals.records(), st.views.records()
-    raw[24], raw[25] = st.contacts.records(), st.errors.records()
     older = CustomerState.from_bytes(msgspec.msgpack.encode(raw[:-1]))
     assert older.risk_wake_s is None and older.watermark == st.watermark
     never = st.copy()
