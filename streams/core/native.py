@@ -181,7 +181,8 @@ def main(argv: list[str]) -> int:
     elif command == "status":
         compiled, stale = compiled_modules(), stale_modules()
         state = "stale: " + ", ".join(stale) if stale else "up to date"
-        print(f"{len(compiled)} of {len(NATIVE_MODULES) + len(WORKER_MODULES)} modules compiled"
+        total = len(NATIVE_MODULES) + len(WORKER_MODULES) + len(C_EXTENSIONS)
+        print(f"{len(compiled)} of {total} modules compiled"
               + (f" ({state})" if compiled else ""))
         return 1 if stale else 0
     else:
