@@ -14,8 +14,11 @@
  *   are served here; any other size goes to the allocator installed before (CPython's mmap),
  *   and so does an arena request when no chunk can be mapped.
  * - A freed arena is kept for reuse (its address range is never returned to the kernel, so the
- *   address space stays bounded by the peak); beyond RESIDENT_FREE_ARENAS kept ones, its pages
- *   are given back (MADV_DONTNEED), so a shrinking heap returns its memory.
+ *   address space stays bounded by the peak). The free list is a stack: the RESIDENT_FREE_ARENAS
+ *   most recently freed arenas keep their pages; when another is freed, the one that drops
+ *   below them gives its pages back (MADV_DONTNEED), so a shrinking heap returns its memory
+ *   and a growing one is served resident arenas first (a given-back one refaults as zero
+ *   pages). An entry's low bit marks it given back (arenas are page-aligned).
  * - Arenas allocated before install() are freed into the same reuse list: they are valid 1 MiB
  *   mappings, only not on huge pages.
  * - Every entry point runs with the GIL held (pymalloc's contract); no Python object is
@@ -31,6 +34,7 @@
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)
 #define CHUNK_BYTES ((size_t)64 << 20)
 #define RESIDENT_FREE_ARENAS 64
+#define GIVEN_BACK ((uintptr_t)1)
 
 static PyObjectArenaAllocator previous;
 static int installed;
@@ -38,6 +42,7 @@ static char *next_arena, *chunk_end;
 static void **free_arenas;
 static size_t n_free, free_capacity;
 static unsigned long long arenas_served, chunks_mapped, chunk_map_failures;
+static unsigned long long reused_resident, reused_given_back, pages_given_back;
 static uintptr_t last_chunk_start;
 
 static int
@@ -74,8 +79,15 @@ arena_alloc(void *ctx, size_t size)
         return previous.alloc(previous.ctx, size);
     }
     if (n_free) {
+        uintptr_t entry = (uintptr_t)free_arenas[--n_free];
+        if (entry & GIVEN_BACK) {
+            reused_given_back++;
+        }
+        else {
+            reused_resident++;
+        }
         arenas_served++;
-        return free_arenas[--n_free];
+        return (void *)(entry & ~GIVEN_BACK);
     }
     if ((next_arena == NULL || (size_t)(chunk_end - next_arena) < size) && !map_chunk()) {
         return previous.alloc(previous.ctx, size);
@@ -99,15 +111,22 @@ arena_free(void *ctx, void *ptr, size_t size)
         void **grown = realloc(free_arenas, capacity * sizeof(void *));
         if (grown == NULL) { /* keep the mapping, give its pages back: nothing else to do */
             (void)madvise(ptr, size, MADV_DONTNEED);
+            pages_given_back++;
             return;
         }
         free_arenas = grown;
         free_capacity = capacity;
     }
-    if (n_free >= RESIDENT_FREE_ARENAS) {
-        (void)madvise(ptr, size, MADV_DONTNEED);
-    }
     free_arenas[n_free++] = ptr;
+    if (n_free > RESIDENT_FREE_ARENAS) {
+        /* the entry just below the resident top gives its pages back, once */
+        uintptr_t entry = (uintptr_t)free_arenas[n_free - 1 - RESIDENT_FREE_ARENAS];
+        if (!(entry & GIVEN_BACK)) {
+            (void)madvise((void *)entry, ARENA_BYTES, MADV_DONTNEED);
+            pages_given_back++;
+            free_arenas[n_free - 1 - RESIDENT_FREE_ARENAS] = (void *)(entry | GIVEN_BACK);
+        }
+    }
 }
 
 static PyObject *
@@ -131,9 +150,12 @@ stats(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     return Py_BuildValue(
-        "{s:O,s:K,s:K,s:K,s:n,s:K,s:n}",
+        "{s:O,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K,s:n}",
         "installed", installed ? Py_True : Py_False,
         "arenas_served", arenas_served,
+        "reused_resident", reused_resident,
+        "reused_given_back", reused_given_back,
+        "pages_given_back", pages_given_back,
         "chunks_mapped", chunks_mapped,
         "chunk_map_failures", chunk_map_failures,
         "free_arenas", (Py_ssize_t)n_free,

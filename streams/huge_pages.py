@@ -22,6 +22,7 @@ import importlib
 from pathlib import Path
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+_PROBE_OBJECTS = 80_000  # one-tuples of ~56 bytes: ~4 MiB, more than any arena's free room
 
 
 def thp_mode(path: Path = THP_ENABLED) -> str | None:
@@ -46,5 +47,12 @@ def use_huge_pages(path: Path = THP_ENABLED) -> str:
         arenas = importlib.import_module("streams._huge_arenas")
     except ImportError:
         return "huge pages: off (streams._huge_arenas is not compiled: make native)"
+    before = arenas.stats()["arenas_served"]
     arenas.install()
+    probe = [(i,) for i in range(_PROBE_OBJECTS)]  # a few MiB: pymalloc needs a new arena
+    served = arenas.stats()["arenas_served"] - before
+    del probe
+    if not served:
+        return ("huge pages: off (installed, but pymalloc asked for no arena of the size it "
+                "serves: this Python's arena size differs from 1 MiB)")
     return f"huge pages: on (object arenas madvised; transparent huge pages {mode!r})"

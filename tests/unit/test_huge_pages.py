@@ -43,8 +43,9 @@ def test_the_mode_is_the_bracketed_word(tmp_path: Path) -> None:
                     reason="make native builds streams._huge_arenas (CI does)")
 def test_arenas_come_from_madvised_chunks_and_are_reused(tmp_path: Path) -> None:
     """In a fresh interpreter: after install, pymalloc's arenas come from our chunks (marked
-    for huge pages in /proc/self/smaps), freed arenas are reused rather than mapped again, and
-    the objects on them behave (a dict/str-heavy workload, built, freed and built again)."""
+    for huge pages in /proc/self/smaps), freed arenas are reused rather than mapped again (the
+    resident ones first), and the objects on them behave (a dict/str-heavy workload, built,
+    freed and built again)."""
     enabled = tmp_path / "enabled"
     enabled.write_text("always [madvise] never\n")  # whatever the host's mode: install
     script = textwrap.dedent(f"""
@@ -60,6 +61,9 @@ def test_arenas_come_from_madvised_chunks_and_are_reused(tmp_path: Path) -> None
         after_first = arenas.stats()
         del first
         freed = arenas.stats()
+        small = [{{"k" + str(i): str(i) * 3, "n": i}} for i in range(30_000)]
+        after_small = arenas.stats()
+        del small
         second = build()
         assert sum(d["n"] for d in second) == total
         after_second = arenas.stats()
@@ -74,7 +78,7 @@ def test_arenas_come_from_madvised_chunks_and_are_reused(tmp_path: Path) -> None
                     flags = next(r for r in lines[i + 1:] if r.startswith("VmFlags:"))
                     break
         print(json.dumps({{"line": line, "first": after_first, "freed": freed,
-                          "second": after_second, "flags": flags}}))
+                          "small": after_small, "second": after_second, "flags": flags}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False)
@@ -83,7 +87,14 @@ def test_arenas_come_from_madvised_chunks_and_are_reused(tmp_path: Path) -> None
     assert report["line"].startswith("huge pages: on")
     first, freed, second = report["first"], report["freed"], report["second"]
     assert first["installed"] and first["arenas_served"] >= 20  # ~100 MiB of small objects
-    assert freed["free_arenas"] >= 20  # the workload's arenas came back for reuse
+    assert freed["free_arenas"] >= 80  # the workload's arenas came back for reuse
+    # beyond the 64 kept resident, the older frees gave their pages back
+    assert freed["pages_given_back"] >= freed["free_arenas"] - 64 >= 16
+    # a small build is served the resident arenas, not the given-back ones
+    small = report["small"]
+    assert small["reused_resident"] - freed["reused_resident"] >= 5
+    assert small["reused_given_back"] == freed["reused_given_back"]
+    assert small["chunks_mapped"] == freed["chunks_mapped"]
     # the second build reused them: few or no new chunks, most arenas from the free list
     assert second["chunks_mapped"] <= first["chunks_mapped"] + 1
     assert second["arenas_served"] - first["arenas_served"] >= 20
