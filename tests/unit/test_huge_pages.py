@@ -99,3 +99,27 @@ def test_arenas_come_from_madvised_chunks_and_are_reused(tmp_path: Path) -> None
     assert second["chunks_mapped"] <= first["chunks_mapped"] + 1
     assert second["arenas_served"] - first["arenas_served"] >= 20
     assert " hg" in report["flags"]  # MADV_HUGEPAGE on the chunk (VmFlags "hg")
+
+
+def test_an_allocator_that_serves_no_arena_is_reported_off(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Python whose arenas are not 1 MiB the allocator passes every request through: the
+    log line must not claim huge pages."""
+    enabled = tmp_path / "enabled"
+    enabled.write_text("[always] madvise never\n")
+    installs: list[bool] = []
+
+    class PassThrough:
+        @staticmethod
+        def install() -> bool:
+            installs.append(True)
+            return True
+
+        @staticmethod
+        def stats() -> dict[str, int]:
+            return {"arenas_served": 0}
+
+    monkeypatch.setitem(sys.modules, "streams._huge_arenas", PassThrough)
+    line = use_huge_pages(enabled)
+    assert installs == [True]
+    assert line.startswith("huge pages: off (installed, but pymalloc asked for no arena")
