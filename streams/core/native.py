@@ -87,6 +87,12 @@ def _extension_files() -> list[Path]:
                    for folder in (CORE_DIR, STREAMS_DIR) for p in folder.glob(f"*{suffix}")})
 
 
+def expected_modules() -> list[str]:
+    """What a complete build compiles: the core, the worker modules, the C extensions."""
+    return sorted({*NATIVE_MODULES, *WORKER_MODULES,
+                   *(name.rsplit(".", 1)[1] for name in C_EXTENSIONS)})
+
+
 def compiled_modules() -> list[str]:
     """The modules of streams/core that have an extension module (a compiled build)."""
     stems = {p.name.split(".", 1)[0] for p in _extension_files()}
@@ -161,9 +167,7 @@ def build() -> None:
         )
     finally:
         os.chdir(cwd)
-    expected = {*NATIVE_MODULES, *WORKER_MODULES,
-                *(name.rsplit(".", 1)[1] for name in C_EXTENSIONS)}
-    missing = sorted(expected - set(compiled_modules()))
+    missing = sorted(set(expected_modules()) - set(compiled_modules()))
     if missing:
         raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
     MANIFEST.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")
@@ -181,12 +185,19 @@ def main(argv: list[str]) -> int:
     elif command == "status":
         compiled, stale = compiled_modules(), stale_modules()
         state = "stale: " + ", ".join(stale) if stale else "up to date"
-        total = len(NATIVE_MODULES) + len(WORKER_MODULES) + len(C_EXTENSIONS)
-        print(f"{len(compiled)} of {total} modules compiled"
+        print(f"{len(compiled)} of {len(expected_modules())} modules compiled"
               + (f" ({state})" if compiled else ""))
         return 1 if stale else 0
+    elif command == "verify":
+        missing = sorted(set(expected_modules()) - set(compiled_modules()))
+        stale = stale_modules()
+        if missing or stale:
+            print("not compiled: " + ", ".join(missing) if missing
+                  else "stale: " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print(f"all {len(expected_modules())} modules compiled and up to date")
     else:
-        print("usage: python streams/core/native.py [build|clean|status]", file=sys.stderr)
+        print("usage: python streams/core/native.py [build|clean|status|verify]", file=sys.stderr)
         return 2
     return 0
 

@@ -24,6 +24,7 @@ def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(native, "MANIFEST", core / "native-build.json")
     monkeypatch.setattr(native, "NATIVE_MODULES", ("engine", "policy"))
     monkeypatch.setattr(native, "WORKER_MODULES", ("processing",))
+    monkeypatch.setattr(native, "C_EXTENSIONS", {})
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for module in ("engine", "policy", "state"):  # state_wire.py: compiled against, not compiled
         (core / f"{module}.py").write_text(f"X = '{module}'\n")
@@ -92,3 +93,67 @@ def test_the_makefile_rebuilds_when_a_compiled_worker_module_changes() -> None:
     assert listed == set(native.WORKER_MODULES)
     c_sources = {part for part in rule.split() if part.endswith(".c")}
     assert c_sources == set(native.C_EXTENSIONS.values())
+
+
+def _repo() -> Path:
+    return Path(native.__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(not native.compiled_modules() and os.environ.get("CI") != "true",
+                    reason="make native compiles the core (CI does)")
+def test_a_wheel_packed_after_the_build_installs_the_compiled_core(tmp_path: Path) -> None:
+    """What deploy/Dockerfile does: the sources as its build stage copies them, compiled, packed
+    with `pip wheel`; installed elsewhere without the sources, the package runs compiled and
+    the stale-build guard agrees with it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo, src = _repo(), tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    for package in ("cxsignals", "streams", "schemas", "sinks"):
+        shutil.copytree(repo / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    wheels = tmp_path / "wheels"
+    packed = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                             "--wheel-dir", str(wheels), str(src)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    (wheel,) = wheels.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "streams/huge_arenas.c" in names and "streams/core/native-build.json" in names
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for module in native.NATIVE_MODULES:
+        assert f"streams/core/{module}.py" in names and f"streams/core/{module}{suffix}" in names
+    for module in native.WORKER_MODULES:
+        assert f"streams/{module}{suffix}" in names
+    assert f"streams/_huge_arenas{suffix}" in names
+
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                                "--target", str(site), str(wheel)],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    script = ("import streams.core.engine as e, streams.pipeline as p\n"
+              "from streams.core import native\n"
+              "print(e.__file__); print(p.__file__); raise SystemExit(native.main(['verify']))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    engine_file, pipeline_file, verdict = done.stdout.strip().splitlines()
+    assert engine_file.startswith(str(site)) and engine_file.endswith(suffix)
+    assert pipeline_file.startswith(str(site)) and pipeline_file.endswith(suffix)
+    assert verdict.startswith(f"all {len(native.expected_modules())} modules compiled")
+
+
+def test_verify_names_what_is_missing(core: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert native.main(["verify"]) == 0
+    assert "all 3 modules compiled and up to date" in capsys.readouterr().out
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (core / f"policy{suffix}").unlink()
+    assert native.main(["verify"]) == 1
+    assert "not compiled: policy" in capsys.readouterr().err
