@@ -60,6 +60,7 @@ from bench.report import (
     histogram_stats,
     latency_by_second,
     latency_stats,
+    step_changes,
     sustained_rate,
 )
 from bench.stack import (
@@ -230,7 +231,7 @@ def run_throughput(stack: BenchStack, fill: Prefill, *, customers: int,
         lag.close()
     lags = [_loop_lag_max(p) for p in procs]
     ev = sustained_rate(by_metrics, fill.events)
-    lg = sustained_rate(by_lag, fill.events)
+    lg = sustained_rate(step_changes(by_lag), fill.events)  # None: too few commits to tell
     figures: list[ProcessFigures] = []
     for i, worker in enumerate(workers):
         cpu_s = _delta_between(cpu_of[i], ev.start_s, ev.end_s) if ev else None

@@ -175,6 +175,18 @@ def sustained_rate(
     return RateWindow(start_s=start[0], end_s=end[0], start_count=start[1], end_count=end[1])
 
 
+def step_changes(samples: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The samples of a counter that moves in steps (a consumer group's committed offsets,
+    one step per checkpoint) at which it changed: the first sample of each new value. A rate
+    between two of them measures the steps; between any two samples it would measure where
+    the sampling fell (0 between two samples of one step, a spike across one)."""
+    changes: list[tuple[float, float]] = []
+    for t, count in sorted(samples):
+        if not changes or count != changes[-1][1]:
+            changes.append((t, count))
+    return changes
+
+
 # ---------------------------------------------------------------------------- result schema
 
 

@@ -29,6 +29,7 @@ from bench.report import (
     latency_stats,
     percentile,
     result_path,
+    step_changes,
     sustained_rate,
     table_rows,
 )
@@ -92,6 +93,24 @@ def test_sustained_rate_skips_warmup_and_drain() -> None:
     assert window.per_s == pytest.approx(1000.0)
     assert window.start_count >= 1_000
     assert window.end_count <= 9_500
+
+
+def test_a_step_counter_is_timed_between_its_steps_not_between_samples() -> None:
+    # committed offsets: sampled every 0.25 s, a commit of 25,000 every second (at 0.9, 1.9...)
+    commits = [(0.9, 25_000.0), (1.9, 50_000.0), (2.9, 75_000.0), (3.9, 100_000.0)]
+    samples = [(i * 0.25, max([c for t, c in commits if t <= i * 0.25], default=0.0))
+               for i in range(18)]
+    # between samples the window starts and ends inside steps: 50,000 in 2.75 s, -27 %
+    raw = sustained_rate(samples, 100_000)
+    assert raw is not None and raw.per_s < 0.8 * 25_000
+    changes = step_changes(samples)
+    assert [c for _t, c in changes] == [0.0, 25_000.0, 50_000.0, 75_000.0, 100_000.0]
+    window = sustained_rate(changes, 100_000)
+    assert window is not None
+    assert window.per_s == pytest.approx(25_000.0, rel=0.01)  # 25,000 a commit, 1 s apart
+    # a single step inside the window: no rate at all, rather than 0 or a spike
+    assert sustained_rate(step_changes([(0.0, 0.0), (0.5, 50_000.0), (3.0, 50_000.0),
+                                        (3.5, 100_000.0)]), 100_000) is None
 
 
 def test_sustained_rate_needs_two_samples_in_the_window() -> None:
