@@ -93,6 +93,11 @@ def expected_modules() -> list[str]:
                    *(name.rsplit(".", 1)[1] for name in C_EXTENSIONS)})
 
 
+def missing_modules() -> list[str]:
+    """The modules of a complete build that have no extension module."""
+    return sorted(set(expected_modules()) - set(compiled_modules()))
+
+
 def compiled_modules() -> list[str]:
     """The modules of streams/core that have an extension module (a compiled build)."""
     stems = {p.name.split(".", 1)[0] for p in _extension_files()}
@@ -167,7 +172,7 @@ def build() -> None:
         )
     finally:
         os.chdir(cwd)
-    missing = sorted(set(expected_modules()) - set(compiled_modules()))
+    missing = missing_modules()
     if missing:
         raise RuntimeError(f"mypyc built no extension for {', '.join(missing)}")
     MANIFEST.write_text(json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")
@@ -189,8 +194,7 @@ def main(argv: list[str]) -> int:
               + (f" ({state})" if compiled else ""))
         return 1 if stale else 0
     elif command == "verify":
-        missing = sorted(set(expected_modules()) - set(compiled_modules()))
-        stale = stale_modules()
+        missing, stale = missing_modules(), stale_modules()
         if missing or stale:
             print("not compiled: " + ", ".join(missing) if missing
                   else "stale: " + ", ".join(stale), file=sys.stderr)
