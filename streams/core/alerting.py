@@ -22,6 +22,7 @@ from streams.core.engine_config import EngineConfig
 from streams.core.explanation import Explainer
 from streams.core.outcome import Outcome
 from streams.core.policy import PolicyEvent
+from streams.core.rounding import round_to
 from streams.core.rule_config import CartRecoveryRule, RuleSet
 from streams.core.rule_evaluators import Candidate, cart_candidate
 from streams.core.state import MAX_DEFERRED, CustomerState
@@ -78,16 +79,21 @@ class Alerting:
             st, c.rule, c.kind, c.event_time, self._cooldown_s.get(c.rule, 0.0), self._policy
         )
         if d.action == "suppressed":
-            # Most candidates end here (cooldowns): a policy event needs only the id and time.
+            # Most candidates end here (cooldowns): the worker only counts their policy events,
+            # whose alert id and event time are computed if read.
             assert d.reason is not None
+            extra = c.id_extra
             out.policy_events.append(
                 PolicyEvent(
                     c.rule,
                     c.kind,
                     d.reason,
                     "suppressed",
-                    _alert_id(c, customer_id),
-                    _dt(c.event_time),
+                    None,
+                    None,
+                    customer_id,
+                    c.evidence if extra is None else [*c.evidence, extra],
+                    c.event_time,
                 )
             )
             return
@@ -99,8 +105,8 @@ class Alerting:
             customer_id=customer_id,
             event_time=_dt(c.event_time),
             emitted_at=now,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
+            experience_score=round_to(st.score, 2),
+            churn_risk=round_to(st.risk, 4),
             explanation=explain(),
             evidence=c.evidence,
             action=c.action,
@@ -192,12 +198,12 @@ class Alerting:
             explain = self.explainer(st)
         return ScoreUpdateRecord(
             customer_id=customer_id,
-            experience_score=round(st.score, 2),
-            churn_risk=round(st.risk, 4),
+            experience_score=round_to(st.score, 2),
+            churn_risk=round_to(st.risk, 4),
             journey_stage=_STAGE_BY_VALUE[stage],
             previous_stage=None if previous is None else _STAGE_BY_VALUE[previous],
             explanation=explain(),
             event_time=_dt(st.watermark if at_s is None else at_s),
             updated_at=now,
-            clv_12m=None if clv_12m is None else round(clv_12m, 2),
+            clv_12m=None if clv_12m is None else round_to(clv_12m, 2),
         )

@@ -43,6 +43,7 @@ from streams.core.churn_model import (
     expected_spend,
     p_no_purchase,
 )
+from streams.core.rounding import round_to
 from streams.core.state import CustomerState
 from streams.core.windows import DAY_S
 
@@ -296,7 +297,7 @@ class ChurnScorer:
         if state.purchases == 0:
             return 0.0
         h = purchase_history(state, at_s)
-        key = (h.x, round(h.t_x, 1), round(h.big_t, 1))
+        key = (h.x, round_to(h.t_x, 1), round_to(h.big_t, 1))
         cache = self._clv_cache
         n = cache.get(key)
         if n is None:

@@ -4,6 +4,7 @@ most, in score points."""
 from __future__ import annotations
 
 from schemas.records import ContributionRecord
+from streams.core.rounding import round_to
 from streams.core.scoring import NEUTRAL
 from streams.core.state import CustomerState
 
@@ -28,15 +29,21 @@ def explanation(
     # Only the signals that can be among the ``top`` (KeptSignals.strongest): a full list in
     # rank order offers the last few.
     times, weights, names, ids = state.signals.columns()
+    positions = state.signals.strongest(top, half_life_s)
+    contributions = [weights[i] * 2.0 ** ((times[i] - w) / half_life_s) * scale
+                     for i in positions]
+    # Only the contributions at least as large as the top-th largest can be among the top
+    # (ties included, for the order below): records are built and sorted for those alone.
+    cut = (sorted([abs(c) for c in contributions])[-top] if 0 < top < len(contributions)
+           else 0.0)
     ranked = []
-    for i in state.signals.strongest(top, half_life_s):
-        t = times[i]
-        wt = weights[i]
-        c = wt * 2.0 ** ((t - w) / half_life_s) * scale
-        ranked.append((-abs(c), t, ids[i], names[i], i, c))
+    for j, i in enumerate(positions):
+        c = contributions[j]
+        if abs(c) >= cut:
+            ranked.append((-abs(c), times[i], ids[i], names[i], i, c))
     ranked.sort()
     return [
-        ContributionRecord(name, round(c, 2), eid)
+        ContributionRecord(name, round_to(c, 2), eid)
         for _size, _t, eid, name, _i, c in ranked[:top]
         if abs(c) >= 0.005
     ]

@@ -20,6 +20,7 @@ from schemas.event_records import (
     SurveyAnswerEvent,
 )
 from streams.core.churn import ChurnScorer
+from streams.core.rounding import round_to
 from streams.core.rule_config import (
     BrowseIntentRule,
     CartRecoveryRule,
@@ -209,7 +210,7 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
             f"Experience score fell {drop:.0f} points within {r.params.window_hours} h: review the "
             "listed events and reach out before the customer complains."
         ),
-        context={"from_score": round(f.score_peak, 2), "to_score": round(f.score_after, 2)},
+        context={"from_score": round_to(f.score_peak, 2), "to_score": round_to(f.score_after, 2)},
     )
 
 

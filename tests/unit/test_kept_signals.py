@@ -81,8 +81,12 @@ def test_the_explanation_of_a_ranked_list_is_the_one_of_a_full_sort(seed: int) -
         add_signals(st, t, f"e{rng.randrange(40)}", signals, half_life_s)  # ids repeat: ties
         st.score = 50.0 + 50.0 * math.tanh(st.score_sum / 50.0)
         ranked_calls += len(st.signals.strongest(5, half_life_s)) < len(st.signals)
+        # A decoded copy has no ranks: every signal is a candidate, and only those as large
+        # as the top-th are ranked (ties included).
+        decoded = CustomerState.from_bytes(st.to_bytes())
         for top in (1, 5):
-            got = [(c.signal, c.contribution, c.event_id)
-                   for c in explanation(st, st.score, half_life_s, top)]
-            assert got == _reference_explanation(st, st.score, half_life_s, top), f"event {i}"
+            for state in (st, decoded):
+                got = [(c.signal, c.contribution, c.event_id)
+                       for c in explanation(state, state.score, half_life_s, top)]
+                assert got == _reference_explanation(st, st.score, half_life_s, top), f"event {i}"
     assert ranked_calls > 50  # the short path was taken, not just the full sort

@@ -102,6 +102,21 @@ def test_cooldown_is_per_rule_and_configurable() -> None:
     assert r.policy == [("cart_recovery", "cap", "suppressed")]
 
 
+def test_a_suppressed_candidate_reports_the_id_and_time_its_alert_would_have_had() -> None:
+    # Its id and time are computed only when read: the same as the alert's without a cooldown.
+    suppressed, sent = Run(engine()), Run(engine({"cart_recovery": 0}))
+    for r in (suppressed, sent):
+        r.abandon(minutes(0))
+        r.abandon(minutes(40))
+        r.view(minutes(100))
+    second = [a for o in sent.outs for a in o.alerts][1]
+    [event] = [p for o in suppressed.outs for p in o.policy_events]
+    assert (event.rule, event.reason, event.action) == ("cart_recovery", "cooldown", "suppressed")
+    assert event.alert_id == second.alert_id
+    assert event.event_time == second.event_time
+    assert repr(event).endswith(f"{second.alert_id!r}, {second.event_time!r})")
+
+
 # ------------------------------------------------------------------ daily cap
 
 
