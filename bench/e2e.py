@@ -153,7 +153,11 @@ def _max(values: Sequence[N | None]) -> N | None:
 
 def _figures(proc: Proc, *, events: float | None, seconds: float | None,
              cpu_s: float | None, loop_lag_max_s: float | None,
-             peak_rss: int | None = None) -> ProcessFigures:
+             peak_rss: int | None = None,
+             publishing: tuple[float | None, float] | None = None) -> ProcessFigures:
+    """``publishing``: the CPU seconds used while the phase published and how long that took
+    (a latency phase's span also waits for the last rows)."""
+    busy_s, publish_s = publishing if publishing is not None else (None, 0.0)
     return ProcessFigures(
         role=proc.role, pid=proc.pid, cpu=proc.cpu,
         startup_s=round(proc.ready_s - proc.started_s, 2) if proc.ready_s else None,
@@ -164,6 +168,8 @@ def _figures(proc: Proc, *, events: float | None, seconds: float | None,
         cpu_utilization=round(cpu_s / seconds, 3) if cpu_s is not None and seconds else None,
         events_per_cpu_s=round(events / cpu_s, 1) if events is not None and cpu_s else None,
         loop_lag_max_s=loop_lag_max_s, peak_rss_bytes=peak_rss,
+        cpu_utilization_publishing=(round(busy_s / publish_s, 3)
+                                    if busy_s is not None and publish_s > 0 else None),
     )
 
 
@@ -504,6 +510,8 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             messages, bootstrap_servers=settings.kafka_bootstrap_servers,
             topic=settings.topic_touchpoints, rate_per_s=rate_per_s,
             security=settings.kafka_security)
+        publish_s = time.monotonic() - began_s
+        cpu_published = [cpu_seconds(p.pid) for p in procs]
         if failed:
             raise RuntimeError(f"latency publish: {failed} of {total} messages not delivered")
 
@@ -527,11 +535,14 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     lags = [_loop_lag_max(p) for p in procs]
     events = [float(_handled(w.metrics())) for w in workers] + [_sink_rows(sink) - rows_before]
     figures = []
-    for proc, before, done, lag_max in zip(procs, cpu_before, events, lags, strict=True):
+    for proc, before, at_publish_end, done, lag_max in zip(procs, cpu_before, cpu_published,
+                                                           events, lags, strict=True):
         after = cpu_seconds(proc.pid)
         used = None if before is None or after is None else after - before
+        busy = None if before is None or at_publish_end is None else at_publish_end - before
         figures.append(_figures(proc, events=done, seconds=seconds, cpu_s=used,
-                                loop_lag_max_s=lag_max, peak_rss=peak_rss_bytes(proc.pid)))
+                                loop_lag_max_s=lag_max, peak_rss=peak_rss_bytes(proc.pid),
+                                publishing=(busy, publish_s)))
     for proc in procs:
         proc.stop()
 

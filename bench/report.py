@@ -282,6 +282,9 @@ class ProcessFigures(BaseModel):
     loop_lag_max_s: float | None = Field(
         None, description="cx_event_loop_lag_max_seconds at the end: longest stall since start")
     peak_rss_bytes: int | None = None
+    cpu_utilization_publishing: float | None = Field(
+        None, description="latency phases: CPU s / wall s while the load was published (the "
+        "span also waits for the last ClickHouse rows, when a worker that kept up idles)")
 
 
 class EndToEnd(BaseModel):
@@ -475,6 +478,8 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
             rows.append((f"3 worker{f' {i}' if len(workers) > 1 else ''} per CPU second{tag}",
                          _num(w.events_per_cpu_s, 0, "ev/s"),
                          f"CPU use {_num(w.cpu_utilization, 2)}"
+                         + (f" ({_num(w.cpu_utilization_publishing, 2)} while publishing)"
+                            if w.cpu_utilization_publishing is not None else "")
                          + ("; below its load: it fell behind" if short else "")))
         rows.append((f"3 publish->alert p50{tag}", _num(a.p50_ms, 1, "ms"), f"n={a.count}"))
         rows.append((f"3 publish->alert p99{tag}", _num(a.p99_ms, 1, "ms"),

@@ -7,12 +7,15 @@ import json
 import statistics
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from bench.e2e import _figures
 from bench.profile import IDLE, parse, summarize, threads
 from bench.report import (
     SCHEMA,
@@ -297,6 +300,30 @@ def test_table_shows_what_the_worker_could_score_against_each_latency_load() -> 
     rows = {name: (value, note) for name, value, note in table_rows(_result(latency_80=two))}
     assert rows["3 worker 0 per CPU second (80%)"] == ("20,000 ev/s", "CPU use 0.90")
     assert "3 worker 1 per CPU second (80%)" in rows
+
+
+def test_table_shows_how_busy_the_worker_was_while_the_load_was_published() -> None:
+    # The phase's span also waits for the last ClickHouse rows: a worker at its limit while
+    # publishing shows a lower utilization over the span.
+    worker = _process("worker", 11, 0, 5_000).model_copy(
+        update={"cpu_utilization": 0.78, "cpu_utilization_publishing": 0.95})
+    result = _result(latency_80=_latency(6_000, 300.0, 0.8).model_copy(
+        update={"processes": [worker, _process("sink", 13, 1, 5_000)]}))
+    rows = {name: (value, note) for name, value, note in table_rows(result)}
+    assert rows["3 worker per CPU second (80%)"] == (
+        "20,000 ev/s", "CPU use 0.78 (0.95 while publishing)")
+
+
+def test_process_figures_divide_the_publishing_cpu_by_the_publishing_time() -> None:
+    proc: Any = SimpleNamespace(role="worker", pid=11, cpu=0, ready_s=3.0, started_s=1.0)
+    f = _figures(proc, events=30_000, seconds=40.0, cpu_s=31.2, loop_lag_max_s=0.05,
+                 publishing=(28.5, 30.0))
+    assert (f.cpu_utilization, f.cpu_utilization_publishing) == (0.78, 0.95)
+    assert f.startup_s == 2.0
+    assert _figures(proc, events=1, seconds=1.0, cpu_s=None, loop_lag_max_s=None,
+                    publishing=(None, 30.0)).cpu_utilization_publishing is None
+    assert _figures(proc, events=1, seconds=1.0, cpu_s=0.5,
+                    loop_lag_max_s=None).cpu_utilization_publishing is None
 
 
 def test_format_table_aligns_values() -> None:
