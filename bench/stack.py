@@ -440,6 +440,21 @@ def service_age_s(name: str, state_dir: Path) -> float | None:
 
 
 @contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """Run the calling thread on ``cpu`` while the block runs (None: leave it where it is);
+    restore its affinity afterwards."""
+    if cpu is None:
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+@contextmanager
 def services_off_cpu(cpu: int | None, state_dir: Path) -> Iterator[list[str]]:
     """Keep the local services started by ``deploy/local/services.sh`` (found by their pid files
     in ``state_dir``) off ``cpu`` while the block runs, every thread of them; restore their

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.stack import cpu_busy, process_age_s, service_age_s, wait_quiet
+from bench.stack import cpu_busy, on_cpu, process_age_s, service_age_s, wait_quiet
 
 
 def _spin(stop: threading.Event) -> None:
@@ -55,3 +55,13 @@ def test_a_process_age_comes_from_proc_and_a_missing_service_has_none(tmp_path: 
     assert service_age_s("clickhouse", tmp_path) is None  # no pid file
     (tmp_path / "prometheus.pid").write_text("not a pid")
     assert service_age_s("prometheus", tmp_path) is None
+
+
+def test_on_cpu_moves_the_calling_thread_and_restores_it() -> None:
+    before = os.sched_getaffinity(0)
+    target = max(before)
+    with on_cpu(target):
+        assert os.sched_getaffinity(0) == {target}
+    assert os.sched_getaffinity(0) == before
+    with on_cpu(None):
+        assert os.sched_getaffinity(0) == before
