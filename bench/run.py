@@ -390,8 +390,8 @@ def run(args: argparse.Namespace) -> BenchResult:
                 result.sink = bench_sink(make_rows(args.sink_rows), url=url)
             _phase(result, "sink", sink)
         # The micro-benchmarks run on the worker's core, idle by now, with the services kept
-        # off it: on the services' core they measured ClickHouse's merges after the sink phase
-        # too (decode 4.45 us an event in one run against 2.72 in the others).
+        # off it: on the services' core they also measured ClickHouse still at work on the
+        # phases' rows (decode 4.45 us an event in one run against 2.72-2.76 in the others).
         with services_off_cpu(worker_cpu, REPO_ROOT / ".state"), on_cpu(worker_cpu):
             if worker_cpu is not None and {"decode", "engine"} & set(args.phases):
                 say(f"decode and engine on cpu {worker_cpu} (the worker's), services kept off it")
