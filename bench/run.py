@@ -14,6 +14,7 @@ Phases (``--phases`` picks some; all by default):
 4. sink     - ``bench.sink_bench.bench_sink`` (ClickHouse writer alone)
 5. decode   - ``bench.decode_bench.bench_decode`` (decode + validate, us/event)
 6. engine   - ``bench.engine_bench.bench_engine`` (scoring engine alone)
+Decode and engine run last, on the worker's core (idle by then) with the services kept off it.
 Peak RSS and state size per customer come from the e2e worker(s).
 
 Prints a table and writes ``bench/results/<UTC stamp>-<git short sha>.json``
@@ -342,7 +343,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     worker_cpu = args.worker_cpu if pin else None
     harness_cpu = (1 if worker_cpu == 0 else 0) if pin else None
     if harness_cpu is not None:
-        # The harness (publishers, pollers, micro-benchmarks) stays off the worker's core.
+        # The harness (publishers, pollers, the sink bench) stays off the worker's core.
         os.sched_setaffinity(0, {harness_cpu})
     # The sink shares the harness's core (and the services'): it never takes the worker's.
     sink_cpu = harness_cpu
