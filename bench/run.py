@@ -393,9 +393,10 @@ def run(args: argparse.Namespace) -> BenchResult:
         # The micro-benchmarks run on the worker's core, idle by now, with the services kept
         # off it: on the services' core they also measured ClickHouse still at work on the
         # phases' rows (decode 4.45 us an event in one run against 2.72-2.76 in the others).
-        with services_off_cpu(worker_cpu, REPO_ROOT / ".state"), on_cpu(worker_cpu):
-            if worker_cpu is not None and {"decode", "engine"} & set(args.phases):
-                say(f"decode and engine on cpu {worker_cpu} (the worker's), services kept off it")
+        micro_cpu = worker_cpu if {"decode", "engine"} & set(args.phases) else None
+        with services_off_cpu(micro_cpu, REPO_ROOT / ".state"), on_cpu(micro_cpu):
+            if micro_cpu is not None:
+                say(f"decode and engine on cpu {micro_cpu} (the worker's), services kept off it")
             if "decode" in args.phases:
                 def decode() -> None:
                     from bench.decode_bench import bench_decode

@@ -36,9 +36,15 @@ def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, timezone.utc)
 
 
-def _alert_id(c: Candidate, customer_id: str) -> str:
+def _id_names(c: Candidate) -> list[str]:
+    """What a candidate's alert id is made of after its rule and customer: its evidence, then
+    its ``id_extra`` if any."""
     extra = c.id_extra
-    return alert_id(c.rule, customer_id, c.evidence if extra is None else [*c.evidence, extra])
+    return c.evidence if extra is None else [*c.evidence, extra]
+
+
+def _alert_id(c: Candidate, customer_id: str) -> str:
+    return alert_id(c.rule, customer_id, _id_names(c))
 
 
 class Alerting:
@@ -82,7 +88,6 @@ class Alerting:
             # Most candidates end here (cooldowns): the worker only counts their policy events,
             # whose alert id and event time are computed if read.
             assert d.reason is not None
-            extra = c.id_extra
             out.policy_events.append(
                 PolicyEvent(
                     c.rule,
@@ -92,7 +97,7 @@ class Alerting:
                     None,
                     None,
                     customer_id,
-                    c.evidence if extra is None else [*c.evidence, extra],
+                    _id_names(c),
                     c.event_time,
                 )
             )
