@@ -81,8 +81,14 @@ class Settings(BaseSettings):
     # backlog fills it (fewer fetches and checkpoint slices: 6000 drains ~20 % faster than
     # 2000, docs/performance.md).
     batch_max_events: int = Field(6000, ge=1)
-    # Checkpoints: states written once per customer, offsets acked (after the outputs).
-    checkpoint_interval_ms: int = Field(1000, ge=1)
+    # Checkpoints: states written once per customer, offsets acked (after the outputs). Each
+    # changed state is written whole (encode, RocksDB, changelog) once per checkpoint, so a
+    # longer interval writes a customer who sends several events once instead of each
+    # second: 3 s (Faust's commit interval is 2.8 s) left the worker ~10-20 % more events per
+    # CPU second in the latency phases than 1 s (docs/performance.md). The cost: identity
+    # links reach other workers, and `cxsignals state show` and a restarted worker see
+    # states, up to this much later.
+    checkpoint_interval_ms: int = Field(3000, ge=1)
     # A worker that stops answering (kill -9, lost host) loses its partitions after this long.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.

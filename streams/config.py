@@ -30,8 +30,9 @@ class WorkerConfig:
     # A scoring batch is one fetch of at most this many messages, scored in one pass; its
     # outputs are handed over every 2,000 messages (PipelineLimits.yield_every_records).
     batch_max_events: int = 6000
-    # States are written (once per customer) and offsets acked at checkpoints this far apart.
-    checkpoint_interval_ms: int = 1000
+    # States are written (once per customer) and offsets acked at checkpoints this far apart
+    # (cxsignals/settings.py says why 3 s).
+    checkpoint_interval_ms: int = 3000
     producer_linger_ms: int = 5
     # A fetch waits for this many bytes, at most this long: fewer, larger fetches under a
     # steady load (each fetch has a fixed cost, an estimated ~2.5 ms at live rates), at most
