@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # ClickHouse sink.
     sink_batch_rows: int = Field(50_000, ge=1)
     sink_batch_ms: int = Field(250, ge=1)
+    # The sink's fetches: the broker answers once it holds this many bytes or after this long.
+    sink_fetch_min_bytes: int = Field(256 * 1024, ge=1)
+    sink_fetch_max_wait_ms: int = Field(100, ge=0, le=5000)
     # Longest wait between two attempts to reach ClickHouse (or Kafka) while it is away: also the
     # longest delay before the sink notices that it is back.
     sink_retry_max_s: float = Field(5.0, gt=0)
@@ -208,6 +211,8 @@ class Settings(BaseSettings):
             app_id=self.app_id, kafka_bootstrap_servers=self.kafka_bootstrap_servers,
             topics=self.topics, clickhouse=self.clickhouse, batch_rows=self.sink_batch_rows,
             batch_ms=self.sink_batch_ms, retry_max_s=self.sink_retry_max_s,
+            fetch_min_bytes=self.sink_fetch_min_bytes,
+            fetch_max_wait_ms=self.sink_fetch_max_wait_ms,
             max_event_bytes=self.max_event_bytes, max_future_skew_s=self.max_future_skew_s,
             kafka_security=self.kafka_security,
         )

@@ -89,6 +89,11 @@ class SinkConfig:
     clickhouse: ClickHouseParams = field(default_factory=ClickHouseParams)
     batch_rows: int = 50_000
     batch_ms: int = 250
+    # The broker answers the sink's fetch once it holds this many bytes, or after this long
+    # (aiokafka's default, 1 byte, answers at once with whatever arrived: many small fetches,
+    # each costing the broker and the sink a request). A batch collects for batch_ms anyway.
+    fetch_min_bytes: int = 256 * 1024
+    fetch_max_wait_ms: int = 100
     retry_max_s: float = 5.0
     max_event_bytes: int = MAX_EVENT_BYTES
     max_future_skew_s: float = 300.0

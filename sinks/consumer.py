@@ -318,6 +318,8 @@ class StoreLoop:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=max(MAX_MESSAGE_BYTES, 50 * 1024 * 1024),
+            fetch_min_bytes=config.fetch_min_bytes,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
             **config.kafka_security.aiokafka_options(),
         )
 

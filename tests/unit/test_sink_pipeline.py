@@ -242,3 +242,21 @@ def test_a_stop_cancels_a_write_that_does_not_end_in_time_and_commits_nothing(
     waited = asyncio.run(scenario())
     assert 0.2 <= waited < 2.0
     assert not [line for line in log if line.startswith("commit")]
+
+
+def test_the_sink_consumer_fetches_with_the_configured_minimum_and_wait() -> None:
+    """aiokafka's 1-byte minimum answers every fetch at once with whatever arrived; the sink
+    asks the broker to wait for CX_SINK_FETCH_MIN_BYTES or CX_SINK_FETCH_MAX_WAIT_MS."""
+    from cxsignals.settings import Settings
+
+    config = Settings(sink_fetch_min_bytes=54_321, sink_fetch_max_wait_ms=77).sink_config()
+    loop = StoreLoop(config, _build, object())  # type: ignore[arg-type]
+
+    async def build() -> Any:
+        return loop.consumer()
+
+    consumer = asyncio.run(build())
+    assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (54_321, 77)
+    defaults = SinkConfig()
+    assert (defaults.fetch_min_bytes, defaults.fetch_max_wait_ms) == (
+        Settings().sink_fetch_min_bytes, Settings().sink_fetch_max_wait_ms)
