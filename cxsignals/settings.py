@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     # Checkpoints: states written once per customer, offsets acked (after the outputs). Each
     # changed state is written whole (encode, RocksDB, changelog) once per checkpoint, so a
     # longer interval writes a customer who sends several events once instead of each
-    # second: 3 s (Faust's commit interval is 2.8 s) left the worker ~10-20 % more events per
-    # CPU second in the latency phases than 1 s (docs/performance.md). The cost: identity
+    # second: 3 s (Faust's commit interval is 2.8 s) left the worker 5-19 % more events per CPU
+    # second in alternating latency phases than 1 s (docs/performance.md). The cost: identity
     # links reach other workers, and `cxsignals state show` and a restarted worker see
     # states, up to this much later.
     checkpoint_interval_ms: int = Field(3000, ge=1)
