@@ -13,8 +13,8 @@ skipped when it comes up. So the heap holds about one entry per customer with a 
 used to push an entry for every change and skip the outdated ones when they came up: every
 checkpoint moves each changed customer's risk look to 5 minutes after its last event, so a
 customer active for 5 minutes left up to 5 min / ``CX_CHECKPOINT_INTERVAL_MS`` entries behind:
-~12 per customer after 400,000 events of ``bench.pipeline_bench``, ~100 per active customer
-in a live worker at 3-s checkpoints.)
+~12 per customer after 400,000 events of ``bench.pipeline_bench``; up to 100 per customer
+active for 5 minutes at 3-s checkpoints, by that arithmetic.)
 
 After a rebalance the index of a newly assigned partition is rebuilt from its stored states
 by :meth:`add_if_absent` calls made off the hot path (see ``streams.app``), in chunks.
