@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,7 +11,14 @@ import pytest
 from schemas.topics import TopicNames
 from streams.core.state import CustomerState
 from streams.processing import Processor
-from tests.journeys import build_engine, cart_abandoned, make_event
+from tests.journeys import (
+    build_engine,
+    cart_abandoned,
+    detractor,
+    make_event,
+    promoter_after_purchase,
+    repeated_unresolved_contacts,
+)
 
 # Yesterday at noon UTC: recent, and outside the shipped quiet hours (21-08) whatever the hour
 # the test runs at (a cart recovery due 30 min later must not be deferred to 08:00).
@@ -204,6 +212,127 @@ def test_state_cache_is_bounded() -> None:
     reads = store.reads
     processor.process("c-0", 0, make_event("c-0", "e-x", "page_view", NOW, {"url": "/"}), NOW)
     assert store.reads == reads + 1  # c-0 was evicted, c-1 and c-2 stayed
+
+
+def _decoded_dirty(processor: Processor) -> int:
+    return sum(isinstance(held, CustomerState) for held, _p, _c in processor._dirty.values())
+
+
+def _fields(value: bytes) -> dict[str, Any]:
+    fields = CustomerState.from_bytes(value).as_dict()
+    # The first look is scheduled from the wall clock: compared as scheduled or not.
+    fields["risk_wake_s"] = fields["risk_wake_s"] is not None
+    return fields
+
+
+def test_a_changed_state_the_cache_evicts_is_kept_encoded_and_decoded_when_it_comes_back(
+        ) -> None:
+    """Decoded states in memory stay within the cache: an evicted changed state is encoded at
+    once (not read from the store again when its customer comes back), the events applied
+    before the encoding are let go, and a failure rebuilds from the encoding."""
+    store = _Store()
+    events = cart_abandoned("c-a").events
+    processor = _processor(store, _FailOn(build_engine(), events[3].event_id),
+                           max_cached_states=1)
+    view = {"url": "/"}
+    processor.process("c-a", 0, events[0], NOW, raw=b"kept-0")
+    processor.process("c-a", 0, events[1], NOW, raw=b"kept-1")
+    assert processor._applied["c-a"] == [b"kept-0", b"kept-1"]
+    processor.process("c-b", 0, make_event("c-b", "e-b", "page_view", NOW, view), NOW)
+    held, _partition, _change = processor._dirty["c-a"]
+    assert isinstance(held, bytes) and _decoded_dirty(processor) == 1
+    assert "c-a" not in processor._applied  # the encoding holds them
+    assert len(CustomerState.from_bytes(held).seen) == 2
+    reads = store.reads
+    processor.process("c-a", 0, events[2], NOW)  # decoded from its encoding, not read
+    assert store.reads == reads and _decoded_dirty(processor) == 1
+    with pytest.raises(RuntimeError):
+        processor.process("c-a", 0, events[3], NOW)  # rebuilt: the encoding + events[2]
+    store.write_pending(processor)
+    reference = _Store()
+    clean = _processor(reference)
+    for event in events[:3]:
+        clean.process("c-a", 0, event, NOW)
+    reference.write_pending(clean)
+    assert _fields(store.data[(0, b"c-a")]) == _fields(reference.data[(0, b"c-a")])
+    assert processor.dirty_customers == 0 and not processor._base and not processor._applied
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_small_cache_stores_the_same_states_as_one_that_holds_everyone(seed: int) -> None:
+    """Random interleavings of 12 customers' journeys through a 3-state cache: writes handed
+    out and completed late, in any order of fetches, an engine failure in each journey, a
+    rebalance. The stored states equal those of a processor whose cache holds everyone, and
+    at every step up to the rebalance at most the cache's changed states are decoded."""
+    rng = random.Random(seed)
+    journeys = [cart_abandoned, detractor, repeated_unresolved_contacts,
+                promoter_after_purchase]
+    queues = {f"c-{n}": list(journeys[n % 4](f"c-{n}").events) for n in range(12)}
+    failing = {rng.choice(q[1:]).event_id for q in queues.values()}
+    script: list[tuple[str, Any]] = []
+    while any(queues.values()):
+        customer = rng.choice([c for c, q in queues.items() if q])
+        script.append(("event", queues[customer].pop(0)))
+        roll = rng.random()
+        if roll < 0.15:
+            script.append(("hand_out", None))
+        elif roll < 0.3:
+            script.append(("complete", None))
+        elif roll < 0.32:
+            script.append(("rebalance", None))
+
+    def run(cache: int) -> tuple[dict[tuple[int, bytes], bytes], int]:
+        store = _Store()
+        processor = _processor(store, _FailOn2(build_engine(), failing),
+                               max_cached_states=cache)
+        in_flight: list[list[Any]] = []
+        most_decoded, rebalanced = 0, False
+        for action, event in script:
+            if action == "event":
+                try:
+                    processor.process(event.customer_id, 0, event, NOW,
+                                      raw=event.model_dump_json(exclude_none=True).encode())
+                except RuntimeError:
+                    assert event.event_id in failing
+            elif action == "hand_out":
+                in_flight.append(processor.pending_writes())
+            elif action == "complete" and in_flight:
+                for write in in_flight.pop(0):
+                    store.data[(write.partition, write.customer_id.encode())] = write.value
+                    processor.written(write)
+            elif action == "rebalance":
+                processor.forget_states()
+                rebalanced = True  # the cache is dropped: its changed states stay decoded
+            if not rebalanced:
+                most_decoded = max(most_decoded, _decoded_dirty(processor))
+        for writes in in_flight:
+            for write in writes:
+                store.data[(write.partition, write.customer_id.encode())] = write.value
+                processor.written(write)
+        store.write_pending(processor)
+        assert processor.dirty_customers == 0 and not processor._base
+        return store.data, most_decoded
+
+    small, most_decoded = run(3)
+    everyone, _ = run(10_000)
+    assert small.keys() == everyone.keys() and len(small) == 12
+    for key, value in small.items():
+        assert _fields(value) == _fields(everyone[key]), key
+    assert most_decoded <= 3
+
+
+class _FailOn2(_FailOn):
+    """Raises on any of a set of event ids."""
+
+    def __init__(self, engine: Any, event_ids: set[str]) -> None:
+        super().__init__(engine, "")
+        self.event_ids = event_ids
+
+    def process(self, state: Any, customer_id: str, event: Any, *, now: datetime) -> Any:
+        outcome = self.engine.process(state, customer_id, event, now=now)
+        if event.event_id in self.event_ids:
+            raise RuntimeError("bug")
+        return outcome
 
 
 def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
