@@ -89,8 +89,13 @@ class Processor:
     """Runs the engine for one customer at a time; keeps changed states until written.
 
     Failure behaviour: when the engine raises half-way through an event, the customer's state
-    is rebuilt from the stored one and the events applied since the last write (their outputs
-    were already taken), and the error is raised to the caller, which dead-letters the event.
+    is rebuilt from its latest encoding not written yet (else the stored state) and the events
+    applied since (their outputs were already taken), and the error is raised to the caller,
+    which dead-letters the event.
+
+    Memory: with the cache on, the decoded states are the cache's (``max_cached_states``): a
+    changed state the cache evicts is kept encoded until written (with the cache off, a
+    changed state is encoded when it is handed out for writing).
 
     Bounded state: a customer inactive for the TTL of ``expiry`` is deleted by :meth:`expire`
     (a pending write of None: a RocksDB delete and a changelog tombstone).
