@@ -45,14 +45,18 @@ class _Store:
         for write in writes:
             if self.fail_writes:
                 raise OSError("disk full")
-            key = (write.partition, write.customer_id.encode())
-            if write.value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = write.value
-            self.writes += 1
-            processor.written(write)
+            self.store(write, processor)
         return len(writes)
+
+    def store(self, write: Any, processor: Processor) -> None:
+        """One write stored (a value of None deletes), then reported written."""
+        key = (write.partition, write.customer_id.encode())
+        if write.value is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = write.value
+        self.writes += 1
+        processor.written(write)
 
 
 def _processor(store: _Store, engine: Any = None, **kwargs: Any) -> Processor:
@@ -145,14 +149,15 @@ def test_a_state_handed_out_stays_dirty_until_written_and_is_not_handed_out_twic
 
 
 class _FailOn:
-    """Wraps an engine; raises on one event id (after mutating the state, as a bug might)."""
+    """Wraps an engine; raises on the given event ids (after mutating the state, as a bug
+    might)."""
 
-    def __init__(self, engine: Any, event_id: str) -> None:
-        self.engine, self.event_id, self.sentiment = engine, event_id, engine.sentiment
+    def __init__(self, engine: Any, *event_ids: str) -> None:
+        self.engine, self.event_ids, self.sentiment = engine, set(event_ids), engine.sentiment
 
     def process(self, state: Any, customer_id: str, event: Any, *, now: datetime) -> Any:
         outcome = self.engine.process(state, customer_id, event, now=now)
-        if event.event_id == self.event_id:
+        if event.event_id in self.event_ids:
             raise RuntimeError("bug")
         return outcome
 
@@ -283,7 +288,7 @@ def test_a_small_cache_stores_the_same_states_as_one_that_holds_everyone(seed: i
 
     def run(cache: int) -> tuple[dict[tuple[int, bytes], bytes], int]:
         store = _Store()
-        processor = _processor(store, _FailOn2(build_engine(), failing),
+        processor = _processor(store, _FailOn(build_engine(), *failing),
                                max_cached_states=cache)
         in_flight: list[list[Any]] = []
         most_decoded, rebalanced = 0, False
@@ -298,8 +303,7 @@ def test_a_small_cache_stores_the_same_states_as_one_that_holds_everyone(seed: i
                 in_flight.append(processor.pending_writes())
             elif action == "complete" and in_flight:
                 for write in in_flight.pop(0):
-                    store.data[(write.partition, write.customer_id.encode())] = write.value
-                    processor.written(write)
+                    store.store(write, processor)
             elif action == "rebalance":
                 processor.forget_states()
                 rebalanced = True  # the cache is dropped: its changed states stay decoded
@@ -307,8 +311,7 @@ def test_a_small_cache_stores_the_same_states_as_one_that_holds_everyone(seed: i
                 most_decoded = max(most_decoded, _decoded_dirty(processor))
         for writes in in_flight:
             for write in writes:
-                store.data[(write.partition, write.customer_id.encode())] = write.value
-                processor.written(write)
+                store.store(write, processor)
         store.write_pending(processor)
         assert processor.dirty_customers == 0 and not processor._base
         return store.data, most_decoded
@@ -319,20 +322,6 @@ def test_a_small_cache_stores_the_same_states_as_one_that_holds_everyone(seed: i
     for key, value in small.items():
         assert _fields(value) == _fields(everyone[key]), key
     assert most_decoded <= 3
-
-
-class _FailOn2(_FailOn):
-    """Raises on any of a set of event ids."""
-
-    def __init__(self, engine: Any, event_ids: set[str]) -> None:
-        super().__init__(engine, "")
-        self.event_ids = event_ids
-
-    def process(self, state: Any, customer_id: str, event: Any, *, now: datetime) -> Any:
-        outcome = self.engine.process(state, customer_id, event, now=now)
-        if event.event_id in self.event_ids:
-            raise RuntimeError("bug")
-        return outcome
 
 
 def test_a_state_changed_while_its_write_is_under_way_stays_pending() -> None:
