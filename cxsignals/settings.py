@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from sinks.config import ClickHouseParams, SinkConfig
-from streams.config import WorkerConfig
+from streams.config import CHECKPOINT_INTERVAL_MS, WorkerConfig
 from streams.kafka_security import KafkaSecurity, KafkaSecurityError
 
 __all__ = ["REPO_ROOT", "ClickHouseParams", "KafkaSecurity", "Settings", "SettingsError",
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # second in alternating latency phases than 1 s (docs/performance.md). The cost: identity
     # links reach other workers, and `cxsignals state show` and a restarted worker see
     # states, up to this much later.
-    checkpoint_interval_ms: int = Field(3000, ge=1)
+    checkpoint_interval_ms: int = Field(CHECKPOINT_INTERVAL_MS, ge=1)
     # A worker that stops answering (kill -9, lost host) loses its partitions after this long.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.

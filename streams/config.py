@@ -16,6 +16,9 @@ from streams.kafka_security import KafkaSecurity
 
 # Memtables per RocksDB table partition: one being filled while the other is flushed.
 ROCKSDB_MEMTABLES = 2
+# How far apart checkpoints (states written, offsets acked) are by default: the one default of
+# CX_CHECKPOINT_INTERVAL_MS, WorkerConfig and PipelineLimits (cxsignals/settings.py says why 3 s).
+CHECKPOINT_INTERVAL_MS = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,7 @@ class WorkerConfig:
     batch_max_events: int = 6000
     # States are written (once per customer) and offsets acked at checkpoints this far apart
     # (cxsignals/settings.py says why 3 s).
-    checkpoint_interval_ms: int = 3000
+    checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS
     producer_linger_ms: int = 5
     # A fetch waits for this many bytes, at most this long: fewer, larger fetches under a
     # steady load (each fetch has a fixed cost, an estimated ~2.5 ms at live rates), at most

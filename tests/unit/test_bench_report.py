@@ -258,6 +258,15 @@ def test_table_marks_goals_and_failures() -> None:
     assert rows["3 publish->alert max"][0] == "400.0 ms"
     assert rows["5 decode + validate"][1].startswith("MISS")  # 7.5 us > 5 us
     assert rows["! sink"][0] == "FAILED"
+    assert rows["2 e2e sustained (group lag)"] == ("22,500 ev/s", "")
+
+
+def test_table_says_why_the_group_lag_rate_is_missing() -> None:
+    e2e = _e2e(25_000.0).model_copy(update={"events_per_s_lag": None})
+    rows = {name: (value, note) for name, value, note in table_rows(_result(end_to_end=e2e))}
+    value, note = rows["2 e2e sustained (group lag)"]
+    assert value == "-"
+    assert "fewer than two group commits" in note
     assert "4 sink alone" not in rows
 
 

@@ -9,6 +9,8 @@ import pytest
 from cxsignals.settings import Settings
 from sinks.config import ClickHouseParams
 from streams.app import build_engine
+from streams.config import WorkerConfig
+from streams.pipeline import PipelineLimits
 
 
 def test_the_worker_config_carries_the_scoring_settings_into_the_engine() -> None:
@@ -23,6 +25,14 @@ def test_the_worker_config_carries_the_scoring_settings_into_the_engine() -> Non
     assert config.topics.touchpoints == "t.in" and config.keyed_topic == "a1.touchpoints.keyed"
     assert config.touchpoint_partitions == 6 and config.checkpoint_interval_ms == 250
     assert config.kafka_broker_url == "kafka://127.0.0.1:9092"
+
+
+def test_the_checkpoint_interval_has_one_default_everywhere() -> None:
+    """CX_CHECKPOINT_INTERVAL_MS unset: the worker, a WorkerConfig built directly (tests, the
+    bench) and a PipelineLimits built directly checkpoint equally often."""
+    limits = PipelineLimits(partitions=4, max_event_bytes=1 << 20, max_future_skew_s=300)
+    default_ms = Settings.model_fields["checkpoint_interval_ms"].default  # the environment aside
+    assert default_ms == WorkerConfig().checkpoint_interval_ms == limits.checkpoint_s * 1000
 
 
 def test_the_sink_config_has_its_own_group_and_the_clickhouse_target() -> None:
