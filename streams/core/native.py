@@ -42,8 +42,8 @@ from pathlib import Path
 NATIVE_MODULES = (
     "alert_ids", "alerting", "churn", "churn_model", "engine", "explanation", "identity",
     "idle_risk", "kept_signals", "outcome", "packed_arrays", "policy", "product_views",
-    "rounding", "rule_evaluators", "rule_plan", "scoring", "seen_ids", "signals", "state",
-    "windows",
+    "rounding", "rule_evaluators", "rule_plan", "scoring", "seen_ids", "sentiment", "signals",
+    "state", "windows",
 )
 # The worker's per-event glue around the core (streams/*.py), compiled with it: Faust-free.
 # The Makefile lists their sources too (tests/unit/test_native_build.py checks both agree).
