@@ -446,7 +446,7 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                      _vs(e.events_per_s_metrics, TARGET_E2E_EVENTS_PER_S)))
         rows.append(("2 e2e sustained (group lag)", _num(e.events_per_s_lag, 0, "ev/s"),
                      "" if e.events_per_s_lag is not None else
-                     "fewer than two group commits in the drain (one a checkpoint)"))
+                     "fewer than two group commits in the drain (commits follow checkpoints)"))
         rows.append(("2 e2e / ceiling", _num(e.ratio_to_ceiling, 3),
                      _vs(e.ratio_to_ceiling, TARGET_RATIO_TO_CEILING)))
         rows.append(("2 e2e per worker CPU second", _num(e.events_per_cpu_s, 0, "ev/s"),
