@@ -19,7 +19,6 @@ punctuation, emoticons and emojis).
 
 from __future__ import annotations
 
-import math
 import string
 from typing import Final, Protocol
 
@@ -30,6 +29,8 @@ from vaderSentiment.vaderSentiment import (
     NEGATE,
     SPECIAL_CASES,
     SentimentIntensityAnalyzer,
+    allcap_differential,
+    normalize,
 )
 
 _PUNCTUATION: Final = string.punctuation
@@ -75,11 +76,7 @@ class VaderAnalyzer:
         n = len(words)
         if n == 0:
             return 0.0
-        upper = 0
-        for w in words:
-            if w.isupper():
-                upper += 1
-        cap_diff = 0 < n - upper < n
+        cap_diff: bool = allcap_differential(words)
         lexicon = self._lexicon
         sentiments: list[float] = []
         for i in range(n):
@@ -241,7 +238,8 @@ def _but_check(bi: int, sentiments: list[float]) -> None:
 
 
 def _compound(sentiments: list[float], text: str) -> float:
-    """``score_valence``'s compound: the sum, emphasised by ``!`` and ``?``, normalized."""
+    """``score_valence``'s compound: the sum, emphasised by ``!`` and ``?``, normalized by the
+    library's ``normalize``."""
     sum_s = float(sum(sentiments))
     ep_count = text.count("!")
     if ep_count > 4:
@@ -256,9 +254,4 @@ def _compound(sentiments: list[float], text: str) -> float:
         sum_s += amplifier
     elif sum_s < 0:
         sum_s -= amplifier
-    norm = sum_s / math.sqrt((sum_s * sum_s) + 15)
-    if norm < -1.0:
-        norm = -1.0
-    elif norm > 1.0:
-        norm = 1.0
-    return round(norm, 4)
+    return round(float(normalize(sum_s)), 4)
