@@ -17,7 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from sinks.config import ClickHouseParams, SinkConfig
-from streams.config import CHECKPOINT_INTERVAL_MS, WorkerConfig
+from streams.config import (
+    CHECKPOINT_INTERVAL_MS,
+    FETCH_MAX_WAIT_MS,
+    FETCH_MIN_BYTES,
+    WorkerConfig,
+)
 from streams.kafka_security import KafkaSecurity, KafkaSecurityError
 
 __all__ = ["REPO_ROOT", "ClickHouseParams", "KafkaSecurity", "Settings", "SettingsError",
@@ -93,9 +98,10 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.
     producer_linger_ms: int = Field(5, ge=0)
-    # Fetch coalescing: the broker answers once it has this many bytes or after this long.
-    fetch_min_bytes: int = Field(256 * 1024, ge=1)
-    fetch_max_wait_ms: int = Field(30, ge=0, le=5000)
+    # Fetch coalescing: the broker answers once it has this many bytes or after this long
+    # (streams/config.py says why 1 MiB / 80 ms).
+    fetch_min_bytes: int = Field(FETCH_MIN_BYTES, ge=1)
+    fetch_max_wait_ms: int = Field(FETCH_MAX_WAIT_MS, ge=0, le=5000)
     producer_batch_bytes: int = Field(512 * 1024, ge=1024)
 
     # Event contract.

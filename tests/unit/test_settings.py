@@ -35,6 +35,17 @@ def test_the_checkpoint_interval_has_one_default_everywhere() -> None:
     assert default_ms == WorkerConfig().checkpoint_interval_ms == limits.checkpoint_s * 1000
 
 
+def test_the_fetch_limits_have_one_default_everywhere() -> None:
+    """CX_FETCH_MIN_BYTES / CX_FETCH_MAX_WAIT_MS unset: the worker's settings and a WorkerConfig
+    built directly (tests, the bench) coalesce fetches alike, and the settings hand theirs on."""
+    fields = Settings.model_fields  # the defaults, the environment aside
+    defaults = (fields["fetch_min_bytes"].default, fields["fetch_max_wait_ms"].default)
+    assert defaults == (WorkerConfig().fetch_min_bytes, WorkerConfig().fetch_max_wait_ms)
+    assert defaults == (1024 * 1024, 80)
+    config = Settings(fetch_min_bytes=4096, fetch_max_wait_ms=7).worker_config()
+    assert (config.fetch_min_bytes, config.fetch_max_wait_ms) == (4096, 7)
+
+
 def test_the_sink_config_has_its_own_group_and_the_clickhouse_target() -> None:
     settings = Settings(app_id="a2", clickhouse_url="clickhouse://u:p%40ss@ch:9001/db1",
                         topic_scores="s.out", sink_batch_ms=100)
