@@ -24,9 +24,9 @@ CHECKPOINT_INTERVAL_MS = 3000
 # after this long. Each fetch has a fixed cost (the cross-thread getmany, the producer requests,
 # the durable phase), so fewer, larger fetches leave more of the worker's core to scoring, at up
 # to this much added latency. 1 MiB / 80 ms against 256 KiB / 30 ms (docs/performance.md,
-# 2026-12-07): +27 % live events per worker CPU second at half load, +8 % at 80 %, the 80 %
-# alert p99 down from 339-799 ms to 223-358 ms in five runs of six, alert p50 at half load
-# ~50 -> ~100 ms.
+# 2026-12-07, latency-only phases at 15,000 / 24,000 events/s): +27 % live events per worker
+# CPU second at half load, +7 % at 80 %; the 80 % alert p99 223-358 ms in five runs of six
+# (1,062 in the sixth) against 339-799 ms in three; the half-load alert p50 ~100 ms against ~45.
 FETCH_MIN_BYTES = 1024 * 1024
 FETCH_MAX_WAIT_MS = 80
 
