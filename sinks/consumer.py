@@ -85,7 +85,7 @@ from streams.core.deadletter import (
     format_received_at,
     parse_dead_letter_headers,
 )
-from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer
+from streams.core.sentiment import SentimentAnalyzer, VaderAnalyzer, comment_sentiment
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
 from streams.health import Health
 from streams.kafka_security import KafkaSecurity
@@ -272,7 +272,7 @@ class RowBuilder:
                 ingested_at=now,
             ))]
         comment = getattr(getattr(result, "properties", None), "comment", None)
-        sentiment = self.sentiment.compound(comment) if comment else None
+        sentiment = comment_sentiment(self.sentiment, comment)
         return [(TOUCHPOINT_EVENTS, event_row(result, sentiment, ingested_at=now))]
 
     def processing_error(self, record: ConsumerRecord, now: datetime) -> Rows:

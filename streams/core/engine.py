@@ -52,7 +52,7 @@ from streams.core.scoring import (
     current_stage_value,
 )
 from streams.core.seen_ids import id_key
-from streams.core.sentiment import SentimentAnalyzer
+from streams.core.sentiment import SentimentAnalyzer, comment_sentiment
 from streams.core.signals import Signal, error_kind, event_signals
 from streams.core.state import (
     MAX_CONTACTS,
@@ -225,9 +225,7 @@ class Engine:
         else:
             repeated = False
             if isinstance(event, SurveyAnswerEvent):
-                comment = event.properties.comment
-                if comment and comment.strip():
-                    sentiment = self.sentiment.compound(comment)
+                sentiment = comment_sentiment(self.sentiment, event.properties.comment)
             elif isinstance(event, SupportContactEvent):
                 repeated = bool(timed_between(st.contacts, t - DAY_S, t))
             signals = event_signals(

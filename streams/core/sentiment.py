@@ -45,6 +45,13 @@ class SentimentAnalyzer(Protocol):
         ...
 
 
+def comment_sentiment(analyzer: SentimentAnalyzer, comment: str | None) -> float | None:
+    """The score of a survey comment, None when there is none: absent, empty or only whitespace.
+    The engine (its comment signals, detractor rule) and the sink (``sentiment`` /
+    ``has_sentiment``) both ask this, so a comment counts as scored in both or in neither."""
+    return analyzer.compound(comment) if comment and not comment.isspace() else None
+
+
 def _negated(word: str) -> bool:
     """VADER's ``negated([word])`` for one lower-cased word."""
     return word in _NEGATE or "n't" in word

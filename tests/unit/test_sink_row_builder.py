@@ -125,3 +125,34 @@ def test_a_score_tombstone_an_erase_wrote_becomes_no_row() -> None:
                                timestamp_type=0, key=b"c-1", value=None, checksum=None,
                                serialized_key_size=3, serialized_value_size=-1, headers=())
     assert build(tombstone, datetime.now(timezone.utc)) == []
+
+
+@pytest.mark.parametrize("comment", ["", "   ", "\t\n", "\u2003"])
+def test_a_blank_comment_is_not_scored_by_the_sink_nor_the_engine(comment: str) -> None:
+    """A comment that is empty or only whitespace is no comment for either process: the row
+    says ``has_sentiment`` 0, and the engine adds no comment signal."""
+    config = SinkConfig()
+    build = RowBuilder(config, VaderAnalyzer())
+    now = datetime.now(timezone.utc)
+    properties = {"survey": "nps", "score": 9, "comment": comment}
+    event = make_event("c-1", "e-1", "survey_answer", now - timedelta(minutes=5), properties)
+    [(table, row)] = build(_record(config.topics.touchpoints,
+                                   event.model_dump_json(exclude_none=True).encode()), now)
+    values = as_dict(table, row)
+    assert (values["has_sentiment"], values["sentiment"]) == (0, 0.0)
+    signals = build_engine().process(None, "c-1", event, now=now).state.signals
+    assert not [name for _t, _w, name, _id in signals.records() if name.endswith("_comment")]
+
+
+def test_a_real_comment_is_scored_by_both() -> None:
+    config = SinkConfig()
+    build = RowBuilder(config, VaderAnalyzer())
+    now = datetime.now(timezone.utc)
+    properties = {"survey": "nps", "score": 2, "comment": "  Awful, nobody helped me  "}
+    event = make_event("c-1", "e-1", "survey_answer", now - timedelta(minutes=5), properties)
+    [(table, row)] = build(_record(config.topics.touchpoints,
+                                   event.model_dump_json(exclude_none=True).encode()), now)
+    values = as_dict(table, row)
+    assert values["has_sentiment"] == 1 and values["sentiment"] < -0.05
+    signals = build_engine().process(None, "c-1", event, now=now).state.signals
+    assert "negative_comment" in [name for _t, _w, name, _id in signals.records()]
