@@ -1,7 +1,8 @@
 """Sentiment of free-text comments, behind a one-method interface.
 
-The engine calls the analyzer only when an event carries a non-empty comment. The text itself is
-never stored in the state or in alerts (personal data); only the compound score is used.
+The engine and the sink call the analyzer through :func:`comment_sentiment`, only for a comment
+that is not empty or only whitespace. The text itself is never stored in the state or in alerts
+(personal data); only the compound score is used.
 
 :class:`VaderAnalyzer` is VADER 3.3.2's ``compound`` score (the ``vaderSentiment`` package: its
 lexicons, constants and rules), computed without the parts of ``polarity_scores`` the score does
