@@ -37,7 +37,7 @@ $(NATIVE_STAMP): $(STAMP) $(wildcard streams/core/*.py) streams/processing.py st
 	touch $@; }
 
 .PHONY: native
-native: $(NATIVE_STAMP) ## Compile the scoring core with mypyc (make install does it; ~30 s)
+native: $(NATIVE_STAMP) ## Compile the scoring core with mypyc (make install does it; about a minute)
 
 .PHONY: clean-native
 clean-native: ## Remove the compiled core: streams/core runs as Python (then NATIVE=0 keeps it so)
@@ -62,7 +62,7 @@ setup: install services ## Install, start services, create topics, apply Kafka A
 	$(BIN)/cxsignals migrate
 
 .PHONY: run
-run: setup ## Set up everything, then run a worker and the event simulator (Ctrl-C stops both)
+run: setup ## Set up everything, then run a worker, a sink and the event simulator (Ctrl-C stops them)
 	@deploy/run.sh
 
 .PHONY: test

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="events scored before the measured ones (not timed): full states, "
                              "as in the latency phases (e.g. 700000: ~80 events a customer)")
     parser.add_argument("--checkpoint-ms", type=int, default=WorkerConfig().checkpoint_interval_ms,
-                        help="CX_CHECKPOINT_MS (wall time: the run's pace sets the events "
+                        help="CX_CHECKPOINT_INTERVAL_MS (wall time: the run's pace sets the events "
                              "a checkpoint covers)")
     parser.add_argument("--by-type", action="store_true",
                         help="then one more run timing Engine.process per event type")

@@ -27,7 +27,7 @@ examples:
       --horizon-days 273 --predictions /tmp/cdnow_pred.csv
   cxsignals churn cdnow sample /tmp/cdnow_sample.csv
   cxsignals churn fit --transactions /tmp/cdnow_sample.csv --end 1997-09-30 --out params.json
-  cxsignals churn fit --out params.json          # purchase history in ClickHouse, up to today
+  cxsignals churn fit --out params.json   # history in ClickHouse, up to its last purchase day
   CX_CHURN_PARAMS_PATH=params.json cxsignals worker
 
 exit codes: 0 done, 1 the data cannot be fitted, 2 bad input or ClickHouse unreachable
