@@ -106,3 +106,16 @@ def test_the_worker_loads_the_churn_params_file(
         build_engine(Settings().worker_config())
     monkeypatch.delenv("CX_CHURN_PARAMS_PATH")
     assert build_engine(Settings().worker_config()).config.churn_model is PUBLISHED
+
+
+def test_readme_documents_every_setting() -> None:
+    """Each setting's environment name appears in README's configuration table."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if alias is not None else f"CX_{name.upper()}"  # type: ignore[union-attr]
+        if f"`{env}`" not in table:
+            missing.append(env)
+    assert not missing, f"settings missing from README's table: {missing}"
