@@ -24,6 +24,7 @@ from streams.config import (
     WorkerConfig,
 )
 from streams.kafka_security import KafkaSecurity, KafkaSecurityError
+from streams.loop_lag import STALL_DUMP_S
 
 __all__ = ["REPO_ROOT", "ClickHouseParams", "KafkaSecurity", "Settings", "SettingsError",
            "checked_settings", "get_settings", "namespaced_env"]
@@ -108,6 +109,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=1)
     # Events stamped further ahead of receipt are dead-lettered as future_timestamp.
     max_future_skew_s: float = Field(300.0, ge=0)
+    # Worker and sink: an event loop blocked this long has every thread's stack written to
+    # stderr, to tell what blocked it (streams/loop_lag.py; 0 turns it off).
+    stall_dump_s: float = Field(STALL_DUMP_S, ge=0)
 
     # Scoring and alerting.
     rules_path: Path | None = None
@@ -209,6 +213,7 @@ class Settings(BaseSettings):
             kafka_security=self.kafka_security,
             idle_risk=self.idle_risk,
             churn_horizon_days=self.churn_horizon_days, churn_params_path=self.churn_params_path,
+            stall_dump_s=self.stall_dump_s,
         )
 
     def sink_config(self) -> SinkConfig:
@@ -220,7 +225,7 @@ class Settings(BaseSettings):
             fetch_min_bytes=self.sink_fetch_min_bytes,
             fetch_max_wait_ms=self.sink_fetch_max_wait_ms,
             max_event_bytes=self.max_event_bytes, max_future_skew_s=self.max_future_skew_s,
-            kafka_security=self.kafka_security,
+            kafka_security=self.kafka_security, stall_dump_s=self.stall_dump_s,
         )
 
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from streams.kafka_security import KafkaSecurity
+from streams.loop_lag import STALL_DUMP_S
 
 _TRUE = ("1", "true", "yes", "on")
 _URL_FORM = ("CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db or "
@@ -97,6 +98,8 @@ class SinkConfig:
     retry_max_s: float = 5.0
     max_event_bytes: int = MAX_EVENT_BYTES
     max_future_skew_s: float = 300.0
+    # An event loop blocked this long has every thread's stack written to stderr (0: off).
+    stall_dump_s: float = STALL_DUMP_S
     # SASL/TLS of the sink's consumer and dead-letter producer (docs/security.md).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
 

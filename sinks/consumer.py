@@ -675,7 +675,8 @@ async def serve(sink: StoreLoop, *, lag_interval_s: float = 5.0) -> None:
                     metrics.sink_lag.labels(tp.topic, str(tp.partition)).set(
                         max(0, highwater - position))
 
-    helpers = [asyncio.ensure_future(watch_loop_lag()), asyncio.ensure_future(lag())]
+    helpers = [asyncio.ensure_future(watch_loop_lag(stall_dump_s=sink.config.stall_dump_s)),
+               asyncio.ensure_future(lag())]
     try:
         await sink.run()
     finally:

@@ -234,7 +234,7 @@ def _wire_health(app: faust.App, config: WorkerConfig, pipeline: ScoringPipeline
 
     @app.task
     async def _loop_lag() -> None:
-        await watch_loop_lag()
+        await watch_loop_lag(stall_dump_s=config.stall_dump_s)
 
     @app.timer(interval=KAFKA_PROBE_S, name="kafka-health")
     async def _kafka_health() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from streams.kafka_security import KafkaSecurity
+from streams.loop_lag import STALL_DUMP_S
 
 # Memtables per RocksDB table partition: one being filled while the other is flushed.
 ROCKSDB_MEMTABLES = 2
@@ -53,6 +54,8 @@ class WorkerConfig:
     producer_batch_bytes: int = 512 * 1024
     max_event_bytes: int = MAX_EVENT_BYTES
     max_future_skew_s: float = 300.0
+    # An event loop blocked this long has every thread's stack written to stderr (0: off).
+    stall_dump_s: float = STALL_DUMP_S
     rules_path: Path | None = None
     grace_s: float = 3600.0
     half_life_days: float = 14.0
