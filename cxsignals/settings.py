@@ -21,10 +21,10 @@ from streams.config import (
     CHECKPOINT_INTERVAL_MS,
     FETCH_MAX_WAIT_MS,
     FETCH_MIN_BYTES,
+    STALL_DUMP_S,
     WorkerConfig,
 )
 from streams.kafka_security import KafkaSecurity, KafkaSecurityError
-from streams.loop_lag import STALL_DUMP_S
 
 __all__ = ["REPO_ROOT", "ClickHouseParams", "KafkaSecurity", "Settings", "SettingsError",
            "checked_settings", "get_settings", "namespaced_env"]

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
+from streams.config import STALL_DUMP_S
 from streams.kafka_security import KafkaSecurity
-from streams.loop_lag import STALL_DUMP_S
 
 _TRUE = ("1", "true", "yes", "on")
 _URL_FORM = ("CLICKHOUSE_URL must look like clickhouse://user:password@host:9000/db or "

@@ -13,8 +13,10 @@ from pathlib import Path
 from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from streams.kafka_security import KafkaSecurity
-from streams.loop_lag import STALL_DUMP_S
 
+# Worker and sink: an event loop blocked this long has every thread's stack written to stderr
+# (the one default of CX_STALL_DUMP_S, WorkerConfig and SinkConfig; streams/loop_lag.py).
+STALL_DUMP_S = 2.0
 # Memtables per RocksDB table partition: one being filled while the other is flushed.
 ROCKSDB_MEMTABLES = 2
 # How far apart checkpoints (states written, offsets acked) are by default: the one default of

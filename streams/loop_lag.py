@@ -28,8 +28,6 @@ from prometheus_client import Gauge, Histogram
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 0.05
-# A blocked loop this long has every thread's stack written to stderr (CX_STALL_DUMP_S; 0: off).
-STALL_DUMP_S = 2.0
 # How often the stack dump's deadline is pushed back while the loop runs.
 REARM_S = 0.25
 

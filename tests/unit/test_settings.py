@@ -119,3 +119,13 @@ def test_readme_documents_every_setting() -> None:
         if f"`{env}`" not in table:
             missing.append(env)
     assert not missing, f"settings missing from README's table: {missing}"
+
+
+def test_the_stall_dump_threshold_has_one_default_and_reaches_worker_and_sink() -> None:
+    from sinks.config import SinkConfig
+    from streams.config import STALL_DUMP_S
+
+    assert Settings().stall_dump_s == WorkerConfig().stall_dump_s == SinkConfig().stall_dump_s
+    assert Settings().stall_dump_s == STALL_DUMP_S > 0
+    settings = Settings(stall_dump_s=0.5)
+    assert settings.worker_config().stall_dump_s == settings.sink_config().stall_dump_s == 0.5
