@@ -11,7 +11,7 @@ every thread's Python stack to stderr once, while the stall lasts (within ``REAR
 wake-up interval after the threshold; it needs no GIL, so a C call that holds it is caught
 too; compiled functions show as the interpreted frame that called them). A shorter stall
 never dumps. The output starts with ``Timeout (0:00:02.300000)!`` (the armed delay). Cost:
-re-arming starts a watchdog thread every ``REARM_S`` (a few microseconds each).
+re-arming starts a watchdog thread every ``REARM_S``: ~53 us each, ~0.02 % of a core.
 """
 
 from __future__ import annotations

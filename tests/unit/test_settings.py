@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cxsignals.settings import Settings
-from sinks.config import ClickHouseParams
+from sinks.config import ClickHouseParams, SinkConfig
 from streams.app import build_engine
-from streams.config import WorkerConfig
+from streams.config import STALL_DUMP_S, WorkerConfig
 from streams.pipeline import PipelineLimits
 
 
@@ -122,9 +122,6 @@ def test_readme_documents_every_setting() -> None:
 
 
 def test_the_stall_dump_threshold_has_one_default_and_reaches_worker_and_sink() -> None:
-    from sinks.config import SinkConfig
-    from streams.config import STALL_DUMP_S
-
     assert Settings().stall_dump_s == WorkerConfig().stall_dump_s == SinkConfig().stall_dump_s
     assert Settings().stall_dump_s == STALL_DUMP_S > 0
     settings = Settings(stall_dump_s=0.5)
