@@ -25,7 +25,7 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -195,11 +195,15 @@ def _cut(messages: Sequence[Any], batch: int, first_offset: int) -> list[Fetch]:
 
 
 def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
-             timed: TimedEngine | None = None) -> PipelineRun:
+             timed: TimedEngine | None = None,
+             window: tuple[Callable[[], object], Callable[[], object]] | None = None,
+             ) -> PipelineRun:
     """One pipeline over ``batches`` (fresh states), timed from fetch ``warm`` (the ones
     before fill the states, as a live worker's are) to the drain. ``timed``: an engine whose
     ``process`` calls are timed per event type from fetch ``warm`` on (it adds ~1 us an
-    event to the total)."""
+    event to the total). ``window``: called when the measured fetches begin and right after
+    their drain, before anything is torn down (:mod:`bench.cache_profile` switches a
+    simulator's counting on and off with them)."""
     if not 0 <= warm < len(batches):
         raise ValueError(f"{len(batches)} fetches leave none to measure after {warm} warm ones")
     topics = TopicNames()
@@ -235,8 +239,12 @@ def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
                     timed.timing = True
                 clock.update(wall=time.perf_counter(), cpu=time.process_time(),
                              outputs=outputs, written=states.written)
+                if window is not None:
+                    window[0]()
             handled += await pipeline.handle(fetch)
         await pipeline.drain()
+        if window is not None:
+            window[1]()
         return handled
 
     gc.collect()
