@@ -9,13 +9,15 @@ per measured event: instructions, data reads and writes, first-level data misses
 compiled code calls) by the LL misses they cause, inclusive and self.
 
 Why: this box's speed drifts by +-30 % within minutes (docs/performance.md), so a change worth
-1-3 % cannot be seen in timed runs; the counts of the same code repeat within ~0.1 %. What
+1-3 % cannot be seen in timed runs; the counts of the same code repeat within ~0.5 %. What
 they do not show is time: a simulated miss is not a stall (the CPU overlaps independent
 misses, prefetches sequential ones), so use the counts to find where the misses are and to
 compare two versions of the same code, and timed runs for what it is worth.
 
-Checkpoints here follow the event count (every ``PipelineLimits.checkpoint_events``, 50,000,
-as in a live worker at its 80 % load), not the wall clock, which callgrind slows a hundredfold.
+The wall clock of the counted process is virtual (:class:`VirtualClock`): the same instants in
+every run, so two commits score the same work whenever they run. Checkpoints follow the event
+count (every ``PipelineLimits.checkpoint_events``, 50,000, as in a live worker at its 80 %
+load), not the clock, which callgrind slows a hundredfold anyway.
 The caches simulated are the EPYC's of this box: 32 KiB 8-way L1 (instructions and data), 32
 MiB 16-way LL (``--ll-mib``). Needs ``valgrind`` (Debian: valgrind, with its ``callgrind.h``)
 and a C compiler (the compiled core needs one too). A run at the defaults takes ~10 minutes on
@@ -34,7 +36,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 # Switches callgrind's counting on (from zero) and off (and writes the counts) from inside the
@@ -159,6 +164,51 @@ def report(totals: dict[str, int], incl: list[FunctionCost], self_: list[Functio
     return lines
 
 
+# The counted run's wall clock: a fixed Wednesday noon (UTC) that moves on by FETCH_STEP_S at
+# every fetch. The simulated events end at "now", and what the rules do depends on the time of
+# day (quiet hours defer marketing alerts in each customer's time zone), so with the real
+# clock two runs an hour apart scored different work (7,226 against 6,720 outputs).
+VIRTUAL_START_S = 1_767_787_200.0  # 2026-01-07T12:00:00Z
+FETCH_STEP_S = 0.08  # a live fetch's wait (CX_FETCH_MAX_WAIT_MS)
+
+
+class VirtualClock:
+    """``datetime.now`` and ``time.time`` for the pipeline and the event generator: the same
+    instants in every run (see above). :meth:`install` patches the modules that read them."""
+
+    def __init__(self, start_s: float = VIRTUAL_START_S, step_s: float = FETCH_STEP_S) -> None:
+        self.now_s = start_s
+        self.step_s = step_s
+        self.reads = 0
+
+    def time(self) -> float:
+        return self.now_s
+
+    def datetime_class(self) -> type[datetime]:
+        clock = self
+
+        class VirtualDatetime(datetime):
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+                clock.reads += 1
+                at = datetime.fromtimestamp(clock.now_s, tz)
+                clock.now_s += clock.step_s
+                return at
+
+        return VirtualDatetime
+
+    def install(self, set_attribute: Callable[[object, str, object], None] = setattr) -> None:
+        """Patch ``datetime`` in the pipeline and the generator and ``time.time`` (process-wide:
+        the inner, counted process only; tests pass ``monkeypatch.setattr``)."""
+        import bench.pipeline_bench
+        import streams.pipeline
+
+        virtual = self.datetime_class()
+        set_attribute(streams.pipeline, "datetime", virtual)
+        set_attribute(bench.pipeline_bench, "datetime", virtual)
+        set_attribute(time, "time", self.time)
+
+
 def _inner(args: argparse.Namespace) -> None:
     from bench.pipeline_bench import fetches, run_once
     from cxsignals.gc_tuning import WORKER_YOUNG_ALLOCATIONS, tune_collector
@@ -166,6 +216,7 @@ def _inner(args: argparse.Namespace) -> None:
     from streams.huge_pages import use_huge_pages
 
     helper = ctypes.CDLL(args.helper)
+    VirtualClock().install()
     print("huge pages: off (--no-huge-pages)" if args.no_huge_pages else use_huge_pages())
     tune_collector(WORKER_YOUNG_ALLOCATIONS)
     config = WorkerConfig(checkpoint_interval_ms=_NEVER_MS)

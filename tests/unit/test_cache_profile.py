@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from bench.cache_profile import (
+    VIRTUAL_START_S,
     FunctionCost,
+    VirtualClock,
     functions,
     main,
     parse_annotate,
@@ -85,6 +87,23 @@ def test_the_window_opens_after_the_warm_fetches_and_closes_after_the_drain() ->
     run = run_once(warm + measured, WorkerConfig(), len(warm),
                    window=(lambda: calls.append("on"), lambda: calls.append("off")))
     assert calls == ["on", "off"] and run.events == 600
+
+
+def test_the_virtual_clock_makes_two_runs_score_the_same_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    runs, clocks = [], []
+    for _ in range(2):
+        clock = VirtualClock()
+        clock.install(monkeypatch.setattr)
+        warm, measured = fetches(400, 40, seed=9, batch=100, warm_events=400)
+        first = next(iter(measured[0].values()))[0]
+        run = run_once(warm + measured, WorkerConfig(), len(warm))
+        runs.append((run.events, run.fetches, run.outputs, run.state_writes, first.value,
+                     first.timestamp))
+        clocks.append(clock)
+    assert runs[0] == runs[1]  # same events, same outputs and state writes
+    assert all(c.reads > len(measured) for c in clocks)  # the compiled pipeline read it
+    assert clocks[0].now_s == clocks[1].now_s > VIRTUAL_START_S
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None or shutil.which("cc") is None
