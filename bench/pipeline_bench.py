@@ -224,7 +224,8 @@ def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
         processor, states, identities, send, lambda tp, first, last: None, topics, KEYED,
         PipelineLimits(partitions=PARTITIONS, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s,
-                       checkpoint_s=config.checkpoint_interval_ms / 1000))
+                       checkpoint_s=config.checkpoint_interval_ms / 1000,
+                       checkpoint_events=config.checkpoint_events))
 
     clock: dict[str, float] = {}
 
@@ -270,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-ms", type=int, default=WorkerConfig().checkpoint_interval_ms,
                         help="CX_CHECKPOINT_INTERVAL_MS (wall time: the run's pace sets the events "
                              "a checkpoint covers)")
+    parser.add_argument("--checkpoint-events", type=int,
+                        default=WorkerConfig().checkpoint_events,
+                        help="CX_CHECKPOINT_EVENTS (a checkpoint after this many events, if the "
+                             "interval has not passed first)")
     parser.add_argument("--by-type", action="store_true",
                         help="then one more run timing Engine.process per event type")
     parser.add_argument("--no-huge-pages", action="store_true",
@@ -281,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     # as `cxsignals worker` does, before anything big is allocated
     print("huge pages: off (--no-huge-pages)" if args.no_huge_pages else use_huge_pages())
     tune_collector(WORKER_YOUNG_ALLOCATIONS)
-    config = WorkerConfig(checkpoint_interval_ms=args.checkpoint_ms)
+    config = WorkerConfig(checkpoint_interval_ms=args.checkpoint_ms,
+                          checkpoint_events=args.checkpoint_events)
     warm, measured = fetches(args.events, args.customers, args.seed, args.batch,
                              args.warm_events)
     batches = warm + measured

@@ -18,6 +18,7 @@ from schemas.limits import MAX_EVENT_BYTES
 from schemas.topics import TopicNames
 from sinks.config import ClickHouseParams, SinkConfig
 from streams.config import (
+    CHECKPOINT_EVENTS,
     CHECKPOINT_INTERVAL_MS,
     FETCH_MAX_WAIT_MS,
     FETCH_MIN_BYTES,
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     # links reach other workers, and `cxsignals state show` and a restarted worker see
     # states, up to this much later.
     checkpoint_interval_ms: int = Field(CHECKPOINT_INTERVAL_MS, ge=1)
+    # ... or after this many events, if that comes first: a worker under a steady load of
+    # more than this many events per interval checkpoints by the count.
+    checkpoint_events: int = Field(CHECKPOINT_EVENTS, ge=1)
     # A worker that stops answering (kill -9, lost host) loses its partitions after this long.
     session_timeout_s: float = Field(10.0, ge=6, le=300)
     # Producer batching: how long a record may wait for others bound to the same partition.
@@ -200,6 +204,7 @@ class Settings(BaseSettings):
             replication_factor=self.replication_factor, store_url=self.store_url,
             state_dir=self.state_dir, batch_max_events=self.batch_max_events,
             checkpoint_interval_ms=self.checkpoint_interval_ms,
+            checkpoint_events=self.checkpoint_events,
             producer_linger_ms=self.producer_linger_ms,
             fetch_min_bytes=self.fetch_min_bytes, fetch_max_wait_ms=self.fetch_max_wait_ms,
             producer_batch_bytes=self.producer_batch_bytes, max_event_bytes=self.max_event_bytes,

@@ -153,7 +153,8 @@ def create_worker(config: WorkerConfig, health: Health | None = None) -> Worker:
         config.topics, config.keyed_topic,
         PipelineLimits(partitions=partitions, max_event_bytes=config.max_event_bytes,
                        max_future_skew_s=config.max_future_skew_s,
-                       checkpoint_s=config.checkpoint_interval_ms / 1000),
+                       checkpoint_s=config.checkpoint_interval_ms / 1000,
+                       checkpoint_events=config.checkpoint_events),
         send_states=BatchSender.of_app(app, states=True).send,
     )
     subscribe(app, touchpoints)

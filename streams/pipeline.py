@@ -72,7 +72,7 @@ from schemas.erase import (
 from schemas.topics import TopicNames
 from streams import metrics
 from streams.batch_observer import BatchObserver
-from streams.config import CHECKPOINT_INTERVAL_MS
+from streams.config import CHECKPOINT_EVENTS, CHECKPOINT_INTERVAL_MS
 from streams.core.deadletter import dead_letter_headers, fit_dead_letter_value
 from streams.core.identity import resolve
 from streams.core.validation import LOG_APPEND_TIME, ErrorCode, Invalid, validate_event
@@ -153,7 +153,7 @@ class PipelineLimits:
     # States are written (once per customer) and offsets acked at a checkpoint: after this
     # long or this many events since the last one. Outputs go out with every fetch.
     checkpoint_s: float = CHECKPOINT_INTERVAL_MS / 1000
-    checkpoint_events: int = 50_000
+    checkpoint_events: int = CHECKPOINT_EVENTS
     # Durable phases that may wait for the broker while later fetches are scored. With 4 the
     # worker waited for broker acks in a backlog (its core 83-90 % busy, the broker sharing
     # the other core with the sink and ClickHouse); with 16, 93-97 % (e2e +12 %).

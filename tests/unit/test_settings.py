@@ -33,6 +33,16 @@ def test_the_checkpoint_interval_has_one_default_everywhere() -> None:
     limits = PipelineLimits(partitions=4, max_event_bytes=1 << 20, max_future_skew_s=300)
     default_ms = Settings.model_fields["checkpoint_interval_ms"].default  # the environment aside
     assert default_ms == WorkerConfig().checkpoint_interval_ms == limits.checkpoint_s * 1000
+    default_events = Settings.model_fields["checkpoint_events"].default
+    assert default_events == WorkerConfig().checkpoint_events == limits.checkpoint_events
+
+
+def test_the_checkpoint_event_count_is_handed_to_the_worker() -> None:
+    """CX_CHECKPOINT_EVENTS reaches the worker's config (streams/app.py hands it to the
+    pipeline's limits); a count below one is refused."""
+    assert Settings(checkpoint_events=120_000).worker_config().checkpoint_events == 120_000
+    with pytest.raises(ValueError, match="checkpoint_events"):
+        Settings(checkpoint_events=0)
 
 
 def test_the_fetch_limits_have_one_default_everywhere() -> None:
@@ -126,3 +136,18 @@ def test_the_stall_dump_threshold_has_one_default_and_reaches_worker_and_sink() 
     assert Settings().stall_dump_s == STALL_DUMP_S > 0
     settings = Settings(stall_dump_s=0.5)
     assert settings.worker_config().stall_dump_s == settings.sink_config().stall_dump_s == 0.5
+
+
+def test_the_worker_pipeline_checkpoints_by_the_configured_interval_and_count(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from streams.app import create_worker
+
+    async def build() -> PipelineLimits:
+        worker = create_worker(WorkerConfig(state_dir=tmp_path, checkpoint_interval_ms=1234,
+                                            checkpoint_events=4321))
+        return worker.pipeline.limits
+
+    limits = asyncio.run(build())
+    assert (limits.checkpoint_s, limits.checkpoint_events) == (1.234, 4321)
