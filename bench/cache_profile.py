@@ -102,8 +102,8 @@ def read_totals(dump: Path) -> dict[str, int]:
 
 
 def parse_annotate(text: str) -> list[FunctionCost]:
-    """Function lines of ``callgrind_annotate`` output; a function listed under several files
-    (code inlined from headers) keeps its largest line (inclusive) — see :func:`functions`."""
+    """Function lines of ``callgrind_annotate`` output, one per line: a function listed under
+    several files (code inlined from headers) comes once per file (:func:`functions` merges)."""
     rows: list[FunctionCost] = []
     for line in text.splitlines():
         m = _LINE.match(line)
