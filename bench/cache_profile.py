@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         out = directory / "callgrind.out"
         command = callgrind_command(out, [*inner, "--helper", str(helper)], args.ll_mib)
         print("running:", " ".join(command), flush=True)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]))
+        paths = [str(Path(__file__).resolve().parent.parent),
+                 *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
         done = subprocess.run(command, env=env, stderr=subprocess.DEVNULL)
         dumps = sorted(directory.glob("callgrind.out.*"))
         if done.returncode != 0 or not dumps:
