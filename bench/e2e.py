@@ -57,6 +57,8 @@ from bench.report import (
     Latency,
     ProcessFigures,
     Resources,
+    core_demand,
+    cpu_use,
     histogram_stats,
     latency_by_second,
     latency_stats,
@@ -483,9 +485,13 @@ def latency_traffic(rate_per_s: float, duration_s: float, customers: int, seed: 
 def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | None,
                 duration_s: float, warmup_s: float, customers: int, seed: int,
                 worker_cpus: list[int | None], sink_cpu: int | None, poll_ms: int,
-                settle_timeout_s: float = 90.0) -> Latency:
+                settle_timeout_s: float = 90.0,
+                neighbours: Sequence[tuple[str, int, int | None]] = ()) -> Latency:
     """Feed fresh workers and a fresh sink at ``rate_per_s`` for ``duration_s``; see the module
-    docstring for what the two latencies are. Raises RuntimeError if a process dies."""
+    docstring for what the two latencies are. Raises RuntimeError if a process dies.
+
+    ``neighbours``: the other processes the phase keeps busy, as (name, pid, core): the local
+    services and the harness itself; their CPU joins the phase's ``cpu_budget``."""
     settings = stack.settings()
     workers, sink = stack.start(worker_cpus, sink_cpu)
     procs = [*workers, sink]
@@ -504,6 +510,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     scrape.start()
     began_s = time.monotonic()
     cpu_before = [cpu_seconds(p.pid) for p in procs]
+    others_before = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
     rows_before = _sink_rows(sink)
     try:
         failed, reached_per_s = publish_paced(
@@ -512,6 +519,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             security=settings.kafka_security)
         publish_s = time.monotonic() - began_s
         cpu_published = [cpu_seconds(p.pid) for p in procs]
+        others_published = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
         if failed:
             raise RuntimeError(f"latency publish: {failed} of {total} messages not delivered")
 
@@ -525,6 +533,8 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             wait_for(settled, settle_timeout_s, "the workers and ClickHouse to catch up", 0.5)
         time.sleep(1.0)  # alerts handed over last are delivered by the producer's next flush
         rows_at_end = _row_buckets(sink)
+        cpu_settled = [cpu_seconds(p.pid) for p in procs]
+        others_settled = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
     finally:
         scrape.cancel()
         poller.stop.set()
@@ -535,6 +545,15 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     lags = [_loop_lag_max(p) for p in procs]
     events = [float(_handled(w.metrics())) for w in workers] + [_sink_rows(sink) - rows_before]
     figures = []
+    published_n = total - failed
+    budget = [cpu_use(proc.role, proc.pid, proc.cpu, before_s=before, published_s=mid,
+                      settled_s=after, publish_wall_s=publish_s, events=published_n)
+              for proc, before, mid, after in zip(procs, cpu_before, cpu_published, cpu_settled,
+                                                  strict=True)]
+    budget += [cpu_use(name, pid, cpu, before_s=before, published_s=mid, settled_s=after,
+                       publish_wall_s=publish_s, events=published_n)
+               for (name, pid, cpu), before, mid, after in zip(
+                   neighbours, others_before, others_published, others_settled, strict=True)]
     for proc, before, at_publish_end, done, lag_max in zip(procs, cpu_before, cpu_published,
                                                            events, lags, strict=True):
         after = cpu_seconds(proc.pid)
@@ -580,5 +599,6 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
         alerts_seen=alerts, alerts_without_trigger=no_trigger, row_samples=len(sample),
         rows_not_seen=len(poller.pending), poll_ms=poll_ms, load_fraction=load_fraction,
         published_per_s=round(reached_per_s, 1), worker_loop_lag_max_s=_max(lags[:-1]),
-        sink_loop_lag_max_s=lags[-1], processes=figures,
+        sink_loop_lag_max_s=lags[-1], processes=figures, cpu_budget=budget,
+        core_demand=core_demand(budget, rate_per_s),
     )

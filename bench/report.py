@@ -323,6 +323,48 @@ class EndToEnd(BaseModel):
         default_factory=list, description="each worker, then the sink")
 
 
+class CpuUse(BaseModel):
+    """One process's CPU in a latency phase: a worker, the sink, a local service (Kafka,
+    ClickHouse, Prometheus) or the harness (the bench's own process: the publisher, the
+    ClickHouse poller, the scrapes). User + system time of all its threads (/proc/<pid>/stat)."""
+
+    name: str
+    pid: int
+    cpu: int | None = Field(None, description="core it ran on (None: not pinned to one)")
+    cpu_utilization_publishing: float | None = Field(
+        None, description="CPU s / wall s while the load was published")
+    us_per_event: float | None = Field(
+        None, description="CPU us from publish start to settled (every event handled and "
+                          "written), per event published: what an event costs this process")
+
+
+def cpu_use(name: str, pid: int, cpu: int | None, *, before_s: float | None,
+            published_s: float | None, settled_s: float | None, publish_wall_s: float,
+            events: int) -> CpuUse:
+    """A :class:`CpuUse` from a process's CPU seconds at publish start, at publish end and
+    when the phase settled (None: the process was gone)."""
+    busy = None if before_s is None or published_s is None else published_s - before_s
+    used = None if before_s is None or settled_s is None else settled_s - before_s
+    return CpuUse(
+        name=name, pid=pid, cpu=cpu,
+        cpu_utilization_publishing=(round(busy / publish_wall_s, 3)
+                                    if busy is not None and publish_wall_s > 0 else None),
+        us_per_event=round(used / events * 1e6, 2) if used is not None and events > 0 else None,
+    )
+
+
+def core_demand(budget: Sequence[CpuUse], rate_per_s: float) -> dict[str, float]:
+    """Cores the processes of each core need at ``rate_per_s`` (see ``Latency.core_demand``);
+    a process without a cost figure counts as nothing."""
+    demand: dict[str, float] = {}
+    for use in budget:
+        if use.us_per_event is None:
+            continue
+        key = "any" if use.cpu is None else f"cpu {use.cpu}"
+        demand[key] = demand.get(key, 0.0) + rate_per_s * use.us_per_event / 1e6
+    return {key: round(value, 2) for key, value in sorted(demand.items())}
+
+
 class Latency(BaseModel):
     """Fresh worker(s) and sink fed at a fixed rate by the simulator's rate-limited publisher."""
 
@@ -352,6 +394,13 @@ class Latency(BaseModel):
     sink_loop_lag_max_s: float | None = None
     processes: list[ProcessFigures] = Field(
         default_factory=list, description="each worker, then the sink: publish start to settled")
+    cpu_budget: list[CpuUse] = Field(
+        default_factory=list, description="every process of the box that the phase keeps busy")
+    core_demand: dict[str, float] = Field(
+        default_factory=dict,
+        description="cores the phase's rate needs, by core ('cpu N', or 'any' for processes "
+                    "not pinned): rate_per_s x the us_per_event of the processes on it; "
+                    "above 1 for a core, that core cannot keep up at this rate")
 
 
 class Resources(BaseModel):
@@ -502,6 +551,14 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
         rows.append((f"3 publish->ClickHouse row max (poll){tag}", _num(r.max_ms, 1, "ms"), ""))
         rows.append((f"3 event-loop lag max{tag}", _ms(lat.worker_loop_lag_max_s),
                      f"sink {_ms(lat.sink_loop_lag_max_s)}"))
+        if lat.core_demand:
+            over = [core for core, cores in lat.core_demand.items() if cores > 1.0]
+            rows.append((f"3 cores needed at this load{tag}",
+                         ", ".join(f"{core}: {cores:.2f}" for core, cores in
+                                   lat.core_demand.items()),
+                         (f"{' and '.join(over)} over 1: cannot keep up" if over else "")
+                         + "; " + ", ".join(f"{u.name} {_num(u.us_per_event, 1)}"
+                                            for u in lat.cpu_budget) + " us/event"))
     if result.sink is not None:
         rate = result.sink.get("rows_per_s")
         rows.append(("4 sink alone", _num(rate, 0, "rows/s"),

@@ -57,6 +57,7 @@ from bench.report import (
     table_rows,
 )
 from bench.stack import (
+    LOCAL_SERVICES,
     QUIET_BUSY_MAX,
     QUIET_TIMEOUT_S,
     BenchStack,
@@ -64,6 +65,7 @@ from bench.stack import (
     on_cpu,
     pinned,
     service_age_s,
+    service_pid,
     services_off_cpu,
     wait_quiet,
 )
@@ -522,10 +524,26 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                         warmup_s=args.latency_warmup_s, customers=args.customers, seed=args.seed,
                         worker_cpus=params.worker_cpus, sink_cpu=params.sink_cpu,
                         poll_ms=args.poll_ms,
+                        neighbours=neighbours(moved_for_latency, others, harness_cpu),
                     ))
                     for problem in lat.cleanup():  # its topics, database and state go now
                         say(f"cleanup: {problem}")
                 _phase(result, field, latency)
+
+
+def neighbours(moved: list[str], service_cpus: list[int],
+               harness_cpu: int | None) -> list[tuple[str, int, int | None]]:
+    """The processes beside the worker(s) and the sink that a latency phase keeps busy, as
+    (name, pid, core): the local services found by their pid files (a service ``moved`` to
+    ``service_cpus`` is on that core when it is one) and this process, the harness."""
+    state_dir = REPO_ROOT / ".state"
+    found = []
+    for name in LOCAL_SERVICES:
+        pid = service_pid(name, state_dir)
+        if pid is not None:
+            on_one = name in moved and len(service_cpus) == 1
+            found.append((name, pid, service_cpus[0] if on_one else None))
+    return [*found, ("harness", os.getpid(), harness_cpu)]
 
 
 def main(argv: list[str] | None = None) -> int:

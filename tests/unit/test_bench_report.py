@@ -27,6 +27,8 @@ from bench.report import (
     Machine,
     Params,
     ProcessFigures,
+    core_demand,
+    cpu_use,
     format_table,
     latency_by_second,
     latency_stats,
@@ -36,7 +38,7 @@ from bench.report import (
     sustained_rate,
     table_rows,
 )
-from bench.run import LATENCY_LOADS, PRESETS, parse_args, worker_cores
+from bench.run import LATENCY_LOADS, PRESETS, neighbours, parse_args, worker_cores
 
 # ---------------------------------------------------------------------------- percentile
 
@@ -333,6 +335,59 @@ def test_process_figures_divide_the_publishing_cpu_by_the_publishing_time() -> N
                     publishing=(None, 30.0)).cpu_utilization_publishing is None
     assert _figures(proc, events=1, seconds=1.0, cpu_s=0.5,
                     loop_lag_max_s=None).cpu_utilization_publishing is None
+
+
+def test_cpu_use_costs_the_whole_phase_per_published_event() -> None:
+    # 30 s of publishing 600,000 events; 9 CPU s while publishing, 12 by the time all settled
+    use = cpu_use("kafka", 7, 1, before_s=100.0, published_s=109.0, settled_s=112.0,
+                  publish_wall_s=30.0, events=600_000)
+    assert (use.cpu_utilization_publishing, use.us_per_event) == (0.3, 20.0)
+    gone = cpu_use("clickhouse", 8, 1, before_s=5.0, published_s=None, settled_s=None,
+                   publish_wall_s=30.0, events=600_000)
+    assert (gone.cpu_utilization_publishing, gone.us_per_event) == (None, None)
+    assert cpu_use("harness", 9, None, before_s=1.0, published_s=2.0, settled_s=3.0,
+                   publish_wall_s=0.0, events=0).us_per_event is None
+
+
+def test_core_demand_adds_the_processes_of_each_core_at_the_phase_rate() -> None:
+    budget = [
+        cpu_use("worker", 1, 0, before_s=0.0, published_s=27.0, settled_s=30.0,
+                publish_wall_s=30.0, events=900_000),  # 33.33 us an event
+        cpu_use("sink", 2, 1, before_s=0.0, published_s=11.0, settled_s=18.0,
+                publish_wall_s=30.0, events=900_000),  # 20 us
+        cpu_use("kafka", 3, 1, before_s=0.0, published_s=12.0, settled_s=13.5,
+                publish_wall_s=30.0, events=900_000),  # 15 us
+        cpu_use("prometheus", 4, None, before_s=0.0, published_s=0.9, settled_s=0.9,
+                publish_wall_s=30.0, events=900_000),  # 1 us
+        cpu_use("gone", 5, 1, before_s=None, published_s=None, settled_s=None,
+                publish_wall_s=30.0, events=900_000),
+    ]
+    assert core_demand(budget, 30_000.0) == {"any": 0.03, "cpu 0": 1.0, "cpu 1": 1.05}
+    result = _result(latency_80=_latency(30_000, 300.0, 0.8).model_copy(update={
+        "cpu_budget": budget, "core_demand": core_demand(budget, 30_000.0)}))
+    rows = {name: (value, note) for name, value, note in table_rows(result)}
+    value, note = rows["3 cores needed at this load (80%)"]
+    assert value == "any: 0.03, cpu 0: 1.00, cpu 1: 1.05"
+    assert note.startswith("cpu 1 over 1: cannot keep up; worker 33.3, sink 20.0, kafka 15.0")
+    assert "3 cores needed at this load" not in dict(
+        (n, v) for n, v, _ in table_rows(_result(latency=_latency(6_000, 120.0, 0.5))))
+
+
+def test_the_neighbours_are_the_local_services_with_a_pid_file_and_the_harness(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import bench.run as run
+
+    (tmp_path / ".state").mkdir()
+    (tmp_path / ".state" / "kafka.pid").write_text("4242\n")
+    (tmp_path / ".state" / "clickhouse.pid").write_text("4343\n")
+    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)
+    assert neighbours(["kafka"], [1], 1) == [
+        ("kafka", 4242, 1), ("clickhouse", 4343, None), ("harness", os.getpid(), 1)]
+    # moved to two cores: not pinned to one
+    assert neighbours(["kafka", "clickhouse"], [1, 2], None)[:2] == [
+        ("kafka", 4242, None), ("clickhouse", 4343, None)]
 
 
 def test_format_table_aligns_values() -> None:
