@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,7 @@ from bench.report import (
     Latency,
     ProcessFigures,
     Resources,
+    box_capacity_per_s,
     core_demand,
     cpu_use,
     histogram_stats,
@@ -601,4 +603,5 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
         published_per_s=round(reached_per_s, 1), worker_loop_lag_max_s=_max(lags[:-1]),
         sink_loop_lag_max_s=lags[-1], processes=figures, cpu_budget=budget,
         core_demand=core_demand(budget, rate_per_s),
+        capacity_per_s=box_capacity_per_s(budget, os.cpu_count() or 1),
     )

@@ -365,6 +365,25 @@ def core_demand(budget: Sequence[CpuUse], rate_per_s: float) -> dict[str, float]
     return {key: round(value, 2) for key, value in sorted(demand.items())}
 
 
+def box_capacity_per_s(budget: Sequence[CpuUse], cores: int) -> float | None:
+    """The highest rate the box sustains at the budget's costs: the rate at which the first
+    core is 100 % busy (each pinned core with its processes; those not pinned spread over all
+    ``cores``, so the box as a whole is a bound too). None without a cost figure."""
+    by_core: dict[int, float] = {}
+    total_us = 0.0
+    for use in budget:
+        if use.us_per_event is None:
+            continue
+        total_us += use.us_per_event
+        if use.cpu is not None:
+            by_core[use.cpu] = by_core.get(use.cpu, 0.0) + use.us_per_event
+    if total_us <= 0:
+        return None
+    bounds = [1e6 / us for us in by_core.values() if us > 0]
+    bounds.append(max(1, cores) * 1e6 / total_us)
+    return round(min(bounds), 1)
+
+
 class Latency(BaseModel):
     """Fresh worker(s) and sink fed at a fixed rate by the simulator's rate-limited publisher."""
 
@@ -401,6 +420,9 @@ class Latency(BaseModel):
         description="cores the phase's rate needs, by core ('cpu N', or 'any' for processes "
                     "not pinned): rate_per_s x the us_per_event of the processes on it; "
                     "above 1 for a core, that core cannot keep up at this rate")
+    capacity_per_s: float | None = Field(
+        None, description="the highest rate the box sustains at this phase's costs "
+                          "(box_capacity_per_s): the first core 100 % busy")
 
 
 class Resources(BaseModel):
@@ -559,6 +581,11 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                          (f"{' and '.join(over)} over 1: cannot keep up" if over else "")
                          + "; " + ", ".join(f"{u.name} {_num(u.us_per_event, 1)}"
                                             for u in lat.cpu_budget) + " us/event"))
+        if lat.capacity_per_s is not None:
+            rows.append((f"3 rate the box sustains at these costs{tag}",
+                         _num(lat.capacity_per_s, 0, "ev/s"),
+                         f"its first core 100 % busy; the load is "
+                         f"{lat.rate_per_s / lat.capacity_per_s:.2f} of it"))
     if result.sink is not None:
         rate = result.sink.get("rows_per_s")
         rows.append(("4 sink alone", _num(rate, 0, "rows/s"),

@@ -27,6 +27,7 @@ from bench.report import (
     Machine,
     Params,
     ProcessFigures,
+    box_capacity_per_s,
     core_demand,
     cpu_use,
     format_table,
@@ -369,6 +370,17 @@ def test_core_demand_adds_the_processes_of_each_core_at_the_phase_rate() -> None
     value, note = rows["3 cores needed at this load (80%)"]
     assert value == "any: 0.03, cpu 0: 1.00, cpu 1: 1.05"
     assert note.startswith("cpu 1 over 1: cannot keep up; worker 33.3, sink 20.0, kafka 15.0")
+    # cpu 1's 35 us an event fill it at 28,571 ev/s; cpu 0's 33.3 us at 30,000; all 69.3 us
+    # over two cores at 28,848
+    assert box_capacity_per_s(budget, 2) == 28_571.4
+    assert box_capacity_per_s(budget, 1) == 14_423.8  # one core for everything
+    assert box_capacity_per_s(budget[3:], 2) == 2_000_000.0  # only the unpinned one
+    assert box_capacity_per_s(budget[4:], 2) is None
+    with_capacity = result.latency_80.model_copy(update={"capacity_per_s": 28_571.4})
+    rows = {name: (value, note) for name, value, note in
+            table_rows(_result(latency_80=with_capacity))}
+    assert rows["3 rate the box sustains at these costs (80%)"] == (
+        "28,571 ev/s", "its first core 100 % busy; the load is 1.05 of it")
     assert "3 cores needed at this load" not in dict(
         (n, v) for n, v, _ in table_rows(_result(latency=_latency(6_000, 120.0, 0.5))))
 
