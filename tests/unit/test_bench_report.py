@@ -376,6 +376,7 @@ def test_core_demand_adds_the_processes_of_each_core_at_the_phase_rate() -> None
     assert box_capacity_per_s(budget, 1) == 14_423.8  # one core for everything
     assert box_capacity_per_s(budget[3:], 2) == 2_000_000.0  # only the unpinned one
     assert box_capacity_per_s(budget[4:], 2) is None
+    assert result.latency_80 is not None
     with_capacity = result.latency_80.model_copy(update={"capacity_per_s": 28_571.4})
     rows = {name: (value, note) for name, value, note in
             table_rows(_result(latency_80=with_capacity))}
