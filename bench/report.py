@@ -578,9 +578,10 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
             rows.append((f"3 cores needed at this load{tag}",
                          ", ".join(f"{core}: {cores:.2f}" for core, cores in
                                    lat.core_demand.items()),
-                         (f"{' and '.join(over)} over 1: cannot keep up" if over else "")
-                         + "; " + ", ".join(f"{u.name} {_num(u.us_per_event, 1)}"
-                                            for u in lat.cpu_budget) + " us/event"))
+                         "; ".join([
+                             *([f"{' and '.join(over)} over 1: cannot keep up"] if over else []),
+                             ", ".join(f"{u.name} {_num(u.us_per_event, 1)}"
+                                       for u in lat.cpu_budget) + " us/event"])))
         if lat.capacity_per_s is not None:
             rows.append((f"3 rate the box sustains at these costs{tag}",
                          _num(lat.capacity_per_s, 0, "ev/s"),

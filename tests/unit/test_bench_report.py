@@ -382,6 +382,10 @@ def test_core_demand_adds_the_processes_of_each_core_at_the_phase_rate() -> None
             table_rows(_result(latency_80=with_capacity))}
     assert rows["3 rate the box sustains at these costs (80%)"] == (
         "28,571 ev/s", "its first core 100 % busy; the load is 1.05 of it")
+    fits = _result(latency=_latency(6_000, 120.0, 0.5).model_copy(update={
+        "cpu_budget": budget[:1], "core_demand": core_demand(budget[:1], 6_000.0)}))
+    value, note = {n: (v, c) for n, v, c in table_rows(fits)}["3 cores needed at this load"]
+    assert (value, note) == ("cpu 0: 0.20", "worker 33.3 us/event")
     assert "3 cores needed at this load" not in dict(
         (n, v) for n, v, _ in table_rows(_result(latency=_latency(6_000, 120.0, 0.5))))
 
