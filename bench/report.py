@@ -335,7 +335,9 @@ class CpuUse(BaseModel):
         None, description="CPU s / wall s while the load was published")
     us_per_event: float | None = Field(
         None, description="CPU us from publish start to settled (every event handled and "
-                          "written), per event published: what an event costs this process")
+                          "written), per event published: what an event costs this process "
+                          "(a phase that did not settle within its timeout, rows_not_seen > 0, "
+                          "gives a lower bound)")
 
 
 def cpu_use(name: str, pid: int, cpu: int | None, *, before_s: float | None,
