@@ -11,6 +11,7 @@ are deterministic (:func:`~streams.core.alert_ids.alert_id`), ``now`` is used on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Final
 
@@ -41,6 +42,15 @@ def _id_names(c: Candidate) -> list[str]:
     its ``id_extra`` if any."""
     extra = c.id_extra
     return c.evidence if extra is None else [*c.evidence, extra]
+
+
+def _id_names_when_read(c: Candidate) -> Callable[[], list[str]]:
+    """:func:`_id_names` of a candidate not built yet, built when called (a suppressed one's
+    alert id is read rarely: the worker only counts suppressed candidates)."""
+    def names() -> list[str]:
+        del c.evidence[:-MAX_EVIDENCE]
+        return _id_names(c)
+    return names
 
 
 def _alert_id(c: Candidate, customer_id: str) -> str:
@@ -79,14 +89,17 @@ class Alerting:
         out: Outcome,
         explain: Explainer,
     ) -> None:
-        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
-        del c.evidence[:-MAX_EVIDENCE]
+        built = c.built
+        if built:
+            # Bounded evidence keeps alerts and deferred state small; the latest are kept.
+            del c.evidence[:-MAX_EVIDENCE]
         d = policy.decide(
             st, c.rule, c.kind, c.event_time, self._cooldown_s.get(c.rule, 0.0), self._policy
         )
         if d.action == "suppressed":
             # Most candidates end here (cooldowns): the worker only counts their policy events,
-            # whose alert id and event time are computed if read.
+            # whose alert id and event time are computed if read (and a candidate built when
+            # read, its evidence too).
             assert d.reason is not None
             out.policy_events.append(
                 PolicyEvent(
@@ -97,11 +110,13 @@ class Alerting:
                     None,
                     None,
                     customer_id,
-                    _id_names(c),
+                    _id_names(c) if built else _id_names_when_read(c),
                     c.event_time,
                 )
             )
             return
+        if not built:
+            del c.evidence[:-MAX_EVIDENCE]
         policy.record(st, c.rule, c.kind, c.event_time)
         alert = AlertRecord(
             alert_id=_alert_id(c, customer_id),

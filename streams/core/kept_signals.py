@@ -157,6 +157,15 @@ class KeptSignals:
         self._ranks = ranks
         self._ranks_half_life_s = half_life_s
 
+    def copy(self) -> KeptSignals:
+        """An independent copy of the columns (the ranks are not copied: recomputed if needed)."""
+        kept = KeptSignals()
+        kept._times = self._times[:]
+        kept._weights = self._weights[:]
+        kept._names = self._names[:]
+        kept._ids = self._ids[:]
+        return kept
+
     def negatives(self, since_t: float) -> list[tuple[float, str]]:
         """``(time, event id)`` of the negative signals at or after ``since_t``, list order."""
         times, weights, ids = self._times, self._weights, self._ids

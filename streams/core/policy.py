@@ -16,6 +16,7 @@ An alert that passes is *recorded* (cooldown, cap, open support alert) when emit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -46,11 +47,12 @@ class PolicyEvent:
 
     def __init__(self, rule: str, kind: AlertKind, reason: Reason, action: PolicyAction,
                  alert_id: str | None, event_time: datetime | None, customer_id: str = "",
-                 evidence: list[str] | None = None, t: float = 0.0) -> None:
+                 evidence: list[str] | Callable[[], list[str]] | None = None,
+                 t: float = 0.0) -> None:
         """``alert_id`` and ``event_time`` as known, or None: then they are computed when
         first read, as ``alert_id(rule, customer_id, evidence)`` (the caller hands
-        ``evidence`` over and does not change it) and the UTC datetime of epoch seconds
-        ``t``."""
+        ``evidence`` over and does not change it; or a function that returns it, called then)
+        and the UTC datetime of epoch seconds ``t``."""
         self.rule = rule
         self.kind = kind
         self.reason = reason
@@ -66,7 +68,10 @@ class PolicyEvent:
         """The id the alert would have had (deterministic: a replay gives the same)."""
         value = self._alert_id
         if value is None:
-            value = alert_id(self.rule, self._customer_id, self._evidence or [])
+            evidence = self._evidence
+            if evidence is not None and not isinstance(evidence, list):
+                evidence = evidence()
+            value = alert_id(self.rule, self._customer_id, evidence or [])
             self._alert_id = value
         return value
 

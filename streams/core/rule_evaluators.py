@@ -39,26 +39,69 @@ from streams.core.signals import error_kind
 from streams.core.state import CustomerState, short_hash
 from streams.core.windows import DAY_S, HOUR_S, timed_between
 
+_NO_IDS: list[str] = []  # placeholders of a candidate built when read (never mutated)
+_NO_CONTEXT: dict[str, Any] = {}
+
 # Candidate and EventFacts are plain classes rather than dataclasses: they are built on the hot
 # path, and a compiled dataclass still runs the interpreted ``__init__`` of ``dataclasses``.
 
 
-class Candidate:
-    """An alert that a rule wants to send, before the policy decides."""
+# What a deferred candidate's details are made of when first read: evidence, action, context.
+Details = tuple[list[str], str, dict[str, Any]]
 
-    __slots__ = ("rule", "kind", "event_time", "evidence", "action", "context", "id_extra")
+
+class Candidate:
+    """An alert that a rule wants to send, before the policy decides.
+
+    ``details``, when given, builds the evidence, action and context the first time one of them
+    is read (from values it captured when the rule fired, never from the state as it is later):
+    most candidates of a customer who stays below the day's peak score are suppressed by the
+    rule's cooldown, and the worker then only counts them (a suppressed candidate's alert id is
+    computed from its evidence only if read).
+    """
+
+    __slots__ = ("rule", "kind", "event_time", "_evidence", "_action", "_context", "id_extra",
+                 "_details")
 
     def __init__(self, rule: str, kind: AlertKind, event_time: float, evidence: list[str],
-                 action: str, context: dict[str, Any], id_extra: str | None = None) -> None:
+                 action: str, context: dict[str, Any], id_extra: str | None = None,
+                 details: Callable[[], Details] | None = None) -> None:
         self.rule = rule
         self.kind = kind
         self.event_time = event_time
-        self.evidence = evidence
-        self.action = action
-        self.context = context
+        self._evidence = evidence
+        self._action = action
+        self._context = context
         # Named into the alert id after the evidence: an alert with no triggering event (an
         # idle customer's re-evaluation) is told apart from another with the same evidence.
         self.id_extra = id_extra
+        self._details = details
+
+    def _build(self) -> None:
+        details = self._details
+        if details is not None:
+            self._details = None
+            self._evidence, self._action, self._context = details()
+
+    @property
+    def evidence(self) -> list[str]:
+        self._build()
+        return self._evidence
+
+    @property
+    def action(self) -> str:
+        self._build()
+        return self._action
+
+    @property
+    def context(self) -> dict[str, Any]:
+        self._build()
+        return self._context
+
+    @property
+    def built(self) -> bool:
+        """Whether evidence, action and context exist yet (False: built when first read)."""
+        return self._details is None
 
     def __repr__(self) -> str:
         return f"Candidate({self.rule!r}, {self.kind!r}, {self.event_time!r}, {self.evidence!r})"
@@ -199,19 +242,20 @@ def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) ->
         return None
     assert st.watermark is not None
     horizon = st.watermark - r.params.window_hours * HOUR_S
-    negatives = sorted(st.signals.negatives(horizon))
-    evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [f.event.event_id]))[-10:]
-    return Candidate(
-        rule=r.id,
-        kind=r.kind,
-        event_time=f.t,
-        evidence=evidence,
-        action=(
-            f"Experience score fell {drop:.0f} points within {r.params.window_hours} h: review the "
-            "listed events and reach out before the customer complains."
-        ),
-        context={"from_score": round_to(f.score_peak, 2), "to_score": round_to(f.score_after, 2)},
-    )
+    # Built when read (Candidate): from a copy of the kept signals as they are now.
+    signals = st.signals.copy()
+    event_id, hours = f.event.event_id, r.params.window_hours
+    peak, after = f.score_peak, f.score_after
+
+    def details() -> Details:
+        negatives = sorted(signals.negatives(horizon))
+        evidence = list(dict.fromkeys([eid for _t, eid in negatives] + [event_id]))[-10:]
+        action = (f"Experience score fell {drop:.0f} points within {hours} h: review the "
+                  "listed events and reach out before the customer complains.")
+        return evidence, action, {"from_score": round_to(peak, 2),
+                                  "to_score": round_to(after, 2)}
+
+    return Candidate(r.id, r.kind, f.t, _NO_IDS, "", _NO_CONTEXT, details=details)
 
 
 def high_value_turned_at_risk(

@@ -278,3 +278,20 @@ def test_suppression_never_blocks_support_alerts() -> None:
     r.send("support_contact", minutes(10), {"contact_id": "a", "reason": "x", "resolved": False})
     r.send("support_contact", minutes(20), {"contact_id": "b", "reason": "x", "resolved": True})
     assert r.rules == ["detractor_follow_up", "repeat_contact"]
+
+
+def test_a_suppressed_experience_drop_reports_the_id_its_alert_would_have_had() -> None:
+    # The drop's evidence is the customer's negative signals at that event: a suppressed one's
+    # alert id must be the id the alert would have had then, however the state moves on.
+    suppressed = Run(engine())  # experience_drop: a 24-h cooldown
+    sent = Run(engine({"experience_drop": 0}, daily_cap={"marketing": 2, "support": 100}))
+    for r in (suppressed, sent):
+        for i, score in enumerate((0, 1, 0, 2, 0, 1, 0)):
+            r.send("survey_answer", minutes(20 * i), {"survey": "nps", "score": score})
+    would_be = {a.event_time: a.alert_id for o in sent.outs for a in o.alerts
+                if a.rule == "experience_drop"}
+    held = [p for o in suppressed.outs for p in o.policy_events if p.rule == "experience_drop"]
+    assert len(held) >= 4
+    assert {p.reason for p in held} == {"cooldown"}
+    assert {p.event_time: p.alert_id for p in held}.items() <= would_be.items()
+    assert len({p.alert_id for p in held}) == len(held)  # each drop's own evidence

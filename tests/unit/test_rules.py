@@ -446,6 +446,31 @@ def test_experience_drop_ignores_falls_spread_over_more_than_a_day() -> None:
     assert rules_fired(_drop_rules(20), spread) == []
 
 
+def test_an_experience_drop_candidate_is_built_when_read_from_the_signals_it_fired_on() -> None:
+    from schemas.event_records import from_model
+    from streams.core.rule_config import ExperienceDropRule
+    from streams.core.rule_evaluators import Candidate, EventFacts, _experience_drop
+
+    rule = load_rules(DEFAULT_RULES_PATH).enabled["experience_drop"]
+    assert isinstance(rule, ExperienceDropRule)
+    st = CustomerState(watermark=10_000.0)
+    st.signals.add(9_000.0, "e1", [("detractor", -8.0)], 24, 3600.0)
+    st.signals.add(9_500.0, "e2", [("low_csat", -6.0)], 24, 3600.0)
+    event = from_model(make_event("c", "e3", "survey_answer", JOURNEY_BASE,
+                                  {"survey": "nps", "score": 0}))
+    facts = EventFacts(event, 10_000.0, None, 40.0, 25.0, 50.0, 0.1, 0.2, 0.0)
+    cand = _experience_drop(st, facts, rule)
+    assert isinstance(cand, Candidate) and not cand.built  # nothing built while unread
+    # the state moves on before anyone reads the candidate: it still tells of its own event
+    st.signals.add(9_900.0, "e4", [("app_error", -5.0)], 24, 3600.0)
+    assert cand.evidence == ["e1", "e2", "e3"] and cand.built
+    assert cand.context == {"from_score": 50.0, "to_score": 25.0}
+    assert cand.action.startswith("Experience score fell 25 points within 24 h")
+    # a fall below the threshold: no candidate at all
+    assert _experience_drop(st, EventFacts(event, 10_000.0, None, 40.0, 35.0, 50.0, 0.1, 0.2,
+                                           0.0), rule) is None
+
+
 # ------------------------------------------------------------------ high_value_at_risk
 
 
