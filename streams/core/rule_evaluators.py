@@ -218,22 +218,24 @@ def _friction_spike(st: CustomerState, f: EventFacts, r: FrictionSpikeRule) -> C
             break
         inside = [e for e in near[i:] if e[0] <= first[0] + win]
         if inside[-1][0] >= f.t and len(inside) >= r.params.min_errors:
-            kinds: dict[str, int] = {}
-            for e in inside:
-                kinds[e[2]] = kinds.get(e[2], 0) + 1
-            return Candidate(
-                rule=r.id,
-                kind=r.kind,
-                event_time=f.t,
-                evidence=[e[1] for e in inside],
-                action=(
-                    f"{len(inside)} errors or failed payments within "
-                    f"{r.params.window_minutes:g} min: check the customer's session and offer "
-                    "help completing what they were doing."
-                ),
-                context={"errors": len(inside), "by_kind": kinds, "first_at": _iso(first[0])},
-            )
+            return Candidate(r.id, r.kind, f.t, _NO_IDS, "", _NO_CONTEXT,
+                             details=_friction_details(inside, r.params.window_minutes))
     return None
+
+
+def _friction_details(inside: list[Any], window_minutes: float) -> Callable[[], Details]:
+    """A friction_spike candidate's details, built when read (Candidate) from its error
+    records (``inside``: a list of its own, of the state's immutable records)."""
+    def details() -> Details:
+        kinds: dict[str, int] = {}
+        for e in inside:
+            kinds[e[2]] = kinds.get(e[2], 0) + 1
+        action = (f"{len(inside)} errors or failed payments within {window_minutes:g} min: "
+                  "check the customer's session and offer help completing what they were "
+                  "doing.")
+        return ([e[1] for e in inside], action,
+                {"errors": len(inside), "by_kind": kinds, "first_at": _iso(inside[0][0])})
+    return details
 
 
 def _experience_drop(st: CustomerState, f: EventFacts, r: ExperienceDropRule) -> Candidate | None:

@@ -295,3 +295,17 @@ def test_a_suppressed_experience_drop_reports_the_id_its_alert_would_have_had() 
     assert {p.reason for p in held} == {"cooldown"}
     assert {p.event_time: p.alert_id for p in held}.items() <= would_be.items()
     assert len({p.alert_id for p in held}) == len(held)  # each drop's own evidence
+
+
+def test_a_suppressed_friction_spike_reports_the_id_its_alert_would_have_had() -> None:
+    suppressed = Run(engine())  # friction_spike's cooldown
+    sent = Run(engine({"friction_spike": 0}, daily_cap={"marketing": 2, "support": 100}))
+    for r in (suppressed, sent):
+        for i in range(8):
+            r.send("app_error", minutes(5 * i), {"error_code": "E42"})
+    would_be = {a.event_time: a.alert_id for o in sent.outs for a in o.alerts
+                if a.rule == "friction_spike"}
+    held = [p for o in suppressed.outs for p in o.policy_events if p.rule == "friction_spike"]
+    assert len(held) >= 4
+    assert {p.reason for p in held} == {"cooldown"}
+    assert {p.event_time: p.alert_id for p in held}.items() <= would_be.items()

@@ -390,7 +390,11 @@ def test_friction_spike_three_errors_within_an_hour() -> None:
     alerts = alerts_of(engine_with(), events)
     assert [a.rule for a in alerts] == ["friction_spike"]
     assert alerts[0].context["by_kind"] == {"app_error": 1, "payment_failed": 1, "error_page": 1}
+    assert alerts[0].context["errors"] == 3
+    assert alerts[0].context["first_at"] == events[0].occurred_at.astimezone(
+        timezone.utc).isoformat()
     assert alerts[0].evidence == ["e1", "e2", "e3"]
+    assert alerts[0].action.startswith("3 errors or failed payments within 60 min: ")
 
 
 @pytest.mark.parametrize(
