@@ -510,9 +510,14 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     scrape = threading.Timer(warmup_s, lambda: rows_at_warmup.update(_row_buckets(sink)))
     scrape.daemon = True
     scrape.start()
+    # Every process whose CPU the phase budgets: the workers and the sink first, then the rest.
+    watched = [(p.role, p.pid, p.cpu) for p in procs] + list(neighbours)
+
+    def cpu_now() -> list[float | None]:
+        return [cpu_seconds(pid) for _name, pid, _cpu in watched]
+
     began_s = time.monotonic()
-    cpu_before = [cpu_seconds(p.pid) for p in procs]
-    others_before = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
+    cpu_before = cpu_now()
     rows_before = _sink_rows(sink)
     try:
         failed, reached_per_s = publish_paced(
@@ -520,8 +525,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             topic=settings.topic_touchpoints, rate_per_s=rate_per_s,
             security=settings.kafka_security)
         publish_s = time.monotonic() - began_s
-        cpu_published = [cpu_seconds(p.pid) for p in procs]
-        others_published = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
+        cpu_published = cpu_now()
         if failed:
             raise RuntimeError(f"latency publish: {failed} of {total} messages not delivered")
 
@@ -535,8 +539,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
             wait_for(settled, settle_timeout_s, "the workers and ClickHouse to catch up", 0.5)
         time.sleep(1.0)  # alerts handed over last are delivered by the producer's next flush
         rows_at_end = _row_buckets(sink)
-        cpu_settled = [cpu_seconds(p.pid) for p in procs]
-        others_settled = [cpu_seconds(pid) for _name, pid, _cpu in neighbours]
+        cpu_settled = cpu_now()
     finally:
         scrape.cancel()
         poller.stop.set()
@@ -548,16 +551,14 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     events = [float(_handled(w.metrics())) for w in workers] + [_sink_rows(sink) - rows_before]
     figures = []
     published_n = total - failed
-    budget = [cpu_use(proc.role, proc.pid, proc.cpu, before_s=before, published_s=mid,
-                      settled_s=after, publish_wall_s=publish_s, events=published_n)
-              for proc, before, mid, after in zip(procs, cpu_before, cpu_published, cpu_settled,
-                                                  strict=True)]
-    budget += [cpu_use(name, pid, cpu, before_s=before, published_s=mid, settled_s=after,
-                       publish_wall_s=publish_s, events=published_n)
-               for (name, pid, cpu), before, mid, after in zip(
-                   neighbours, others_before, others_published, others_settled, strict=True)]
-    for proc, before, at_publish_end, done, lag_max in zip(procs, cpu_before, cpu_published,
-                                                           events, lags, strict=True):
+    budget = [cpu_use(name, pid, cpu, before_s=before, published_s=mid, settled_s=after,
+                      publish_wall_s=publish_s, events=published_n)
+              for (name, pid, cpu), before, mid, after in zip(
+                  watched, cpu_before, cpu_published, cpu_settled, strict=True)]
+    n = len(procs)  # the neighbours' snapshots (after the processes') are the budget's only
+    for proc, before, at_publish_end, done, lag_max in zip(procs, cpu_before[:n],
+                                                           cpu_published[:n], events, lags,
+                                                           strict=True):
         after = cpu_seconds(proc.pid)
         used = None if before is None or after is None else after - before
         busy = None if before is None or at_publish_end is None else at_publish_end - before

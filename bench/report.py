@@ -355,33 +355,32 @@ def cpu_use(name: str, pid: int, cpu: int | None, *, before_s: float | None,
     )
 
 
-def core_demand(budget: Sequence[CpuUse], rate_per_s: float) -> dict[str, float]:
-    """Cores the processes of each core need at ``rate_per_s`` (see ``Latency.core_demand``);
-    a process without a cost figure counts as nothing."""
-    demand: dict[str, float] = {}
+def _us_by_core(budget: Sequence[CpuUse]) -> dict[int | None, float]:
+    """CPU us an event of the processes of each core (None: not pinned); a process without a
+    cost figure counts as nothing."""
+    by_core: dict[int | None, float] = {}
     for use in budget:
-        if use.us_per_event is None:
-            continue
-        key = "any" if use.cpu is None else f"cpu {use.cpu}"
-        demand[key] = demand.get(key, 0.0) + rate_per_s * use.us_per_event / 1e6
-    return {key: round(value, 2) for key, value in sorted(demand.items())}
+        if use.us_per_event is not None:
+            by_core[use.cpu] = by_core.get(use.cpu, 0.0) + use.us_per_event
+    return by_core
+
+
+def core_demand(budget: Sequence[CpuUse], rate_per_s: float) -> dict[str, float]:
+    """Cores the processes of each core need at ``rate_per_s`` (see ``Latency.core_demand``)."""
+    demand = {"any" if cpu is None else f"cpu {cpu}": round(rate_per_s * us / 1e6, 2)
+              for cpu, us in _us_by_core(budget).items()}
+    return dict(sorted(demand.items()))
 
 
 def box_capacity_per_s(budget: Sequence[CpuUse], cores: int) -> float | None:
     """The highest rate the box sustains at the budget's costs: the rate at which the first
     core is 100 % busy (each pinned core with its processes; those not pinned spread over all
     ``cores``, so the box as a whole is a bound too). None without a cost figure."""
-    by_core: dict[int, float] = {}
-    total_us = 0.0
-    for use in budget:
-        if use.us_per_event is None:
-            continue
-        total_us += use.us_per_event
-        if use.cpu is not None:
-            by_core[use.cpu] = by_core.get(use.cpu, 0.0) + use.us_per_event
+    by_core = _us_by_core(budget)
+    total_us = sum(by_core.values())
     if total_us <= 0:
         return None
-    bounds = [1e6 / us for us in by_core.values() if us > 0]
+    bounds = [1e6 / us for cpu, us in by_core.items() if cpu is not None and us > 0]
     bounds.append(max(1, cores) * 1e6 / total_us)
     return round(min(bounds), 1)
 

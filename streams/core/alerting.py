@@ -45,8 +45,9 @@ def _id_names(c: Candidate) -> list[str]:
 
 
 def _id_names_when_read(c: Candidate) -> Callable[[], list[str]]:
-    """:func:`_id_names` of a candidate not built yet, built when called (a suppressed one's
-    alert id is read rarely: the worker only counts suppressed candidates)."""
+    """:func:`_id_names` of a candidate with its evidence bounded, when called: a suppressed
+    candidate's alert id is read rarely (the worker only counts them), and a candidate built
+    when read (``Candidate``'s ``details``) is then built only if it is."""
     def names() -> list[str]:
         del c.evidence[:-MAX_EVIDENCE]
         return _id_names(c)
@@ -89,10 +90,6 @@ class Alerting:
         out: Outcome,
         explain: Explainer,
     ) -> None:
-        built = c.built
-        if built:
-            # Bounded evidence keeps alerts and deferred state small; the latest are kept.
-            del c.evidence[:-MAX_EVIDENCE]
         d = policy.decide(
             st, c.rule, c.kind, c.event_time, self._cooldown_s.get(c.rule, 0.0), self._policy
         )
@@ -110,13 +107,13 @@ class Alerting:
                     None,
                     None,
                     customer_id,
-                    _id_names(c) if built else _id_names_when_read(c),
+                    _id_names_when_read(c),
                     c.event_time,
                 )
             )
             return
-        if not built:
-            del c.evidence[:-MAX_EVIDENCE]
+        # Bounded evidence keeps alerts and deferred state small; the latest events are kept.
+        del c.evidence[:-MAX_EVIDENCE]
         policy.record(st, c.rule, c.kind, c.event_time)
         alert = AlertRecord(
             alert_id=_alert_id(c, customer_id),

@@ -280,17 +280,27 @@ def test_suppression_never_blocks_support_alerts() -> None:
     assert r.rules == ["detractor_follow_up", "repeat_contact"]
 
 
+def _suppressed_and_would_be(rule: str, feed: Any) -> tuple[list[Any], dict[datetime, str]]:
+    """``rule``'s suppressed policy events with the default cooldown, and the alert id each
+    event time gets in a run without the cooldown (and a support cap out of the way); ``feed``
+    sends the same events to both runs."""
+    suppressed = Run(engine())
+    sent = Run(engine({rule: 0}, daily_cap={"marketing": 2, "support": 100}))
+    for r in (suppressed, sent):
+        feed(r)
+    would_be = {a.event_time: a.alert_id for o in sent.outs for a in o.alerts if a.rule == rule}
+    held = [p for o in suppressed.outs for p in o.policy_events if p.rule == rule]
+    return held, would_be
+
+
 def test_a_suppressed_experience_drop_reports_the_id_its_alert_would_have_had() -> None:
     # The drop's evidence is the customer's negative signals at that event: a suppressed one's
     # alert id must be the id the alert would have had then, however the state moves on.
-    suppressed = Run(engine())  # experience_drop: a 24-h cooldown
-    sent = Run(engine({"experience_drop": 0}, daily_cap={"marketing": 2, "support": 100}))
-    for r in (suppressed, sent):
+    def feed(r: Run) -> None:  # experience_drop: a 24-h cooldown by default
         for i, score in enumerate((0, 1, 0, 2, 0, 1, 0)):
             r.send("survey_answer", minutes(20 * i), {"survey": "nps", "score": score})
-    would_be = {a.event_time: a.alert_id for o in sent.outs for a in o.alerts
-                if a.rule == "experience_drop"}
-    held = [p for o in suppressed.outs for p in o.policy_events if p.rule == "experience_drop"]
+
+    held, would_be = _suppressed_and_would_be("experience_drop", feed)
     assert len(held) >= 4
     assert {p.reason for p in held} == {"cooldown"}
     assert {p.event_time: p.alert_id for p in held}.items() <= would_be.items()
@@ -298,14 +308,11 @@ def test_a_suppressed_experience_drop_reports_the_id_its_alert_would_have_had() 
 
 
 def test_a_suppressed_friction_spike_reports_the_id_its_alert_would_have_had() -> None:
-    suppressed = Run(engine())  # friction_spike's cooldown
-    sent = Run(engine({"friction_spike": 0}, daily_cap={"marketing": 2, "support": 100}))
-    for r in (suppressed, sent):
+    def feed(r: Run) -> None:
         for i in range(8):
             r.send("app_error", minutes(5 * i), {"error_code": "E42"})
-    would_be = {a.event_time: a.alert_id for o in sent.outs for a in o.alerts
-                if a.rule == "friction_spike"}
-    held = [p for o in suppressed.outs for p in o.policy_events if p.rule == "friction_spike"]
+
+    held, would_be = _suppressed_and_would_be("friction_spike", feed)
     assert len(held) >= 4
     assert {p.reason for p in held} == {"cooldown"}
     assert {p.event_time: p.alert_id for p in held}.items() <= would_be.items()
