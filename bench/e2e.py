@@ -71,6 +71,7 @@ from bench.stack import (
     BenchStack,
     GroupLag,
     Proc,
+    compiler_seconds,
     cpu_seconds,
     dir_bytes,
     peak_rss_bytes,
@@ -516,7 +517,11 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     def cpu_now() -> list[float | None]:
         return [cpu_seconds(pid) for _name, pid, _cpu in watched]
 
+    def compiler_now() -> list[float | None]:  # a JVM's JIT threads (Kafka's), else None
+        return [compiler_seconds(pid) for _name, pid, _cpu in watched]
+
     began_s = time.monotonic()
+    compiler_before = compiler_now()
     cpu_before = cpu_now()
     rows_before = _sink_rows(sink)
     try:
@@ -540,6 +545,7 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
         time.sleep(1.0)  # alerts handed over last are delivered by the producer's next flush
         rows_at_end = _row_buckets(sink)
         cpu_settled = cpu_now()
+        compiler_settled = compiler_now()
     finally:
         scrape.cancel()
         poller.stop.set()
@@ -552,9 +558,11 @@ def run_latency(stack: BenchStack, *, rate_per_s: float, load_fraction: float | 
     figures = []
     published_n = total - failed
     budget = [cpu_use(name, pid, cpu, before_s=before, published_s=mid, settled_s=after,
-                      publish_wall_s=publish_s, events=published_n)
-              for (name, pid, cpu), before, mid, after in zip(
-                  watched, cpu_before, cpu_published, cpu_settled, strict=True)]
+                      publish_wall_s=publish_s, events=published_n,
+                      compiler_s=None if jit_0 is None or jit_1 is None else jit_1 - jit_0)
+              for (name, pid, cpu), before, mid, after, jit_0, jit_1 in zip(
+                  watched, cpu_before, cpu_published, cpu_settled, compiler_before,
+                  compiler_settled, strict=True)]
     n = len(procs)  # the neighbours' snapshots (after the processes') are the budget's only
     for proc, before, at_publish_end, done, lag_max in zip(procs, cpu_before[:n],
                                                            cpu_published[:n], events, lags,

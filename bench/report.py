@@ -231,6 +231,8 @@ class Params(BaseModel):
     )
     latency_s: float = Field(gt=0)
     latency_warmup_s: float = Field(ge=0)
+    broker_warmup_max_s: float = Field(
+        0.0, ge=0, description="time limit of the broker's JIT warm-up (0: none)")
     latency_rate_per_s: float | None = Field(
         None, description="forced rate of the half-load run; None = half of e2e")
     latency_loads: list[float] = Field(
@@ -338,13 +340,17 @@ class CpuUse(BaseModel):
                           "written), per event published: what an event costs this process "
                           "(a phase that did not settle within its timeout, rows_not_seen > 0, "
                           "gives a lower bound)")
+    compiler_us_per_event: float | None = Field(
+        None, description="of us_per_event, a JVM's (Kafka's) JIT compiler threads: a young "
+                          "broker compiling its hot paths, not what an event costs it")
 
 
 def cpu_use(name: str, pid: int, cpu: int | None, *, before_s: float | None,
             published_s: float | None, settled_s: float | None, publish_wall_s: float,
-            events: int) -> CpuUse:
+            events: int, compiler_s: float | None = None) -> CpuUse:
     """A :class:`CpuUse` from a process's CPU seconds at publish start, at publish end and
-    when the phase settled (None: the process was gone)."""
+    when the phase settled (None: the process was gone); ``compiler_s``: the CPU seconds its
+    JIT compiler threads used from publish start to settled (a JVM's; None for the others)."""
     busy = None if before_s is None or published_s is None else published_s - before_s
     used = None if before_s is None or settled_s is None else settled_s - before_s
     return CpuUse(
@@ -352,6 +358,8 @@ def cpu_use(name: str, pid: int, cpu: int | None, *, before_s: float | None,
         cpu_utilization_publishing=(round(busy / publish_wall_s, 3)
                                     if busy is not None and publish_wall_s > 0 else None),
         us_per_event=round(used / events * 1e6, 2) if used is not None and events > 0 else None,
+        compiler_us_per_event=(round(compiler_s / events * 1e6, 2)
+                               if compiler_s is not None and events > 0 else None),
     )
 
 
@@ -437,6 +445,22 @@ class Resources(BaseModel):
     mean_state_value_bytes: float | None = Field(None, description="CustomerState.to_bytes()")
 
 
+class BrokerWarmup(BaseModel):
+    """The pipeline run before the latency phases until the local broker's JIT compiler
+    threads went quiet (bench/broker_warmup.py)."""
+
+    seconds: float = Field(description="from the stack's Ready to quiet (or the time limit)")
+    rate_per_s: float
+    published: int
+    compiler_cpu_s: float = Field(description="CPU s of the broker's JIT compiler threads "
+                                              "during the warm-up")
+    compiler_share_by_window: list[float] = Field(
+        default_factory=list, description="their share of a core (CPU s / wall s) in each "
+                                          "window of about 5 s")
+    quiet: bool = Field(description="the compiler threads went quiet before the time limit")
+    cleanup_problems: list[str] = Field(default_factory=list)
+
+
 class ProfileLine(BaseModel):
     function: str
     self_pct: float
@@ -452,6 +476,8 @@ class BenchResult(BaseModel):
     params: Params
     ceiling: Ceiling | None = None
     end_to_end: EndToEnd | None = None
+    broker_warmup: BrokerWarmup | None = Field(
+        None, description="before the latency phases (None: skipped, e.g. no local broker)")
     latency: Latency | None = Field(None, description="at half the e2e rate")
     latency_80: Latency | None = Field(None, description="at 80 % of the e2e rate")
     sink: dict[str, Any] | None = None
@@ -538,6 +564,12 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                 rows.append((f"2 worker {i} (cpu {w.cpu})", _num(w.events_per_s, 0, "ev/s"),
                              f"{_num(w.events_per_cpu_s, 0)} per CPU s, "
                              f"CPU use {_num(w.cpu_utilization, 2)}"))
+    warm = result.broker_warmup
+    if warm is not None:
+        rows.append(("3 broker JIT warm-up", _num(warm.seconds, 0, "s"),
+                     f"at {_num(warm.rate_per_s, 0, 'ev/s')}, compiler threads "
+                     f"{_num(warm.compiler_cpu_s, 1, 'CPU s')}; "
+                     + ("quiet" if warm.quiet else "NOT quiet by the time limit")))
     for lat, tag in ((result.latency, ""), (result.latency_80, " (80%)")):
         if lat is None:
             continue
@@ -582,6 +614,8 @@ def table_rows(result: BenchResult) -> list[tuple[str, str, str]]:
                          "; ".join([
                              *([f"{' and '.join(over)} over 1: cannot keep up"] if over else []),
                              ", ".join(f"{u.name} {_num(u.us_per_event, 1)}"
+                                       + (f" (JIT {_num(u.compiler_us_per_event, 1)})"
+                                          if u.compiler_us_per_event else "")
                                        for u in lat.cpu_budget) + " us/event"])))
         if lat.capacity_per_s is not None:
             rows.append((f"3 rate the box sustains at these costs{tag}",

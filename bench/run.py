@@ -155,6 +155,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated core of each worker (default: the worker's core, "
                              "then the next cores in turn)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything to a core")
+    parser.add_argument("--broker-warmup-max-s", type=float, default=120.0,
+                        help="before the latency phases, run the pipeline until the local "
+                             "broker's JIT compiler threads are quiet, at most this long (120; "
+                             "0 skips; only a broker started by deploy/local less than 10 "
+                             "minutes before)")
     parser.add_argument("--timeout-s", type=float, default=None,
                         help="e2e limit after the worker is Ready (120 + events/500)")
     parser.add_argument("--profile-s", type=float, default=0.0,
@@ -356,6 +361,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         harness_cpu=harness_cpu, workers=args.workers,
         worker_cpus=worker_cores(args, worker_cpu, nproc), sink_cpu=sink_cpu,
         latency_s=args.latency_s, latency_warmup_s=args.latency_warmup_s,
+        broker_warmup_max_s=args.broker_warmup_max_s,
         latency_rate_per_s=args.latency_rate,
         latency_loads=[LATENCY_LOADS[n] for n in args.latency_loads],
         poll_ms=args.poll_ms, sink_rows=args.sink_rows, decode_n=args.decode_n,
@@ -379,9 +385,12 @@ def run(args: argparse.Namespace) -> BenchResult:
         f"load average {os.getloadavg()[0]:.2f}")
     kafka_age_s = result.machine.kafka_uptime_s
     if kafka_age_s is not None and kafka_age_s < WARM_BROKER_S:
-        say(f"warning: the broker started {kafka_age_s:.0f} s ago. The first run after a start "
-            f"measured the half-load latencies 5-20 times higher than a run minutes later (three "
-            f"pairs of runs, docs/performance.md): compare runs made later.")
+        say(f"the broker started {kafka_age_s:.0f} s ago: its JIT compiler still works on its hot "
+            f"paths (the first run after a start measured the half-load latencies 5-20 times "
+            f"higher, docs/performance.md); "
+            + ("the latency phases wait until it is quiet (--broker-warmup-max-s)."
+               if args.broker_warmup_max_s > 0 else
+               "warning: --broker-warmup-max-s 0: compare runs made later."))
     try:
         if {"ceiling", "e2e", "latency"} & set(args.phases):
             _service_phases(args, result, stacks, run_id, url, tmp, timeout_s, out)
@@ -431,6 +440,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[BenchStack],
                     run_id: str, url: str, tmp: Path, timeout_s: float, out: Path) -> None:
+    from bench.broker_warmup import warm_broker
     from bench.e2e import Prefill, prefill, run_latency, run_throughput
 
     base = Settings()
@@ -493,18 +503,39 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
         if moved_for_latency:
             say(f"{', '.join(moved_for_latency)} kept off cpu {worker_cpu} for the latency "
                 "phases")
+        def reference_rate() -> float:
+            if args.latency_rate is not None:  # stands for half the e2e rate
+                return float(args.latency_rate / LATENCY_LOADS["latency"])
+            e = result.end_to_end
+            if e is None or not e.events_per_s_metrics:
+                raise RuntimeError("no e2e rate measured: pass --latency-rate")
+            return float(e.events_per_s_metrics)
+
+        kafka_pid = service_pid("kafka", REPO_ROOT / ".state")
+        if "latency" in args.phases and warm_up_broker(
+                kafka_pid, result.machine.kafka_uptime_s, args.broker_warmup_max_s):
+            assert kafka_pid is not None
+
+            def warmup() -> None:
+                rate = reference_rate() * LATENCY_LOADS[args.latency_loads[0]]
+                say(f"warming the broker's JIT: {rate:,.0f} events/s until its compiler "
+                    f"threads are quiet (at most {args.broker_warmup_max_s:.0f} s)")
+                warm = BenchStack(base.kafka_bootstrap_servers, url, tmp, "warmup",
+                                  run_id=run_id, kafka_security=base.kafka_security)
+                result.broker_warmup = warm_broker(
+                    warm, pid=kafka_pid, worker_cpus=params.worker_cpus,
+                    sink_cpu=params.sink_cpu, rate_per_s=rate, customers=args.customers,
+                    seed=args.seed + 100, max_s=args.broker_warmup_max_s)
+                done = result.broker_warmup
+                say(f"broker warm-up: {done.seconds:.0f} s, compiler threads "
+                    f"{done.compiler_cpu_s:.1f} CPU s, {'quiet' if done.quiet else 'NOT quiet'}")
+            _phase(result, "broker_warmup", warmup)
         if "latency" in args.phases:
             for field, fraction in LATENCY_LOADS.items():
                 if field not in args.latency_loads:
                     continue
                 def latency(field: str = field, fraction: float = fraction) -> None:
-                    if args.latency_rate is not None:  # stands for half the e2e rate
-                        reference = args.latency_rate / LATENCY_LOADS["latency"]
-                    else:
-                        e = result.end_to_end
-                        if e is None or not e.events_per_s_metrics:
-                            raise RuntimeError("no e2e rate measured: pass --latency-rate")
-                        reference = e.events_per_s_metrics
+                    reference = reference_rate()
                     rate = reference * fraction
                     lat = BenchStack(base.kafka_bootstrap_servers, url, tmp,
                                      f"lat{round(fraction * 100)}", run_id=run_id,
@@ -529,6 +560,13 @@ def _service_phases(args: argparse.Namespace, result: BenchResult, stacks: list[
                     for problem in lat.cleanup():  # its topics, database and state go now
                         say(f"cleanup: {problem}")
                 _phase(result, field, latency)
+
+
+def warm_up_broker(pid: int | None, age_s: float | None, max_s: float) -> bool:
+    """Whether to warm the broker's JIT before the latency phases: a local broker (its pid
+    known) younger than :data:`WARM_BROKER_S`, unless ``--broker-warmup-max-s 0``. An older one
+    has run traffic before (make bench, make test) and compiled its hot paths."""
+    return pid is not None and max_s > 0 and (age_s is None or age_s < WARM_BROKER_S)
 
 
 def neighbours(moved: list[str], service_cpus: list[int],

@@ -87,6 +87,34 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# HotSpot names its JIT threads "C1 CompilerThread0", "C2 CompilerThread1", ...; the kernel
+# keeps the first 15 characters of a thread's name.
+COMPILER_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def compiler_seconds(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """CPU seconds (user + system) a JVM's JIT compiler threads used so far, from
+    ``/proc/<pid>/task/*/stat``; None when the process is gone or has no such threads (not a
+    JVM)."""
+    tasks = proc / str(pid) / "task"
+    try:
+        names = os.listdir(tasks)
+    except OSError:
+        return None
+    ticks, found = 0, False
+    for task in names:
+        try:
+            stat = (tasks / task / "stat").read_text()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name.startswith(COMPILER_THREAD_PREFIXES):
+            found = True
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def cpu_busy(cpus: Iterable[int], window_s: float = 1.0) -> float:
     """The busy share (0-1) of the busiest of ``cpus`` over ``window_s``, from /proc/stat
     (everything but idle and iowait counts as busy)."""

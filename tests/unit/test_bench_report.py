@@ -20,6 +20,7 @@ from bench.profile import IDLE, parse, summarize, threads
 from bench.report import (
     SCHEMA,
     BenchResult,
+    BrokerWarmup,
     Ceiling,
     EndToEnd,
     Git,
@@ -388,6 +389,19 @@ def test_core_demand_adds_the_processes_of_each_core_at_the_phase_rate() -> None
     assert (value, note) == ("cpu 0: 0.20", "worker 33.3 us/event")
     assert "3 cores needed at this load" not in dict(
         (n, v) for n, v, _ in table_rows(_result(latency=_latency(6_000, 120.0, 0.5))))
+
+
+def test_the_table_says_how_long_the_broker_was_warmed() -> None:
+    warm = BrokerWarmup(seconds=35.2, rate_per_s=16_000.0, published=560_000,
+                        compiler_cpu_s=14.53, compiler_share_by_window=[0.61, 0.44, 0.01, 0.004],
+                        quiet=True)
+    rows = {name: (value, note) for name, value, note in table_rows(_result(broker_warmup=warm))}
+    assert rows["3 broker JIT warm-up"] == (
+        "35 s", "at 16,000 ev/s, compiler threads 14.5 CPU s; quiet")
+    late = warm.model_copy(update={"quiet": False})
+    rows = {name: (value, note) for name, value, note in table_rows(_result(broker_warmup=late))}
+    assert rows["3 broker JIT warm-up"][1].endswith("NOT quiet by the time limit")
+    assert "3 broker JIT warm-up" not in {name for name, _, _ in table_rows(_result())}
 
 
 def test_the_neighbours_are_the_local_services_with_a_pid_file_and_the_harness(
