@@ -82,11 +82,13 @@ def build_helper(directory: Path) -> Path:
     return library
 
 
-def callgrind_command(out_file: Path, inner_args: list[str], ll_mib: int) -> list[str]:
-    """The valgrind command line that runs this module's inner mode."""
+def callgrind_command(out_file: Path, inner_args: list[str], ll_mib: int,
+                      module: str = "bench.cache_profile") -> list[str]:
+    """The valgrind command line that runs ``module``'s inner mode (this module's, or
+    :mod:`bench.sink_cost`'s)."""
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--cache-sim=yes",
             "--I1=32768,8,64", "--D1=32768,8,64", f"--LL={ll_mib * 1024 * 1024},16,64",
-            f"--callgrind-out-file={out_file}", sys.executable, "-m", "bench.cache_profile",
+            f"--callgrind-out-file={out_file}", sys.executable, "-m", module,
             "--inner", *inner_args]
 
 

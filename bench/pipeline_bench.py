@@ -197,13 +197,15 @@ def _cut(messages: Sequence[Any], batch: int, first_offset: int) -> list[Fetch]:
 def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
              timed: TimedEngine | None = None,
              window: tuple[Callable[[], object], Callable[[], object]] | None = None,
-             ) -> PipelineRun:
+             capture: list[Any] | None = None) -> PipelineRun:
     """One pipeline over ``batches`` (fresh states), timed from fetch ``warm`` (the ones
     before fill the states, as a live worker's are) to the drain. ``timed``: an engine whose
     ``process`` calls are timed per event type from fetch ``warm`` on (it adds ~1 us an
     event to the total). ``window``: called when the measured fetches begin and right after
     their drain, before anything is torn down (:mod:`bench.cache_profile` switches a
-    simulator's counting on and off with them)."""
+    simulator's counting on and off with them). ``capture``: gets every record handed to the
+    producer but the changelogs' (``streams.processing.Output``: scores, alerts, dead letters,
+    keyed events), for :mod:`bench.sink_cost`."""
     if not 0 <= warm < len(batches):
         raise ValueError(f"{len(batches)} fetches leave none to measure after {warm} warm ones")
     topics = TopicNames()
@@ -216,6 +218,8 @@ def run_once(batches: list[Fetch], config: WorkerConfig, warm: int = 0,
     async def send(records: Sequence[Any]) -> list[_Delivery]:
         nonlocal outputs
         outputs += sum(1 for r in records if not r.topic.endswith("-changelog"))
+        if capture is not None:
+            capture.extend(r for r in records if not r.topic.endswith("-changelog"))
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return [_Delivery(done, list(range(len(records))))]
