@@ -252,29 +252,34 @@ class ClickHouseWriter:
             return
         width = len(TABLE_COLUMNS[table])
         try:
-            bad = out_of_range(table, to_columns(rows, width)) if self.check_ranges else {}
+            columns: list[Sequence[Any]] | None = to_columns(rows, width)
         except ValueError:  # a row of the wrong width: the bisection below isolates it
-            bad = {}
+            columns = None
+        bad = out_of_range(table, columns) if self.check_ranges and columns is not None else {}
         for index, reason in sorted(bad.items()):
             stats.rejected.append(Rejected(table, index, VALUE_OUT_OF_RANGE, reason))
         if bad:
             positions = [i for i in range(len(rows)) if i not in bad]
             fitting: Sequence[Row] = [rows[i] for i in positions]
+            columns = None
         else:
             positions, fitting = list(range(len(rows))), rows
         written = 0
         for group in split_by_partition(table, fitting):
-            group_rows = fitting if len(group) == len(fitting) else [fitting[i] for i in group]
+            whole = len(group) == len(fitting)
             written += self._insert_or_bisect(
-                table, group_rows, [positions[i] for i in group], stats
+                table, fitting if whole else [fitting[i] for i in group],
+                [positions[i] for i in group], stats, columns if whole else None,
             )
         stats.rows[table] = written
 
     def _insert_or_bisect(
-        self, table: str, rows: Sequence[Row], positions: list[int], stats: WriteStats
+        self, table: str, rows: Sequence[Row], positions: list[int], stats: WriteStats,
+        columns: list[Sequence[Any]] | None = None,
     ) -> int:
-        """Insert ``rows``; on a permanent error, halve until the failing rows are alone and
-        reject those. Return the number of rows written."""
+        """Insert ``rows`` (``columns``: the same rows as columns, when the caller has them);
+        on a permanent error, halve until the failing rows are alone and reject those. Return
+        the number of rows written."""
         width = len(TABLE_COLUMNS[table])
         sql = insert_sql(self.database, table)
         written = 0
@@ -282,7 +287,9 @@ class ClickHouseWriter:
         while pending:
             part, where = pending.pop()
             try:
-                self._insert(table, sql, to_columns(part, width), len(part), stats)
+                if columns is None or part is not rows:
+                    columns = to_columns(part, width)
+                self._insert(table, sql, columns, len(part), stats)
             except Exception as error:
                 if not self._permanent(error):
                     raise

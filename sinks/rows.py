@@ -197,8 +197,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def epoch_s(moment: datetime) -> int:
-    """Whole UTC epoch seconds (floored) of an aware datetime: what a DateTime column stores."""
-    return epoch_ms(moment) // 1000
+    """Whole UTC epoch seconds (floored) of an aware datetime: what a DateTime column stores.
+    The last moment's are kept (one tuple: safe across threads): every row a fetch gives is
+    stamped with the same ``ingested_at``."""
+    global _last_epoch_s
+    last = _last_epoch_s
+    if last[0] is moment:
+        return last[1]
+    seconds = epoch_ms(moment) // 1000
+    _last_epoch_s = (moment, seconds)
+    return seconds
+
+
+_last_epoch_s: tuple[datetime | None, int] = (None, 0)
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -209,6 +220,7 @@ def epoch_ms(moment: datetime) -> int:
 
 _dumps = orjson.dumps
 _to_builtins = msgspec.to_builtins
+_encode_json = msgspec.json.encode
 
 
 def _json(value: Any) -> str:
@@ -273,7 +285,10 @@ def event_row(event: Event | EventBase, sentiment: float | None, *, ingested_at:
         getattr(p, "reason", None) or "",
         0.0 if sentiment is None else float(sentiment),
         0 if sentiment is None else 1,
-        _dumps(_to_builtins(p)).decode("utf-8"),  # without absent properties
+        # UTF-8 JSON without absent properties, as bytes (a String column takes them as they
+        # are); msgspec writes a float's exponent without "+" (1e16), orjson and the
+        # publishers with it (1e+16): the same number to JSONExtract.
+        _encode_json(p),
         epoch_s(ingested_at),
     )
 
@@ -284,10 +299,12 @@ def _model_json(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _explanation(contributions: Sequence[Any]) -> str:
-    # Records (msgspec Structs) become builtins natively, pydantic Contributions through
-    # _model_json; orjson writes the floats as the published JSON does.
-    return _dumps(_to_builtins(contributions, enc_hook=_model_json)).decode("utf-8")
+def _explanation(contributions: Sequence[Any]) -> bytes:
+    # UTF-8 JSON bytes (a String column takes them as they are). Records (msgspec Structs)
+    # are encoded natively, pydantic Contributions through _model_json; the floats as the
+    # published JSON has them (rounded points, no exponent above 1e16, where msgspec's and
+    # orjson's forms differ).
+    return _encode_json(contributions, enc_hook=_model_json)
 
 
 def score_row(update: ScoreUpdateRecord | ScoreUpdate, *, ingested_at: datetime) -> Row:

@@ -240,6 +240,7 @@ def test_columnar_write_reads_back(admin: Client, database: str) -> None:
         for key in ("sentiment", "wait_s"):  # Float32 columns
             assert got_d[key] == pytest.approx(want_d[key], rel=1e-6)
             got_d[key] = want_d[key]
+        want_d["properties"] = want_d["properties"].decode()  # JSON written as UTF-8 bytes
         assert got_d == want_d
     raw = admin.execute(f"SELECT raw, raw_size, source_offset FROM {database}.dead_letters")
     assert raw == [(b"\xff{", 2, 99)]

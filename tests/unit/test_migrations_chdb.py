@@ -155,7 +155,7 @@ def test_rollup_and_report_queries_on_modern_clickhouse() -> None:
                 "event_type": "survey_answer",
                 "properties": {"survey": survey, "score": score}})
             lines.append(as_dict(TOUCHPOINT_EVENTS, event_row(event, 0.5, ingested_at=now)))
-        body = "\\n".join(orjson.dumps(line).decode() for line in lines)
+        body = "\\n".join(orjson.dumps(line, default=bytes.decode).decode() for line in lines)
         execute("INSERT INTO cx.touchpoint_events FORMAT JSONEachRow\\n" + body)
         execute("INSERT INTO cx.touchpoint_events FORMAT JSONEachRow\\n" + body)  # redelivery
         window = dict(database="cx", since_s=int(now.timestamp()) - 86400,
@@ -205,7 +205,8 @@ def test_clv_column_reads_unknown_on_old_rows_and_stores_the_updates_value() -> 
             update = ScoreUpdate(customer_id=customer, experience_score=50, churn_risk=0.4,
                                  journey_stage=JourneyStage.usage, event_time=now,
                                  updated_at=now, clv_12m=clv)
-            lines.append(orjson.dumps(as_dict(CUSTOMER_SCORES, score_row(update, ingested_at=now))))
+            row = score_row(update, ingested_at=now)
+            lines.append(orjson.dumps(as_dict(CUSTOMER_SCORES, row), default=bytes.decode))
         execute("INSERT INTO cx.customer_scores FORMAT JSONEachRow\\n"
                 + "\\n".join(line.decode() for line in lines))
         stored = execute("SELECT customer_id, clv_12m FROM cx.customer_scores ORDER BY customer_id")

@@ -27,6 +27,13 @@ execute("CREATE DATABASE cx")
 apply_migrations(execute, server_version=VERSION, database="cx")
 
 
+def text(value):
+    # A String column's value given as UTF-8 bytes (clickhouse-driver writes them as they are)
+    if isinstance(value, bytes):
+        return value.decode()
+    raise TypeError(type(value).__name__)
+
+
 class ChdbClient:
     '''clickhouse-driver's execute() on chDB: columnar inserts become JSONEachRow inserts,
     chDB's errors become ServerException with the server's code.'''
@@ -40,7 +47,7 @@ class ChdbClient:
                 return execute(sql)
             table = sql.split()[2].split(".")[1]
             names = TABLE_COLUMNS[table]
-            body = "\\n".join(orjson.dumps(dict(zip(names, row))).decode()
+            body = "\\n".join(orjson.dumps(dict(zip(names, row)), default=text).decode()
                               for row in zip(*columns))
             execute(sql.split("(")[0] + "FORMAT JSONEachRow\\n" + body)
             self.inserts.append(len(columns[0]))
