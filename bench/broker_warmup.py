@@ -1,7 +1,7 @@
 """Warm the local Kafka broker's JIT compiler before the latency phases (``make bench``).
 
 A broker minutes old spends much of its CPU compiling its own hot paths: HotSpot's C1 and C2
-compiler threads. On 2026-12-08, in a half-load phase at 16,000 events/s three minutes after
+compiler threads. On 2026-12-08, in a half-load phase at 16,000 events/s seconds after
 ``make services``, they used 46 % of the broker's CPU (Kafka 32 us an event against 8-11 on a
 broker warmed by earlier runs), on the core the latency phases share with the sink and
 ClickHouse: the phase then measured the broker's start, not the pipeline (a production broker
@@ -36,7 +36,7 @@ from cxsignals.simulator.journeys import generate
 WINDOW_S = 5.0
 QUIET_SHARE = 0.02
 """Compiler threads below 2 % of a core count as quiet: a warmed broker still compiles now and
-then (0.2-1 % of a core over 5 s windows in the runs of 2026-12-08, 60 % at first)."""
+then (1-5 % of a core in some windows of the runs of 2026-12-08, 20-23 % at first)."""
 QUIET_WINDOWS = 2
 MAX_S = 120.0
 
@@ -56,12 +56,12 @@ def warm_broker(stack: BenchStack, *, pid: int, worker_cpus: list[int | None],
     are quiet or ``max_s`` passed; see the module docstring. ``stack`` is created here and
     cleaned up before returning."""
     settings = stack.settings()
-    stack.create()
     started = time.monotonic()
     published = 0
     shares: list[float] = []  # the compiler threads' CPU s / wall s of each window
     first = last = 0.0
     try:
+        stack.create()
         workers, sink = stack.start(worker_cpus, sink_cpu)
         started = time.monotonic()
         at_start = compiler_seconds(pid)

@@ -1,9 +1,9 @@
 """Instructions the sink spends a record, counted, not timed: a noise-free A/B of the sink.
 
 ``python -m bench.sink_cost`` runs the sink's own per-record path under Valgrind's callgrind,
-counting only it: the records a live sink consumes in a latency phase (the simulator's events
-and, from :mod:`bench.pipeline_bench`'s worker pipeline, the score updates, alerts and dead
-letters it publishes for them, uncounted) go through :func:`sinks.consumer.build_sink`'s
+counting only it: the records a live sink reads for ``make bench``'s pre-fill (the simulator's
+events and, from :mod:`bench.pipeline_bench`'s worker pipeline, the score updates, alerts and
+dead letters it publishes for them, uncounted) go through :func:`sinks.consumer.build_sink`'s
 ``StoreLoop._build`` (validation, sentiment, rows) and ``BatchBuffer`` in fetches of
 ``--fetch`` records, and every ``--batch-records`` into its ``TableWriters.write``: the range
 check, the columns and clickhouse-driver's native-protocol blocks, inserted into the real
