@@ -29,6 +29,7 @@ Nothing here is built at import; it needs no service.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import os
 import re
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -90,6 +91,36 @@ def callgrind_command(out_file: Path, inner_args: list[str], ll_mib: int,
             "--I1=32768,8,64", "--D1=32768,8,64", f"--LL={ll_mib * 1024 * 1024},16,64",
             f"--callgrind-out-file={out_file}", sys.executable, "-m", module,
             "--inner", *inner_args]
+
+
+@contextlib.contextmanager
+def counted_run(module: str, inner: list[str], ll_mib: int,
+                keep: Path | None) -> Iterator[Path]:
+    """Run ``module``'s inner mode under callgrind (its counting switched by the helper built
+    here) and yield the counting window's dump (in a temporary directory, removed after;
+    ``keep``: copied there too). Exits with a message when the helper or the run fails."""
+    with tempfile.TemporaryDirectory(prefix="cx-counted-") as tmp:
+        directory = Path(tmp)
+        try:
+            helper = build_helper(directory)
+        except RuntimeError as exc:
+            sys.exit(f"error: {exc}")
+        command = callgrind_command(directory / "callgrind.out",
+                                    [*inner, "--helper", str(helper)], ll_mib, module=module)
+        print("running:", " ".join(command), flush=True)
+        paths = [str(Path(__file__).resolve().parent.parent),
+                 *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        done = subprocess.run(command, env=env, stderr=subprocess.DEVNULL)
+        dumps = sorted(directory.glob("callgrind.out.*"))
+        if done.returncode != 0 or not dumps:
+            sys.exit(f"error: the counted run failed (exit {done.returncode}); run the command "
+                     "above to see valgrind's output")
+        dump = dumps[0]  # the counting window's dump (the process's own final one is empty)
+        if keep is not None:
+            shutil.copy(dump, keep)
+            print(f"callgrind dump kept: {keep}")
+        yield dump
 
 
 def read_totals(dump: Path) -> dict[str, int]:
@@ -259,27 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     inner = ["--events", str(args.events), "--warm-events", str(args.warm_events),
              "--customers", str(args.customers), "--seed", str(args.seed),
              "--batch", str(args.batch)] + (["--no-huge-pages"] if args.no_huge_pages else [])
-    with tempfile.TemporaryDirectory(prefix="cx-cache-profile-") as tmp:
-        directory = Path(tmp)
-        try:
-            helper = build_helper(directory)
-        except RuntimeError as exc:
-            sys.exit(f"error: {exc}")
-        out = directory / "callgrind.out"
-        command = callgrind_command(out, [*inner, "--helper", str(helper)], args.ll_mib)
-        print("running:", " ".join(command), flush=True)
-        paths = [str(Path(__file__).resolve().parent.parent),
-                 *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        done = subprocess.run(command, env=env, stderr=subprocess.DEVNULL)
-        dumps = sorted(directory.glob("callgrind.out.*"))
-        if done.returncode != 0 or not dumps:
-            sys.exit(f"error: the counted run failed (exit {done.returncode}); run the command "
-                     "above to see valgrind's output")
-        dump = dumps[0]  # the counting window's dump (the process's own final one is empty)
-        if args.keep is not None:
-            shutil.copy(dump, args.keep)
-            print(f"callgrind dump kept: {args.keep}")
+    with counted_run("bench.cache_profile", inner, args.ll_mib, args.keep) as dump:
         totals = read_totals(dump)
         annotate = [shutil.which("callgrind_annotate") or "callgrind_annotate", "--auto=no",
                     "--threshold=100"]

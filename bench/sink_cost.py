@@ -24,9 +24,7 @@ import ctypes
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from bench.cache_profile import VirtualClock, build_helper, callgrind_command, read_totals
+from bench.cache_profile import VirtualClock, counted_run, read_totals
 
 FETCH_RECORDS = 2_000
 BATCH_RECORDS = 5_000
@@ -169,28 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     inner = ["--events", str(args.events), "--customers", str(args.customers), "--seed",
              str(args.seed), "--fetch", str(args.fetch), "--batch-records",
              str(args.batch_records), "--clickhouse-url", args.clickhouse_url]
-    with tempfile.TemporaryDirectory(prefix="cx-sink-cost-") as tmp:
-        directory = Path(tmp)
-        try:
-            helper = build_helper(directory)
-        except RuntimeError as exc:
-            sys.exit(f"error: {exc}")
-        out = directory / "callgrind.out"
-        command = callgrind_command(out, [*inner, "--helper", str(helper)], 32,
-                                    module="bench.sink_cost")
-        print("running under callgrind (about 2 minutes)", flush=True)
-        paths = [str(Path(__file__).resolve().parent.parent),
-                 *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        done = subprocess.run(command, env=env, stderr=subprocess.DEVNULL)
-        dumps = sorted(directory.glob("callgrind.out.*"))
-        if done.returncode != 0 or not dumps:
-            sys.exit(f"error: the counted run failed (exit {done.returncode}): "
-                     + " ".join(command))
-        if args.keep is not None:
-            shutil.copy(dumps[0], args.keep)
-            print(f"callgrind dump kept: {args.keep}")
-        totals = read_totals(dumps[0])
+    print("about 2 minutes under callgrind", flush=True)
+    with counted_run("bench.sink_cost", inner, 32, args.keep) as dump:
+        totals = read_totals(dump)
     print(f"per touchpoint event ({args.events:,}; the outputs' records included): "
           f"instructions {totals['Ir'] / args.events:,.1f}, data reads "
           f"{totals['Dr'] / args.events:,.1f}, writes {totals['Dw'] / args.events:,.1f}, "

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from clickhouse_driver import Client
 
-from bench.cache_profile import VirtualClock
 from bench.sink_cost import run_sink, sink_records
 from cxsignals.settings import ClickHouseParams
 from schemas.topics import TopicNames
@@ -16,9 +14,8 @@ from tests.integration.services import Endpoints
 
 
 def test_the_counted_sink_writes_every_record_and_drops_its_database(
-        endpoints: Endpoints, monkeypatch: pytest.MonkeyPatch) -> None:
+        endpoints: Endpoints) -> None:
     topics = TopicNames()
-    VirtualClock().install(monkeypatch.setattr)
     records = sink_records(2_000, 200, 11)
     by_topic = Counter(r.topic for r in records)
     params = ClickHouseParams.from_url(endpoints.clickhouse_url)
